@@ -1,1 +1,26 @@
-//! placeholder
+//! Logging set-up shared by the binaries: a file at a level, never stdout.
+//!
+//! stdout belongs to the CNI result; anything else there breaks the runtime's parse.
+
+use log::LevelFilter;
+use simplelog::{ConfigBuilder, WriteLogger};
+use std::path::Path;
+
+/// Parses a level name (`error`, `warn`, `info`, `debug`, `trace`, `off`; case-insensitive).
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    s.parse().ok()
+}
+
+/// Sends logs to `file` (appended) or, without one, to stderr. Failing to open the file
+/// falls back to stderr rather than failing the CNI call: logs must never cost a pod.
+pub fn init(file: Option<&Path>, level: LevelFilter) {
+    let config = ConfigBuilder::new().set_time_format_rfc3339().set_thread_level(LevelFilter::Off).build();
+    let sink: Box<dyn std::io::Write + Send> = match file {
+        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Box::new(f),
+            Err(_) => Box::new(std::io::stderr()),
+        },
+        None => Box::new(std::io::stderr()),
+    };
+    let _ = WriteLogger::init(level, config, sink);
+}

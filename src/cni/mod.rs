@@ -1,1 +1,17 @@
-//! placeholder
+//! The CNI protocol: environment and `CNI_ARGS`, configs, results of every spec version,
+//! errors with the spec's codes, and running delegate plugins like libcni does.
+
+pub mod chain;
+pub mod conf;
+pub mod env;
+pub mod error;
+pub mod exec;
+pub mod result;
+pub mod version;
+
+pub use conf::NetworkConfig;
+pub use env::{CniArgs, CniEnv, Command, PodRef};
+pub use error::{code, CniError};
+pub use exec::Invocation;
+pub use result::CniResult;
+pub use version::Version;

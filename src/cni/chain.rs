@@ -1,0 +1,79 @@
+//! Running a network configuration (one plugin or a chain) the way libcni does:
+//! ADD in order threading `prevResult`, DEL in reverse, CHECK in order with the cached result.
+
+use super::conf::NetworkConfig;
+use super::env::Command;
+use super::error::{join_errors, CniError};
+use super::exec::{exec_plugin, Invocation};
+use super::version::Version;
+use serde_json::{Map, Value};
+
+fn plugin_type(net: &NetworkConfig, i: usize) -> &str {
+    net.plugins.get(i).and_then(|p| p.get("type")).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn stdin_bytes(net: &NetworkConfig, i: usize, rc: &Map<String, Value>, prev: Option<&Value>) -> Vec<u8> {
+    net.plugin_stdin(i, rc, prev).to_string().into_bytes()
+}
+
+/// ADD: every plugin in order; each gets the previous one's result. Returns the last result,
+/// in the network's own `cniVersion`.
+pub fn add(net: &NetworkConfig, inv: &Invocation, runtime_config: &Map<String, Value>) -> Result<Value, CniError> {
+    debug_assert_eq!(inv.command, Command::Add);
+    let mut prev: Option<Value> = None;
+    for i in 0..net.plugins.len() {
+        let t = plugin_type(net, i);
+        let out = exec_plugin(inv, t, &stdin_bytes(net, i, runtime_config, prev.as_ref()))?;
+        match out {
+            Some(result) => prev = Some(result),
+            None if prev.is_some() => {}
+            None => {
+                return Err(CniError::new(super::error::code::DECODING_FAILURE, format!("{t} ADD printed no result")))
+            }
+        }
+    }
+    prev.ok_or_else(|| CniError::invalid_config(format!("network {:?} has no plugins", net.name)))
+}
+
+/// DEL: every plugin in reverse order, each with the cached result (from 0.4.0 on, as the spec
+/// says). Goes on past a failure so as much as possible is torn down, then reports them all.
+pub fn del(
+    net: &NetworkConfig,
+    inv: &Invocation,
+    runtime_config: &Map<String, Value>,
+    cached: Option<&Value>,
+) -> Result<(), CniError> {
+    debug_assert_eq!(inv.command, Command::Del);
+    let prev = if net.version() >= Version::V0_4_0 { cached } else { None };
+    let mut errors = Vec::new();
+    for i in (0..net.plugins.len()).rev() {
+        if let Err(e) = exec_plugin(inv, plugin_type(net, i), &stdin_bytes(net, i, runtime_config, prev)) {
+            errors.push(e);
+        }
+    }
+    join_errors(errors).map_or(Ok(()), Err)
+}
+
+/// CHECK: every plugin in order with the cached result. Refused below 0.4.0 (code 1), skipped
+/// when the conflist says `disableCheck`.
+pub fn check(
+    net: &NetworkConfig,
+    inv: &Invocation,
+    runtime_config: &Map<String, Value>,
+    cached: &Value,
+) -> Result<(), CniError> {
+    debug_assert_eq!(inv.command, Command::Check);
+    if net.version() < Version::V0_4_0 {
+        return Err(CniError::new(
+            super::error::code::INCOMPATIBLE_VERSION,
+            format!("network {:?} is cniVersion {}; CHECK needs 0.4.0 or later", net.name, net.cni_version),
+        ));
+    }
+    if net.disable_check {
+        return Ok(());
+    }
+    for i in 0..net.plugins.len() {
+        exec_plugin(inv, plugin_type(net, i), &stdin_bytes(net, i, runtime_config, Some(cached)))?;
+    }
+    Ok(())
+}

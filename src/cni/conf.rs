@@ -1,0 +1,219 @@
+//! Network configurations: one plugin (`.conf`) or a chain (`.conflist`), as delegates get them.
+
+use super::error::CniError;
+use super::version::Version;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// A network configuration, normalised to a chain of plugins.
+///
+/// A single conf is a chain of one whose plugin keeps every key it had; libcni sends it to
+/// the plugin as it was, and so does kactus (plus `runtimeConfig` for declared capabilities).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub cni_version: String,
+    /// Each plugin's keys, without `name` and `cniVersion` (injected per call).
+    pub plugins: Vec<Map<String, Value>>,
+    /// Whether it came as a conflist (`plugins` key); kept so the cache holds the same shape.
+    pub is_list: bool,
+    pub disable_check: bool,
+    pub disable_gc: bool,
+}
+
+impl NetworkConfig {
+    /// Parses a conf or conflist. `name` and `cniVersion` missing from it are filled from
+    /// `default_name` / `default_version` (the NAD's name, the kactus config's version).
+    pub fn parse(value: &Value, default_name: &str, default_version: &str) -> Result<NetworkConfig, CniError> {
+        let obj = value.as_object().ok_or_else(|| CniError::invalid_config("network config must be a JSON object"))?;
+        let name = opt_str(obj, "name")?.filter(|s| !s.is_empty()).unwrap_or(default_name).to_string();
+        let cni_version = opt_str(obj, "cniVersion")?.filter(|s| !s.is_empty()).unwrap_or(default_version).to_string();
+        Version::supported(&cni_version).map_err(|e| e.context(format!("network {name:?}")))?;
+        let (plugins, is_list) = match obj.get("plugins") {
+            Some(Value::Array(list)) => {
+                if list.is_empty() {
+                    return Err(CniError::invalid_config(format!("network {name:?}: \"plugins\" is empty")));
+                }
+                let mut plugins = Vec::new();
+                for (i, p) in list.iter().enumerate() {
+                    let p = p.as_object().ok_or_else(|| {
+                        CniError::invalid_config(format!("network {name:?}: plugins[{i}] must be an object"))
+                    })?;
+                    plugins.push(strip_identity(p));
+                }
+                (plugins, true)
+            }
+            Some(_) => return Err(CniError::invalid_config(format!("network {name:?}: \"plugins\" must be a list"))),
+            None => (vec![strip_identity(obj)], false),
+        };
+        for (i, p) in plugins.iter().enumerate() {
+            let t = p.get("type").and_then(Value::as_str).unwrap_or_default();
+            validate_plugin_type(t).map_err(|e| {
+                let at = if is_list { format!("plugins[{i}].type") } else { "type".into() };
+                CniError::invalid_config(format!("network {name:?}: {at}: {e}"))
+            })?;
+        }
+        let flag = |key: &str| obj.get(key).and_then(Value::as_bool).unwrap_or(false);
+        Ok(NetworkConfig {
+            name,
+            cni_version,
+            plugins,
+            is_list,
+            disable_check: is_list && flag("disableCheck"),
+            disable_gc: is_list && flag("disableGC"),
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8], default_name: &str, default_version: &str) -> Result<NetworkConfig, CniError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(
+                super::error::code::DECODING_FAILURE,
+                format!("network {default_name:?}: config is not JSON: {e}"),
+            )
+        })?;
+        Self::parse(&value, default_name, default_version)
+    }
+
+    /// The plugin types of the chain, for messages ("macvlan+tuning").
+    pub fn types(&self) -> String {
+        self.plugins.iter().filter_map(|p| p.get("type").and_then(Value::as_str)).collect::<Vec<_>>().join("+")
+    }
+
+    /// Capabilities any plugin of the chain declares (`"capabilities": {"mac": true}`).
+    pub fn capabilities(&self) -> BTreeSet<String> {
+        self.plugins.iter().flat_map(plugin_capabilities).collect()
+    }
+
+    /// The config as JSON, in the shape it came in (conf or conflist).
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("cniVersion".into(), self.cni_version.clone().into());
+        out.insert("name".into(), self.name.clone().into());
+        if self.is_list {
+            if self.disable_check {
+                out.insert("disableCheck".into(), true.into());
+            }
+            if self.disable_gc {
+                out.insert("disableGC".into(), true.into());
+            }
+            out.insert("plugins".into(), Value::Array(self.plugins.iter().cloned().map(Value::Object).collect()));
+        } else if let Some(p) = self.plugins.first() {
+            out.extend(p.clone());
+        }
+        Value::Object(out)
+    }
+
+    /// What plugin `index` receives on stdin: its keys, the network's name and version, the
+    /// runtime config for the capabilities it declares (as libcni does), and `prevResult`.
+    pub fn plugin_stdin(
+        &self,
+        index: usize,
+        runtime_config: &Map<String, Value>,
+        prev_result: Option<&Value>,
+    ) -> Value {
+        let plugin = self.plugins.get(index).cloned().unwrap_or_default();
+        let caps = plugin_capabilities(&plugin);
+        let mut out = Map::new();
+        out.insert("cniVersion".into(), self.cni_version.clone().into());
+        out.insert("name".into(), self.name.clone().into());
+        out.extend(plugin);
+        let rc: Map<String, Value> =
+            runtime_config.iter().filter(|(k, _)| caps.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if !rc.is_empty() {
+            out.insert("runtimeConfig".into(), Value::Object(rc));
+        }
+        if let Some(prev) = prev_result {
+            out.insert("prevResult".into(), prev.clone());
+        }
+        Value::Object(out)
+    }
+
+    pub fn version(&self) -> Version {
+        Version::parse(&self.cni_version).unwrap_or(Version(0, 1, 0))
+    }
+}
+
+fn strip_identity(obj: &Map<String, Value>) -> Map<String, Value> {
+    let mut m = obj.clone();
+    m.remove("name");
+    m.remove("cniVersion");
+    m.remove("plugins");
+    m.remove("disableCheck");
+    m.remove("disableGC");
+    m
+}
+
+fn plugin_capabilities(plugin: &Map<String, Value>) -> Vec<String> {
+    match plugin.get("capabilities") {
+        Some(Value::Object(caps)) => {
+            caps.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.clone()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, CniError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(CniError::invalid_config(format!("\"{key}\" must be a string"))),
+    }
+}
+
+/// A delegate `type` is a bare binary name looked up in `CNI_PATH`; anything that could
+/// reach outside it (`/`, `..`) is refused, so a NAD cannot make kactus exec an arbitrary file.
+pub fn validate_plugin_type(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("plugin type is missing".into());
+    }
+    if t.contains('/') || t.contains('\0') || t == "." || t == ".." {
+        return Err(format!("plugin type {t:?} must be a bare binary name found in CNI_PATH"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conf_gets_nad_name_and_default_version() {
+        let n = NetworkConfig::parse(&json!({"type": "macvlan", "master": "eth0"}), "green", "1.0.0").unwrap();
+        assert_eq!((n.name.as_str(), n.cni_version.as_str(), n.types()), ("green", "1.0.0", "macvlan".to_string()));
+        let stdin = n.plugin_stdin(0, &Map::new(), None);
+        assert_eq!(stdin, json!({"cniVersion": "1.0.0", "name": "green", "type": "macvlan", "master": "eth0"}));
+    }
+
+    #[test]
+    fn conflist_plugins_get_runtime_config_only_for_their_capabilities() {
+        let list = json!({"cniVersion": "0.4.0", "name": "macvlan100", "plugins": [
+            {"type": "macvlan", "capabilities": {"ips": true}, "ipam": {"type": "static"}},
+            {"type": "tuning", "capabilities": {"mac": true}}]});
+        let n = NetworkConfig::parse(&list, "x", "1.0.0").unwrap();
+        assert_eq!(n.name, "macvlan100");
+        let rc: Map<String, Value> =
+            json!({"ips": ["10.1.1.5/24"], "mac": "c2:11:22:33:44:55"}).as_object().unwrap().clone();
+        let first = n.plugin_stdin(0, &rc, None);
+        assert_eq!(first["runtimeConfig"], json!({"ips": ["10.1.1.5/24"]}));
+        let prev = json!({"cniVersion": "0.4.0"});
+        let second = n.plugin_stdin(1, &rc, Some(&prev));
+        assert_eq!(second["runtimeConfig"], json!({"mac": "c2:11:22:33:44:55"}));
+        assert_eq!(second["prevResult"], prev);
+        assert_eq!(n.to_json()["plugins"][1]["type"], "tuning");
+    }
+
+    #[test]
+    fn paths_in_plugin_type_are_refused() {
+        for t in ["../../bin/sh", "/usr/bin/id", ""] {
+            let e = NetworkConfig::parse(&json!({"type": t}), "n", "1.0.0").unwrap_err();
+            assert_eq!(e.code, 7, "{t}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn unsupported_version_is_code_1() {
+        let e = NetworkConfig::parse(&json!({"type": "bridge", "cniVersion": "3.0.0"}), "n", "1.0.0").unwrap_err();
+        assert_eq!(e.code, 1);
+    }
+}
