@@ -1,1 +1,72 @@
-//! placeholder
+//! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story; `plan.rs`
+//! turns inputs into validated delegate calls, `cache.rs` remembers them, `status.rs`
+//! publishes what the pod has.
+
+pub mod add;
+pub mod cache;
+pub mod check;
+pub mod config;
+pub mod del;
+pub mod plan;
+pub mod status;
+
+pub use config::KactusConfig;
+
+use crate::cni::{version, CniEnv, CniError, Command};
+use std::io::Read;
+
+/// What the process prints and its exit status.
+pub struct Outcome {
+    pub stdout: String,
+    pub success: bool,
+}
+
+/// Runs one CNI call from the process's stdin and environment.
+pub fn run_from_process() -> Outcome {
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    // The version to answer errors in: the config's if it parses that far.
+    let answer_version = serde_json::from_slice::<serde_json::Value>(&stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string))
+        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
+        .unwrap_or_else(|| version::LATEST.to_string());
+    let result = match read {
+        Ok(_) => run(&stdin, CniEnv::from_process()),
+        Err(e) => Err(CniError::io("read stdin", e)),
+    };
+    match result {
+        Ok(stdout) => Outcome { stdout, success: true },
+        Err(e) => Outcome { stdout: e.to_json(&answer_version), success: false },
+    }
+}
+
+/// One CNI call: VERSION needs no valid config; the rest parse it fully first.
+pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniError> {
+    let env = env?;
+    if env.command == Command::Version {
+        let asked = serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string))
+            .unwrap_or_else(|| version::LATEST.to_string());
+        return Ok(version::version_info(&asked).to_string());
+    }
+    let cfg = KactusConfig::from_bytes(stdin)?;
+    crate::logging::init(cfg.log_file.as_deref(), cfg.log_level);
+    log::debug!("{} container={} ifname={} args={}", env.command.as_str(), env.container_id, env.ifname, redact(&env));
+    match env.command {
+        Command::Add => add::add(&cfg, &env).map(|v| v.to_string()),
+        Command::Del => del::del(&cfg, &env).map(|_| String::new()),
+        Command::Check => check::check(&cfg, &env).map(|_| String::new()),
+        Command::Status | Command::Gc => Err(CniError::new(
+            crate::cni::code::UNSUPPORTED_FIELD,
+            format!("{} is not supported yet", env.command.as_str()),
+        )),
+        Command::Version => Ok(String::new()),
+    }
+}
+
+/// CNI_ARGS as logged: pod identity is fine to log, but nothing else is assumed safe.
+fn redact(env: &CniEnv) -> String {
+    env.args.for_delegate().render()
+}

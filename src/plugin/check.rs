@@ -1,0 +1,36 @@
+//! CHECK: every cached delegate call checked with its cached result, in ADD order.
+
+use super::cache::ContainerCache;
+use super::config::KactusConfig;
+use crate::cni::env::K8S_POD_NETWORK;
+use crate::cni::{chain, code, CniEnv, CniError, Command, Invocation, Version};
+
+pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
+    if Version::parse(&cfg.cni_version)? < Version::V0_4_0 {
+        return Err(CniError::new(code::INCOMPATIBLE_VERSION, format!("config cniVersion {} does not allow CHECK (0.4.0 or later)", cfg.cni_version)));
+    }
+    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
+    let mut entries = cache.entries();
+    if let Some(name) = env.args.get(K8S_POD_NETWORK) {
+        entries.retain(|e| e.kactus.key == name || e.kactus.network == name);
+    }
+    if entries.is_empty() {
+        return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("nothing was added for container {}", env.container_id)));
+    }
+    for entry in &entries {
+        let net = entry.network()?;
+        let args = entry.args();
+        let inv = Invocation {
+            command: Command::Check,
+            container_id: &env.container_id,
+            netns: env.netns.as_deref(),
+            ifname: &entry.if_name,
+            args: &args,
+            cni_path: &env.path,
+            timeout: cfg.delegate_timeout,
+        };
+        chain::check(&net, &inv, &entry.capability_args, &entry.result)
+            .map_err(|e| e.context(format!("check {} ({})", entry.if_name, entry.network_name)))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The kactus network configuration read from stdin, validated before anything runs.
+
+use crate::cni::{CniError, NetworkConfig, Version};
+use log::LevelFilter;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/kactus";
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/kactus/net.d";
+const DEFAULT_API_TIMEOUT_SECS: f64 = 10.0;
+const DEFAULT_DELEGATE_TIMEOUT_SECS: f64 = 120.0;
+
+/// kactus's own config (DESIGN.md section 2). Drop-in for Kaloom's: `cniDir` is `cacheDir`,
+/// `masterplugin` is `masterPlugin`. Unknown keys are ignored, as the spec asks.
+#[derive(Debug, Clone)]
+pub struct KactusConfig {
+    pub cni_version: String,
+    pub name: String,
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster's own network: sets up `CNI_IFNAME` and its result is ADD's result.
+    pub master: NetworkConfig,
+    /// Other delegates of the config: attached to every pod, devices named after them.
+    pub delegates: Vec<NetworkConfig>,
+    pub cache_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub log_level: LevelFilter,
+    /// Bound on each apiserver request (retries come on top, bounded too).
+    pub api_timeout: Duration,
+    /// Bound on each delegate exec; a hung delegate is killed.
+    pub delegate_timeout: Duration,
+    pub namespace_isolation: bool,
+    pub global_namespaces: Vec<String>,
+    /// kubelet's `runtimeConfig` (portMappings, bandwidth, ...): for the pod's eth0 only.
+    pub runtime_config: Map<String, Value>,
+    pub prev_result: Option<Value>,
+}
+
+impl KactusConfig {
+    /// Parses stdin: undecodable JSON is code 6, anything malformed or contradictory code 7,
+    /// each message naming the field.
+    pub fn from_bytes(bytes: &[u8]) -> Result<KactusConfig, CniError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(crate::cni::code::DECODING_FAILURE, format!("config on stdin is not JSON: {e}"))
+        })?;
+        let obj = value.as_object().ok_or_else(|| CniError::invalid_config("config on stdin must be a JSON object"))?;
+        Self::from_object(obj)
+    }
+
+    fn from_object(obj: &Map<String, Value>) -> Result<KactusConfig, CniError> {
+        let cni_version = string(obj, "cniVersion")?.unwrap_or_default();
+        Version::supported(&cni_version)?;
+        let name = string(obj, "name")?.filter(|s| !s.is_empty()).ok_or_else(|| field("name", "is required"))?;
+        let delegates_raw = match obj.get("delegates") {
+            Some(Value::Array(list)) if !list.is_empty() => list,
+            Some(Value::Array(_)) | None => return Err(field("delegates", "must list at least the masterPlugin delegate")),
+            Some(_) => return Err(field("delegates", "must be a list")),
+        };
+        let mut master = None;
+        let mut delegates = Vec::new();
+        for (i, d) in delegates_raw.iter().enumerate() {
+            let mut d = d.as_object().cloned().ok_or_else(|| field(&format!("delegates[{i}]"), "must be an object"))?;
+            let is_master = [d.remove("masterPlugin"), d.remove("masterplugin")].into_iter().flatten().any(|v| v == true);
+            let default_name = if is_master { name.clone() } else { String::new() };
+            let net = NetworkConfig::parse(&Value::Object(d), &default_name, &cni_version)
+                .map_err(|e| e.context(format!("delegates[{i}]")))?;
+            if is_master {
+                if master.is_some() {
+                    return Err(field("delegates", "more than one delegate has masterPlugin: true"));
+                }
+                master = Some(net);
+            } else {
+                if net.name.is_empty() {
+                    return Err(field(&format!("delegates[{i}].name"), "is required for a delegate that is not the masterPlugin (its device is named after it)"));
+                }
+                delegates.push(net);
+            }
+        }
+        let master = master.ok_or_else(|| field("delegates", "no delegate has masterPlugin: true"))?;
+        let cache_dir = string(obj, "cacheDir")?.or(string(obj, "cniDir")?).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        let log_level = match string(obj, "logLevel")? {
+            None => LevelFilter::Warn,
+            Some(l) => crate::logging::parse_level(&l)
+                .ok_or_else(|| field("logLevel", &format!("{l:?} is not one of error, warn, info, debug, trace, off")))?,
+        };
+        let global_namespaces = match obj.get("globalNamespaces") {
+            None | Some(Value::Null) => vec!["default".to_string()],
+            Some(Value::String(s)) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(String::from).collect(),
+            Some(_) => return Err(field("globalNamespaces", "must be a comma-separated string or a list")),
+        };
+        Ok(KactusConfig {
+            cni_version,
+            name,
+            kubeconfig: string(obj, "kubeconfig")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            master,
+            delegates,
+            cache_dir: PathBuf::from(cache_dir),
+            conf_dir: PathBuf::from(string(obj, "confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.into())),
+            log_file: string(obj, "logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            log_level,
+            api_timeout: seconds(obj, "apiTimeoutSeconds", DEFAULT_API_TIMEOUT_SECS)?,
+            delegate_timeout: seconds(obj, "delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT_SECS)?,
+            namespace_isolation: obj.get("namespaceIsolation").and_then(Value::as_bool).unwrap_or(false),
+            global_namespaces,
+            runtime_config: obj.get("runtimeConfig").and_then(Value::as_object).cloned().unwrap_or_default(),
+            prev_result: obj.get("prevResult").filter(|v| !v.is_null()).cloned(),
+        })
+    }
+}
+
+fn field(name: &str, problem: &str) -> CniError {
+    CniError::invalid_config(format!("config field \"{name}\" {problem}"))
+}
+
+fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(field(key, "must be a string")),
+    }
+}
+
+fn seconds(obj: &Map<String, Value>, key: &str, default: f64) -> Result<Duration, CniError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(Duration::from_secs_f64(default)),
+        Some(v) => match v.as_f64() {
+            Some(s) if s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
+            _ => Err(field(key, "must be a number of seconds between 0 and 3600")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<KactusConfig, CniError> {
+        KactusConfig::from_bytes(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn seed_config_with_kaloom_spellings() {
+        let c = parse(json!({"name": "kactus-net", "type": "kactus", "cniDir": "/tmp/k",
+            "delegates": [{"type": "flannel", "masterplugin": true, "delegate": {"isDefaultGateway": true}}]}))
+        .unwrap();
+        assert_eq!(c.master.types(), "flannel");
+        assert_eq!(c.master.name, "kactus-net");
+        assert!(!c.master.plugins[0].contains_key("masterplugin"));
+        assert_eq!(c.cache_dir, PathBuf::from("/tmp/k"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({"name": "k", "delegates": []}), "delegates"),
+            (json!({"name": "k", "delegates": [{"type": "bridge"}]}), "masterPlugin"),
+            (json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}, {"type": "b", "masterPlugin": true}]}), "more than one"),
+            (json!({"delegates": [{"type": "a", "masterPlugin": true}]}), "\"name\""),
+            (json!({"name": "k", "logLevel": "loud", "delegates": [{"type": "a", "masterPlugin": true}]}), "logLevel"),
+            (json!({"name": "k", "delegates": [{"type": "../sh", "masterPlugin": true}]}), "delegates[0]"),
+        ];
+        for (cfg, want) in cases {
+            let e = parse(cfg.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{cfg}");
+            assert!(e.msg.contains(want), "{cfg}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn bad_json_is_code_6() {
+        assert_eq!(KactusConfig::from_bytes(b"{not json").unwrap_err().code, 6);
+    }
+}

@@ -1,0 +1,76 @@
+//! DEL: undo every cached delegate call, newest first, with exactly what ADD sent. Goes on
+//! past failures and reports them all; succeeds when there is nothing left to delete, with
+//! the apiserver down, the NAD gone or the netns already removed.
+
+use super::cache::{CacheEntry, ContainerCache};
+use super::config::KactusConfig;
+use crate::cni::env::K8S_POD_NETWORK;
+use crate::cni::error::join_errors;
+use crate::cni::{chain, CniEnv, CniError, Command, Invocation};
+
+pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
+    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
+    let mut entries = cache.entries();
+    let dynamic = env.args.get(K8S_POD_NETWORK);
+    if let Some(name) = dynamic {
+        entries.retain(|e| e.kactus.key == name || e.kactus.network == name || e.kactus.network.ends_with(&format!("/{name}")));
+        entries.truncate(1);
+    } else if entries.is_empty() {
+        // Nothing cached (ADD never finished, or the cache was lost): release what the
+        // master may hold (its IPAM lease) with the config we were given.
+        log::info!("DEL {}: no cache, deleting the master delegate only", env.container_id);
+        return del_master_uncached(cfg, env);
+    }
+    let mut errors = Vec::new();
+    for entry in entries.iter().rev() {
+        match del_entry(cfg, env, entry) {
+            Ok(()) => cache.remove(&entry.if_name).unwrap_or_else(|e| errors.push(e)),
+            Err(e) => errors.push(e.context(format!("delete {} ({})", entry.if_name, entry.network_name))),
+        }
+    }
+    if dynamic.is_some() {
+        if let Some(pod) = env.args.pod() {
+            let published = super::plan::kube_client(cfg)
+                .and_then(|c| super::status::publish(&c, &pod, &cache.entries()).map_err(|e| super::plan::kube_error(e, "patch network-status")));
+            if let Err(e) = published {
+                log::warn!("pod {}/{}: network-status not updated: {e}", pod.namespace, pod.name);
+            }
+        }
+    }
+    if errors.is_empty() {
+        cache.remove_if_empty();
+    }
+    join_errors(errors).map_or(Ok(()), Err)
+}
+
+/// DELs one cached call with its own config, interface, args and result. The netns may be
+/// gone (containerd's later DELs send none): delegates must cope, as the spec requires.
+pub fn del_entry(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result<(), CniError> {
+    let net = entry.network()?;
+    let args = entry.args();
+    let inv = Invocation {
+        command: Command::Del,
+        container_id: &env.container_id,
+        netns: env.netns.as_deref().filter(|p| p.exists()),
+        ifname: &entry.if_name,
+        args: &args,
+        cni_path: &env.path,
+        timeout: cfg.delegate_timeout,
+    };
+    let cached = (!entry.result.is_null()).then_some(&entry.result);
+    chain::del(&net, &inv, &entry.capability_args, cached)
+}
+
+fn del_master_uncached(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
+    let args = env.args.for_delegate();
+    let inv = Invocation {
+        command: Command::Del,
+        container_id: &env.container_id,
+        netns: env.netns.as_deref().filter(|p| p.exists()),
+        ifname: &env.ifname,
+        args: &args,
+        cni_path: &env.path,
+        timeout: cfg.delegate_timeout,
+    };
+    chain::del(&cfg.master, &inv, &cfg.runtime_config, cfg.prev_result.as_ref())
+}

@@ -1,0 +1,296 @@
+//! Parse, then act: from config, environment and apiserver objects to the exact list of
+//! delegate calls an ADD will make, validated before the first delegate runs.
+
+use super::cache::Role;
+use super::config::KactusConfig;
+use crate::attachment::{self, Attachment};
+use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
+use crate::cni::{code, CniEnv, CniError, NetworkConfig, PodRef};
+use crate::kube::{self, KubeError};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// One delegate call of an ADD.
+#[derive(Debug, Clone)]
+pub struct PlannedCall {
+    pub role: Role,
+    pub net: NetworkConfig,
+    pub ifname: String,
+    pub runtime_config: Map<String, Value>,
+    /// `CNI_ARGS` for the delegate (pod keys, `IgnoreUnknown=1`, `MAC=` when asked).
+    pub args: crate::cni::CniArgs,
+    /// `namespace/name` of the NAD (empty for config delegates).
+    pub network: String,
+    pub key: String,
+    pub is_default: bool,
+    pub gateways: Vec<String>,
+    /// A MAC no delegate of the network can set: kactus sets it in the pod netns.
+    pub set_mac: Option<String>,
+}
+
+/// What an ADD will do, and for which pod.
+pub struct Plan {
+    pub pod: Option<PodRef>,
+    pub calls: Vec<PlannedCall>,
+    /// `Some(key)` for a dynamic (`K8S_POD_NETWORK`) call on a running pod.
+    pub dynamic: Option<String>,
+}
+
+pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
+    let opts = kube::ClientOptions { timeout: cfg.api_timeout, ..Default::default() };
+    kube::Client::new(cfg.kubeconfig.as_deref(), opts).map_err(|e| kube_error(e, "connect to the apiserver"))
+}
+
+/// Maps apiserver failures to CNI codes: transient ones to 11 so the runtime retries.
+pub fn kube_error(e: KubeError, what: &str) -> CniError {
+    let c = match &e {
+        _ if e.is_transient() => code::TRY_AGAIN_LATER,
+        KubeError::Config { .. } => code::INVALID_NETWORK_CONFIG,
+        _ => code::APISERVER,
+    };
+    CniError::new(c, format!("{what}: {e}"))
+}
+
+pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
+    let pod = env.args.pod();
+    let dynamic = env.args.get(K8S_POD_NETWORK).map(str::to_string);
+    let delegate_args = env.args.for_delegate();
+    let master = |net: NetworkConfig, rc: Map<String, Value>| PlannedCall {
+        role: Role::Master,
+        net,
+        ifname: env.ifname.clone(),
+        runtime_config: rc,
+        args: delegate_args.clone(),
+        network: String::new(),
+        key: String::new(),
+        is_default: true,
+        gateways: Vec::new(),
+        set_mac: None,
+    };
+    let config_delegates = || {
+        cfg.delegates.iter().map(|net| PlannedCall {
+            role: Role::Delegate,
+            ifname: attachment::device_name_for(&net.name),
+            key: net.name.clone(),
+            ..master(net.clone(), Map::new())
+        })
+    };
+    let Some(pod) = pod else {
+        if dynamic.is_some() {
+            return Err(CniError::invalid_env("K8S_POD_NETWORK needs K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS"));
+        }
+        let mut calls = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
+        calls.extend(config_delegates());
+        return Ok(Plan { pod: None, calls, dynamic: None });
+    };
+
+    let client = kube_client(cfg)?;
+    let kpod = client.get_pod(&pod.namespace, &pod.name).map_err(|e| kube_error(e, &format!("get pod {}/{}", pod.namespace, pod.name)))?;
+    let selections = attachment::selections_from_annotations(&kpod.metadata.annotations)
+        .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
+    let mut atts = attachment::resolve(&pod.namespace, selections, &env.ifname)
+        .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
+
+    if let Some(name) = &dynamic {
+        atts = vec![dynamic_attachment(&pod, atts, name, env.args.get(K8S_POD_IFMAC))?];
+    }
+    for att in &atts {
+        check_namespace_allowed(cfg, &pod, att)?;
+    }
+    let nets = fetch_networks(cfg, &client, &atts)?;
+
+    let mut calls = Vec::new();
+    let primary = atts.iter().position(|a| a.selection.is_primary);
+    if dynamic.is_none() {
+        if primary.is_none() {
+            calls.push(master(cfg.master.clone(), cfg.runtime_config.clone()));
+        }
+        calls.extend(config_delegates());
+    }
+    for (att, net) in atts.into_iter().zip(nets) {
+        let is_primary = att.selection.is_primary && dynamic.is_none();
+        calls.push(attachment_call(cfg, att, net, &delegate_args, is_primary)?);
+    }
+    // The primary network replaces the master on eth0, so it goes first like the master.
+    calls.sort_by_key(|c| !c.is_default);
+    check_devices_absent(env, &calls)?;
+    Ok(Plan { pod: Some(pod), calls, dynamic })
+}
+
+/// A dynamic call names one network: find it among the pod's selections (by key, by
+/// `namespace/name`, by name); absent from the annotation, it is taken as a bare reference
+/// so the plugin can be driven by hand.
+fn dynamic_attachment(pod: &PodRef, atts: Vec<Attachment>, name: &str, mac: Option<&str>) -> Result<Attachment, CniError> {
+    let found = atts
+        .iter()
+        .position(|a| a.key == name)
+        .or_else(|| atts.iter().position(|a| a.network_ref() == name))
+        .or_else(|| atts.iter().position(|a| a.selection.name == name));
+    let mut att = match found {
+        Some(i) => atts.into_iter().nth(i).ok_or_else(|| CniError::invalid_env("attachment vanished"))?,
+        None => {
+            let sels = attachment::parse_npwg_networks(name)
+                .map_err(|e| CniError::invalid_env(format!("K8S_POD_NETWORK {name:?}: {e}")))?;
+            attachment::resolve(&pod.namespace, sels, "")
+                .map_err(CniError::invalid_env)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| CniError::invalid_env(format!("K8S_POD_NETWORK {name:?} names no network")))?
+        }
+    };
+    if let Some(mac) = mac {
+        att.selection.mac = Some(mac.to_string());
+    }
+    att.selection.is_primary = false;
+    if att.ifname.is_empty() {
+        att.ifname = attachment::device_name_for(&att.key);
+    }
+    Ok(att)
+}
+
+fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -> Result<(), CniError> {
+    if !cfg.namespace_isolation || att.namespace == pod.namespace || cfg.global_namespaces.contains(&att.namespace) {
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::INVALID_ANNOTATION,
+        format!(
+            "pod {}/{} may not use network {}: namespaceIsolation allows only its own namespace and {:?}",
+            pod.namespace,
+            pod.name,
+            att.network_ref(),
+            cfg.global_namespaces
+        ),
+    ))
+}
+
+/// Fetches every attachment's network config, concurrently: the NADs of a pod cost one
+/// round trip of wall time, not one per attachment.
+fn fetch_networks(cfg: &KactusConfig, client: &kube::Client, atts: &[Attachment]) -> Result<Vec<NetworkConfig>, CniError> {
+    let results: Vec<Result<NetworkConfig, CniError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = atts.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "NAD fetch thread panicked"))))
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
+/// whose `name` is the NAD's name.
+fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -> Result<NetworkConfig, CniError> {
+    let (ns, name) = (&att.namespace, &att.selection.name);
+    let nad = client.get_network_attachment_definition(ns, name).map_err(|e| match e {
+        KubeError::NotFound { .. } => CniError::new(
+            code::NETWORK_NOT_FOUND,
+            format!("network {ns}/{name}: NetworkAttachmentDefinition {ns}/{name} not found"),
+        ),
+        e => kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}")),
+    })?;
+    if !nad.spec.config.trim().is_empty() {
+        return NetworkConfig::from_bytes(nad.spec.config.as_bytes(), name, &cfg.cni_version)
+            .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")));
+    }
+    config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)
+}
+
+fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for ext in ["conflist", "conf"] {
+        for path in files.iter().filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext)) {
+            let Ok(bytes) = std::fs::read(path) else { continue };
+            let Ok(value) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            if value.get("name").and_then(Value::as_str) == Some(name) {
+                return NetworkConfig::parse(&value, name, version).map_err(|e| e.context(path.display()));
+            }
+        }
+    }
+    Err(CniError::new(
+        code::NETWORK_NOT_FOUND,
+        format!("network {name}: its NetworkAttachmentDefinition has an empty spec.config and no .conflist/.conf named {name:?} is in {}", dir.display()),
+    ))
+}
+
+/// Options become runtime config for the capabilities the network declares; one no plugin
+/// can take fails the attachment (NPWG), except `mac`, which kactus then sets itself.
+fn attachment_call(
+    cfg: &KactusConfig,
+    att: Attachment,
+    mut net: NetworkConfig,
+    delegate_args: &crate::cni::CniArgs,
+    is_primary: bool,
+) -> Result<PlannedCall, CniError> {
+    let caps = net.capabilities();
+    let sel = &att.selection;
+    let mut rc = if is_primary { cfg.runtime_config.clone() } else { Map::new() };
+    let mut wanted: Vec<(&str, Value)> = Vec::new();
+    if !sel.ips.is_empty() {
+        wanted.push(("ips", sel.ips.clone().into()));
+    }
+    for (k, v) in &sel.runtime_options {
+        wanted.push((k.as_str(), v.clone()));
+    }
+    for (cap, value) in wanted {
+        if !caps.contains(cap) {
+            return Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                format!("network {} ({}): option {cap:?} was asked for but no plugin of it declares the {cap:?} capability", att.network_ref(), net.types()),
+            ));
+        }
+        rc.insert(cap.to_string(), value);
+    }
+    let mut set_mac = None;
+    let mut args = delegate_args.clone();
+    if let Some(mac) = &sel.mac {
+        args.set("MAC", mac);
+        if caps.contains("mac") {
+            rc.insert("mac".into(), mac.clone().into());
+        } else {
+            set_mac = Some(mac.clone());
+        }
+    }
+    if !sel.cni_args.is_empty() {
+        for plugin in &mut net.plugins {
+            let args_obj = plugin.entry("args").or_insert_with(|| Value::Object(Map::new()));
+            if let Some(obj) = args_obj.as_object_mut() {
+                let cni = obj.entry("cni").or_insert_with(|| Value::Object(Map::new()));
+                if let Some(cni) = cni.as_object_mut() {
+                    cni.extend(sel.cni_args.clone());
+                }
+            }
+        }
+    }
+    Ok(PlannedCall {
+        role: if is_primary { Role::Master } else { Role::Attachment },
+        network: att.network_ref(),
+        key: att.key.clone(),
+        is_default: is_primary,
+        gateways: sel.default_route.clone(),
+        ifname: att.ifname,
+        net,
+        runtime_config: rc,
+        args,
+        set_mac,
+    })
+}
+
+/// "ADD must fail if the interface exists": checked for every device before any is made.
+fn check_devices_absent(env: &CniEnv, calls: &[PlannedCall]) -> Result<(), CniError> {
+    let Some(netns) = &env.netns else { return Ok(()) };
+    for call in calls {
+        let exists = crate::netns::link_exists(netns, &call.ifname)
+            .map_err(|e| CniError::new(code::INVALID_ENVIRONMENT, format!("cannot enter CNI_NETNS {}: {e}", netns.display())))?;
+        if exists {
+            return Err(CniError::invalid_config(format!(
+                "device {:?} already exists in the pod's network namespace{}",
+                call.ifname,
+                if call.network.is_empty() { String::new() } else { format!(" (network {})", call.network) }
+            )));
+        }
+    }
+    Ok(())
+}

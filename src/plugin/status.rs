@@ -1,0 +1,59 @@
+//! The NPWG `k8s.v1.cni.cncf.io/network-status` annotation, computed from the cache so it
+//! always says what the pod really has, after ADD and after each dynamic add or delete.
+
+use super::cache::{CacheEntry, Role};
+use crate::cni::{CniResult, PodRef};
+use crate::kube;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+
+/// One entry per attachment from its sandbox interface; the default network first with
+/// `default: true`.
+pub fn network_status(entries: &[CacheEntry]) -> Value {
+    let mut ordered: Vec<&CacheEntry> = entries.iter().collect();
+    ordered.sort_by_key(|e| (!e.kactus.is_default, e.kactus.seq));
+    let list: Vec<Value> = ordered.into_iter().map(entry_status).collect();
+    Value::Array(list)
+}
+
+fn entry_status(e: &CacheEntry) -> Value {
+    let name = match e.kactus.role {
+        Role::Attachment => e.kactus.network.clone(),
+        Role::Master if !e.kactus.network.is_empty() => e.kactus.network.clone(),
+        _ => e.network_name.clone(),
+    };
+    let mut out = json!({ "name": name, "interface": e.if_name });
+    let Ok(result) = CniResult::parse(&e.result) else { return out };
+    let index = result.sandbox_interface(&e.if_name);
+    let ips: Vec<String> = result
+        .ips
+        .iter()
+        .filter(|ip| index.is_none() || ip.interface == index || ip.interface.is_none())
+        .filter_map(|ip| ip.ip().map(|a| a.to_string()))
+        .collect();
+    if !ips.is_empty() {
+        out["ips"] = ips.into();
+    }
+    if let Some(mac) = index.and_then(|i| result.interfaces[i].mac.clone()) {
+        out["mac"] = mac.into();
+    }
+    if e.kactus.is_default {
+        out["default"] = true.into();
+    }
+    if !e.kactus.gateways.is_empty() {
+        out["default-route"] = e.kactus.gateways.clone().into();
+    }
+    out["dns"] = serde_json::to_value(&result.dns).unwrap_or_else(|_| json!({}));
+    out
+}
+
+/// Writes the annotation. Never fails the CNI call: a failure is logged and returned for
+/// the caller to log, the devices stay.
+pub fn publish(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) -> Result<(), kube::KubeError> {
+    let status = network_status(entries).to_string();
+    let mut patch = BTreeMap::new();
+    patch.insert(NETWORK_STATUS.to_string(), Some(status));
+    client.patch_pod_annotations(&pod.namespace, &pod.name, &patch).map(|_| ())
+}
