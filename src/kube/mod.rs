@@ -17,3 +17,6 @@ pub use types::{
     NetworkAttachmentDefinitionSpec, ObjectMeta, Pod, PodCondition, PodSpec, PodStatus, Status,
 };
 pub use watch::{WatchEvent, WatchStream};
+
+#[cfg(test)]
+mod live_tests;

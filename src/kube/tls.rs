@@ -208,27 +208,27 @@ pub(crate) fn plain_http_config() -> Result<ClientConfig, KubeError> {
 /// A TLS failure that another attempt would only repeat (an untrusted or mismatched
 /// certificate, a client certificate the server refused), found in an error's causes.
 pub(crate) fn definite_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut source = Some(e);
-    while let Some(cause) = source {
-        // io::Error hides its payload from source(); look inside explicitly.
-        let inner = cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for candidate in [Some(cause), inner].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
-                if matches!(
-                    tls,
-                    rustls::Error::InvalidCertificate(_)
-                        | rustls::Error::AlertReceived(_)
-                        | rustls::Error::PeerIncompatible(_)
-                        | rustls::Error::NoCertificatesPresented
-                ) {
-                    return Some(tls.to_string());
-                }
+    let mut pending = vec![e];
+    while let Some(cause) = pending.pop() {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            if matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::AlertReceived(_)
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::NoCertificatesPresented
+            ) {
+                return Some(tls.to_string());
             }
         }
-        source = cause.source();
+        pending.extend(cause.source());
+        // io::Error hides its payload from source() (and hyper nests them); look inside.
+        if let Some(inner) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            pending.push(inner);
+        }
     }
     None
 }
