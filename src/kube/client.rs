@@ -419,6 +419,14 @@ mod tests {
     }
 
     #[test]
+    fn client_and_watch_can_move_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        fn sendable<T: Send>() {}
+        shareable::<Client>();
+        sendable::<WatchStream<Pod>>();
+    }
+
+    #[test]
     fn defaults() {
         let opts = ClientOptions::default();
         assert_eq!(opts.timeout, Duration::from_secs(10));
