@@ -1,1 +1,22 @@
-//! placeholder
+//! The apiserver client: kubeconfig and in-cluster credentials, rustls TLS, GET / PATCH /
+//! POST / LIST / WATCH with timeouts and bounded retries, and the few API types kactus uses.
+
+mod backoff;
+mod client;
+mod error;
+mod kubeconfig;
+mod tls;
+mod types;
+mod watch;
+
+pub use client::{Client, ClientOptions};
+pub use error::KubeError;
+pub use kubeconfig::SERVICE_ACCOUNT_DIR;
+pub use types::{
+    Container, ContainerPort, List, ListMeta, NetworkAttachmentDefinition,
+    NetworkAttachmentDefinitionSpec, ObjectMeta, Pod, PodCondition, PodSpec, PodStatus, Status,
+};
+pub use watch::{WatchEvent, WatchStream};
+
+#[cfg(test)]
+mod live_tests;

@@ -1,0 +1,436 @@
+//! The apiserver client: one keep-alive connection pool per [`Client`], per-request
+//! timeouts, bounded retries of what is worth retrying, and errors that say what was asked.
+
+use super::backoff;
+use super::error::{self, KubeError};
+use super::kubeconfig::{self, ClusterAccess};
+use super::tls;
+use super::types::{List, NetworkAttachmentDefinition, Pod};
+use super::watch::WatchStream;
+use reqwest::blocking::Response;
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the server may keep a watch open when the caller does not say (kube-rs' choice:
+/// just under the apiserver's 5-minute cap on idle HTTP streams).
+const DEFAULT_WATCH_SECONDS: &str = "290";
+const MERGE_PATCH: &str = "application/merge-patch+json";
+const JSON: &str = "application/json";
+
+/// Bounds on each apiserver call.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Connect and total time of one request attempt (a watch only bounds the connect).
+    pub timeout: Duration,
+    /// Further attempts after a transient failure (429, 5xx, connection errors).
+    pub retries: u32,
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            retries: 3,
+            user_agent: format!("kactus/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// A client of one apiserver. Cloning is cheap and clones share the connection pool, so
+/// threads fetching concurrently reuse connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::blocking::Client,
+    access: ClusterAccess,
+    options: ClientOptions,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.access.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt failed, and whether another attempt may succeed.
+enum Failure {
+    Final(KubeError),
+    Retryable {
+        cause: String,
+        wait: Option<Duration>,
+    },
+}
+
+impl From<KubeError> for Failure {
+    fn from(e: KubeError) -> Self {
+        Failure::Final(e)
+    }
+}
+
+impl Client {
+    /// With a kubeconfig path, uses its current context; without one, the in-cluster
+    /// service account (`KUBERNETES_SERVICE_HOST`/`PORT` and [`super::SERVICE_ACCOUNT_DIR`]).
+    pub fn new(kubeconfig: Option<&Path>, opts: ClientOptions) -> Result<Client, KubeError> {
+        let access = match kubeconfig {
+            Some(path) => kubeconfig::from_kubeconfig(path)?,
+            None => kubeconfig::in_cluster()?,
+        };
+        Client::from_access(access, opts)
+    }
+
+    fn from_access(access: ClusterAccess, options: ClientOptions) -> Result<Client, KubeError> {
+        // reqwest always wants a TLS backend; a plain http:// server never handshakes.
+        let tls = if access.server.starts_with("https://") {
+            tls::client_config(&access)?
+        } else {
+            tls::plain_http_config()?
+        };
+        let http = reqwest::blocking::Client::builder()
+            .user_agent(options.user_agent.clone())
+            .connect_timeout(options.timeout)
+            // Bounded per request instead, so a watch can stream for as long as the server says.
+            .timeout(None::<Duration>)
+            .tcp_keepalive(Duration::from_secs(30))
+            // The apiserver never redirects; following one could hand our token to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| {
+                KubeError::config(format!("{}: building the HTTP client: {e}", access.origin))
+            })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                access,
+                options,
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The namespace of the kubeconfig context or of the service account, if any.
+    pub fn default_namespace(&self) -> Option<&str> {
+        self.inner.access.namespace.as_deref()
+    }
+
+    /// Requests sent by this client and its clones, retries included.
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, KubeError> {
+        self.request_json(Method::GET, path, &[], None)
+    }
+
+    pub fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, KubeError> {
+        self.get(&pod_path(namespace, name))
+    }
+
+    pub fn get_network_attachment_definition(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<NetworkAttachmentDefinition, KubeError> {
+        self.get(&format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions/{}",
+            segment(namespace),
+            segment(name)
+        ))
+    }
+
+    /// Sets (`Some`) or removes (`None`) pod annotations with a JSON merge patch, leaving
+    /// the others alone: no read-modify-write, so no conflict with other writers.
+    pub fn patch_pod_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> Result<Pod, KubeError> {
+        let body = serde_json::json!({ "metadata": { "annotations": annotations } });
+        self.merge_patch(&pod_path(namespace, name), &body)
+    }
+
+    /// PATCH with `application/merge-patch+json` (RFC 7386: `null` deletes a key).
+    pub fn merge_patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, KubeError> {
+        self.request_json(Method::PATCH, path, &[], Some((MERGE_PATCH, body)))
+    }
+
+    /// POST a new object to a collection path.
+    pub fn create<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, KubeError> {
+        self.request_json(Method::POST, path, &[], Some((JSON, body)))
+    }
+
+    /// One page of a collection; `query` carries e.g. `labelSelector`, `fieldSelector`,
+    /// `limit`, `continue`.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<List<T>, KubeError> {
+        self.request_json(Method::GET, path, query, None)
+    }
+
+    /// Opens a watch from `resource_version` (empty: from "any", which starts with ADDED for
+    /// every existing object). The stream ends when the server closes it after
+    /// `timeoutSeconds` (default 290, override through `query`).
+    pub fn watch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        resource_version: &str,
+    ) -> Result<WatchStream<T>, KubeError> {
+        let mut pairs = vec![("watch", "1"), ("allowWatchBookmarks", "true")];
+        if !resource_version.is_empty() {
+            pairs.push(("resourceVersion", resource_version));
+        }
+        if !query.iter().any(|(key, _)| *key == "timeoutSeconds") {
+            pairs.push(("timeoutSeconds", DEFAULT_WATCH_SECONDS));
+        }
+        pairs.extend_from_slice(query);
+        let url = self.url(path, &pairs)?;
+        let response = self.with_retries(&Method::GET, &url, || {
+            self.attempt(&Method::GET, &url, None, false)
+        })?;
+        Ok(WatchStream::new(
+            Box::new(BufReader::new(response)),
+            url.path().to_string(),
+        ))
+    }
+
+    fn request_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<(&'static str, &serde_json::Value)>,
+    ) -> Result<T, KubeError> {
+        let url = self.url(path, query)?;
+        let body = body.map(|(content_type, value)| (content_type, value.to_string()));
+        let text = self.with_retries(&method, &url, || {
+            let response = self.attempt(&method, &url, body.as_ref(), true)?;
+            // A connection dropped mid-body is as transient as one dropped before it.
+            response.text().map_err(|e| Failure::Retryable {
+                cause: format!("reading the answer: {}", error_chain(&e)),
+                wait: None,
+            })
+        })?;
+        serde_json::from_str(&text).map_err(|e| KubeError::Decode {
+            message: format!("{method} {}: {e}", url.path()),
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, KubeError> {
+        let server = &self.inner.access.server;
+        let mut url = Url::parse(&format!("{server}{path}")).map_err(|e| {
+            KubeError::config(format!(
+                "{}: URL {server}{path}: {e}",
+                self.inner.access.origin
+            ))
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries are used up.
+    fn with_retries<R>(
+        &self,
+        method: &Method,
+        url: &Url,
+        mut attempt: impl FnMut() -> Result<R, Failure>,
+    ) -> Result<R, KubeError> {
+        let retries = self.inner.options.retries;
+        let mut last_cause = String::new();
+        for n in 0..=retries {
+            match attempt() {
+                Ok(result) => return Ok(result),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retryable { cause, wait }) => {
+                    if n < retries {
+                        let delay = wait.unwrap_or_else(|| backoff::delay(n));
+                        log::debug!("{method} {}: {cause}; retrying in {delay:?}", url.path());
+                        std::thread::sleep(delay);
+                    }
+                    last_cause = cause;
+                }
+            }
+        }
+        Err(KubeError::Transient {
+            message: format!(
+                "{method} {}: giving up after {} attempts: {last_cause}",
+                url.path(),
+                retries + 1
+            ),
+        })
+    }
+
+    /// Sends one request; a success status returns the response with its body unread.
+    fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&(&'static str, String)>,
+        bounded: bool,
+    ) -> Result<Response, Failure> {
+        let access = &self.inner.access;
+        let mut request = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(ACCEPT, JSON);
+        if let Some(auth) = access.auth.header_value()? {
+            let mut value = HeaderValue::from_str(&auth).map_err(|_| {
+                KubeError::config(format!(
+                    "{} holds characters not allowed in an HTTP header",
+                    access.credential_source
+                ))
+            })?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(CONTENT_TYPE, *content_type)
+                .body(bytes.clone());
+        }
+        if bounded {
+            request = request.timeout(self.inner.options.timeout);
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().map_err(|e| self.transport_failure(&e))?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let wait = backoff::retry_after(
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let body = response.text().unwrap_or_default();
+        if matches!(status, 429 | 500 | 502 | 503 | 504) {
+            let message = error::body_message(&body).unwrap_or_default();
+            return Err(Failure::Retryable {
+                cause: format!("HTTP {status} {message}").trim_end().to_string(),
+                wait,
+            });
+        }
+        Err(Failure::Final(KubeError::from_response(
+            status,
+            url.path(),
+            &access.credential_source,
+            &body,
+        )))
+    }
+
+    /// Connection problems are retried, except a TLS verdict, which would only repeat.
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
+        if let Some(tls) = tls::definite_failure(e) {
+            return Failure::Final(KubeError::config(format!(
+                "{}: TLS with {}: {tls}",
+                self.inner.access.origin, self.inner.access.server
+            )));
+        }
+        if e.is_builder() {
+            return Failure::Final(KubeError::config(error_chain(e)));
+        }
+        let kind = if e.is_timeout() { "timed out: " } else { "" };
+        Failure::Retryable {
+            cause: format!("{kind}{}", error_chain(e)),
+            wait: None,
+        }
+    }
+}
+
+fn pod_path(namespace: &str, name: &str) -> String {
+    format!(
+        "/api/v1/namespaces/{}/pods/{}",
+        segment(namespace),
+        segment(name)
+    )
+}
+
+/// Percent-encodes a name for use as one URL path segment, so a malformed name can only
+/// ever address a missing object, never a different one.
+fn segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The error and its causes: reqwest's own message alone ("error sending request") hides
+/// whether the connection was refused, reset or timed out.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_encoded_as_single_segments() {
+        assert_eq!(segment("green"), "green");
+        assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(
+            pod_path("default", "app1"),
+            "/api/v1/namespaces/default/pods/app1"
+        );
+    }
+
+    #[test]
+    fn client_and_watch_can_move_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        fn sendable<T: Send>() {}
+        shareable::<Client>();
+        sendable::<WatchStream<Pod>>();
+    }
+
+    #[test]
+    fn defaults() {
+        let opts = ClientOptions::default();
+        assert_eq!(opts.timeout, Duration::from_secs(10));
+        assert_eq!(opts.retries, 3);
+        assert!(opts.user_agent.starts_with("kactus/"));
+    }
+}
