@@ -44,10 +44,7 @@ mod tests {
             let expected = (BASE * 2u32.pow(attempt.min(16))).min(MAX_DELAY);
             for _ in 0..20 {
                 let d = delay(attempt);
-                assert!(
-                    d >= expected && d <= expected + expected / 2,
-                    "{attempt}: {d:?}"
-                );
+                assert!(d >= expected && d <= expected + expected / 2, "{attempt}: {d:?}");
             }
         }
         assert!(delay(0) <= Duration::from_millis(75));

@@ -60,19 +60,14 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("server", &self.inner.access.server)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("server", &self.inner.access.server).finish_non_exhaustive()
     }
 }
 
 /// Why one attempt failed, and whether another attempt may succeed.
 enum Failure {
     Final(KubeError),
-    Retryable {
-        cause: String,
-        wait: Option<Duration>,
-    },
+    Retryable { cause: String, wait: Option<Duration> },
 }
 
 impl From<KubeError> for Failure {
@@ -109,17 +104,8 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .tls_backend_preconfigured(tls)
             .build()
-            .map_err(|e| {
-                KubeError::config(format!("{}: building the HTTP client: {e}", access.origin))
-            })?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                http,
-                access,
-                options,
-                requests: AtomicU64::new(0),
-            }),
-        })
+            .map_err(|e| KubeError::config(format!("{}: building the HTTP client: {e}", access.origin)))?;
+        Ok(Client { inner: Arc::new(Inner { http, access, options, requests: AtomicU64::new(0) }) })
     }
 
     /// The namespace of the kubeconfig context or of the service account, if any.
@@ -165,30 +151,18 @@ impl Client {
     }
 
     /// PATCH with `application/merge-patch+json` (RFC 7386: `null` deletes a key).
-    pub fn merge_patch<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<T, KubeError> {
+    pub fn merge_patch<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
         self.request_json(Method::PATCH, path, &[], Some((MERGE_PATCH, body)))
     }
 
     /// POST a new object to a collection path.
-    pub fn create<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<T, KubeError> {
+    pub fn create<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
         self.request_json(Method::POST, path, &[], Some((JSON, body)))
     }
 
     /// One page of a collection; `query` carries e.g. `labelSelector`, `fieldSelector`,
     /// `limit`, `continue`.
-    pub fn list<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<List<T>, KubeError> {
+    pub fn list<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<List<T>, KubeError> {
         self.request_json(Method::GET, path, query, None)
     }
 
@@ -210,13 +184,8 @@ impl Client {
         }
         pairs.extend_from_slice(query);
         let url = self.url(path, &pairs)?;
-        let response = self.with_retries(&Method::GET, &url, || {
-            self.attempt(&Method::GET, &url, None, false)
-        })?;
-        Ok(WatchStream::new(
-            Box::new(BufReader::new(response)),
-            url.path().to_string(),
-        ))
+        let response = self.with_retries(&Method::GET, &url, || self.attempt(&Method::GET, &url, None, false))?;
+        Ok(WatchStream::new(Box::new(BufReader::new(response)), url.path().to_string()))
     }
 
     fn request_json<T: DeserializeOwned>(
@@ -236,19 +205,13 @@ impl Client {
                 wait: None,
             })
         })?;
-        serde_json::from_str(&text).map_err(|e| KubeError::Decode {
-            message: format!("{method} {}: {e}", url.path()),
-        })
+        serde_json::from_str(&text).map_err(|e| KubeError::Decode { message: format!("{method} {}: {e}", url.path()) })
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, KubeError> {
         let server = &self.inner.access.server;
-        let mut url = Url::parse(&format!("{server}{path}")).map_err(|e| {
-            KubeError::config(format!(
-                "{}: URL {server}{path}: {e}",
-                self.inner.access.origin
-            ))
-        })?;
+        let mut url = Url::parse(&format!("{server}{path}"))
+            .map_err(|e| KubeError::config(format!("{}: URL {server}{path}: {e}", self.inner.access.origin)))?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -279,11 +242,7 @@ impl Client {
             }
         }
         Err(KubeError::Transient {
-            message: format!(
-                "{method} {}: giving up after {} attempts: {last_cause}",
-                url.path(),
-                retries + 1
-            ),
+            message: format!("{method} {}: giving up after {} attempts: {last_cause}", url.path(), retries + 1),
         })
     }
 
@@ -296,11 +255,7 @@ impl Client {
         bounded: bool,
     ) -> Result<Response, Failure> {
         let access = &self.inner.access;
-        let mut request = self
-            .inner
-            .http
-            .request(method.clone(), url.clone())
-            .header(ACCEPT, JSON);
+        let mut request = self.inner.http.request(method.clone(), url.clone()).header(ACCEPT, JSON);
         if let Some(auth) = access.auth.header_value()? {
             let mut value = HeaderValue::from_str(&auth).map_err(|_| {
                 KubeError::config(format!(
@@ -312,9 +267,7 @@ impl Client {
             request = request.header(AUTHORIZATION, value);
         }
         if let Some((content_type, bytes)) = body {
-            request = request
-                .header(CONTENT_TYPE, *content_type)
-                .body(bytes.clone());
+            request = request.header(CONTENT_TYPE, *content_type).body(bytes.clone());
         }
         if bounded {
             request = request.timeout(self.inner.options.timeout);
@@ -325,26 +278,13 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
-        let wait = backoff::retry_after(
-            response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let wait = backoff::retry_after(response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()));
         let body = response.text().unwrap_or_default();
         if matches!(status, 429 | 500 | 502 | 503 | 504) {
             let message = error::body_message(&body).unwrap_or_default();
-            return Err(Failure::Retryable {
-                cause: format!("HTTP {status} {message}").trim_end().to_string(),
-                wait,
-            });
+            return Err(Failure::Retryable { cause: format!("HTTP {status} {message}").trim_end().to_string(), wait });
         }
-        Err(Failure::Final(KubeError::from_response(
-            status,
-            url.path(),
-            &access.credential_source,
-            &body,
-        )))
+        Err(Failure::Final(KubeError::from_response(status, url.path(), &access.credential_source, &body)))
     }
 
     /// Connection problems are retried, except a TLS verdict, which would only repeat.
@@ -359,19 +299,12 @@ impl Client {
             return Failure::Final(KubeError::config(error_chain(e)));
         }
         let kind = if e.is_timeout() { "timed out: " } else { "" };
-        Failure::Retryable {
-            cause: format!("{kind}{}", error_chain(e)),
-            wait: None,
-        }
+        Failure::Retryable { cause: format!("{kind}{}", error_chain(e)), wait: None }
     }
 }
 
 fn pod_path(namespace: &str, name: &str) -> String {
-    format!(
-        "/api/v1/namespaces/{}/pods/{}",
-        segment(namespace),
-        segment(name)
-    )
+    format!("/api/v1/namespaces/{}/pods/{}", segment(namespace), segment(name))
 }
 
 /// Percent-encodes a name for use as one URL path segment, so a malformed name can only
@@ -412,10 +345,7 @@ mod tests {
     fn names_are_encoded_as_single_segments() {
         assert_eq!(segment("green"), "green");
         assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
-        assert_eq!(
-            pod_path("default", "app1"),
-            "/api/v1/namespaces/default/pods/app1"
-        );
+        assert_eq!(pod_path("default", "app1"), "/api/v1/namespaces/default/pods/app1");
     }
 
     #[test]

@@ -39,9 +39,7 @@ impl KubeError {
     }
 
     pub(crate) fn config(message: impl Into<String>) -> KubeError {
-        KubeError::Config {
-            message: message.into(),
-        }
+        KubeError::Config { message: message.into() }
     }
 
     /// Maps a final (non-retried) failure answer to an error.
@@ -50,12 +48,7 @@ impl KubeError {
     /// `credentials` names where the credentials came from for 401s;
     /// `body` is the raw answer, normally a `Status` object whose message is the best
     /// explanation the apiserver offers (403s name the verb and resource).
-    pub(crate) fn from_response(
-        status: u16,
-        path: &str,
-        credentials: &str,
-        body: &str,
-    ) -> KubeError {
+    pub(crate) fn from_response(status: u16, path: &str, credentials: &str, body: &str) -> KubeError {
         let message = body_message(body).unwrap_or_else(|| {
             let trimmed = body.trim();
             if trimmed.is_empty() {
@@ -66,14 +59,10 @@ impl KubeError {
         });
         match status {
             401 => KubeError::Unauthorized {
-                message: format!(
-                    "the apiserver rejected the credentials from {credentials} ({message})"
-                ),
+                message: format!("the apiserver rejected the credentials from {credentials} ({message})"),
             },
             403 => KubeError::Forbidden { message },
-            404 => KubeError::NotFound {
-                what: object_from_path(path),
-            },
+            404 => KubeError::NotFound { what: object_from_path(path) },
             409 => KubeError::Conflict { message },
             410 => KubeError::Gone { message },
             _ => KubeError::Http { status, message },
@@ -92,15 +81,10 @@ impl KubeError {
         match status.code {
             410 => KubeError::Gone { message },
             403 => KubeError::Forbidden { message },
-            404 => KubeError::NotFound {
-                what: object_from_path(path),
-            },
+            404 => KubeError::NotFound { what: object_from_path(path) },
             409 => KubeError::Conflict { message },
             code if code == 429 || code >= 500 => KubeError::Transient { message },
-            code => KubeError::Http {
-                status: code,
-                message,
-            },
+            code => KubeError::Http { status: code, message },
         }
     }
 }
@@ -151,16 +135,8 @@ mod tests {
             "token file /t",
             NOT_FOUND,
         );
-        assert_eq!(
-            err,
-            KubeError::NotFound {
-                what: "network-attachment-definitions default/green".into()
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "network-attachment-definitions default/green not found"
-        );
+        assert_eq!(err, KubeError::NotFound { what: "network-attachment-definitions default/green".into() });
+        assert_eq!(err.to_string(), "network-attachment-definitions default/green not found");
     }
 
     #[test]
@@ -170,10 +146,7 @@ mod tests {
         let err = KubeError::from_response(403, "/api/v1/namespaces/default/pods/app1", "x", body);
         match err {
             KubeError::Forbidden { message } => {
-                assert!(
-                    message.contains("cannot patch resource \"pods\""),
-                    "{message}"
-                )
+                assert!(message.contains("cannot patch resource \"pods\""), "{message}")
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -181,7 +154,8 @@ mod tests {
 
     #[test]
     fn unauthorized_names_the_credential_source() {
-        let body = r#"{"kind":"Status","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+        let body =
+            r#"{"kind":"Status","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
         let err = KubeError::from_response(401, "/api/v1/pods", "token file /var/run/t", body);
         assert_eq!(
             err.to_string(),
@@ -197,38 +171,21 @@ mod tests {
             KubeError::Conflict { message } if message == "the object has been modified"
         ));
         assert!(matches!(
-            KubeError::from_response(
-                410,
-                "/p",
-                "x",
-                r#"{"message":"too old resource version: 1 (5)","code":410}"#
-            ),
+            KubeError::from_response(410, "/p", "x", r#"{"message":"too old resource version: 1 (5)","code":410}"#),
             KubeError::Gone { .. }
         ));
         assert!(matches!(
             KubeError::from_response(422, "/p", "x", "not json at all"),
             KubeError::Http { status: 422, message } if message == "/p: not json at all"
         ));
-        assert!(!KubeError::Gone {
-            message: String::new()
-        }
-        .is_transient());
-        assert!(KubeError::Transient {
-            message: String::new()
-        }
-        .is_transient());
+        assert!(!KubeError::Gone { message: String::new() }.is_transient());
+        assert!(KubeError::Transient { message: String::new() }.is_transient());
     }
 
     #[test]
     fn object_names_from_paths() {
-        assert_eq!(
-            object_from_path("/api/v1/namespaces/default/pods/app1?x=1"),
-            "pods default/app1"
-        );
-        assert_eq!(
-            object_from_path("/api/v1/namespaces/kube-system/pods"),
-            "pods in namespace kube-system"
-        );
+        assert_eq!(object_from_path("/api/v1/namespaces/default/pods/app1?x=1"), "pods default/app1");
+        assert_eq!(object_from_path("/api/v1/namespaces/kube-system/pods"), "pods in namespace kube-system");
         assert_eq!(object_from_path("/api/v1/nodes/n1"), "/api/v1/nodes/n1");
     }
 }

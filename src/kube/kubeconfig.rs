@@ -79,21 +79,16 @@ impl Auth {
             Auth::None => Ok(None),
             Auth::Token(token) => Ok(Some(format!("Bearer {token}"))),
             Auth::TokenFile(path) => {
-                let token = std::fs::read_to_string(path).map_err(|e| {
-                    KubeError::config(format!("reading token file {}: {e}", path.display()))
-                })?;
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| KubeError::config(format!("reading token file {}: {e}", path.display())))?;
                 let token = token.trim();
                 if token.is_empty() {
-                    return Err(KubeError::config(format!(
-                        "token file {} is empty",
-                        path.display()
-                    )));
+                    return Err(KubeError::config(format!("token file {} is empty", path.display())));
                 }
                 Ok(Some(format!("Bearer {token}")))
             }
             Auth::Basic { username, password } => {
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
                 Ok(Some(format!("Basic {encoded}")))
             }
         }
@@ -186,22 +181,14 @@ fn resolve(config: Kubeconfig, file: &Path, dir: &Path) -> Result<ClusterAccess,
         .contexts
         .iter()
         .find(|c| c.name == config.current_context)
-        .ok_or_else(|| {
-            fail(format!(
-                "current-context {:?} is not among contexts",
-                config.current_context
-            ))
-        })?
+        .ok_or_else(|| fail(format!("current-context {:?} is not among contexts", config.current_context)))?
         .context;
     let cluster = &config
         .clusters
         .iter()
         .find(|c| c.name == context.cluster)
         .ok_or_else(|| {
-            fail(format!(
-                "cluster {:?} of context {:?} is not among clusters",
-                context.cluster, config.current_context
-            ))
+            fail(format!("cluster {:?} of context {:?} is not among clusters", context.cluster, config.current_context))
         })?
         .cluster;
     let cluster_field = |field: &str| format!("cluster {:?} field {field}", context.cluster);
@@ -212,10 +199,7 @@ fn resolve(config: Kubeconfig, file: &Path, dir: &Path) -> Result<ClusterAccess,
         let found = config.users.into_iter().find(|u| u.name == context.user);
         found
             .ok_or_else(|| {
-                fail(format!(
-                    "user {:?} of context {:?} is not among users",
-                    context.user, config.current_context
-                ))
+                fail(format!("user {:?} of context {:?} is not among users", context.user, config.current_context))
             })?
             .user
     };
@@ -226,44 +210,20 @@ fn resolve(config: Kubeconfig, file: &Path, dir: &Path) -> Result<ClusterAccess,
         return Err(fail(format!("{} is missing", cluster_field("server"))));
     }
     if !(server.starts_with("https://") || server.starts_with("http://")) {
-        return Err(fail(format!(
-            "{} {server:?} is not an http(s) URL",
-            cluster_field("server")
-        )));
+        return Err(fail(format!("{} {server:?} is not an http(s) URL", cluster_field("server"))));
     }
 
-    let ca_pem = read_data_or_file(
-        cluster.certificate_authority_data.as_deref(),
-        cluster.certificate_authority.as_deref(),
-        dir,
-    )
-    .map_err(|(suffix, e)| {
-        let field = format!("certificate-authority{suffix}");
-        fail(format!("{}: {e}", cluster_field(&field)))
-    })?;
+    let ca_pem =
+        read_data_or_file(cluster.certificate_authority_data.as_deref(), cluster.certificate_authority.as_deref(), dir)
+            .map_err(|(suffix, e)| {
+                let field = format!("certificate-authority{suffix}");
+                fail(format!("{}: {e}", cluster_field(&field)))
+            })?;
 
-    let cert = read_data_or_file(
-        user.client_certificate_data.as_deref(),
-        user.client_certificate.as_deref(),
-        dir,
-    )
-    .map_err(|(field, e)| {
-        fail(format!(
-            "{}: {e}",
-            user_field(&format!("client-certificate{field}"))
-        ))
-    })?;
-    let key = read_data_or_file(
-        user.client_key_data.as_deref(),
-        user.client_key.as_deref(),
-        dir,
-    )
-    .map_err(|(field, e)| {
-        fail(format!(
-            "{}: {e}",
-            user_field(&format!("client-key{field}"))
-        ))
-    })?;
+    let cert = read_data_or_file(user.client_certificate_data.as_deref(), user.client_certificate.as_deref(), dir)
+        .map_err(|(field, e)| fail(format!("{}: {e}", user_field(&format!("client-certificate{field}")))))?;
+    let key = read_data_or_file(user.client_key_data.as_deref(), user.client_key.as_deref(), dir)
+        .map_err(|(field, e)| fail(format!("{}: {e}", user_field(&format!("client-key{field}")))))?;
     let client_cert = match (cert, key) {
         (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
         (None, None) => None,
@@ -292,16 +252,10 @@ fn resolve(config: Kubeconfig, file: &Path, dir: &Path) -> Result<ClusterAccess,
     } else if let Some(username) = non_empty(&user.username) {
         let source = format!("the password of user {:?} in {file_name}", context.user);
         let password = user.password.clone().unwrap_or_default();
-        let auth = Auth::Basic {
-            username: username.to_string(),
-            password,
-        };
+        let auth = Auth::Basic { username: username.to_string(), password };
         (auth, source)
     } else if client_cert.is_some() {
-        let source = format!(
-            "the client certificate of user {:?} in {file_name}",
-            context.user
-        );
+        let source = format!("the client certificate of user {:?} in {file_name}", context.user);
         (Auth::None, source)
     } else if user.exec.is_some() || user.auth_provider.is_some() {
         return Err(fail(format!(
@@ -310,10 +264,7 @@ fn resolve(config: Kubeconfig, file: &Path, dir: &Path) -> Result<ClusterAccess,
             context.user
         )));
     } else {
-        (
-            Auth::None,
-            format!("anonymous access via {file_name} (no user credentials)"),
-        )
+        (Auth::None, format!("anonymous access via {file_name} (no user credentials)"))
     };
 
     Ok(ClusterAccess {
@@ -338,11 +289,7 @@ pub(crate) fn in_cluster() -> Result<ClusterAccess, KubeError> {
     )
 }
 
-fn in_cluster_from(
-    host: Option<String>,
-    port: Option<String>,
-    dir: &Path,
-) -> Result<ClusterAccess, KubeError> {
+fn in_cluster_from(host: Option<String>, port: Option<String>, dir: &Path) -> Result<ClusterAccess, KubeError> {
     let (Some(host), Some(port)) = (non_empty(&host), non_empty(&port)) else {
         return Err(KubeError::config(
             "no kubeconfig given and not in a cluster: KUBERNETES_SERVICE_HOST and \
@@ -350,26 +297,16 @@ fn in_cluster_from(
         ));
     };
     // An IPv6 service address needs brackets in a URL.
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
     let ca_path = dir.join("ca.crt");
-    let ca_pem = std::fs::read(&ca_path).map_err(|e| {
-        KubeError::config(format!("reading in-cluster CA {}: {e}", ca_path.display()))
-    })?;
+    let ca_pem = std::fs::read(&ca_path)
+        .map_err(|e| KubeError::config(format!("reading in-cluster CA {}: {e}", ca_path.display())))?;
     let token_path = dir.join("token");
     if !token_path.exists() {
-        return Err(KubeError::config(format!(
-            "in-cluster token {} does not exist",
-            token_path.display()
-        )));
+        return Err(KubeError::config(format!("in-cluster token {} does not exist", token_path.display())));
     }
-    let namespace = std::fs::read_to_string(dir.join("namespace"))
-        .ok()
-        .map(|ns| ns.trim().to_string())
-        .filter(|ns| !ns.is_empty());
+    let namespace =
+        std::fs::read_to_string(dir.join("namespace")).ok().map(|ns| ns.trim().to_string()).filter(|ns| !ns.is_empty());
     Ok(ClusterAccess {
         server: format!("https://{host}:{port}"),
         ca_pem: Some(ca_pem),
@@ -405,9 +342,7 @@ fn read_data_or_file(
         None => Ok(None),
         Some(file) => {
             let path = dir.join(file);
-            std::fs::read(&path)
-                .map(Some)
-                .map_err(|e| ("", format!("reading {}: {e}", path.display())))
+            std::fs::read(&path).map(Some).map_err(|e| ("", format!("reading {}: {e}", path.display())))
         }
     }
 }
@@ -417,8 +352,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("kactus-kubeconfig-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("kactus-kubeconfig-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -440,24 +374,14 @@ mod tests {
     fn inline_token_and_ca_data() {
         let dir = temp_dir("token");
         let ca = base64::engine::general_purpose::STANDARD.encode("PEM CA");
-        let path = write_kubeconfig(
-            &dir,
-            "    token: abc123\n",
-            &format!("    certificate-authority-data: {ca}\n"),
-        );
+        let path = write_kubeconfig(&dir, "    token: abc123\n", &format!("    certificate-authority-data: {ca}\n"));
         let access = from_kubeconfig(&path).unwrap();
         assert_eq!(access.server, "https://127.0.0.1:6443");
         assert_eq!(access.ca_pem.as_deref(), Some(&b"PEM CA"[..]));
         assert_eq!(access.namespace.as_deref(), Some("kube-system"));
         assert!(!access.insecure_skip_tls_verify);
-        assert_eq!(
-            access.auth.header_value().unwrap().as_deref(),
-            Some("Bearer abc123")
-        );
-        assert!(
-            !format!("{access:?}").contains("abc123"),
-            "token leaked into Debug"
-        );
+        assert_eq!(access.auth.header_value().unwrap().as_deref(), Some("Bearer abc123"));
+        assert!(!format!("{access:?}").contains("abc123"), "token leaked into Debug");
     }
 
     #[test]
@@ -465,22 +389,13 @@ mod tests {
         let dir = temp_dir("tokenfile");
         std::fs::write(dir.join("ca.crt"), "PEM CA FILE").unwrap();
         std::fs::write(dir.join("token"), "first\n").unwrap();
-        let path = write_kubeconfig(
-            &dir,
-            "    tokenFile: token\n    token: ignored\n",
-            "    certificate-authority: ca.crt\n",
-        );
+        let path =
+            write_kubeconfig(&dir, "    tokenFile: token\n    token: ignored\n", "    certificate-authority: ca.crt\n");
         let access = from_kubeconfig(&path).unwrap();
         assert_eq!(access.ca_pem.as_deref(), Some(&b"PEM CA FILE"[..]));
-        assert_eq!(
-            access.auth.header_value().unwrap().as_deref(),
-            Some("Bearer first")
-        );
+        assert_eq!(access.auth.header_value().unwrap().as_deref(), Some("Bearer first"));
         std::fs::write(dir.join("token"), "rotated").unwrap();
-        assert_eq!(
-            access.auth.header_value().unwrap().as_deref(),
-            Some("Bearer rotated")
-        );
+        assert_eq!(access.auth.header_value().unwrap().as_deref(), Some("Bearer rotated"));
         assert!(access.credential_source.contains("token file"));
     }
 
@@ -488,16 +403,9 @@ mod tests {
     fn client_certificate_data_and_insecure_flag() {
         let dir = temp_dir("clientcert");
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let user = format!(
-            "    client-certificate-data: {}\n    client-key-data: {}\n",
-            b64("CERT"),
-            b64("KEY")
-        );
-        let path = write_kubeconfig(
-            &dir,
-            &user,
-            "    insecure-skip-tls-verify: true\n    tls-server-name: kubernetes\n",
-        );
+        let user = format!("    client-certificate-data: {}\n    client-key-data: {}\n", b64("CERT"), b64("KEY"));
+        let path =
+            write_kubeconfig(&dir, &user, "    insecure-skip-tls-verify: true\n    tls-server-name: kubernetes\n");
         let access = from_kubeconfig(&path).unwrap();
         assert!(access.insecure_skip_tls_verify);
         assert_eq!(access.tls_server_name.as_deref(), Some("kubernetes"));
@@ -516,29 +424,16 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("current-context is not set"), "{err}");
 
-        let path = write_kubeconfig(
-            &dir,
-            "    client-key: missing.key\n    client-certificate-data: Q0VSVA==\n",
-            "",
-        );
+        let path = write_kubeconfig(&dir, "    client-key: missing.key\n    client-certificate-data: Q0VSVA==\n", "");
         let err = from_kubeconfig(&path).unwrap_err().to_string();
         assert!(err.contains("field client-key"), "{err}");
         assert!(err.contains("missing.key"), "{err}");
 
-        let path = write_kubeconfig(
-            &dir,
-            "    token: t\n",
-            "    certificate-authority-data: '%%%'\n",
-        );
+        let path = write_kubeconfig(&dir, "    token: t\n", "    certificate-authority-data: '%%%'\n");
         let err = from_kubeconfig(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("certificate-authority-data: is not valid base64"),
-            "{err}"
-        );
+        assert!(err.contains("certificate-authority-data: is not valid base64"), "{err}");
 
-        let err = from_kubeconfig(&dir.join("nope.yaml"))
-            .unwrap_err()
-            .to_string();
+        let err = from_kubeconfig(&dir.join("nope.yaml")).unwrap_err().to_string();
         assert!(err.contains("nope.yaml"), "{err}");
     }
 
@@ -551,10 +446,7 @@ mod tests {
         let access = in_cluster_from(Some("fd00::1".into()), Some("443".into()), &dir).unwrap();
         assert_eq!(access.server, "https://[fd00::1]:443");
         assert_eq!(access.namespace.as_deref(), Some("kube-system"));
-        assert_eq!(
-            access.auth.header_value().unwrap().as_deref(),
-            Some("Bearer sa-token")
-        );
+        assert_eq!(access.auth.header_value().unwrap().as_deref(), Some("Bearer sa-token"));
 
         let err = in_cluster_from(None, None, &dir).unwrap_err().to_string();
         assert!(err.contains("KUBERNETES_SERVICE_HOST"), "{err}");

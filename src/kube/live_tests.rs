@@ -31,11 +31,7 @@ struct Reply {
 }
 
 fn reply(status: u16, body: &str) -> Reply {
-    Reply {
-        status,
-        body: body.to_string(),
-        stream: false,
-    }
+    Reply { status, body: body.to_string(), stream: false }
 }
 
 type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -55,10 +51,7 @@ fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
     let key_der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
     (ca_cert.pem(), cert.der().clone(), key_der)
 }
@@ -66,14 +59,12 @@ fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
 impl TestServer {
     fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> TestServer {
         let (ca_pem, cert, key) = certificates();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
         let config = Arc::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -88,12 +79,7 @@ impl TestServer {
                 std::thread::spawn(move || serve(tcp, config, &*handler, &seen));
             }
         });
-        TestServer {
-            port,
-            ca_pem,
-            seen,
-            connections,
-        }
+        TestServer { port, ca_pem, seen, connections }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -124,22 +110,13 @@ impl TestServer {
     }
 
     fn client(&self, name: &str, retries: u32) -> Client {
-        let opts = ClientOptions {
-            timeout: Duration::from_secs(5),
-            retries,
-            ..ClientOptions::default()
-        };
+        let opts = ClientOptions { timeout: Duration::from_secs(5), retries, ..ClientOptions::default() };
         Client::new(Some(&self.kubeconfig(name, "")), opts).unwrap()
     }
 }
 
 /// Serves HTTP/1.1 requests on one TLS connection until the client closes it.
-fn serve(
-    tcp: TcpStream,
-    config: Arc<rustls::ServerConfig>,
-    handler: &Handler,
-    seen: &Mutex<Vec<Seen>>,
-) {
+fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, handler: &Handler, seen: &Mutex<Vec<Seen>>) {
     let Ok(conn) = rustls::ServerConnection::new(config) else {
         return;
     };
@@ -150,10 +127,7 @@ fn serve(
             return;
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
+        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
         let mut headers = BTreeMap::new();
         loop {
             let mut header = String::new();
@@ -168,10 +142,7 @@ fn serve(
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
+        let length: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -187,10 +158,7 @@ fn serve(
         let answer = handler(&request);
         let stream = reader.get_mut();
         let head = if answer.stream {
-            format!(
-                "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
-                answer.status
-            )
+            format!("HTTP/1.1 {} X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n", answer.status)
         } else {
             format!(
                 "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -211,30 +179,20 @@ fn serve(
 }
 
 const NAD_NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"network-attachment-definitions.k8s.cni.cncf.io \"green\" not found","reason":"NotFound","details":{"name":"green","group":"k8s.cni.cncf.io","kind":"network-attachment-definitions"},"code":404}"#;
-const UNAVAILABLE: &str = r#"{"kind":"Status","status":"Failure","message":"etcd is busy","reason":"ServiceUnavailable","code":503}"#;
+const UNAVAILABLE: &str =
+    r#"{"kind":"Status","status":"Failure","message":"etcd is busy","reason":"ServiceUnavailable","code":503}"#;
 const POD: &str = r#"{"kind":"Pod","metadata":{"name":"app1","namespace":"default","annotations":{"networks":"[{\"name\":\"green\"}]"}},"spec":{"nodeName":"node1"},"status":{"phase":"Running"}}"#;
 
 #[test]
 fn missing_nad_is_not_found_over_https_to_an_ip_with_the_file_token() {
     let server = TestServer::start(|_| reply(404, NAD_NOT_FOUND));
     let client = server.client("notfound", 3);
-    let err = client
-        .get_network_attachment_definition("default", "green")
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "network-attachment-definitions default/green not found"
-    );
+    let err = client.get_network_attachment_definition("default", "green").unwrap_err();
+    assert_eq!(err.to_string(), "network-attachment-definitions default/green not found");
     let seen = server.seen();
     assert_eq!(seen.len(), 1, "a 404 is not retried");
-    assert_eq!(
-        seen[0].target,
-        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/green"
-    );
-    assert_eq!(
-        seen[0].authorization.as_deref(),
-        Some("Bearer secret-token")
-    );
+    assert_eq!(seen[0].target, "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/green");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer secret-token"));
 }
 
 #[test]
@@ -258,10 +216,7 @@ fn exhausted_retries_are_transient_and_name_path_and_cause() {
     let err = client.get_pod("default", "app1").unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains("/api/v1/namespaces/default/pods/app1"),
-        "{message}"
-    );
+    assert!(message.contains("/api/v1/namespaces/default/pods/app1"), "{message}");
     assert!(message.contains("503 etcd is busy"), "{message}");
     assert_eq!(server.seen().len(), 3);
 }
@@ -271,21 +226,13 @@ fn annotation_patch_is_a_merge_patch_with_null_for_removal() {
     let server = TestServer::start(|_| reply(200, POD));
     let client = server.client("patch", 0);
     let annotations = BTreeMap::from([
-        (
-            "k8s.v1.cni.cncf.io/network-status".to_string(),
-            Some("[]".to_string()),
-        ),
+        ("k8s.v1.cni.cncf.io/network-status".to_string(), Some("[]".to_string())),
         ("old".to_string(), None),
     ]);
-    client
-        .patch_pod_annotations("default", "app1", &annotations)
-        .unwrap();
+    client.patch_pod_annotations("default", "app1", &annotations).unwrap();
     let seen = &server.seen()[0];
     assert_eq!(seen.method, "PATCH");
-    assert_eq!(
-        seen.content_type.as_deref(),
-        Some("application/merge-patch+json")
-    );
+    assert_eq!(seen.content_type.as_deref(), Some("application/merge-patch+json"));
     let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
     assert_eq!(
         body,
@@ -333,28 +280,14 @@ fn watch_streams_events_until_the_server_closes() {
     });
     let client = server.client("watch", 0);
     let events: Vec<WatchEvent<Pod>> = client
-        .watch(
-            "/api/v1/pods",
-            &[("fieldSelector", "spec.nodeName=node1")],
-            "10",
-        )
+        .watch("/api/v1/pods", &[("fieldSelector", "spec.nodeName=node1")], "10")
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(matches!(&events[0], WatchEvent::Added(p) if p.metadata.name == "app1"));
-    assert_eq!(
-        events[1],
-        WatchEvent::Bookmark {
-            resource_version: "12".into()
-        }
-    );
-    let WatchEvent::Error(status) = &events[2] else {
-        panic!("{events:?}")
-    };
-    assert!(matches!(
-        KubeError::from_status(status, "/api/v1/pods"),
-        KubeError::Gone { .. }
-    ));
+    assert_eq!(events[1], WatchEvent::Bookmark { resource_version: "12".into() });
+    let WatchEvent::Error(status) = &events[2] else { panic!("{events:?}") };
+    assert!(matches!(KubeError::from_status(status, "/api/v1/pods"), KubeError::Gone { .. }));
     let target = &server.seen()[0].target;
     assert_eq!(
         target,
@@ -367,10 +300,7 @@ fn an_untrusted_server_is_a_config_error_without_retries() {
     let server = TestServer::start(|_| reply(200, POD));
     let (other_ca, _, _) = certificates();
     let ca = base64::engine::general_purpose::STANDARD.encode(other_ca);
-    let path = server.kubeconfig(
-        "untrusted",
-        &format!("    certificate-authority-data: {ca}\n"),
-    );
+    let path = server.kubeconfig("untrusted", &format!("    certificate-authority-data: {ca}\n"));
     let client = Client::new(Some(&path), ClientOptions::default()).unwrap();
     let err = client.get_pod("default", "app1").unwrap_err();
     assert!(matches!(err, KubeError::Config { .. }), "{err:?}");
@@ -378,28 +308,15 @@ fn an_untrusted_server_is_a_config_error_without_retries() {
 
     let path = server.kubeconfig("insecure", "    insecure-skip-tls-verify: true\n");
     let client = Client::new(Some(&path), ClientOptions::default()).unwrap();
-    assert_eq!(
-        client.get_pod("default", "app1").unwrap().metadata.name,
-        "app1"
-    );
+    assert_eq!(client.get_pod("default", "app1").unwrap().metadata.name, "app1");
 }
 
 #[test]
 fn a_refused_connection_is_transient() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = TestServer {
-        port,
-        ..TestServer::start(|_| reply(200, POD))
-    };
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = TestServer { port, ..TestServer::start(|_| reply(200, POD)) };
     let client = server.client("refused", 1);
     let err = client.get_pod("default", "app1").unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    assert!(
-        err.to_string().contains("giving up after 2 attempts"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("giving up after 2 attempts"), "{err}");
 }

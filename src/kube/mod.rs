@@ -13,8 +13,8 @@ pub use client::{Client, ClientOptions};
 pub use error::KubeError;
 pub use kubeconfig::SERVICE_ACCOUNT_DIR;
 pub use types::{
-    Container, ContainerPort, List, ListMeta, NetworkAttachmentDefinition,
-    NetworkAttachmentDefinitionSpec, ObjectMeta, Pod, PodCondition, PodSpec, PodStatus, Status,
+    Container, ContainerPort, List, ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta,
+    Pod, PodCondition, PodSpec, PodStatus, Status,
 };
 pub use watch::{WatchEvent, WatchStream};
 

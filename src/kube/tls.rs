@@ -27,13 +27,9 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
 
     let verifier: Arc<dyn ServerCertVerifier> = if access.insecure_skip_tls_verify {
         INSECURE_WARNING.call_once(|| {
-            log::warn!(
-                "{origin}: insecure-skip-tls-verify is set, the apiserver's certificate is not verified"
-            )
+            log::warn!("{origin}: insecure-skip-tls-verify is set, the apiserver's certificate is not verified")
         });
-        Arc::new(AcceptAnyServerCert {
-            provider: provider.clone(),
-        })
+        Arc::new(AcceptAnyServerCert { provider: provider.clone() })
     } else {
         let Some(ca_pem) = &access.ca_pem else {
             return Err(fail(
@@ -45,14 +41,10 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| fail(format!("certificate authority is not PEM: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| fail(format!("certificate authority is not usable: {e}")))?;
+            roots.add(cert).map_err(|e| fail(format!("certificate authority is not usable: {e}")))?;
         }
         if roots.is_empty() {
-            return Err(fail(
-                "certificate authority holds no PEM certificate".into(),
-            ));
+            return Err(fail("certificate authority holds no PEM certificate".into()));
         }
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
@@ -60,18 +52,13 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
         match &access.tls_server_name {
             None => webpki,
             Some(name) => {
-                let name = ServerName::try_from(name.clone())
-                    .map_err(|e| fail(format!("tls-server-name {name:?}: {e}")))?;
-                Arc::new(FixedServerName {
-                    inner: webpki,
-                    name,
-                })
+                let name =
+                    ServerName::try_from(name.clone()).map_err(|e| fail(format!("tls-server-name {name:?}: {e}")))?;
+                Arc::new(FixedServerName { inner: webpki, name })
             }
         }
     };
-    let builder = builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
 
     let mut config = match &access.client_cert {
         None => builder.with_no_client_auth(),
@@ -84,9 +71,7 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
             }
             let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
                 .map_err(|e| fail(format!("client key is not a PEM private key: {e}")))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| fail(format!("client certificate and key: {e}")))?
+            builder.with_client_auth_cert(certs, key).map_err(|e| fail(format!("client certificate and key: {e}")))?
         }
     };
     // The client speaks HTTP/1.1 only (watch streams are chunked HTTP/1.1 bodies).
@@ -111,8 +96,7 @@ impl ServerCertVerifier for FixedServerName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+        self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -163,12 +147,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -177,18 +156,11 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -223,10 +195,7 @@ pub(crate) fn definite_failure(e: &(dyn std::error::Error + 'static)) -> Option<
         }
         pending.extend(cause.source());
         // io::Error hides its payload from source() (and hyper nests them); look inside.
-        if let Some(inner) = cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
+        if let Some(inner) = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
             pending.push(inner);
         }
     }

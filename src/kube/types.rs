@@ -122,10 +122,7 @@ pub struct List<T> {
 
 impl<T> Default for List<T> {
     fn default() -> Self {
-        List {
-            metadata: ListMeta::default(),
-            items: Vec::new(),
-        }
+        List { metadata: ListMeta::default(), items: Vec::new() }
     }
 }
 
@@ -191,10 +188,7 @@ mod tests {
     #[test]
     fn serialized_objects_carry_no_invented_fields() {
         let nad = NetworkAttachmentDefinition {
-            metadata: ObjectMeta {
-                name: "green".into(),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: "green".into(), ..Default::default() },
             ..Default::default()
         };
         let value = serde_json::to_value(&nad).unwrap();
@@ -205,10 +199,9 @@ mod tests {
 
     #[test]
     fn list_with_null_items_is_empty() {
-        let list: List<Pod> = serde_json::from_value(
-            json!({"metadata": {"resourceVersion": "12", "continue": "abc"}, "items": null}),
-        )
-        .unwrap();
+        let list: List<Pod> =
+            serde_json::from_value(json!({"metadata": {"resourceVersion": "12", "continue": "abc"}, "items": null}))
+                .unwrap();
         assert!(list.items.is_empty());
         assert_eq!(list.metadata.resource_version, "12");
         assert_eq!(list.metadata.continue_.as_deref(), Some("abc"));

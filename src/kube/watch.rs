@@ -35,9 +35,7 @@ struct RawEvent {
 impl<T: DeserializeOwned> WatchEvent<T> {
     /// Parses one line of a watch stream.
     pub fn from_line(line: &str) -> Result<WatchEvent<T>, KubeError> {
-        let decode = |e: serde_json::Error| KubeError::Decode {
-            message: format!("watch event: {e}"),
-        };
+        let decode = |e: serde_json::Error| KubeError::Decode { message: format!("watch event: {e}") };
         let raw: RawEvent = serde_json::from_str(line).map_err(decode)?;
         let object = || T::deserialize(&raw.object).map_err(decode);
         Ok(match raw.type_.as_str() {
@@ -45,17 +43,10 @@ impl<T: DeserializeOwned> WatchEvent<T> {
             "MODIFIED" => WatchEvent::Modified(object()?),
             "DELETED" => WatchEvent::Deleted(object()?),
             "BOOKMARK" => WatchEvent::Bookmark {
-                resource_version: raw.object["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                resource_version: raw.object["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string(),
             },
             "ERROR" => WatchEvent::Error(Status::deserialize(&raw.object).map_err(decode)?),
-            other => {
-                return Err(KubeError::Decode {
-                    message: format!("watch event of unknown type {other:?}"),
-                })
-            }
+            other => return Err(KubeError::Decode { message: format!("watch event of unknown type {other:?}") }),
         })
     }
 }
@@ -70,21 +61,9 @@ impl<T: Serialize> Serialize for WatchEvent<T> {
             object: O,
         }
         match self {
-            WatchEvent::Added(o) => Wire {
-                type_: "ADDED",
-                object: o,
-            }
-            .serialize(serializer),
-            WatchEvent::Modified(o) => Wire {
-                type_: "MODIFIED",
-                object: o,
-            }
-            .serialize(serializer),
-            WatchEvent::Deleted(o) => Wire {
-                type_: "DELETED",
-                object: o,
-            }
-            .serialize(serializer),
+            WatchEvent::Added(o) => Wire { type_: "ADDED", object: o }.serialize(serializer),
+            WatchEvent::Modified(o) => Wire { type_: "MODIFIED", object: o }.serialize(serializer),
+            WatchEvent::Deleted(o) => Wire { type_: "DELETED", object: o }.serialize(serializer),
             WatchEvent::Bookmark { resource_version } => Wire {
                 type_: "BOOKMARK",
                 object: serde_json::json!({"metadata": {"resourceVersion": resource_version}}),
@@ -115,12 +94,7 @@ pub struct WatchStream<T> {
 
 impl<T> WatchStream<T> {
     pub(crate) fn new(reader: Box<dyn BufRead + Send>, path: String) -> WatchStream<T> {
-        WatchStream {
-            reader: Some(reader),
-            path,
-            line: String::new(),
-            _events: PhantomData,
-        }
+        WatchStream { reader: Some(reader), path, line: String::new(), _events: PhantomData }
     }
 }
 
@@ -165,24 +139,14 @@ mod tests {
             r#"{"type":"MODIFIED","object":{"metadata":{"name":"app1","annotations":{"networks":"green"}}}}"#,
         )
         .unwrap();
-        assert!(
-            matches!(modified, WatchEvent::Modified(p) if p.metadata.annotations["networks"] == "green")
-        );
-        let deleted = WatchEvent::<Pod>::from_line(
-            r#"{"type":"DELETED","object":{"metadata":{"name":"x"}}}"#,
-        )
-        .unwrap();
+        assert!(matches!(modified, WatchEvent::Modified(p) if p.metadata.annotations["networks"] == "green"));
+        let deleted = WatchEvent::<Pod>::from_line(r#"{"type":"DELETED","object":{"metadata":{"name":"x"}}}"#).unwrap();
         assert!(matches!(deleted, WatchEvent::Deleted(_)));
         let bookmark = WatchEvent::<Pod>::from_line(
             r#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"12345"}}}"#,
         )
         .unwrap();
-        assert_eq!(
-            bookmark,
-            WatchEvent::Bookmark {
-                resource_version: "12345".into()
-            }
-        );
+        assert_eq!(bookmark, WatchEvent::Bookmark { resource_version: "12345".into() });
         let gone = WatchEvent::<Pod>::from_line(
             r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (20)","reason":"Expired","code":410}}"#,
         )
@@ -196,22 +160,12 @@ mod tests {
     fn serializes_to_the_wire_form_and_back() {
         let events = vec![
             WatchEvent::Added(Pod::default()),
-            WatchEvent::Bookmark {
-                resource_version: "9".into(),
-            },
-            WatchEvent::Error(Status {
-                code: 410,
-                reason: "Expired".into(),
-                message: "too old".into(),
-            }),
+            WatchEvent::Bookmark { resource_version: "9".into() },
+            WatchEvent::Error(Status { code: 410, reason: "Expired".into(), message: "too old".into() }),
         ];
         for event in events {
             let line = serde_json::to_string(&event).unwrap();
-            assert_eq!(
-                WatchEvent::<Pod>::from_line(&line).unwrap(),
-                event,
-                "{line}"
-            );
+            assert_eq!(WatchEvent::<Pod>::from_line(&line).unwrap(), event, "{line}");
         }
     }
 
@@ -219,8 +173,7 @@ mod tests {
     fn stream_yields_lines_until_eof() {
         let body = "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}\n\n\
                     {\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}\n";
-        let stream: WatchStream<Pod> =
-            WatchStream::new(Box::new(std::io::Cursor::new(body)), "/api/v1/pods".into());
+        let stream: WatchStream<Pod> = WatchStream::new(Box::new(std::io::Cursor::new(body)), "/api/v1/pods".into());
         let events: Vec<_> = stream.collect::<Result<_, _>>().unwrap();
         assert_eq!(events.len(), 2);
     }

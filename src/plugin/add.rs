@@ -11,9 +11,8 @@ use serde_json::Value;
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     let plan = plan_add(cfg, env)?;
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
-    let mut seq = cache.next_seq();
     let mut made: Vec<CacheEntry> = Vec::new();
-    for call in &plan.calls {
+    for (seq, call) in (cache.next_seq()..).zip(&plan.calls) {
         match add_one(cfg, env, call, seq) {
             Ok(entry) => {
                 let written = cache.write(&entry);
@@ -24,11 +23,11 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
             }
             Err(e) => return Err(rollback(cfg, env, &cache, made, e.context(describe(call)))),
         }
-        seq += 1;
     }
     if let Some(pod) = &plan.pod {
         if let Err(e) = super::plan::kube_client(cfg).and_then(|c| {
-            super::status::publish(&c, pod, &cache.entries()).map_err(|e| super::plan::kube_error(e, "patch network-status"))
+            super::status::publish(&c, pod, &cache.entries())
+                .map_err(|e| super::plan::kube_error(e, "patch network-status"))
         }) {
             log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
         }
@@ -69,17 +68,30 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         is_default: call.is_default,
         gateways: call.gateways.clone(),
     };
+    let entry = |result: Value| CacheEntry {
+        kind: "cniCacheV1".into(),
+        container_id: env.container_id.clone(),
+        config: CacheEntry::encode_config(&call.net),
+        if_name: call.ifname.clone(),
+        network_name: call.net.name.clone(),
+        netns: netns.to_string_lossy().into_owned(),
+        cni_args: call.args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
+        capability_args: call.runtime_config.clone(),
+        result,
+        kactus: meta.clone(),
+    };
     if let Some(mac) = &call.set_mac {
-        let entry = CacheEntry::new(&env.container_id, &call.net, &call.ifname, netns, &call.args, &call.runtime_config, result.clone(), meta.clone());
-        let bytes = crate::netns::parse_mac(mac).ok_or_else(|| CniError::invalid_config(format!("mac {mac:?} is not a MAC address")))?;
+        let made = entry(result.clone());
+        let bytes = crate::netns::parse_mac(mac)
+            .ok_or_else(|| CniError::invalid_config(format!("mac {mac:?} is not a MAC address")))?;
         if let Err(e) = crate::netns::set_mac(netns, &call.ifname, bytes) {
             // The device exists now: undo it before reporting.
-            let _ = del_entry(cfg, env, &entry);
+            let _ = del_entry(cfg, env, &made);
             return Err(CniError::io(format!("set MAC {mac} on {}", call.ifname), e));
         }
         set_result_mac(&mut result, &call.ifname, mac);
     }
-    Ok(CacheEntry::new(&env.container_id, &call.net, &call.ifname, netns, &call.args, &call.runtime_config, result, meta))
+    Ok(entry(result))
 }
 
 /// Keeps the cached result truthful after kactus changed the MAC itself.
@@ -93,7 +105,13 @@ fn set_result_mac(result: &mut Value, ifname: &str, mac: &str) {
 
 /// Deletes what this ADD made, newest first, and returns the original error (with any
 /// teardown failure appended so nothing is hidden).
-fn rollback(cfg: &KactusConfig, env: &CniEnv, cache: &ContainerCache, made: Vec<CacheEntry>, err: CniError) -> CniError {
+fn rollback(
+    cfg: &KactusConfig,
+    env: &CniEnv,
+    cache: &ContainerCache,
+    made: Vec<CacheEntry>,
+    err: CniError,
+) -> CniError {
     let mut err = err;
     for entry in made.iter().rev() {
         match del_entry(cfg, env, entry) {

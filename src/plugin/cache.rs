@@ -66,36 +66,16 @@ pub struct CacheEntry {
 }
 
 impl CacheEntry {
-    pub fn new(
-        container_id: &str,
-        net: &NetworkConfig,
-        ifname: &str,
-        netns: &Path,
-        args: &CniArgs,
-        capability_args: &Map<String, Value>,
-        result: Value,
-        kactus: KactusMeta,
-    ) -> CacheEntry {
-        let config = base64::engine::general_purpose::STANDARD.encode(net.to_json().to_string());
-        CacheEntry {
-            kind: "cniCacheV1".into(),
-            container_id: container_id.into(),
-            config,
-            if_name: ifname.into(),
-            network_name: net.name.clone(),
-            netns: netns.to_string_lossy().into_owned(),
-            cni_args: args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
-            capability_args: capability_args.clone(),
-            result,
-            kactus,
-        }
+    /// libcni stores the config bytes base64-encoded; so does kactus.
+    pub fn encode_config(net: &NetworkConfig) -> String {
+        base64::engine::general_purpose::STANDARD.encode(net.to_json().to_string())
     }
 
     /// The network config as it was sent at ADD.
     pub fn network(&self) -> Result<NetworkConfig, CniError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&self.config)
-            .map_err(|e| CniError::new(crate::cni::code::DECODING_FAILURE, format!("cache entry for {}: {e}", self.if_name)))?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(&self.config).map_err(|e| {
+            CniError::new(crate::cni::code::DECODING_FAILURE, format!("cache entry for {}: {e}", self.if_name))
+        })?;
         NetworkConfig::from_bytes(&bytes, &self.network_name, "")
     }
 
@@ -153,7 +133,10 @@ impl ContainerCache {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<CacheEntry>(&b).map_err(|e| e.to_string())) {
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).map_err(|e| e.to_string()))
+            {
                 Ok(entry) => out.push(entry),
                 Err(e) => log::warn!("skipping unreadable cache file {}: {e}", path.display()),
             }
@@ -189,7 +172,9 @@ impl ContainerCache {
     pub fn remove(&self, ifname: &str) -> Result<(), CniError> {
         let path = self.dir.join(format!("{ifname}.json"));
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CniError::io(format!("remove {}", path.display()), e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CniError::io(format!("remove {}", path.display()), e))
+            }
             _ => Ok(()),
         }
     }

@@ -7,7 +7,10 @@ use crate::cni::{chain, code, CniEnv, CniError, Command, Invocation, Version};
 
 pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     if Version::parse(&cfg.cni_version)? < Version::V0_4_0 {
-        return Err(CniError::new(code::INCOMPATIBLE_VERSION, format!("config cniVersion {} does not allow CHECK (0.4.0 or later)", cfg.cni_version)));
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("config cniVersion {} does not allow CHECK (0.4.0 or later)", cfg.cni_version),
+        ));
     }
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
     let mut entries = cache.entries();
@@ -15,7 +18,10 @@ pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         entries.retain(|e| e.kactus.key == name || e.kactus.network == name);
     }
     if entries.is_empty() {
-        return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("nothing was added for container {}", env.container_id)));
+        return Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("nothing was added for container {}", env.container_id),
+        ));
     }
     for entry in &entries {
         let net = entry.network()?;

@@ -54,14 +54,17 @@ impl KactusConfig {
         let name = string(obj, "name")?.filter(|s| !s.is_empty()).ok_or_else(|| field("name", "is required"))?;
         let delegates_raw = match obj.get("delegates") {
             Some(Value::Array(list)) if !list.is_empty() => list,
-            Some(Value::Array(_)) | None => return Err(field("delegates", "must list at least the masterPlugin delegate")),
+            Some(Value::Array(_)) | None => {
+                return Err(field("delegates", "must list at least the masterPlugin delegate"))
+            }
             Some(_) => return Err(field("delegates", "must be a list")),
         };
         let mut master = None;
         let mut delegates = Vec::new();
         for (i, d) in delegates_raw.iter().enumerate() {
             let mut d = d.as_object().cloned().ok_or_else(|| field(&format!("delegates[{i}]"), "must be an object"))?;
-            let is_master = [d.remove("masterPlugin"), d.remove("masterplugin")].into_iter().flatten().any(|v| v == true);
+            let is_master =
+                [d.remove("masterPlugin"), d.remove("masterplugin")].into_iter().flatten().any(|v| v == true);
             let default_name = if is_master { name.clone() } else { String::new() };
             let net = NetworkConfig::parse(&Value::Object(d), &default_name, &cni_version)
                 .map_err(|e| e.context(format!("delegates[{i}]")))?;
@@ -72,7 +75,10 @@ impl KactusConfig {
                 master = Some(net);
             } else {
                 if net.name.is_empty() {
-                    return Err(field(&format!("delegates[{i}].name"), "is required for a delegate that is not the masterPlugin (its device is named after it)"));
+                    return Err(field(
+                        &format!("delegates[{i}].name"),
+                        "is required for a delegate that is not the masterPlugin (its device is named after it)",
+                    ));
                 }
                 delegates.push(net);
             }
@@ -81,8 +87,9 @@ impl KactusConfig {
         let cache_dir = string(obj, "cacheDir")?.or(string(obj, "cniDir")?).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
         let log_level = match string(obj, "logLevel")? {
             None => LevelFilter::Warn,
-            Some(l) => crate::logging::parse_level(&l)
-                .ok_or_else(|| field("logLevel", &format!("{l:?} is not one of error, warn, info, debug, trace, off")))?,
+            Some(l) => crate::logging::parse_level(&l).ok_or_else(|| {
+                field("logLevel", &format!("{l:?} is not one of error, warn, info, debug, trace, off"))
+            })?,
         };
         let global_namespaces = match obj.get("globalNamespaces") {
             None | Some(Value::Null) => vec!["default".to_string()],
@@ -157,7 +164,10 @@ mod tests {
         let cases = [
             (json!({"name": "k", "delegates": []}), "delegates"),
             (json!({"name": "k", "delegates": [{"type": "bridge"}]}), "masterPlugin"),
-            (json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}, {"type": "b", "masterPlugin": true}]}), "more than one"),
+            (
+                json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}, {"type": "b", "masterPlugin": true}]}),
+                "more than one",
+            ),
             (json!({"delegates": [{"type": "a", "masterPlugin": true}]}), "\"name\""),
             (json!({"name": "k", "logLevel": "loud", "delegates": [{"type": "a", "masterPlugin": true}]}), "logLevel"),
             (json!({"name": "k", "delegates": [{"type": "../sh", "masterPlugin": true}]}), "delegates[0]"),

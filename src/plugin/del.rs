@@ -13,7 +13,9 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let mut entries = cache.entries();
     let dynamic = env.args.get(K8S_POD_NETWORK);
     if let Some(name) = dynamic {
-        entries.retain(|e| e.kactus.key == name || e.kactus.network == name || e.kactus.network.ends_with(&format!("/{name}")));
+        entries.retain(|e| {
+            e.kactus.key == name || e.kactus.network == name || e.kactus.network.ends_with(&format!("/{name}"))
+        });
         entries.truncate(1);
     } else if entries.is_empty() {
         // Nothing cached (ADD never finished, or the cache was lost): release what the
@@ -30,8 +32,10 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     }
     if dynamic.is_some() {
         if let Some(pod) = env.args.pod() {
-            let published = super::plan::kube_client(cfg)
-                .and_then(|c| super::status::publish(&c, &pod, &cache.entries()).map_err(|e| super::plan::kube_error(e, "patch network-status")));
+            let published = super::plan::kube_client(cfg).and_then(|c| {
+                super::status::publish(&c, &pod, &cache.entries())
+                    .map_err(|e| super::plan::kube_error(e, "patch network-status"))
+            });
             if let Err(e) = published {
                 log::warn!("pod {}/{}: network-status not updated: {e}", pod.namespace, pod.name);
             }

@@ -85,7 +85,9 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     };
 
     let client = kube_client(cfg)?;
-    let kpod = client.get_pod(&pod.namespace, &pod.name).map_err(|e| kube_error(e, &format!("get pod {}/{}", pod.namespace, pod.name)))?;
+    let kpod = client
+        .get_pod(&pod.namespace, &pod.name)
+        .map_err(|e| kube_error(e, &format!("get pod {}/{}", pod.namespace, pod.name)))?;
     let selections = attachment::selections_from_annotations(&kpod.metadata.annotations)
         .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
     let mut atts = attachment::resolve(&pod.namespace, selections, &env.ifname)
@@ -120,7 +122,12 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
 /// A dynamic call names one network: find it among the pod's selections (by key, by
 /// `namespace/name`, by name); absent from the annotation, it is taken as a bare reference
 /// so the plugin can be driven by hand.
-fn dynamic_attachment(pod: &PodRef, atts: Vec<Attachment>, name: &str, mac: Option<&str>) -> Result<Attachment, CniError> {
+fn dynamic_attachment(
+    pod: &PodRef,
+    atts: Vec<Attachment>,
+    name: &str,
+    mac: Option<&str>,
+) -> Result<Attachment, CniError> {
     let found = atts
         .iter()
         .position(|a| a.key == name)
@@ -166,7 +173,11 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
 
 /// Fetches every attachment's network config, concurrently: the NADs of a pod cost one
 /// round trip of wall time, not one per attachment.
-fn fetch_networks(cfg: &KactusConfig, client: &kube::Client, atts: &[Attachment]) -> Result<Vec<NetworkConfig>, CniError> {
+fn fetch_networks(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    atts: &[Attachment],
+) -> Result<Vec<NetworkConfig>, CniError> {
     let results: Vec<Result<NetworkConfig, CniError>> = std::thread::scope(|s| {
         let handles: Vec<_> = atts.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
         handles
@@ -196,9 +207,7 @@ fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -
 }
 
 fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
     for ext in ["conflist", "conf"] {
         for path in files.iter().filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext)) {
@@ -238,7 +247,11 @@ fn attachment_call(
         if !caps.contains(cap) {
             return Err(CniError::new(
                 code::INVALID_NETWORK_CONFIG,
-                format!("network {} ({}): option {cap:?} was asked for but no plugin of it declares the {cap:?} capability", att.network_ref(), net.types()),
+                format!(
+                    "network {} ({}): option {cap:?} was asked for but no plugin of it declares the {cap:?} capability",
+                    att.network_ref(),
+                    net.types()
+                ),
             ));
         }
         rc.insert(cap.to_string(), value);
@@ -282,8 +295,9 @@ fn attachment_call(
 fn check_devices_absent(env: &CniEnv, calls: &[PlannedCall]) -> Result<(), CniError> {
     let Some(netns) = &env.netns else { return Ok(()) };
     for call in calls {
-        let exists = crate::netns::link_exists(netns, &call.ifname)
-            .map_err(|e| CniError::new(code::INVALID_ENVIRONMENT, format!("cannot enter CNI_NETNS {}: {e}", netns.display())))?;
+        let exists = crate::netns::link_exists(netns, &call.ifname).map_err(|e| {
+            CniError::new(code::INVALID_ENVIRONMENT, format!("cannot enter CNI_NETNS {}: {e}", netns.display()))
+        })?;
         if exists {
             return Err(CniError::invalid_config(format!(
                 "device {:?} already exists in the pod's network namespace{}",
