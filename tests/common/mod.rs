@@ -1,0 +1,310 @@
+//! Test sandbox: a throwaway "node" network namespace in which kactus, its delegates and the
+//! test apiserver run, "pod" namespaces beside it, a temp dir for IPAM data, cache and logs,
+//! and guards that remove all of it, on failure too. Nothing touches the machine's own links.
+#![allow(dead_code)]
+
+use kactus::testapi::TestApiServer;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const CNI_PATH: &str = "/usr/lib/cni";
+pub const TOKEN: &str = "kactus-test-token";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip` with arguments; panics with its stderr on failure (tests want to know).
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A named network namespace, deleted on drop (taking its links with it).
+pub struct Netns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+        ip(&["netns", "add", name]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        Netns { name: name.to_string(), path: PathBuf::from(format!("/var/run/netns/{name}")) }
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Link names in this namespace.
+    pub fn links(&self) -> Vec<String> {
+        let v: Value = serde_json::from_str(&self.ip(&["-j", "link", "show"])).unwrap_or(json!([]));
+        v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str().map(String::from)).collect()
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        self.links().iter().any(|l| l == name)
+    }
+
+    /// Global addresses of a device, as `a.b.c.d/len`.
+    pub fn addrs(&self, dev: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(&self.ip(&["-j", "addr", "show", "dev", dev])).unwrap_or(json!([]));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["scope"] == "global")
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or_default(), a["prefixlen"]))
+            .collect()
+    }
+
+    pub fn mac(&self, dev: &str) -> String {
+        let v: Value = serde_json::from_str(&self.ip(&["-j", "link", "show", "dev", dev])).unwrap_or(json!([]));
+        v[0]["address"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Default route gateway (v4), if any.
+    pub fn default_gateway(&self) -> Option<(String, String)> {
+        let v: Value = serde_json::from_str(&self.ip(&["-j", "route", "show", "default"])).unwrap_or(json!([]));
+        let r = v.as_array()?.first()?.clone();
+        Some((r["gateway"].as_str()?.to_string(), r["dev"].as_str()?.to_string()))
+    }
+
+    /// One ping from this namespace; only ever to addresses inside the sandbox.
+    pub fn ping(&self, addr: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "2", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+    }
+}
+
+/// What one kactus run printed.
+#[derive(Debug)]
+pub struct CniOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CniOutput {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+
+    /// Asserts success and returns the result JSON (or Null for an empty stdout).
+    pub fn ok(&self) -> Value {
+        assert!(self.success, "kactus failed: {}\nstderr: {}", self.stdout, self.stderr);
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Asserts failure with an error JSON and returns (code, msg).
+    pub fn err(&self) -> (u64, String) {
+        assert!(!self.success, "kactus unexpectedly succeeded: {}", self.stdout);
+        let v = self.json();
+        (v["code"].as_u64().unwrap_or(0), v["msg"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// One test's world: node netns, test apiserver inside it, pods, temp dir.
+pub struct Sandbox {
+    pub tag: String,
+    pub dir: tempfile::TempDir,
+    pub api: Option<TestApiServer>,
+    pub kubeconfig: PathBuf,
+    pub pods: Vec<Netns>,
+    // Dropped last: pods go first so their veth peers vanish with them.
+    pub node: Netns,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let tag = format!("k{}x{}", std::process::id() % 100000, COUNTER.fetch_add(1, Ordering::SeqCst));
+        let node = Netns::new(&format!("{tag}-node"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = kactus::netns::run_in(&node.path, || std::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("enter node netns")
+            .expect("bind apiserver in node netns");
+        let api = TestApiServer::start(listener, TOKEN).expect("start test apiserver");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        api.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
+        Sandbox { tag, dir, api: Some(api), kubeconfig, pods: Vec::new(), node }
+    }
+
+    pub fn api(&self) -> &TestApiServer {
+        self.api.as_ref().expect("apiserver is running")
+    }
+
+    /// Stops the apiserver (for "DEL works with the apiserver down").
+    pub fn stop_api(&mut self) {
+        if let Some(api) = self.api.take() {
+            api.shutdown();
+        }
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        self.api().store().apply_yaml(yaml).expect("apply yaml");
+    }
+
+    /// A pod netns; returns its index in `pods`.
+    pub fn pod(&mut self, name: &str) -> usize {
+        self.pods.push(Netns::new(&format!("{}-{name}", self.tag)));
+        self.pods.len() - 1
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.path("ipam")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    /// A bridge + host-local network config; leases live in this sandbox's temp dir.
+    pub fn bridge_net(&self, name: &str, bridge: &str, subnet: &str) -> Value {
+        json!({"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge, "isGateway": true,
+               "ipam": {"type": "host-local", "subnet": subnet, "dataDir": self.ipam_dir()}})
+    }
+
+    /// The cluster network ("masterPlugin") of the tests: a bridge with 10.244.0.0/24.
+    pub fn kactus_conf(&self) -> Value {
+        let mut master = self.bridge_net("cluster", "cni0", "10.244.0.0/24");
+        master["masterPlugin"] = true.into();
+        json!({"cniVersion": "1.0.0", "name": "kactus-net", "type": "kactus",
+               "kubeconfig": self.kubeconfig, "cacheDir": self.cache_dir(),
+               "logFile": self.path("kactus.log"), "logLevel": "debug",
+               "apiTimeoutSeconds": 2, "delegates": [master]})
+    }
+
+    /// A NAD object in YAML with the given config.
+    pub fn nad_yaml(namespace: &str, name: &str, config: &Value) -> String {
+        let obj = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                         "metadata": {"name": name, "namespace": namespace}, "spec": {"config": config.to_string()}});
+        obj.to_string()
+    }
+
+    /// A pod object with annotations, on node "node1".
+    pub fn pod_yaml(namespace: &str, name: &str, annotations: &Value) -> String {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"), "annotations": annotations},
+               "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "alpine"}]},
+               "status": {"phase": "Running"}})
+        .to_string()
+    }
+
+    /// Runs kactus inside the node netns, as the runtime would.
+    pub fn kactus(&self, command: &str, container: &str, netns: Option<&Path>, ifname: &str, cni_args: &str, conf: &Value) -> CniOutput {
+        self.kactus_raw(command, container, netns, ifname, cni_args, conf.to_string().as_bytes())
+    }
+
+    pub fn kactus_raw(&self, command: &str, container: &str, netns: Option<&Path>, ifname: &str, cni_args: &str, stdin: &[u8]) -> CniOutput {
+        use std::io::Write;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.node.name, env!("CARGO_BIN_EXE_kactus")])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_ARGS", cni_args)
+            .env("CNI_PATH", CNI_PATH)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        let mut child = cmd.spawn().expect("spawn kactus");
+        child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+        let out = child.wait_with_output().expect("wait kactus");
+        CniOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// host-local lease files (one per allocated IP) left in the IPAM data dir.
+    pub fn leases(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(nets) = std::fs::read_dir(self.ipam_dir()) else { return out };
+        for net in nets.flatten() {
+            for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.parse::<std::net::IpAddr>().is_ok() {
+                    out.push(format!("{}/{name}", net.file_name().to_string_lossy()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Files left in the kactus cache dir (lock files included).
+    pub fn cache_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.cache_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Device links in a pod netns other than lo.
+    pub fn pod_devices(&self, pod: usize) -> Vec<String> {
+        self.pods[pod].links().into_iter().filter(|l| l != "lo").collect()
+    }
+}
+
+pub fn pod_args(namespace: &str, name: &str) -> String {
+    format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=c-{name};K8S_POD_UID=uid-{name}")
+}
+
+/// Records a visible skip: printed now and collected for scripts/test.sh's summary.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    eprintln!("SKIPPED {test}: {reason}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kactus-test-skips.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "SKIPPED {test}: {reason}");
+    }
+}
+
+/// Whether the kernel can make a link of this kind (vlan needs 8021q, ipvlan, dummy ...).
+pub fn kernel_supports(kind: &str) -> bool {
+    let ns = Netns::new(&format!("kprobe{}x{}", std::process::id() % 100000, COUNTER.fetch_add(1, Ordering::SeqCst)));
+    let base = Command::new("ip").args(["-n", &ns.name, "link", "add", "p0", "type", "veth", "peer", "p1"]).status();
+    if !matches!(base, Ok(s) if s.success()) {
+        return false;
+    }
+    let args: Vec<&str> = match kind {
+        "vlan" => vec!["link", "add", "link", "p0", "name", "v42", "type", "vlan", "id", "42"],
+        "ipvlan" => vec!["link", "add", "link", "p0", "name", "iv0", "type", "ipvlan"],
+        other => vec!["link", "add", "x0", "type", other],
+    };
+    let mut all = vec!["-n", ns.name.as_str()];
+    all.extend(args);
+    Command::new("ip").args(&all).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}

@@ -1,0 +1,282 @@
+//! The seeds' scenarios, end to end: the real kactus binary and the real reference plugins
+//! in throwaway network namespaces, with the project's test apiserver. Asserted as an
+//! operator would: device names, addresses, MACs, pings, and nothing left after DEL.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+const GREEN: &str = "net9f27410725ab";
+const BLUE: &str = "net48d6215903df";
+const DATA: &str = "net8d777f385d3d";
+
+/// green on a bridge, blue on macvlan over a veth master made inside the node netns.
+fn green_blue(sb: &Sandbox) {
+    sb.node.ip(&["link", "add", "blue0", "type", "veth", "peer", "name", "blue0p"]);
+    sb.node.ip(&["link", "set", "blue0", "up"]);
+    sb.node.ip(&["link", "set", "blue0p", "up"]);
+    let green = json!({"cniVersion": "0.3.1", "type": "bridge", "bridge": "green-br",
+        "ipam": {"type": "host-local", "subnet": "192.168.42.0/24", "rangeStart": "192.168.42.10", "dataDir": sb.ipam_dir()}});
+    let blue = json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "blue0", "mode": "bridge",
+        "ipam": {"type": "host-local", "subnet": "192.168.43.0/24", "rangeStart": "192.168.43.10", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("default", "green", &green));
+    sb.apply(&Sandbox::nad_yaml("default", "blue", &blue));
+}
+
+fn first_addr(ns: &Netns, dev: &str) -> String {
+    let addrs = ns.addrs(dev);
+    assert_eq!(addrs.len(), 1, "{dev} in {}: {addrs:?}", ns.name);
+    addrs[0].split('/').next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn two_pods_on_green_and_blue_ping_each_other_and_del_leaves_nothing() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let ann = json!({"networks": r#"[ { "name": "green" }, { "name": "blue" } ]"#});
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &ann));
+    sb.apply(&Sandbox::pod_yaml("default", "app2", &ann));
+    let (p1, p2) = (sb.pod("app1"), sb.pod("app2"));
+    let conf = sb.kactus_conf();
+
+    for (pod, name) in [(p1, "app1"), (p2, "app2")] {
+        let result = sb.kactus("ADD", &format!("c-{name}"), Some(&sb.pods[pod].path), "eth0", &pod_args("default", name), &conf).ok();
+        // The runtime gets the cluster network's eth0 result, in its own version.
+        assert_eq!(result["cniVersion"], "1.0.0");
+        let eth0 = result["interfaces"].as_array().unwrap().iter().find(|i| i["name"] == "eth0").cloned();
+        assert!(eth0.is_some_and(|i| i["sandbox"] == sb.pods[pod].path.to_string_lossy().as_ref()), "{result}");
+        assert!(result["ips"][0]["address"].as_str().unwrap().starts_with("10.244.0."), "{result}");
+        let mut devices = sb.pod_devices(pod);
+        devices.sort();
+        assert_eq!(devices, vec!["eth0", BLUE, GREEN], "pod {name}");
+    }
+    let (a1, a2) = (&sb.pods[p1], &sb.pods[p2]);
+    assert!(first_addr(a1, GREEN).starts_with("192.168.42."));
+    assert!(first_addr(a1, BLUE).starts_with("192.168.43."));
+    let green2 = first_addr(a2, GREEN);
+    let blue2 = first_addr(a2, BLUE);
+    assert!(a1.ping(&green2), "app1 -> app2 over green ({green2})");
+    assert!(a1.ping(&blue2), "app1 -> app2 over blue ({blue2})");
+    assert!(a2.ping(&first_addr(a1, GREEN)), "app2 -> app1 over green");
+
+    // network-status says exactly what the pod has, default network first.
+    let pod = sb.api().store().get("pods", "default", "app1").unwrap();
+    let status: Value = serde_json::from_str(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().unwrap()).unwrap();
+    let list = status.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{status}");
+    assert_eq!((list[0]["interface"].as_str(), list[0]["default"].as_bool()), (Some("eth0"), Some(true)));
+    assert_eq!(list.iter().filter(|e| e["default"] == true).count(), 1);
+    let green_entry = list.iter().find(|e| e["name"] == "default/green").expect("green entry");
+    assert_eq!(green_entry["interface"], GREEN);
+    assert_eq!(green_entry["ips"], json!([first_addr(a1, GREEN)]));
+    assert_eq!(green_entry["mac"], a1.mac(GREEN));
+
+    assert_eq!(sb.leases().len(), 6, "3 leases per pod: {:?}", sb.leases());
+    for (pod, name) in [(p1, "app1"), (p2, "app2")] {
+        sb.kactus("DEL", &format!("c-{name}"), Some(&sb.pods[pod].path), "eth0", &pod_args("default", name), &conf).ok();
+        assert!(sb.pod_devices(pod).is_empty(), "{name}: {:?}", sb.pod_devices(pod));
+    }
+    assert!(sb.leases().is_empty(), "leases left: {:?}", sb.leases());
+    assert!(sb.cache_files().is_empty(), "cache left: {:?}", sb.cache_files());
+}
+
+#[test]
+fn green_and_blue_on_vlans_42_and_43_when_the_kernel_has_8021q() {
+    if !kernel_supports("vlan") {
+        skip("green_and_blue_on_vlans_42_and_43_when_the_kernel_has_8021q", "kernel has no 8021q (vlan) support");
+        return;
+    }
+    let mut sb = Sandbox::new();
+    sb.node.ip(&["link", "add", "trunk0", "type", "veth", "peer", "name", "trunk0p"]);
+    sb.node.ip(&["link", "set", "trunk0", "up"]);
+    sb.node.ip(&["link", "set", "trunk0p", "up"]);
+    for (name, vlan, subnet) in [("green", 42, "192.168.42.0/24"), ("blue", 43, "192.168.43.0/24")] {
+        let conf = json!({"cniVersion": "1.0.0", "type": "vlan", "master": "trunk0", "vlanId": vlan,
+            "ipam": {"type": "host-local", "subnet": subnet, "dataDir": sb.ipam_dir()}});
+        sb.apply(&Sandbox::nad_yaml("default", name, &conf));
+    }
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"},{"name":"blue"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    assert!(sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(BLUE));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    assert!(sb.pod_devices(p).is_empty());
+    assert!(sb.leases().is_empty());
+}
+
+#[test]
+fn conflist_nad_runs_the_chain_with_prev_result() {
+    let mut sb = Sandbox::new();
+    // tuning (second in the chain) sets the MAC and a sysctl on the device bridge made.
+    let list = json!({"cniVersion": "1.0.0", "name": "data", "plugins": [
+        {"type": "bridge", "bridge": "data-br", "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": sb.ipam_dir()}},
+        {"type": "tuning", "mac": "c2:00:00:00:10:01", "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}}]});
+    let list_text = list.to_string().replace("IFNAME", DATA);
+    sb.apply(&Sandbox::nad_yaml("default", "data", &serde_json::from_str::<Value>(&list_text).unwrap()));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"data"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    assert_eq!(sb.pods[p].mac(DATA), "c2:00:00:00:10:01");
+    assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."));
+    sb.kactus("CHECK", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    assert!(sb.pod_devices(p).is_empty());
+    assert!(sb.leases().is_empty());
+}
+
+#[test]
+fn data_network_added_and_removed_on_a_running_pod() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let data = json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "data-br",
+        "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("default", "data", &data));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let eth0_before = sb.pods[p].addrs("eth0");
+
+    // The operator adds data to the annotation; podagent calls kactus for that one network.
+    sb.api().store().merge_patch("pods", "default", "app1", &json!({"metadata": {"annotations": {"networks": r#"[{"name":"green"},{"name":"data"}]"#}}})).unwrap();
+    let dyn_args = format!("{args};K8S_POD_NETWORK=data");
+    let r = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &dyn_args, &conf).ok();
+    assert_eq!(r["interfaces"].as_array().unwrap().iter().filter(|i| i["name"] == DATA).count(), 1, "{r}");
+    assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."));
+    assert_eq!(sb.pods[p].addrs("eth0"), eth0_before, "eth0 untouched");
+    let status = sb.api().store().get("pods", "default", "app1").unwrap()["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].clone();
+    assert!(status.as_str().unwrap().contains(DATA), "{status}");
+
+    // Adding it again is refused before anything is created.
+    let (code, msg) = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &dyn_args, &conf).err();
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains("already exists"), "{msg}");
+
+    // Removed from the annotation: podagent sends DEL for data only.
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &dyn_args, &conf).ok();
+    let mut devices = sb.pod_devices(p);
+    devices.sort();
+    assert_eq!(devices, vec!["eth0", GREEN]);
+    assert_eq!(sb.leases().iter().filter(|l| l.contains("10.10.0.")).count(), 0);
+    let status = sb.api().store().get("pods", "default", "app1").unwrap()["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].clone();
+    assert!(!status.as_str().unwrap().contains(DATA), "{status}");
+
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(sb.pod_devices(p).is_empty());
+    assert!(sb.leases().is_empty() && sb.cache_files().is_empty());
+}
+
+#[test]
+fn del_works_with_the_apiserver_stopped_and_twice() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"},{"name":"blue"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    sb.stop_api();
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(sb.pod_devices(p).is_empty());
+    assert!(sb.leases().is_empty() && sb.cache_files().is_empty());
+    // containerd's later DELs: same container, no netns, nothing left to delete.
+    sb.kactus("DEL", "c-app1", None, "eth0", &args, &conf).ok();
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+}
+
+#[test]
+fn del_after_the_pod_netns_is_gone_releases_every_lease() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let ns = sb.pods.remove(p);
+    drop(ns);
+    sb.kactus("DEL", "c-app1", None, "eth0", &args, &conf).ok();
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
+    assert!(sb.cache_files().is_empty());
+}
+
+#[test]
+fn failed_second_attachment_rolls_back_everything() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let broken = json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "nosuchdev0",
+        "ipam": {"type": "host-local", "subnet": "10.99.0.0/24", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("default", "broken", &broken));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"},{"name":"broken"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let out = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf);
+    let (_, msg) = out.err();
+    assert!(msg.contains("default/broken") && msg.contains("macvlan"), "names attachment and delegate: {msg}");
+    assert!(sb.pod_devices(p).is_empty(), "left behind: {:?}", sb.pod_devices(p));
+    assert!(sb.leases().is_empty(), "leases left: {:?}", sb.leases());
+    assert!(sb.cache_files().is_empty() || sb.cache_files().iter().all(|f| f.ends_with(".lock")), "{:?}", sb.cache_files());
+}
+
+#[test]
+fn mac_and_primary_network_from_the_kactus_annotation() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let core = json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "core-br", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.20.0.0/24", "dataDir": sb.ipam_dir(), "routes": [{"dst": "0.0.0.0/0"}]}});
+    sb.apply(&Sandbox::nad_yaml("default", "core", &core));
+    let ann = json!({"networks": r#"[ { "name": "green", "ifMac": "00:11:22:33:44:55" }, { "name": "core", "isPrimary": true } ]"#});
+    sb.apply(&Sandbox::pod_yaml("default", "vrouter", &ann));
+    let p = sb.pod("vrouter");
+    let conf = sb.kactus_conf();
+    let r = sb.kactus("ADD", "c-vr", Some(&sb.pods[p].path), "eth0", &pod_args("default", "vrouter"), &conf).ok();
+    // core replaced the cluster network on eth0, and its result is what the runtime sees.
+    assert!(r["ips"][0]["address"].as_str().unwrap().starts_with("10.20.0."), "{r}");
+    assert!(sb.pods[p].addrs("eth0")[0].starts_with("10.20.0."));
+    let (gw, dev) = sb.pods[p].default_gateway().expect("default route");
+    assert_eq!((gw.as_str(), dev.as_str()), ("10.20.0.1", "eth0"));
+    // bridge cannot set a MAC; kactus did, and the cached result says so.
+    assert_eq!(sb.pods[p].mac(GREEN), "00:11:22:33:44:55");
+    sb.kactus("DEL", "c-vr", Some(&sb.pods[p].path), "eth0", &pod_args("default", "vrouter"), &conf).ok();
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
+}
+
+#[test]
+fn without_pod_identity_only_the_delegates_run() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("bare");
+    let conf = sb.kactus_conf();
+    let r = sb.kactus("ADD", "c-bare", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    assert!(r["ips"][0]["address"].as_str().unwrap().starts_with("10.244.0."));
+    assert_eq!(sb.pod_devices(p), vec!["eth0"]);
+    sb.kactus("DEL", "c-bare", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
+}
+
+#[test]
+fn result_is_converted_to_the_runtimes_version() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("old");
+    let mut conf = sb.kactus_conf();
+    conf["cniVersion"] = "0.3.1".into();
+    let r = sb.kactus("ADD", "c-old", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    assert_eq!(r["cniVersion"], "0.3.1");
+    assert_eq!(r["ips"][0]["version"], "4", "{r}");
+    sb.kactus("DEL", "c-old", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+}
+
+#[test]
+fn transient_apiserver_errors_are_retried() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    sb.api().faults().fail_next(2, 503, None);
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    assert!(sb.pods[p].has_link(GREEN));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+}
