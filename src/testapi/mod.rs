@@ -33,3 +33,8 @@ pub use server::TestApiServer;
 pub use stats::Stats;
 pub use status::ApiError;
 pub use store::{Store, StoreError};
+
+/// A fresh random bearer token (32 hex digits) for a server started without one.
+pub fn random_token() -> String {
+    hex::encode(store::random_bytes(16))
+}
