@@ -14,6 +14,7 @@
 
 mod faults;
 mod http;
+mod ids;
 mod patch;
 pub mod resources;
 mod router;
@@ -36,5 +37,5 @@ pub use store::{Store, StoreError};
 
 /// A fresh random bearer token (32 hex digits) for a server started without one.
 pub fn random_token() -> String {
-    hex::encode(store::random_bytes(16))
+    hex::encode(ids::random_bytes(16))
 }

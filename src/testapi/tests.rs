@@ -59,20 +59,23 @@ struct Client {
     buf: Vec<u8>,
 }
 
+/// A client TLS configuration that trusts only the server's CA.
+fn client_tls(server: &TestApiServer) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(server.ca_pem().as_bytes()).unwrap();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Client {
     fn connect(server: &TestApiServer) -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(server.ca_pem().as_bytes()).unwrap())
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = ServerName::try_from("127.0.0.1").unwrap();
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(client_tls(server)), name).unwrap();
         let tcp = TcpStream::connect(server.addr()).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Client {
@@ -550,4 +553,55 @@ fn kubeconfig_names_the_server_ca_and_token() {
     assert_eq!(config["clusters"][0]["cluster"]["server"], server.url());
     assert_eq!(config["users"][0]["user"]["token"], TOKEN);
     assert_eq!(config["current-context"], "kactus-test");
+}
+
+#[test]
+fn reqwest_reads_objects_and_watch_streams() {
+    let server = server();
+    let client = reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(client_tls(&server))
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/namespaces/default/pods/app1", server.url());
+    let pod: Value = client
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(pod["metadata"]["name"], "app1");
+    let watch = format!(
+        "{}/api/v1/namespaces/default/pods?watch=1&resourceVersion=0&timeoutSeconds=1",
+        server.url()
+    );
+    let text = client
+        .get(&watch)
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(
+        server.stats().connections,
+        1,
+        "reqwest reused its connection"
+    );
+}
+
+#[test]
+fn shutdown_ends_open_watches_at_once() {
+    let server = server();
+    let mut watcher = Client::connect(&server);
+    watcher.watch("/api/v1/namespaces/default/pods?watch=1&resourceVersion=1");
+    let started = std::time::Instant::now();
+    server.shutdown();
+    while watcher.next_event().is_some() {}
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
