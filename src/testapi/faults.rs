@@ -1,0 +1,205 @@
+//! Fault injection: what a flaky or strict real apiserver does to clients, on demand.
+//!
+//! Tests hold [`Faults`] directly; scripts reach the same switches through
+//! `POST /_testapi/faults` (see [`Faults::apply_control`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::status::ApiError;
+use super::store::Store;
+
+/// What to do to one request instead of answering it normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    /// Close the connection without a response.
+    Reset,
+    /// Answer with a `Status` of this HTTP code.
+    Fail(u16),
+}
+
+#[derive(Debug)]
+struct FailRule {
+    remaining: u32,
+    status: u16,
+    path_contains: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    latency: Duration,
+    fail: Vec<FailRule>,
+    reset_next: u32,
+    /// (verb, resource) pairs that get 403; "*" matches any.
+    forbidden: HashSet<(String, String)>,
+}
+
+pub struct Faults {
+    state: Mutex<FaultState>,
+    store: Arc<Store>,
+}
+
+impl Faults {
+    pub(crate) fn new(store: Arc<Store>) -> Faults {
+        Faults {
+            state: Mutex::new(FaultState::default()),
+            store,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Delay added before every API response.
+    pub fn set_latency(&self, d: Duration) {
+        self.lock().latency = d;
+    }
+
+    /// The next `n` API requests whose path contains `path_contains` (any path if None) get a
+    /// `Status` with this code; 429 also carries `Retry-After`.
+    pub fn fail_next(&self, n: u32, status: u16, path_contains: Option<&str>) {
+        self.lock().fail.push(FailRule {
+            remaining: n,
+            status,
+            path_contains: path_contains.map(str::to_string),
+        });
+    }
+
+    /// The next `n` API requests are read and then the connection is closed unanswered.
+    pub fn reset_next(&self, n: u32) {
+        self.lock().reset_next = n;
+    }
+
+    /// Compacts the history: open watches get ERROR 410 Expired and end, and watches from an
+    /// older resourceVersion are refused the same way, so clients must relist.
+    pub fn expire_watches(&self) {
+        self.store.compact();
+    }
+
+    /// Denies `verb` (get, list, watch, create, update, patch, delete; "*" for all) on
+    /// `resource` (e.g. "pods", "pods/status"; "*" for all) with a 403 as RBAC would.
+    pub fn forbid(&self, verb: &str, resource: &str) {
+        self.lock()
+            .forbidden
+            .insert((verb.to_string(), resource.to_string()));
+    }
+
+    /// Back to a well-behaved server.
+    pub fn clear(&self) {
+        *self.lock() = FaultState::default();
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.lock().latency
+    }
+
+    /// Consumes and returns the fault for a request to `path`, if any is pending.
+    pub(crate) fn take_injected(&self, path: &str) -> Option<Injected> {
+        let mut state = self.lock();
+        if state.reset_next > 0 {
+            state.reset_next -= 1;
+            return Some(Injected::Reset);
+        }
+        let rule = state.fail.iter_mut().find(|r| {
+            r.remaining > 0 && r.path_contains.as_deref().is_none_or(|p| path.contains(p))
+        })?;
+        rule.remaining -= 1;
+        let status = rule.status;
+        state.fail.retain(|r| r.remaining > 0);
+        Some(Injected::Fail(status))
+    }
+
+    pub(crate) fn is_forbidden(&self, verb: &str, resource: &str) -> bool {
+        self.lock()
+            .forbidden
+            .iter()
+            .any(|(v, r)| (v == "*" || v == verb) && (r == "*" || r == resource))
+    }
+
+    /// The control endpoint's body: `{"latencyMs":5,"failNext":{"count":2,"status":503,
+    /// "pathContains":"..."},"resetNext":1,"expireWatches":true,"forbid":{"verb":"get",
+    /// "resource":"pods"},"clear":true}`; `clear` is applied first.
+    pub fn apply_control(&self, body: &Value) -> Result<(), ApiError> {
+        let Some(map) = body.as_object() else {
+            return Err(ApiError::bad_request("faults body must be a JSON object"));
+        };
+        let bad = |key: &str| ApiError::bad_request(format!("faults: invalid {key}"));
+        if body["clear"].as_bool() == Some(true) {
+            self.clear();
+        }
+        for (key, value) in map {
+            match key.as_str() {
+                "clear" => {}
+                "latencyMs" => self.set_latency(Duration::from_millis(
+                    value.as_u64().ok_or_else(|| bad(key))?,
+                )),
+                "failNext" => {
+                    let count = value["count"].as_u64().unwrap_or(1);
+                    let status = value["status"].as_u64().filter(|s| (400..600).contains(s));
+                    let status = status.ok_or_else(|| bad("failNext.status"))?;
+                    let count = u32::try_from(count).map_err(|_| bad("failNext.count"))?;
+                    self.fail_next(count, status as u16, value["pathContains"].as_str());
+                }
+                "resetNext" => {
+                    let n = value.as_u64().and_then(|n| u32::try_from(n).ok());
+                    self.reset_next(n.ok_or_else(|| bad(key))?)
+                }
+                "expireWatches" if value.as_bool() == Some(true) => self.expire_watches(),
+                "expireWatches" => {}
+                "forbid" => match (value["verb"].as_str(), value["resource"].as_str()) {
+                    (Some(verb), Some(resource)) => self.forbid(verb, resource),
+                    _ => return Err(bad(key)),
+                },
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "faults: unknown key {key:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fail_next_counts_down_per_matching_path() {
+        let faults = Faults::new(Arc::new(Store::new()));
+        faults.fail_next(2, 503, Some("/pods"));
+        assert_eq!(faults.take_injected("/api/v1/services"), None);
+        assert_eq!(
+            faults.take_injected("/api/v1/namespaces/a/pods"),
+            Some(Injected::Fail(503))
+        );
+        assert_eq!(
+            faults.take_injected("/api/v1/pods"),
+            Some(Injected::Fail(503))
+        );
+        assert_eq!(faults.take_injected("/api/v1/pods"), None);
+    }
+
+    #[test]
+    fn control_body_sets_and_clears() {
+        let faults = Faults::new(Arc::new(Store::new()));
+        faults
+            .apply_control(&json!({"latencyMs": 5, "resetNext": 1}))
+            .unwrap();
+        assert_eq!(faults.latency(), Duration::from_millis(5));
+        faults.apply_control(&json!({"clear": true})).unwrap();
+        assert_eq!(faults.take_injected("/x"), None);
+        assert_eq!(
+            faults.apply_control(&json!({"bogus": 1})).unwrap_err().code,
+            400
+        );
+    }
+}

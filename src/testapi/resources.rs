@@ -1,0 +1,95 @@
+//! The table of resource kinds the test apiserver serves.
+//!
+//! One line per kind, so supporting another resource is a one-line change. Everything the
+//! server knows about a kind (URL segment, group, list kind, status subresource, which
+//! field selectors the real apiserver accepts for it) lives here.
+
+/// One servable resource kind.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResourceKind {
+    /// Plural name used in URLs, e.g. `pods`.
+    pub resource: &'static str,
+    /// API group; empty for the core group served under `/api/v1`.
+    pub group: &'static str,
+    pub version: &'static str,
+    /// `kind` of single objects, e.g. `Pod`; the list kind is this plus `List`.
+    pub kind: &'static str,
+    /// Whether `/status` is a separate subresource: writes to the main resource then keep
+    /// the stored status, and writes to `/status` change only the status, as the real server does.
+    pub has_status: bool,
+    /// Field selector labels accepted besides `metadata.name` and `metadata.namespace`;
+    /// the real apiserver rejects others with 400, so clients must not rely on them.
+    pub extra_fields: &'static [&'static str],
+}
+
+const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+];
+
+/// Every kind the server knows.
+#[rustfmt::skip]
+pub const KINDS: &[ResourceKind] = &[
+    ResourceKind { resource: "pods", group: "", version: "v1", kind: "Pod", has_status: true, extra_fields: POD_FIELDS },
+    ResourceKind { resource: "services", group: "", version: "v1", kind: "Service", has_status: true, extra_fields: &[] },
+    ResourceKind { resource: "events", group: "", version: "v1", kind: "Event", has_status: false, extra_fields: &["involvedObject.name", "involvedObject.kind", "reason", "type"] },
+    ResourceKind { resource: "network-attachment-definitions", group: "k8s.cni.cncf.io", version: "v1", kind: "NetworkAttachmentDefinition", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "networks", group: "kaloom.com", version: "v1", kind: "Network", has_status: false, extra_fields: &[] },
+];
+
+impl ResourceKind {
+    /// `apiVersion` of objects of this kind: `v1` or `group/version`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The resource as error messages name it: `pods`, `leases.coordination.k8s.io`.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn allows_field(&self, field: &str) -> bool {
+        field == "metadata.name"
+            || field == "metadata.namespace"
+            || self.extra_fields.contains(&field)
+    }
+}
+
+/// The kind served at `group/version/resource` (group empty for core).
+pub fn by_path(group: &str, version: &str, resource: &str) -> Option<&'static ResourceKind> {
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.resource == resource)
+}
+
+/// The kind of a manifest, from its `apiVersion` and `kind`.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceKind> {
+    KINDS
+        .iter()
+        .find(|k| k.kind == kind && k.api_version() == api_version)
+}
+
+/// The kind for a plural resource name; names are unique across groups in this table.
+pub fn by_resource(resource: &str) -> Option<&'static ResourceKind> {
+    KINDS.iter().find(|k| k.resource == resource)
+}

@@ -1,0 +1,356 @@
+//! From a request to a reply: authentication, injected faults, URL routing and the
+//! Kubernetes verbs. Nothing here touches the socket; [`super::server`] writes the reply.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::faults::{Faults, Injected};
+use super::http::Request;
+use super::patch::Patch;
+use super::resources::{self, ResourceKind};
+use super::selector::Selector;
+use super::stats::StatsCounter;
+use super::status::ApiError;
+use super::store::{Part, Store};
+use super::watch::WatchRequest;
+
+/// A watch with no `timeoutSeconds` ends after this long, like the real server's
+/// `--min-request-timeout` default.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// What to send back.
+pub enum Reply {
+    Json {
+        code: u16,
+        body: Value,
+        headers: Vec<(&'static str, String)>,
+    },
+    Text(u16, String),
+    Watch(Box<WatchRequest>),
+    /// Close the connection without answering (injected fault).
+    Reset,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply::Json {
+            code: 200,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Reply {
+        let headers = match e.code {
+            429 => vec![("Retry-After", "1".to_string())],
+            _ => Vec::new(),
+        };
+        Reply::Json {
+            code: e.code,
+            body: e.body,
+            headers,
+        }
+    }
+}
+
+/// Everything a request may touch.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub faults: &'a Faults,
+    pub stats: &'a StatsCounter,
+    pub token: &'a str,
+}
+
+/// A request's target, once the URL is understood.
+enum Target {
+    Collection {
+        kind: &'static ResourceKind,
+        namespace: Option<String>,
+    },
+    Object {
+        kind: &'static ResourceKind,
+        namespace: String,
+        name: String,
+        part: Part,
+    },
+}
+
+/// Handles one request; the second value says whether the latency fault applies.
+pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
+    if let Some(control) = req.path.strip_prefix("/_testapi/") {
+        ctx.stats.request("other");
+        if !authorized(ctx, req) {
+            return (ApiError::unauthorized().into(), false);
+        }
+        return (handle_control(ctx, control, req), false);
+    }
+    match ctx.faults.take_injected(&req.path) {
+        Some(Injected::Reset) => return (Reply::Reset, true),
+        Some(Injected::Fail(code)) => {
+            ctx.stats.request(verb_guess(req));
+            return (ApiError::injected(code).into(), true);
+        }
+        None => {}
+    }
+    if !authorized(ctx, req) {
+        ctx.stats.request(verb_guess(req));
+        return (ApiError::unauthorized().into(), true);
+    }
+    (handle_api(ctx, req), true)
+}
+
+fn authorized(ctx: &Context, req: &Request) -> bool {
+    req.header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == ctx.token)
+}
+
+fn handle_control(ctx: &Context, control: &str, req: &Request) -> Reply {
+    match (req.method.as_str(), control) {
+        ("POST", "faults") => {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(body) => body,
+                Err(e) => return ApiError::bad_request(format!("faults body: {e}")).into(),
+            };
+            match ctx.faults.apply_control(&body) {
+                Ok(()) => Reply::ok(success_status()),
+                Err(e) => e.into(),
+            }
+        }
+        ("GET", "stats") => Reply::ok(json!(ctx.stats.snapshot())),
+        _ => ApiError::no_route().into(),
+    }
+}
+
+fn handle_api(ctx: &Context, req: &Request) -> Reply {
+    match req.path.as_str() {
+        "/healthz" | "/readyz" | "/livez" => {
+            ctx.stats.request("other");
+            return Reply::Text(200, "ok".to_string());
+        }
+        "/version" => {
+            ctx.stats.request("other");
+            return Reply::ok(
+                json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kactus-test", "platform": "linux/amd64"}),
+            );
+        }
+        _ => {}
+    }
+    let Some(target) = route(&req.path) else {
+        ctx.stats.request(verb_guess(req));
+        return ApiError::no_route().into();
+    };
+    let verb = match verb_for(&target, req) {
+        Ok(verb) => verb,
+        Err(e) => {
+            ctx.stats.request("other");
+            return e.into();
+        }
+    };
+    ctx.stats.request(verb);
+    if let Some(denied) = forbidden(ctx, &target, verb) {
+        return denied.into();
+    }
+    match serve(ctx, target, verb, req) {
+        Ok(reply) => reply,
+        Err(e) => e.into(),
+    }
+}
+
+/// `/api/v1/...` and `/apis/{group}/{version}/...` to a collection or an object.
+fn route(path: &str) -> Option<Target> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let kind_at = |resource: &str| resources::by_path(group, version, resource);
+    match rest {
+        [resource] => Some(Target::Collection {
+            kind: kind_at(resource)?,
+            namespace: None,
+        }),
+        ["namespaces", ns, resource] => Some(Target::Collection {
+            kind: kind_at(resource)?,
+            namespace: Some(ns.to_string()),
+        }),
+        ["namespaces", ns, resource, name] => Some(Target::Object {
+            kind: kind_at(resource)?,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            part: Part::Main,
+        }),
+        ["namespaces", ns, resource, name, "status"] => {
+            let kind = kind_at(resource)?;
+            kind.has_status.then(|| Target::Object {
+                kind,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                part: Part::Status,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn verb_for(target: &Target, req: &Request) -> Result<&'static str, ApiError> {
+    let watch = matches!(req.query("watch"), Some("1" | "true"));
+    let verb = match (target, req.method.as_str()) {
+        (Target::Collection { .. }, "GET") if watch => "watch",
+        (Target::Collection { .. }, "GET") => "list",
+        (
+            Target::Collection {
+                namespace: Some(_), ..
+            },
+            "POST",
+        ) => "create",
+        (Target::Object { .. }, "GET") => "get",
+        (Target::Object { .. }, "PUT") => "update",
+        (Target::Object { .. }, "PATCH") => "patch",
+        (
+            Target::Object {
+                part: Part::Main, ..
+            },
+            "DELETE",
+        ) => "delete",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    Ok(verb)
+}
+
+/// The verb for stats when the request never reached routing.
+fn verb_guess(req: &Request) -> &'static str {
+    match req.method.as_str() {
+        "GET" if matches!(req.query("watch"), Some("1" | "true")) => "watch",
+        "GET" => "get",
+        "POST" => "create",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "other",
+    }
+}
+
+fn forbidden(ctx: &Context, target: &Target, verb: &str) -> Option<ApiError> {
+    let (kind, namespace, name, part) = match target {
+        Target::Collection { kind, namespace } => (*kind, namespace.as_deref(), None, Part::Main),
+        Target::Object {
+            kind,
+            namespace,
+            name,
+            part,
+        } => (*kind, Some(namespace.as_str()), Some(name.as_str()), *part),
+    };
+    let subresource = (part == Part::Status).then_some("status");
+    let resource = match subresource {
+        Some(sub) => format!("{}/{sub}", kind.resource),
+        None => kind.resource.to_string(),
+    };
+    ctx.faults
+        .is_forbidden(verb, &resource)
+        .then(|| ApiError::forbidden(kind, subresource, verb, namespace, name))
+}
+
+fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Reply, ApiError> {
+    match target {
+        Target::Collection { kind, namespace } => {
+            let selector = Selector::parse(
+                kind,
+                req.query("labelSelector").unwrap_or(""),
+                req.query("fieldSelector").unwrap_or(""),
+            )?;
+            match verb {
+                "watch" => Ok(Reply::Watch(Box::new(watch_request(
+                    kind, namespace, selector, req,
+                )?))),
+                "list" => {
+                    let (items, rv) = ctx.store.list_kind(kind, namespace.as_deref(), &selector);
+                    Ok(Reply::ok(json!({
+                        "kind": kind.list_kind(),
+                        "apiVersion": kind.api_version(),
+                        "metadata": {"resourceVersion": rv.to_string()},
+                        "items": items,
+                    })))
+                }
+                _ => {
+                    let namespace = namespace.unwrap_or_default();
+                    let created = ctx.store.create(kind, &namespace, json_body(req)?)?;
+                    Ok(Reply::Json {
+                        code: 201,
+                        body: created,
+                        headers: Vec::new(),
+                    })
+                }
+            }
+        }
+        Target::Object {
+            kind,
+            namespace,
+            name,
+            part,
+        } => {
+            let object = match verb {
+                "get" => ctx.store.get_kind(kind, &namespace, &name)?,
+                "update" => ctx
+                    .store
+                    .replace(kind, &namespace, &name, json_body(req)?, part)?,
+                "patch" => {
+                    let content_type = req.header("content-type").unwrap_or("");
+                    let patch = Patch::parse(content_type, &req.body)?;
+                    ctx.store.patch(kind, &namespace, &name, &patch, part)?
+                }
+                _ => ctx.store.delete_kind(kind, &namespace, &name)?,
+            };
+            Ok(Reply::ok(object))
+        }
+    }
+}
+
+fn watch_request(
+    kind: &'static ResourceKind,
+    namespace: Option<String>,
+    selector: Selector,
+    req: &Request,
+) -> Result<WatchRequest, ApiError> {
+    let resource_version = match req.query("resourceVersion").unwrap_or("") {
+        "" | "0" => None,
+        rv => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
+        ),
+    };
+    let timeout = match req.query("timeoutSeconds") {
+        Some(s) => Duration::from_secs(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s:?}")))?,
+        ),
+        None => DEFAULT_WATCH_TIMEOUT,
+    };
+    Ok(WatchRequest {
+        kind,
+        namespace,
+        selector,
+        resource_version,
+        timeout,
+        bookmarks: matches!(req.query("allowWatchBookmarks"), Some("1" | "true")),
+    })
+}
+
+fn json_body(req: &Request) -> Result<Value, ApiError> {
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(body)
+}
+
+fn success_status() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200})
+}

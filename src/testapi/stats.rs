@@ -1,0 +1,48 @@
+//! Counters of what the server did, for tests and benchmarks that measure client behaviour
+//! (retries, connection reuse, bytes moved).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// A snapshot of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Requests answered (faults and errors included, resets not).
+    pub requests: u64,
+    /// Requests by Kubernetes verb: get, list, watch, create, update, patch, delete, other.
+    pub per_verb: BTreeMap<String, u64>,
+    /// Bytes of HTTP responses written, headers included, before TLS.
+    pub response_bytes: u64,
+    pub connections: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct StatsCounter(Mutex<Stats>);
+
+impl StatsCounter {
+    fn with(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn request(&self, verb: &str) {
+        self.with(|s| {
+            s.requests += 1;
+            *s.per_verb.entry(verb.to_string()).or_default() += 1;
+        });
+    }
+
+    pub fn bytes(&self, n: usize) {
+        self.with(|s| s.response_bytes += n as u64);
+    }
+
+    pub fn connection(&self) {
+        self.with(|s| s.connections += 1);
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
