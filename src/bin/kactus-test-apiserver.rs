@@ -14,11 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use kactus::testapi::{random_token, TestApiServer};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "kactus-test-apiserver",
-    version,
-    about = "Kubernetes REST over HTTPS for kactus tests"
-)]
+#[command(name = "kactus-test-apiserver", version, about = "Kubernetes REST over HTTPS for kactus tests")]
 struct Args {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -42,11 +38,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _ = simplelog::WriteLogger::init(
-        args.log_level,
-        simplelog::Config::default(),
-        std::io::stderr(),
-    );
+    let _ = simplelog::WriteLogger::init(args.log_level, simplelog::Config::default(), std::io::stderr());
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,38 +55,25 @@ fn run(args: Args) -> Result<(), String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
-    signals
-        .thread_block()
-        .map_err(|e| format!("block signals: {e}"))?;
+    signals.thread_block().map_err(|e| format!("block signals: {e}"))?;
 
-    let listener =
-        TcpListener::bind(&args.listen).map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen).map_err(|e| format!("listen on {}: {e}", args.listen))?;
     let token = args.token.unwrap_or_else(random_token);
-    let server =
-        TestApiServer::start(listener, &token).map_err(|e| format!("start server: {e}"))?;
+    let server = TestApiServer::start(listener, &token).map_err(|e| format!("start server: {e}"))?;
     for path in &args.load {
-        let count = server
-            .store()
-            .apply_file_or_dir(path)
-            .map_err(|e| format!("load {}: {e}", path.display()))?;
+        let count = server.store().apply_file_or_dir(path).map_err(|e| format!("load {}: {e}", path.display()))?;
         log::info!("loaded {count} objects from {}", path.display());
     }
-    server
-        .faults()
-        .set_latency(Duration::from_millis(args.latency_ms));
+    server.faults().set_latency(Duration::from_millis(args.latency_ms));
     if let Some(path) = &args.kubeconfig_out {
-        server
-            .write_kubeconfig(path)
-            .map_err(|e| format!("write kubeconfig {}: {e}", path.display()))?;
+        server.write_kubeconfig(path).map_err(|e| format!("write kubeconfig {}: {e}", path.display()))?;
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", server.url())
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("write to stdout: {e}"))?;
 
-    let signal = signals
-        .wait()
-        .map_err(|e| format!("wait for signal: {e}"))?;
+    let signal = signals.wait().map_err(|e| format!("wait for signal: {e}"))?;
     log::info!("{signal}: shutting down");
     server.shutdown();
     Ok(())

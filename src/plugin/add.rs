@@ -18,10 +18,10 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
                 let written = cache.write(&entry);
                 made.push(entry);
                 if let Err(e) = written {
-                    return Err(rollback(cfg, env, &cache, made, e));
+                    return Err(rollback(cfg, env, cache, made, e));
                 }
             }
-            Err(e) => return Err(rollback(cfg, env, &cache, made, e.context(describe(call)))),
+            Err(e) => return Err(rollback(cfg, env, cache, made, e.context(describe(call)))),
         }
     }
     if let Some(pod) = &plan.pod {
@@ -105,13 +105,7 @@ fn set_result_mac(result: &mut Value, ifname: &str, mac: &str) {
 
 /// Deletes what this ADD made, newest first, and returns the original error (with any
 /// teardown failure appended so nothing is hidden).
-fn rollback(
-    cfg: &KactusConfig,
-    env: &CniEnv,
-    cache: &ContainerCache,
-    made: Vec<CacheEntry>,
-    err: CniError,
-) -> CniError {
+fn rollback(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, made: Vec<CacheEntry>, err: CniError) -> CniError {
     let mut err = err;
     for entry in made.iter().rev() {
         match del_entry(cfg, env, entry) {
@@ -124,6 +118,7 @@ fn rollback(
             }
         }
     }
+    cache.remove_if_empty();
     log::error!("ADD {} failed: {err}", env.container_id);
     err
 }

@@ -44,16 +44,11 @@ pub struct Faults {
 
 impl Faults {
     pub(crate) fn new(store: Arc<Store>) -> Faults {
-        Faults {
-            state: Mutex::new(FaultState::default()),
-            store,
-        }
+        Faults { state: Mutex::new(FaultState::default()), store }
     }
 
     fn lock(&self) -> MutexGuard<'_, FaultState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Delay added before every API response.
@@ -64,11 +59,7 @@ impl Faults {
     /// The next `n` API requests whose path contains `path_contains` (any path if None) get a
     /// `Status` with this code; 429 also carries `Retry-After`.
     pub fn fail_next(&self, n: u32, status: u16, path_contains: Option<&str>) {
-        self.lock().fail.push(FailRule {
-            remaining: n,
-            status,
-            path_contains: path_contains.map(str::to_string),
-        });
+        self.lock().fail.push(FailRule { remaining: n, status, path_contains: path_contains.map(str::to_string) });
     }
 
     /// The next `n` API requests are read and then the connection is closed unanswered.
@@ -85,9 +76,7 @@ impl Faults {
     /// Denies `verb` (get, list, watch, create, update, patch, delete; "*" for all) on
     /// `resource` (e.g. "pods", "pods/status"; "*" for all) with a 403 as RBAC would.
     pub fn forbid(&self, verb: &str, resource: &str) {
-        self.lock()
-            .forbidden
-            .insert((verb.to_string(), resource.to_string()));
+        self.lock().forbidden.insert((verb.to_string(), resource.to_string()));
     }
 
     /// Back to a well-behaved server.
@@ -106,9 +95,10 @@ impl Faults {
             state.reset_next -= 1;
             return Some(Injected::Reset);
         }
-        let rule = state.fail.iter_mut().find(|r| {
-            r.remaining > 0 && r.path_contains.as_deref().is_none_or(|p| path.contains(p))
-        })?;
+        let rule = state
+            .fail
+            .iter_mut()
+            .find(|r| r.remaining > 0 && r.path_contains.as_deref().is_none_or(|p| path.contains(p)))?;
         rule.remaining -= 1;
         let status = rule.status;
         state.fail.retain(|r| r.remaining > 0);
@@ -116,10 +106,7 @@ impl Faults {
     }
 
     pub(crate) fn is_forbidden(&self, verb: &str, resource: &str) -> bool {
-        self.lock()
-            .forbidden
-            .iter()
-            .any(|(v, r)| (v == "*" || v == verb) && (r == "*" || r == resource))
+        self.lock().forbidden.iter().any(|(v, r)| (v == "*" || v == verb) && (r == "*" || r == resource))
     }
 
     /// The control endpoint's body: `{"latencyMs":5,"failNext":{"count":2,"status":503,
@@ -136,9 +123,7 @@ impl Faults {
         for (key, value) in map {
             match key.as_str() {
                 "clear" => {}
-                "latencyMs" => self.set_latency(Duration::from_millis(
-                    value.as_u64().ok_or_else(|| bad(key))?,
-                )),
+                "latencyMs" => self.set_latency(Duration::from_millis(value.as_u64().ok_or_else(|| bad(key))?)),
                 "failNext" => {
                     let count = value["count"].as_u64().unwrap_or(1);
                     let status = value["status"].as_u64().filter(|s| (400..600).contains(s));
@@ -156,11 +141,7 @@ impl Faults {
                     (Some(verb), Some(resource)) => self.forbid(verb, resource),
                     _ => return Err(bad(key)),
                 },
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "faults: unknown key {key:?}"
-                    )))
-                }
+                _ => return Err(ApiError::bad_request(format!("faults: unknown key {key:?}"))),
             }
         }
         Ok(())
@@ -177,29 +158,18 @@ mod tests {
         let faults = Faults::new(Arc::new(Store::new()));
         faults.fail_next(2, 503, Some("/pods"));
         assert_eq!(faults.take_injected("/api/v1/services"), None);
-        assert_eq!(
-            faults.take_injected("/api/v1/namespaces/a/pods"),
-            Some(Injected::Fail(503))
-        );
-        assert_eq!(
-            faults.take_injected("/api/v1/pods"),
-            Some(Injected::Fail(503))
-        );
+        assert_eq!(faults.take_injected("/api/v1/namespaces/a/pods"), Some(Injected::Fail(503)));
+        assert_eq!(faults.take_injected("/api/v1/pods"), Some(Injected::Fail(503)));
         assert_eq!(faults.take_injected("/api/v1/pods"), None);
     }
 
     #[test]
     fn control_body_sets_and_clears() {
         let faults = Faults::new(Arc::new(Store::new()));
-        faults
-            .apply_control(&json!({"latencyMs": 5, "resetNext": 1}))
-            .unwrap();
+        faults.apply_control(&json!({"latencyMs": 5, "resetNext": 1})).unwrap();
         assert_eq!(faults.latency(), Duration::from_millis(5));
         faults.apply_control(&json!({"clear": true})).unwrap();
         assert_eq!(faults.take_injected("/x"), None);
-        assert_eq!(
-            faults.apply_control(&json!({"bogus": 1})).unwrap_err().code,
-            400
-        );
+        assert_eq!(faults.apply_control(&json!({"bogus": 1})).unwrap_err().code, 400);
     }
 }

@@ -21,24 +21,16 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The last value of a query parameter.
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn wants_close(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -73,9 +65,7 @@ impl RequestReader {
                 if content_length > MAX_BODY {
                     return Err(HttpError::Bad(413, "request body too large".into()));
                 }
-                if request
-                    .header("expect")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+                if request.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
                     && self.buf.len() < head_len + content_length
                 {
                     stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -103,11 +93,7 @@ impl RequestReader {
     }
 
     /// Reads more bytes; false on EOF.
-    fn fill<S: Read>(
-        &mut self,
-        stream: &mut S,
-        on_idle: &dyn Fn() -> bool,
-    ) -> Result<bool, HttpError> {
+    fn fill<S: Read>(&mut self, stream: &mut S, on_idle: &dyn Fn() -> bool) -> Result<bool, HttpError> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             match stream.read(&mut chunk) {
@@ -116,12 +102,7 @@ impl RequestReader {
                     self.buf.extend_from_slice(&chunk[..n]);
                     return Ok(true);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     if !on_idle() {
                         return Ok(false);
                     }
@@ -146,32 +127,16 @@ impl RequestReader {
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
             .collect();
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let mut request = Request {
-            method,
-            path: percent_decode(path, false),
-            query: parse_query(query),
-            headers,
-            body: Vec::new(),
-        };
+        let mut request =
+            Request { method, path: percent_decode(path, false), query: parse_query(query), headers, body: Vec::new() };
         if request.header("transfer-encoding").is_some() {
-            return Err(HttpError::Bad(
-                400,
-                "chunked request bodies are not supported".into(),
-            ));
+            return Err(HttpError::Bad(400, "chunked request bodies are not supported".into()));
         }
         let content_length = match request.header("content-length") {
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| HttpError::Bad(400, "bad Content-Length".into()))?,
+            Some(v) => v.trim().parse::<usize>().map_err(|_| HttpError::Bad(400, "bad Content-Length".into()))?,
             None => 0,
         };
         request.body.clear();
@@ -198,8 +163,7 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2]))
-            {
+            b'%' if i + 2 < bytes.len() => match (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2])) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 3;
@@ -287,10 +251,7 @@ impl<'a, W: Write> ChunkedWriter<'a, W> {
         bytes.push_str("Transfer-Encoding: chunked\r\n\r\n");
         out.write_all(bytes.as_bytes())?;
         out.flush()?;
-        Ok(ChunkedWriter {
-            out,
-            bytes_written: bytes.len(),
-        })
+        Ok(ChunkedWriter { out, bytes_written: bytes.len() })
     }
 
     /// Sends one chunk at once, so the client sees each event as it happens.
@@ -340,10 +301,7 @@ mod tests {
         assert_eq!(first.path, "/api/v1/pods");
         assert_eq!(first.query("labelSelector"), Some("app=web,tier in (a)"));
         let second = reader.read_request(&mut pipe, &|| true).unwrap().unwrap();
-        assert_eq!(
-            (second.method.as_str(), second.body.as_slice()),
-            ("POST", &b"{}"[..])
-        );
+        assert_eq!((second.method.as_str(), second.body.as_slice()), ("POST", &b"{}"[..]));
         assert!(reader.read_request(&mut pipe, &|| true).unwrap().is_none());
     }
 

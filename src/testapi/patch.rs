@@ -19,8 +19,8 @@ pub enum Patch {
 impl Patch {
     pub fn parse(content_type: &str, body: &[u8]) -> Result<Patch, ApiError> {
         let media = content_type.split(';').next().unwrap_or("").trim();
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         match media {
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 if !value.is_object() {
@@ -30,9 +30,7 @@ impl Patch {
             }
             "application/json-patch+json" => match value {
                 Value::Array(ops) => Ok(Patch::Json(ops)),
-                _ => Err(ApiError::bad_request(
-                    "json patch body must be a JSON array",
-                )),
+                _ => Err(ApiError::bad_request("json patch body must be a JSON array")),
             },
             other => Err(ApiError::unsupported_media_type(other)),
         }
@@ -77,18 +75,9 @@ fn json_patch_op(doc: &mut Value, op: &Value) -> Result<(), ApiError> {
     let bad = |m: &str| ApiError::bad_request(format!("invalid json patch operation {op}: {m}"));
     let path = op["path"].as_str().ok_or_else(|| bad("missing path"))?;
     match op["op"].as_str().unwrap_or("") {
-        "add" => insert(
-            doc,
-            path,
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| bad("missing value"))?,
-        ),
+        "add" => insert(doc, path, op.get("value").cloned().ok_or_else(|| bad("missing value"))?),
         "replace" => {
-            let value = op
-                .get("value")
-                .cloned()
-                .ok_or_else(|| bad("missing value"))?;
+            let value = op.get("value").cloned().ok_or_else(|| bad("missing value"))?;
             remove(doc, path)?;
             insert(doc, path, value)
         }
@@ -97,9 +86,7 @@ fn json_patch_op(doc: &mut Value, op: &Value) -> Result<(), ApiError> {
             let expected = op.get("value").ok_or_else(|| bad("missing value"))?;
             match doc.pointer(path) {
                 Some(actual) if actual == expected => Ok(()),
-                _ => Err(ApiError::invalid_patch(format!(
-                    "testing value {path} failed"
-                ))),
+                _ => Err(ApiError::invalid_patch(format!("testing value {path} failed"))),
             }
         }
         "move" | "copy" => {
@@ -137,11 +124,7 @@ fn insert(doc: &mut Value, path: &str, value: Value) -> Result<(), ApiError> {
             Ok(())
         }
         Some(Value::Array(items)) => {
-            let index = if token == "-" {
-                items.len()
-            } else {
-                token.parse::<usize>().map_err(|_| missing(path))?
-            };
+            let index = if token == "-" { items.len() } else { token.parse::<usize>().map_err(|_| missing(path))? };
             if index > items.len() {
                 return Err(missing(path));
             }
@@ -185,13 +168,9 @@ mod tests {
             {"op": "remove", "path": "/list/0"},
             {"op": "add", "path": "/list/-", "value": 3}
         ]);
-        let patch =
-            Patch::parse("application/json-patch+json", ops.to_string().as_bytes()).unwrap();
+        let patch = Patch::parse("application/json-patch+json", ops.to_string().as_bytes()).unwrap();
         let out = patch.apply_to(&doc).unwrap();
-        assert_eq!(
-            out["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"],
-            "[]"
-        );
+        assert_eq!(out["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"], "[]");
         assert_eq!(out["metadata"]["annotations"]["x"], "2");
         assert_eq!(out["list"], json!([2, 3]));
     }

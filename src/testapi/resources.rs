@@ -69,24 +69,18 @@ impl ResourceKind {
     }
 
     pub fn allows_field(&self, field: &str) -> bool {
-        field == "metadata.name"
-            || field == "metadata.namespace"
-            || self.extra_fields.contains(&field)
+        field == "metadata.name" || field == "metadata.namespace" || self.extra_fields.contains(&field)
     }
 }
 
 /// The kind served at `group/version/resource` (group empty for core).
 pub fn by_path(group: &str, version: &str, resource: &str) -> Option<&'static ResourceKind> {
-    KINDS
-        .iter()
-        .find(|k| k.group == group && k.version == version && k.resource == resource)
+    KINDS.iter().find(|k| k.group == group && k.version == version && k.resource == resource)
 }
 
 /// The kind of a manifest, from its `apiVersion` and `kind`.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceKind> {
-    KINDS
-        .iter()
-        .find(|k| k.kind == kind && k.api_version() == api_version)
+    KINDS.iter().find(|k| k.kind == kind && k.api_version() == api_version)
 }
 
 /// The kind for a plural resource name; names are unique across groups in this table.

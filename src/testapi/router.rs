@@ -34,11 +34,7 @@ pub enum Reply {
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply::Json {
-            code: 200,
-            body,
-            headers: Vec::new(),
-        }
+        Reply::Json { code: 200, body, headers: Vec::new() }
     }
 }
 
@@ -48,11 +44,7 @@ impl From<ApiError> for Reply {
             429 => vec![("Retry-After", "1".to_string())],
             _ => Vec::new(),
         };
-        Reply::Json {
-            code: e.code,
-            body: e.body,
-            headers,
-        }
+        Reply::Json { code: e.code, body: e.body, headers }
     }
 }
 
@@ -66,16 +58,8 @@ pub struct Context<'a> {
 
 /// A request's target, once the URL is understood.
 enum Target {
-    Collection {
-        kind: &'static ResourceKind,
-        namespace: Option<String>,
-    },
-    Object {
-        kind: &'static ResourceKind,
-        namespace: String,
-        name: String,
-        part: Part,
-    },
+    Collection { kind: &'static ResourceKind, namespace: Option<String> },
+    Object { kind: &'static ResourceKind, namespace: String, name: String, part: Part },
 }
 
 /// Handles one request; the second value says whether the latency fault applies.
@@ -103,9 +87,7 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
 }
 
 fn authorized(ctx: &Context, req: &Request) -> bool {
-    req.header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == ctx.token)
+    req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == ctx.token)
 }
 
 fn handle_control(ctx: &Context, control: &str, req: &Request) -> Reply {
@@ -170,14 +152,10 @@ fn route(path: &str) -> Option<Target> {
     };
     let kind_at = |resource: &str| resources::by_path(group, version, resource);
     match rest {
-        [resource] => Some(Target::Collection {
-            kind: kind_at(resource)?,
-            namespace: None,
-        }),
-        ["namespaces", ns, resource] => Some(Target::Collection {
-            kind: kind_at(resource)?,
-            namespace: Some(ns.to_string()),
-        }),
+        [resource] => Some(Target::Collection { kind: kind_at(resource)?, namespace: None }),
+        ["namespaces", ns, resource] => {
+            Some(Target::Collection { kind: kind_at(resource)?, namespace: Some(ns.to_string()) })
+        }
         ["namespaces", ns, resource, name] => Some(Target::Object {
             kind: kind_at(resource)?,
             namespace: ns.to_string(),
@@ -202,21 +180,11 @@ fn verb_for(target: &Target, req: &Request) -> Result<&'static str, ApiError> {
     let verb = match (target, req.method.as_str()) {
         (Target::Collection { .. }, "GET") if watch => "watch",
         (Target::Collection { .. }, "GET") => "list",
-        (
-            Target::Collection {
-                namespace: Some(_), ..
-            },
-            "POST",
-        ) => "create",
+        (Target::Collection { namespace: Some(_), .. }, "POST") => "create",
         (Target::Object { .. }, "GET") => "get",
         (Target::Object { .. }, "PUT") => "update",
         (Target::Object { .. }, "PATCH") => "patch",
-        (
-            Target::Object {
-                part: Part::Main, ..
-            },
-            "DELETE",
-        ) => "delete",
+        (Target::Object { part: Part::Main, .. }, "DELETE") => "delete",
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(verb)
@@ -238,21 +206,14 @@ fn verb_guess(req: &Request) -> &'static str {
 fn forbidden(ctx: &Context, target: &Target, verb: &str) -> Option<ApiError> {
     let (kind, namespace, name, part) = match target {
         Target::Collection { kind, namespace } => (*kind, namespace.as_deref(), None, Part::Main),
-        Target::Object {
-            kind,
-            namespace,
-            name,
-            part,
-        } => (*kind, Some(namespace.as_str()), Some(name.as_str()), *part),
+        Target::Object { kind, namespace, name, part } => (*kind, Some(namespace.as_str()), Some(name.as_str()), *part),
     };
     let subresource = (part == Part::Status).then_some("status");
     let resource = match subresource {
         Some(sub) => format!("{}/{sub}", kind.resource),
         None => kind.resource.to_string(),
     };
-    ctx.faults
-        .is_forbidden(verb, &resource)
-        .then(|| ApiError::forbidden(kind, subresource, verb, namespace, name))
+    ctx.faults.is_forbidden(verb, &resource).then(|| ApiError::forbidden(kind, subresource, verb, namespace, name))
 }
 
 fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Reply, ApiError> {
@@ -264,9 +225,7 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                 req.query("fieldSelector").unwrap_or(""),
             )?;
             match verb {
-                "watch" => Ok(Reply::Watch(Box::new(watch_request(
-                    kind, namespace, selector, req,
-                )?))),
+                "watch" => Ok(Reply::Watch(Box::new(watch_request(kind, namespace, selector, req)?))),
                 "list" => {
                     let (items, rv) = ctx.store.list_kind(kind, namespace.as_deref(), &selector);
                     Ok(Reply::ok(json!({
@@ -279,25 +238,14 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                 _ => {
                     let namespace = namespace.unwrap_or_default();
                     let created = ctx.store.create(kind, &namespace, json_body(req)?)?;
-                    Ok(Reply::Json {
-                        code: 201,
-                        body: created,
-                        headers: Vec::new(),
-                    })
+                    Ok(Reply::Json { code: 201, body: created, headers: Vec::new() })
                 }
             }
         }
-        Target::Object {
-            kind,
-            namespace,
-            name,
-            part,
-        } => {
+        Target::Object { kind, namespace, name, part } => {
             let object = match verb {
                 "get" => ctx.store.get_kind(kind, &namespace, &name)?,
-                "update" => ctx
-                    .store
-                    .replace(kind, &namespace, &name, json_body(req)?, part)?,
+                "update" => ctx.store.replace(kind, &namespace, &name, json_body(req)?, part)?,
                 "patch" => {
                     let content_type = req.header("content-type").unwrap_or("");
                     let patch = Patch::parse(content_type, &req.body)?;
@@ -318,15 +266,11 @@ fn watch_request(
 ) -> Result<WatchRequest, ApiError> {
     let resource_version = match req.query("resourceVersion").unwrap_or("") {
         "" | "0" => None,
-        rv => Some(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
-        ),
+        rv => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?),
     };
     let timeout = match req.query("timeoutSeconds") {
         Some(s) => Duration::from_secs(
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s:?}")))?,
+            s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s:?}")))?,
         ),
         None => DEFAULT_WATCH_TIMEOUT,
     };
@@ -344,9 +288,7 @@ fn json_body(req: &Request) -> Result<Value, ApiError> {
     let body: Value = serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
     if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     Ok(body)
 }

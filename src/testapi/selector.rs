@@ -29,12 +29,9 @@ pub struct Selector {
 
 impl Selector {
     pub fn parse(kind: &ResourceKind, labels: &str, fields: &str) -> Result<Selector, ApiError> {
-        let labels = split_top_level(labels)
-            .map(parse_label_requirement)
-            .collect::<Result<Vec<_>, _>>()?;
-        let fields = split_top_level(fields)
-            .map(|term| parse_field_requirement(kind, term))
-            .collect::<Result<Vec<_>, _>>()?;
+        let labels = split_top_level(labels).map(parse_label_requirement).collect::<Result<Vec<_>, _>>()?;
+        let fields =
+            split_top_level(fields).map(|term| parse_field_requirement(kind, term)).collect::<Result<Vec<_>, _>>()?;
         Ok(Selector { labels, fields })
     }
 
@@ -42,10 +39,7 @@ impl Selector {
         let labels = &obj["metadata"]["labels"];
         let label = |key: &str| labels.get(key).and_then(Value::as_str).map(str::to_string);
         self.labels.iter().all(|r| r.holds(label))
-            && self
-                .fields
-                .iter()
-                .all(|r| r.holds(|path| Some(field_value(obj, path))))
+            && self.fields.iter().all(|r| r.holds(|path| Some(field_value(obj, path))))
     }
 }
 
@@ -95,21 +89,13 @@ fn split_top_level(s: &str) -> impl Iterator<Item = &str> {
 fn parse_label_requirement(term: &str) -> Result<Requirement, ApiError> {
     let bad = || ApiError::bad_request(format!("unable to parse requirement: {term:?}"));
     if let Some(key) = term.strip_prefix('!') {
-        return Ok(Requirement::NotExists(
-            valid_key(key.trim()).ok_or_else(bad)?,
-        ));
+        return Ok(Requirement::NotExists(valid_key(key.trim()).ok_or_else(bad)?));
     }
     if let Some((key, rest)) = split_set_op(term, " notin ") {
-        return Ok(Requirement::NotIn(
-            valid_key(key).ok_or_else(bad)?,
-            set_values(rest).ok_or_else(bad)?,
-        ));
+        return Ok(Requirement::NotIn(valid_key(key).ok_or_else(bad)?, set_values(rest).ok_or_else(bad)?));
     }
     if let Some((key, rest)) = split_set_op(term, " in ") {
-        return Ok(Requirement::In(
-            valid_key(key).ok_or_else(bad)?,
-            set_values(rest).ok_or_else(bad)?,
-        ));
+        return Ok(Requirement::In(valid_key(key).ok_or_else(bad)?, set_values(rest).ok_or_else(bad)?));
     }
     match parse_comparison(term) {
         Some(Ok(c)) => Ok(c.into_requirement()),
@@ -120,15 +106,10 @@ fn parse_label_requirement(term: &str) -> Result<Requirement, ApiError> {
 
 fn parse_field_requirement(kind: &ResourceKind, term: &str) -> Result<Requirement, ApiError> {
     let Some(Ok(comparison)) = parse_comparison(term) else {
-        return Err(ApiError::bad_request(format!(
-            "invalid selector: '{term}'; can't understand '{term}'"
-        )));
+        return Err(ApiError::bad_request(format!("invalid selector: '{term}'; can't understand '{term}'")));
     };
     if !kind.allows_field(&comparison.key) {
-        return Err(ApiError::bad_request(format!(
-            "field label not supported: {}",
-            comparison.key
-        )));
+        return Err(ApiError::bad_request(format!("field label not supported: {}", comparison.key)));
     }
     Ok(comparison.into_requirement())
 }
@@ -168,11 +149,7 @@ fn parse_comparison(term: &str) -> Option<Result<Comparison, ()>> {
         return Some(Err(()));
     }
     let value = value.to_string();
-    Some(Ok(Comparison {
-        key,
-        value,
-        negated,
-    }))
+    Some(Ok(Comparison { key, value, negated }))
 }
 
 fn split_set_op<'a>(term: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
@@ -181,21 +158,12 @@ fn split_set_op<'a>(term: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
 
 fn set_values(rest: &str) -> Option<Vec<String>> {
     let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 fn valid_key(key: &str) -> Option<String> {
     let key = key.trim();
-    let ok = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     ok.then(|| key.to_string())
 }
 
@@ -228,9 +196,7 @@ mod tests {
     #[test]
     fn field_selectors_only_for_supported_labels() {
         let p = pod();
-        assert!(sel("", "spec.nodeName=node1,metadata.name=app1")
-            .unwrap()
-            .matches(&p));
+        assert!(sel("", "spec.nodeName=node1,metadata.name=app1").unwrap().matches(&p));
         assert!(!sel("", "spec.nodeName!=node1").unwrap().matches(&p));
         assert_eq!(sel("", "spec.foo=x").unwrap_err().code, 400);
     }

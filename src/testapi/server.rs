@@ -81,12 +81,7 @@ impl TestApiServer {
         let accept_thread = thread::Builder::new()
             .name("testapi-accept".into())
             .spawn(move || accept_loop(&accept_shared, &listener))?;
-        Ok(TestApiServer {
-            shared,
-            addr,
-            ca_pem: identity.ca_pem,
-            accept_thread: Some(accept_thread),
-        })
+        Ok(TestApiServer { shared, addr, ca_pem: identity.ca_pem, accept_thread: Some(accept_thread) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -125,12 +120,7 @@ impl TestApiServer {
     /// Writes [`Self::kubeconfig_yaml`] with mode 0600, as it holds the token.
     pub fn write_kubeconfig(&self, path: &Path) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
         file.write_all(self.kubeconfig_yaml().as_bytes())
     }
 
@@ -172,12 +162,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         wait_readable(listener, READ_SLICE);
         let tcp = match listener.accept() {
             Ok((tcp, _)) => tcp,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                continue
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 log::warn!("testapi: accept: {e}");
                 thread::sleep(READ_SLICE);
@@ -187,14 +172,12 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         shared.stats.connection();
         let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
         let conn_shared = shared.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("testapi-conn-{id}"))
-            .spawn(move || {
-                if let Err(e) = serve_connection(&conn_shared, id, tcp) {
-                    log::debug!("testapi: connection {id}: {e}");
-                }
-                conn_shared.connections().remove(&id);
-            });
+        let spawned = thread::Builder::new().name(format!("testapi-conn-{id}")).spawn(move || {
+            if let Err(e) = serve_connection(&conn_shared, id, tcp) {
+                log::debug!("testapi: connection {id}: {e}");
+            }
+            conn_shared.connections().remove(&id);
+        });
         if let Err(e) = spawned {
             log::warn!("testapi: spawn connection thread: {e}");
         }
@@ -204,11 +187,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
 /// Blocks until the listener has a connection to accept or `timeout` passes, so the accept
 /// loop notices shutdown without a busy loop (std has no accept with timeout).
 fn wait_readable(listener: &TcpListener, timeout: Duration) {
-    let mut fd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: `fd` is one valid pollfd that outlives the call; poll only writes `revents`.
     unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
 }
@@ -225,12 +204,7 @@ fn serve_connection(shared: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> 
     let tls = rustls::ServerConnection::new(shared.tls.clone()).map_err(io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(tls, tcp);
     let mut reader = RequestReader::new();
-    let ctx = Context {
-        store: &shared.store,
-        faults: &shared.faults,
-        stats: &shared.stats,
-        token: &shared.token,
-    };
+    let ctx = Context { store: &shared.store, faults: &shared.faults, stats: &shared.stats, token: &shared.token };
     let keep_going = || shared.running();
     loop {
         let req = match reader.read_request(&mut stream, &keep_going) {
@@ -258,34 +232,18 @@ fn serve_connection(shared: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> 
                 log::debug!("testapi: {} {} -> reset", req.method, req.path);
                 break;
             }
-            Reply::Json {
-                code,
-                body,
-                headers,
-            } => {
+            Reply::Json { code, body, headers } => {
                 write_json(shared, &mut stream, code, &headers, &body, keep_alive)?;
                 code
             }
             Reply::Text(code, text) => {
-                let n = write_response(
-                    &mut stream,
-                    code,
-                    "text/plain; charset=utf-8",
-                    &[],
-                    text.as_bytes(),
-                    keep_alive,
-                )?;
+                let n =
+                    write_response(&mut stream, code, "text/plain; charset=utf-8", &[], text.as_bytes(), keep_alive)?;
                 shared.stats.bytes(n);
                 code
             }
             Reply::Watch(watch_req) => {
-                let result = watch::stream(
-                    &shared.store,
-                    &watch_req,
-                    &mut stream,
-                    keep_alive,
-                    &keep_going,
-                );
+                let result = watch::stream(&shared.store, &watch_req, &mut stream, keep_alive, &keep_going);
                 shared.stats.bytes(*result.as_ref().unwrap_or(&0));
                 result?;
                 200

@@ -106,22 +106,12 @@ impl ApiError {
              {verb} resource \"{resource}\" in API group \"{}\" {scope}",
             kind.group
         );
-        ApiError::new(
-            403,
-            "Forbidden",
-            message,
-            Some(details(kind, name.unwrap_or(""))),
-        )
+        ApiError::new(403, "Forbidden", message, Some(details(kind, name.unwrap_or(""))))
     }
 
     pub fn method_not_allowed() -> ApiError {
         let message = "the server does not allow this method on the requested resource";
-        ApiError::new(
-            405,
-            "MethodNotAllowed",
-            message.to_string(),
-            Some(json!({})),
-        )
+        ApiError::new(405, "MethodNotAllowed", message.to_string(), Some(json!({})))
     }
 
     pub fn unsupported_media_type(content_type: &str) -> ApiError {

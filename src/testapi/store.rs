@@ -124,31 +124,19 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Store {
-        let state = State {
-            rv: 1,
-            objects: BTreeMap::new(),
-            history: VecDeque::new(),
-            compacted_rv: 1,
-            epoch: 0,
-        };
-        Store {
-            state: Mutex::new(state),
-            changed: Condvar::new(),
-        }
+        let state = State { rv: 1, objects: BTreeMap::new(), history: VecDeque::new(), compacted_rv: 1, epoch: 0 };
+        Store { state: Mutex::new(state), changed: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not take the whole server down with it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Creates or replaces every object in a multi-document YAML string (a `kind: List`
     /// document counts its items). Returns how many objects were applied.
     pub fn apply_yaml(&self, yaml: &str) -> Result<usize, StoreError> {
-        let docs = serde_saphyr::from_multiple::<Value>(yaml)
-            .map_err(|e| StoreError::Yaml(e.to_string()))?;
+        let docs = serde_saphyr::from_multiple::<Value>(yaml).map_err(|e| StoreError::Yaml(e.to_string()))?;
         let mut count = 0;
         for doc in docs.into_iter().filter(|d| !d.is_null()) {
             if doc["kind"] == "List" {
@@ -166,10 +154,7 @@ impl Store {
 
     /// Applies a YAML file, or every `*.yaml`/`*.yml` file of a directory in name order.
     pub fn apply_file_or_dir(&self, path: &Path) -> Result<usize, StoreError> {
-        let io = |source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         if !path.is_dir() {
             return self.apply_yaml(&std::fs::read_to_string(path).map_err(io)?);
         }
@@ -191,26 +176,18 @@ impl Store {
     pub fn apply(&self, obj: Value) -> Result<Value, StoreError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind_name = obj["kind"].as_str().unwrap_or_default();
-        let kind =
-            resources::by_kind(api_version, kind_name).ok_or_else(|| StoreError::UnknownKind {
-                api_version: api_version.to_string(),
-                kind: kind_name.to_string(),
-            })?;
-        let namespace = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string();
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let kind = resources::by_kind(api_version, kind_name).ok_or_else(|| StoreError::UnknownKind {
+            api_version: api_version.to_string(),
+            kind: kind_name.to_string(),
+        })?;
+        let namespace = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let mut state = self.lock();
         let key = (kind.resource, namespace.clone(), name);
         match state.objects.get(&key).cloned() {
             Some(existing) => {
                 let mut obj = obj;
-                obj["metadata"]["resourceVersion"] =
-                    existing["metadata"]["resourceVersion"].clone();
+                obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
                 Ok(self.commit_update(&mut state, kind, existing, obj, None)?)
             }
             None => Ok(self.commit_create(&mut state, kind, &namespace, obj)?),
@@ -219,22 +196,12 @@ impl Store {
 
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let kind = resources::by_resource(resource)?;
-        self.lock()
-            .objects
-            .get(&(kind.resource, namespace.to_string(), name.to_string()))
-            .cloned()
+        self.lock().objects.get(&(kind.resource, namespace.to_string(), name.to_string())).cloned()
     }
 
     /// Merge-patches the main resource (status included, as a test setting up state wants).
-    pub fn merge_patch(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        patch: &Value,
-    ) -> Result<Value, StoreError> {
-        let kind = resources::by_resource(resource)
-            .ok_or_else(|| StoreError::UnknownResource(resource.to_string()))?;
+    pub fn merge_patch(&self, resource: &str, namespace: &str, name: &str, patch: &Value) -> Result<Value, StoreError> {
+        let kind = resources::by_resource(resource).ok_or_else(|| StoreError::UnknownResource(resource.to_string()))?;
         let mut state = self.lock();
         let existing = get_existing(&state, kind, namespace, name)?;
         let mut patched = existing.clone();
@@ -244,8 +211,7 @@ impl Store {
     }
 
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> Result<Value, StoreError> {
-        let kind = resources::by_resource(resource)
-            .ok_or_else(|| StoreError::UnknownResource(resource.to_string()))?;
+        let kind = resources::by_resource(resource).ok_or_else(|| StoreError::UnknownResource(resource.to_string()))?;
         Ok(self.delete_kind(kind, namespace, name)?)
     }
 
@@ -257,32 +223,17 @@ impl Store {
     }
 
     /// The objects of a kind matching a selector, and the resourceVersion of the snapshot.
-    pub fn list_kind(
-        &self,
-        kind: &ResourceKind,
-        namespace: Option<&str>,
-        selector: &Selector,
-    ) -> (Vec<Value>, u64) {
+    pub fn list_kind(&self, kind: &ResourceKind, namespace: Option<&str>, selector: &Selector) -> (Vec<Value>, u64) {
         let state = self.lock();
         (objects_of(&state, kind, namespace, selector), state.rv)
     }
 
-    pub fn get_kind(
-        &self,
-        kind: &ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Value, ApiError> {
+    pub fn get_kind(&self, kind: &ResourceKind, namespace: &str, name: &str) -> Result<Value, ApiError> {
         get_existing(&self.lock(), kind, namespace, name)
     }
 
     /// POST: 409 if the name is taken; `generateName` picks a fresh name.
-    pub fn create(
-        &self,
-        kind: &'static ResourceKind,
-        namespace: &str,
-        obj: Value,
-    ) -> Result<Value, ApiError> {
+    pub fn create(&self, kind: &'static ResourceKind, namespace: &str, obj: Value) -> Result<Value, ApiError> {
         check_type(kind, &obj)?;
         if let Some(ns) = obj["metadata"]["namespace"].as_str() {
             if ns != namespace {
@@ -315,11 +266,7 @@ impl Store {
         let existing = get_existing(&state, kind, namespace, name)?;
         let mut obj = obj;
         // An empty resourceVersion means an unconditional update, as pods allow.
-        if obj["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .is_empty()
-        {
+        if obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().is_empty() {
             obj["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
         }
         check_resource_version(kind, &existing, &obj)?;
@@ -343,28 +290,14 @@ impl Store {
     }
 
     /// DELETE: removes the object at once (no graceful deletion) and returns its last state.
-    pub fn delete_kind(
-        &self,
-        kind: &ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Value, ApiError> {
+    pub fn delete_kind(&self, kind: &ResourceKind, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let key = (kind.resource, namespace.to_string(), name.to_string());
-        let mut obj = state
-            .objects
-            .remove(&key)
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        let mut obj = state.objects.remove(&key).ok_or_else(|| ApiError::not_found(kind, name))?;
         let previous = obj.clone();
         let rv = next_rv(&mut state);
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(
-            &mut state,
-            kind,
-            EventType::Deleted,
-            obj.clone(),
-            Some(previous),
-        );
+        self.record(&mut state, kind, EventType::Deleted, obj.clone(), Some(previous));
         Ok(obj)
     }
 
@@ -384,10 +317,7 @@ impl Store {
         if last_rv < state.compacted_rv {
             return Err(ApiError::expired(last_rv, state.compacted_rv));
         }
-        Ok(WatchCursor {
-            last_rv,
-            epoch: state.epoch,
-        })
+        Ok(WatchCursor { last_rv, epoch: state.epoch })
     }
 
     /// The current objects and a cursor just after them, taken under one lock so no change
@@ -399,10 +329,7 @@ impl Store {
         selector: &Selector,
     ) -> (Vec<Value>, WatchCursor) {
         let state = self.lock();
-        let cursor = WatchCursor {
-            last_rv: state.rv,
-            epoch: state.epoch,
-        };
+        let cursor = WatchCursor { last_rv: state.rv, epoch: state.epoch };
         let items = objects_of(&state, kind, namespace, selector);
         (items, cursor)
     }
@@ -438,9 +365,7 @@ impl Store {
         let meta = &obj["metadata"];
         let name = match (meta["name"].as_str(), meta["generateName"].as_str()) {
             (Some(name), _) if !name.is_empty() => name.to_string(),
-            (_, Some(prefix)) if !prefix.is_empty() => {
-                generate_name(state, kind, namespace, prefix)
-            }
+            (_, Some(prefix)) if !prefix.is_empty() => generate_name(state, kind, namespace, prefix),
             _ => {
                 return Err(ApiError::invalid(
                     kind,
@@ -501,14 +426,7 @@ impl Store {
         // What the server owns cannot be changed by a client.
         new["apiVersion"] = json!(kind.api_version());
         new["kind"] = json!(kind.kind);
-        for field in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-        ] {
+        for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion"] {
             match existing["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
                 None => remove_key(&mut new["metadata"], field),
@@ -523,24 +441,10 @@ impl Store {
         }
         let rv = next_rv(state);
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let namespace = new["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = new["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        state
-            .objects
-            .insert((kind.resource, namespace, name), new.clone());
-        self.record(
-            state,
-            kind,
-            EventType::Modified,
-            new.clone(),
-            Some(existing),
-        );
+        let namespace = new["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let name = new["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        state.objects.insert((kind.resource, namespace, name), new.clone());
+        self.record(state, kind, EventType::Modified, new.clone(), Some(existing));
         Ok(new)
     }
 
@@ -552,10 +456,7 @@ impl Store {
         object: Value,
         previous: Option<Value>,
     ) {
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         state.history.push_back(Arc::new(Event {
             rv: state.rv,
             kind: event_type,
@@ -573,12 +474,7 @@ impl Store {
     }
 }
 
-fn objects_of(
-    state: &State,
-    kind: &ResourceKind,
-    namespace: Option<&str>,
-    selector: &Selector,
-) -> Vec<Value> {
+fn objects_of(state: &State, kind: &ResourceKind, namespace: Option<&str>, selector: &Selector) -> Vec<Value> {
     state
         .objects
         .iter()
@@ -604,12 +500,7 @@ fn next_rv(state: &mut State) -> u64 {
     state.rv
 }
 
-fn get_existing(
-    state: &State,
-    kind: &ResourceKind,
-    namespace: &str,
-    name: &str,
-) -> Result<Value, ApiError> {
+fn get_existing(state: &State, kind: &ResourceKind, namespace: &str, name: &str) -> Result<Value, ApiError> {
     state
         .objects
         .get(&(kind.resource, namespace.to_string(), name.to_string()))
@@ -634,17 +525,12 @@ fn check_type(kind: &ResourceKind, obj: &Value) -> Result<(), ApiError> {
 }
 
 /// Optimistic concurrency: a resourceVersion in the written object must be the stored one.
-fn check_resource_version(
-    kind: &ResourceKind,
-    existing: &Value,
-    new: &Value,
-) -> Result<(), ApiError> {
+fn check_resource_version(kind: &ResourceKind, existing: &Value, new: &Value) -> Result<(), ApiError> {
     let stored = &existing["metadata"]["resourceVersion"];
     match new["metadata"].get("resourceVersion") {
-        Some(rv) if rv != stored && !rv.is_null() => Err(ApiError::conflict(
-            kind,
-            existing["metadata"]["name"].as_str().unwrap_or_default(),
-        )),
+        Some(rv) if rv != stored && !rv.is_null() => {
+            Err(ApiError::conflict(kind, existing["metadata"]["name"].as_str().unwrap_or_default()))
+        }
         _ => Ok(()),
     }
 }
@@ -653,15 +539,9 @@ fn check_resource_version(
 fn generate_name(state: &State, kind: &ResourceKind, namespace: &str, prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     loop {
-        let suffix: String = random_bytes(5)
-            .iter()
-            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-            .collect();
+        let suffix: String = random_bytes(5).iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
         let name = format!("{prefix}{suffix}");
-        if !state
-            .objects
-            .contains_key(&(kind.resource, namespace.to_string(), name.clone()))
-        {
+        if !state.objects.contains_key(&(kind.resource, namespace.to_string(), name.clone())) {
             return name;
         }
     }
@@ -680,9 +560,7 @@ mod tests {
         let pod = store.get("pods", "default", "app1").unwrap();
         assert_eq!(pod["kind"], "Pod");
         assert!(pod["metadata"]["uid"].as_str().unwrap().len() == 36);
-        assert!(store
-            .get("network-attachment-definitions", "net", "green")
-            .is_some());
+        assert!(store.get("network-attachment-definitions", "net", "green").is_some());
     }
 
     #[test]
@@ -690,25 +568,11 @@ mod tests {
         let store = Store::new();
         store.apply_yaml(PODS).unwrap();
         let before = store.get("pods", "default", "app1").unwrap();
-        let same = store
-            .merge_patch(
-                "pods",
-                "default",
-                "app1",
-                &json!({"metadata": {"annotations": {"a": "b"}}}),
-            )
-            .unwrap();
-        assert_eq!(
-            same["metadata"]["resourceVersion"],
-            before["metadata"]["resourceVersion"]
-        );
+        let same =
+            store.merge_patch("pods", "default", "app1", &json!({"metadata": {"annotations": {"a": "b"}}})).unwrap();
+        assert_eq!(same["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
         let stale = json!({"metadata": {"resourceVersion": "1", "annotations": {"a": "c"}}});
-        let err = store
-            .merge_patch("pods", "default", "app1", &stale)
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Api(ref e) if e.code == 409),
-            "{err}"
-        );
+        let err = store.merge_patch("pods", "default", "app1", &stale).unwrap_err();
+        assert!(matches!(err, StoreError::Api(ref e) if e.code == 409), "{err}");
     }
 }

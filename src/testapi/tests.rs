@@ -78,23 +78,11 @@ impl Client {
         let conn = rustls::ClientConnection::new(Arc::new(client_tls(server)), name).unwrap();
         let tcp = TcpStream::connect(server.addr()).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client {
-            stream: rustls::StreamOwned::new(conn, tcp),
-            buf: Vec::new(),
-        }
+        Client { stream: rustls::StreamOwned::new(conn, tcp), buf: Vec::new() }
     }
 
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: &str,
-    ) {
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
+    fn send(&mut self, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &str) {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -104,11 +92,7 @@ impl Client {
     }
 
     fn call(&mut self, method: &str, path: &str, body: &str) -> Response {
-        let content_type = if method == "PATCH" {
-            "application/merge-patch+json"
-        } else {
-            "application/json"
-        };
+        let content_type = if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
         self.send(method, path, Some(TOKEN), content_type, body);
         self.read_response()
     }
@@ -126,11 +110,7 @@ impl Client {
 
     fn take_until(&mut self, delimiter: &[u8]) -> Option<String> {
         loop {
-            if let Some(i) = self
-                .buf
-                .windows(delimiter.len())
-                .position(|w| w == delimiter)
-            {
+            if let Some(i) = self.buf.windows(delimiter.len()).position(|w| w == delimiter) {
                 let text = String::from_utf8(self.buf[..i].to_vec()).unwrap();
                 self.buf.drain(..i + delimiter.len());
                 return Some(text);
@@ -156,15 +136,10 @@ impl Client {
 
     fn read_response(&mut self) -> Response {
         let (code, head) = self.read_head().expect("a response");
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .expect("Content-Length")
-            .parse()
-            .unwrap();
+        let length =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).expect("Content-Length").parse().unwrap();
         let body = self.take(length);
-        let body =
-            serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
+        let body = serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
         Response { code, head, body }
     }
 
@@ -192,13 +167,7 @@ impl Client {
 fn requests_without_the_token_get_401_status() {
     let server = server();
     let mut client = Client::connect(&server);
-    client.send(
-        "GET",
-        "/api/v1/namespaces/default/pods/app1",
-        None,
-        "application/json",
-        "",
-    );
+    client.send("GET", "/api/v1/namespaces/default/pods/app1", None, "application/json", "");
     let resp = client.read_response();
     assert_eq!(resp.code, 401);
     assert_eq!(resp.body["reason"], "Unauthorized");
@@ -219,58 +188,33 @@ fn missing_pod_is_a_404_status_with_details() {
                "details": {"name": "x", "kind": "pods"}, "code": 404})
     );
     let unknown = Client::connect(&server).call("GET", "/api/v1/namespaces/default/widgets", "");
-    assert_eq!(
-        (unknown.code, unknown.body["reason"].as_str()),
-        (404, Some("NotFound"))
-    );
+    assert_eq!((unknown.code, unknown.body["reason"].as_str()), (404, Some("NotFound")));
 }
 
 #[test]
 fn applied_yaml_is_served_with_kind_and_resource_version() {
     let server = server();
     let mut client = Client::connect(&server);
-    let nad = client.call(
-        "GET",
-        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/green",
-        "",
-    );
+    let nad =
+        client.call("GET", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/green", "");
     assert_eq!(nad.code, 200);
     assert_eq!(nad.body["kind"], "NetworkAttachmentDefinition");
     assert_eq!(nad.body["apiVersion"], "k8s.cni.cncf.io/v1");
-    assert!(nad.body["spec"]["config"]
-        .as_str()
-        .unwrap()
-        .contains("green-br"));
-    assert!(nad.body["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse::<u64>()
-        .is_ok());
+    assert!(nad.body["spec"]["config"].as_str().unwrap().contains("green-br"));
+    assert!(nad.body["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().is_ok());
 }
 
 #[test]
 fn list_filters_by_node_name_across_namespaces() {
     let server = server();
     let mut client = Client::connect(&server);
-    let list = client.call(
-        "GET",
-        "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode2",
-        "",
-    );
+    let list = client.call("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode2", "");
     assert_eq!(list.code, 200);
     assert_eq!(list.body["kind"], "PodList");
-    let names: Vec<&str> = list.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        list.body["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["app2"]);
-    let by_label = client.call(
-        "GET",
-        "/api/v1/namespaces/default/pods?labelSelector=app%20in%20(web)",
-        "",
-    );
+    let by_label = client.call("GET", "/api/v1/namespaces/default/pods?labelSelector=app%20in%20(web)", "");
     assert_eq!(by_label.body["items"].as_array().unwrap().len(), 1);
     let bad = client.call("GET", "/api/v1/pods?fieldSelector=spec.bogus%3Dx", "");
     assert_eq!(bad.code, 400);
@@ -281,53 +225,29 @@ fn merge_patch_of_annotations_bumps_resource_version_and_stale_rv_conflicts() {
     let server = server();
     let mut client = Client::connect(&server);
     let before = server.store().get("pods", "default", "app1").unwrap();
-    let rv_before: u64 = before["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv_before: u64 = before["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
     let patch = r#"{"metadata":{"annotations":{"k8s.v1.cni.cncf.io/network-status":"[]"}}}"#;
     let resp = client.call("PATCH", "/api/v1/namespaces/default/pods/app1", patch);
     assert_eq!(resp.code, 200);
-    let rv_after: u64 = resp.body["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv_after: u64 = resp.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
     assert!(rv_after > rv_before);
-    assert_eq!(
-        resp.body["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"],
-        "[]"
-    );
-    let stale =
-        format!(r#"{{"metadata":{{"resourceVersion":"{rv_before}","annotations":{{"a":"b"}}}}}}"#);
+    assert_eq!(resp.body["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"], "[]");
+    let stale = format!(r#"{{"metadata":{{"resourceVersion":"{rv_before}","annotations":{{"a":"b"}}}}}}"#);
     let conflict = client.call("PATCH", "/api/v1/namespaces/default/pods/app1", &stale);
-    assert_eq!(
-        (conflict.code, conflict.body["reason"].as_str()),
-        (409, Some("Conflict"))
-    );
+    assert_eq!((conflict.code, conflict.body["reason"].as_str()), (409, Some("Conflict")));
 }
 
 #[test]
 fn watch_from_a_resource_version_sees_the_modification() {
     let server = server();
-    let rv = server.store().get("pods", "default", "app1").unwrap()["metadata"]["resourceVersion"]
-        .clone();
+    let rv = server.store().get("pods", "default", "app1").unwrap()["metadata"]["resourceVersion"].clone();
     let mut watcher = Client::connect(&server);
     let code = watcher.watch(&format!(
         "/api/v1/namespaces/default/pods?watch=1&resourceVersion={}&timeoutSeconds=5",
         rv.as_str().unwrap()
     ));
     assert_eq!(code, 200);
-    server
-        .store()
-        .merge_patch(
-            "pods",
-            "default",
-            "app1",
-            &json!({"metadata": {"annotations": {"x": "1"}}}),
-        )
-        .unwrap();
+    server.store().merge_patch("pods", "default", "app1", &json!({"metadata": {"annotations": {"x": "1"}}})).unwrap();
     let event = watcher.next_event().unwrap();
     assert_eq!(event["type"], "MODIFIED");
     assert_eq!(event["object"]["metadata"]["annotations"]["x"], "1");
@@ -337,26 +257,10 @@ fn watch_from_a_resource_version_sees_the_modification() {
 fn watch_from_zero_lists_then_follows_and_selector_exit_is_deleted() {
     let server = server();
     let mut watcher = Client::connect(&server);
-    watcher.watch(
-        "/api/v1/pods?watch=true&resourceVersion=0&labelSelector=app%3Dweb&timeoutSeconds=5",
-    );
+    watcher.watch("/api/v1/pods?watch=true&resourceVersion=0&labelSelector=app%3Dweb&timeoutSeconds=5");
     let added = watcher.next_event().unwrap();
-    assert_eq!(
-        (
-            added["type"].as_str(),
-            added["object"]["metadata"]["name"].as_str()
-        ),
-        (Some("ADDED"), Some("app1"))
-    );
-    server
-        .store()
-        .merge_patch(
-            "pods",
-            "default",
-            "app1",
-            &json!({"metadata": {"labels": {"app": "db"}}}),
-        )
-        .unwrap();
+    assert_eq!((added["type"].as_str(), added["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("app1")));
+    server.store().merge_patch("pods", "default", "app1", &json!({"metadata": {"labels": {"app": "db"}}})).unwrap();
     let gone = watcher.next_event().unwrap();
     assert_eq!(gone["type"], "DELETED");
     assert_eq!(gone["object"]["metadata"]["labels"]["app"], "web");
@@ -367,31 +271,15 @@ fn expired_watches_get_error_410_and_end() {
     let server = server();
     let mut open = Client::connect(&server);
     open.watch("/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=5");
-    assert_eq!(
-        open.next_event().unwrap()["type"],
-        "ADDED",
-        "current state first"
-    );
+    assert_eq!(open.next_event().unwrap()["type"], "ADDED", "current state first");
     server.faults().expire_watches();
     let error = open.next_event().unwrap();
     assert_eq!(error["type"], "ERROR");
-    assert_eq!(
-        (
-            error["object"]["code"].as_u64(),
-            error["object"]["reason"].as_str()
-        ),
-        (Some(410), Some("Expired"))
-    );
-    assert!(
-        open.next_event().is_none(),
-        "the stream ends after the error"
-    );
+    assert_eq!((error["object"]["code"].as_u64(), error["object"]["reason"].as_str()), (Some(410), Some("Expired")));
+    assert!(open.next_event().is_none(), "the stream ends after the error");
 
     let mut late = Client::connect(&server);
-    assert_eq!(
-        late.watch("/api/v1/namespaces/default/pods?watch=1&resourceVersion=2"),
-        200
-    );
+    assert_eq!(late.watch("/api/v1/namespaces/default/pods?watch=1&resourceVersion=2"), 200);
     assert_eq!(late.next_event().unwrap()["object"]["code"], 410);
     assert!(late.next_event().is_none());
 }
@@ -400,19 +288,15 @@ fn expired_watches_get_error_410_and_end() {
 fn bookmarks_and_timeout_end_an_idle_watch() {
     let server = server();
     let mut watcher = Client::connect(&server);
-    watcher.watch("/api/v1/namespaces/default/pods?watch=1&resourceVersion=1&allowWatchBookmarks=true&timeoutSeconds=3");
+    watcher
+        .watch("/api/v1/namespaces/default/pods?watch=1&resourceVersion=1&allowWatchBookmarks=true&timeoutSeconds=3");
     let mut types = Vec::new();
     while let Some(event) = watcher.next_event() {
         types.push(event["type"].as_str().unwrap().to_string());
     }
     assert!(types.contains(&"BOOKMARK".to_string()), "{types:?}");
     // The connection stays usable after the watch ends.
-    assert_eq!(
-        watcher
-            .call("GET", "/api/v1/namespaces/default/pods/app1", "")
-            .code,
-        200
-    );
+    assert_eq!(watcher.call("GET", "/api/v1/namespaces/default/pods/app1", "").code, 200);
 }
 
 #[test]
@@ -421,16 +305,8 @@ fn fail_next_503_then_success() {
     server.faults().fail_next(1, 503, Some("/pods/app1"));
     let mut client = Client::connect(&server);
     let failed = client.call("GET", "/api/v1/namespaces/default/pods/app1", "");
-    assert_eq!(
-        (failed.code, failed.body["reason"].as_str()),
-        (503, Some("ServiceUnavailable"))
-    );
-    assert_eq!(
-        client
-            .call("GET", "/api/v1/namespaces/default/pods/app1", "")
-            .code,
-        200
-    );
+    assert_eq!((failed.code, failed.body["reason"].as_str()), (503, Some("ServiceUnavailable")));
+    assert_eq!(client.call("GET", "/api/v1/namespaces/default/pods/app1", "").code, 200);
     server.faults().fail_next(1, 429, None);
     let throttled = client.call("GET", "/api/v1/pods", "");
     assert_eq!(throttled.code, 429);
@@ -444,12 +320,7 @@ fn reset_next_closes_without_answer() {
     let mut client = Client::connect(&server);
     client.send("GET", "/api/v1/pods", Some(TOKEN), "application/json", "");
     assert!(client.read_head().is_none());
-    assert_eq!(
-        Client::connect(&server)
-            .call("GET", "/api/v1/pods", "")
-            .code,
-        200
-    );
+    assert_eq!(Client::connect(&server).call("GET", "/api/v1/pods", "").code, 200);
 }
 
 #[test]
@@ -468,18 +339,8 @@ fn forbidden_verbs_get_the_rbac_message() {
 fn keep_alive_serves_two_requests_on_one_connection() {
     let server = server();
     let mut client = Client::connect(&server);
-    assert_eq!(
-        client
-            .call("GET", "/api/v1/namespaces/default/pods/app1", "")
-            .code,
-        200
-    );
-    assert_eq!(
-        client
-            .call("GET", "/api/v1/namespaces/other/pods/app2", "")
-            .code,
-        200
-    );
+    assert_eq!(client.call("GET", "/api/v1/namespaces/default/pods/app1", "").code, 200);
+    assert_eq!(client.call("GET", "/api/v1/namespaces/other/pods/app2", "").code, 200);
     let stats = server.stats();
     assert_eq!((stats.connections, stats.requests), (1, 2));
     assert_eq!(stats.per_verb["get"], 2);
@@ -492,20 +353,14 @@ fn create_conflicts_and_generate_name_and_status_subresource() {
     let mut client = Client::connect(&server);
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"app1"}}"#;
     let exists = client.call("POST", "/api/v1/namespaces/default/pods", pod);
-    assert_eq!(
-        (exists.code, exists.body["reason"].as_str()),
-        (409, Some("AlreadyExists"))
-    );
+    assert_eq!((exists.code, exists.body["reason"].as_str()), (409, Some("AlreadyExists")));
     let generated = client.call(
         "POST",
         "/api/v1/namespaces/default/events",
         r#"{"metadata":{"generateName":"app1."},"reason":"Added"}"#,
     );
     assert_eq!(generated.code, 201);
-    assert!(generated.body["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .starts_with("app1."));
+    assert!(generated.body["metadata"]["name"].as_str().unwrap().starts_with("app1."));
     let status = client.call(
         "PATCH",
         "/api/v1/namespaces/default/pods/app1/status",
@@ -514,20 +369,10 @@ fn create_conflicts_and_generate_name_and_status_subresource() {
     assert_eq!(status.code, 200);
     assert_eq!(status.body["status"]["podIP"], "10.0.0.5");
     assert!(status.body["metadata"]["labels"].get("ignored").is_none());
-    let main = client.call(
-        "PATCH",
-        "/api/v1/namespaces/default/pods/app1",
-        r#"{"status":{"podIP":"1.1.1.1"}}"#,
-    );
-    assert_eq!(
-        main.body["status"]["podIP"], "10.0.0.5",
-        "the main resource keeps the status"
-    );
+    let main = client.call("PATCH", "/api/v1/namespaces/default/pods/app1", r#"{"status":{"podIP":"1.1.1.1"}}"#);
+    assert_eq!(main.body["status"]["podIP"], "10.0.0.5", "the main resource keeps the status");
     let deleted = client.call("DELETE", "/api/v1/namespaces/default/pods/app1", "");
-    assert_eq!(
-        (deleted.code, deleted.body["metadata"]["name"].as_str()),
-        (200, Some("app1"))
-    );
+    assert_eq!((deleted.code, deleted.body["metadata"]["name"].as_str()), (200, Some("app1")));
     assert!(server.store().get("pods", "default", "app1").is_none());
 }
 
@@ -535,11 +380,8 @@ fn create_conflicts_and_generate_name_and_status_subresource() {
 fn control_endpoint_sets_faults_and_reports_stats() {
     let server = server();
     let mut client = Client::connect(&server);
-    let set = client.call(
-        "POST",
-        "/_testapi/faults",
-        r#"{"failNext":{"count":1,"status":500,"pathContains":"/pods"}}"#,
-    );
+    let set =
+        client.call("POST", "/_testapi/faults", r#"{"failNext":{"count":1,"status":500,"pathContains":"/pods"}}"#);
     assert_eq!(set.code, 200);
     assert_eq!(client.call("GET", "/api/v1/pods", "").code, 500);
     let stats = client.call("GET", "/_testapi/stats", "");
@@ -558,41 +400,16 @@ fn kubeconfig_names_the_server_ca_and_token() {
 #[test]
 fn reqwest_reads_objects_and_watch_streams() {
     let server = server();
-    let client = reqwest::blocking::Client::builder()
-        .tls_backend_preconfigured(client_tls(&server))
-        .build()
-        .unwrap();
+    let client = reqwest::blocking::Client::builder().tls_backend_preconfigured(client_tls(&server)).build().unwrap();
     let url = format!("{}/api/v1/namespaces/default/pods/app1", server.url());
-    let pod: Value = client
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let pod: Value = client.get(&url).bearer_auth(TOKEN).send().unwrap().json().unwrap();
     assert_eq!(pod["metadata"]["name"], "app1");
-    let watch = format!(
-        "{}/api/v1/namespaces/default/pods?watch=1&resourceVersion=0&timeoutSeconds=1",
-        server.url()
-    );
-    let text = client
-        .get(&watch)
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let watch = format!("{}/api/v1/namespaces/default/pods?watch=1&resourceVersion=0&timeoutSeconds=1", server.url());
+    let text = client.get(&watch).bearer_auth(TOKEN).send().unwrap().text().unwrap();
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["type"], "ADDED");
-    assert_eq!(
-        server.stats().connections,
-        1,
-        "reqwest reused its connection"
-    );
+    assert_eq!(server.stats().connections, 1, "reqwest reused its connection");
 }
 
 #[test]

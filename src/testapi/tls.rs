@@ -24,38 +24,21 @@ impl TlsIdentity {
     /// A fresh CA and a server certificate for 127.0.0.1, ::1 and localhost.
     pub fn generate() -> io::Result<TlsIdentity> {
         let ca_key = KeyPair::generate().map_err(|e| tls_error("generate CA key", e))?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| tls_error("CA parameters", e))?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_error("CA parameters", e))?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "kactus-test-apiserver-ca");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .map_err(|e| tls_error("self-sign CA", e))?;
+        ca_params.distinguished_name.push(DnType::CommonName, "kactus-test-apiserver-ca");
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| tls_error("self-sign CA", e))?;
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let names = vec![
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-            "localhost".to_string(),
-        ];
-        let mut params =
-            CertificateParams::new(names).map_err(|e| tls_error("server parameters", e))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kactus-test-apiserver");
+        let names = vec!["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()];
+        let mut params = CertificateParams::new(names).map_err(|e| tls_error("server parameters", e))?;
+        params.distinguished_name.push(DnType::CommonName, "kactus-test-apiserver");
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(|e| tls_error("generate server key", e))?;
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(|e| tls_error("sign server certificate", e))?;
+        let cert = params.signed_by(&key, &issuer).map_err(|e| tls_error("sign server certificate", e))?;
 
         let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -67,9 +50,6 @@ impl TlsIdentity {
             .with_single_cert(chain, key)
             .map_err(|e| tls_error("server certificate", e))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsIdentity {
-            ca_pem: ca_cert.pem(),
-            config: Arc::new(config),
-        })
+        Ok(TlsIdentity { ca_pem: ca_cert.pem(), config: Arc::new(config) })
     }
 }

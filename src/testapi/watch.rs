@@ -97,19 +97,11 @@ pub fn stream<W: Write>(
 
 /// How one store event looks to this watch, if it sees it at all.
 fn view(req: &WatchRequest, event: &Event) -> Option<(&'static str, Value)> {
-    if event.resource != req.kind.resource
-        || req
-            .namespace
-            .as_deref()
-            .is_some_and(|ns| ns != event.namespace)
-    {
+    if event.resource != req.kind.resource || req.namespace.as_deref().is_some_and(|ns| ns != event.namespace) {
         return None;
     }
     let now = req.selector.matches(&event.object);
-    let before = event
-        .previous
-        .as_ref()
-        .is_some_and(|p| req.selector.matches(p));
+    let before = event.previous.as_ref().is_some_and(|p| req.selector.matches(p));
     match (event.kind, before, now) {
         (EventType::Added, _, true) => Some(("ADDED", event.object.clone())),
         (EventType::Deleted, true, _) => Some(("DELETED", event.object.clone())),
@@ -129,9 +121,7 @@ fn bookmark(kind: &ResourceKind, rv: u64) -> Value {
 }
 
 fn event_line(event_type: &str, object: &Value) -> Vec<u8> {
-    let mut line = json!({"type": event_type, "object": object})
-        .to_string()
-        .into_bytes();
+    let mut line = json!({"type": event_type, "object": object}).to_string().into_bytes();
     line.push(b'\n');
     line
 }

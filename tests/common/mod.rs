@@ -216,11 +216,27 @@ impl Sandbox {
     }
 
     /// Runs kactus inside the node netns, as the runtime would.
-    pub fn kactus(&self, command: &str, container: &str, netns: Option<&Path>, ifname: &str, cni_args: &str, conf: &Value) -> CniOutput {
+    pub fn kactus(
+        &self,
+        command: &str,
+        container: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        cni_args: &str,
+        conf: &Value,
+    ) -> CniOutput {
         self.kactus_raw(command, container, netns, ifname, cni_args, conf.to_string().as_bytes())
     }
 
-    pub fn kactus_raw(&self, command: &str, container: &str, netns: Option<&Path>, ifname: &str, cni_args: &str, stdin: &[u8]) -> CniOutput {
+    pub fn kactus_raw(
+        &self,
+        command: &str,
+        container: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        cni_args: &str,
+        stdin: &[u8],
+    ) -> CniOutput {
         use std::io::Write;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.node.name, env!("CARGO_BIN_EXE_kactus")])
