@@ -84,6 +84,7 @@ pub fn api_server_from_env() -> Result<String, InstallError> {
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
 struct Kubeconfig<'a> {
+    #[serde(rename = "apiVersion")]
     api_version: &'a str,
     kind: &'a str,
     clusters: [Named<'a, Cluster<'a>>; 1],
