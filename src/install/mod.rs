@@ -7,9 +7,9 @@
 //! 3. writes `<conf-dir>/00-kactus.conflist`, the first config in lexical order, wrapping the
 //!    default network (auto-detected, or `--master-config`) as the `masterPlugin` delegate.
 //!
-//! [`run`] repeats that every few seconds until SIGTERM, then leaves everything in place.
-//! Why a conflist, why polling, why nothing is removed: see [`kactus_config`] and [`run`]'s
-//! module docs.
+//! [`run()`] repeats that every few seconds until SIGTERM, then leaves everything in place.
+//! Why a conflist and capabilities: see [`kactus_config`]. Why polling and why nothing is
+//! removed on SIGTERM: see [`mod@run`].
 
 mod args;
 pub mod default_network;
