@@ -440,3 +440,27 @@ fn defaults_are_the_usual_host_paths() {
         Path::new("/etc/cni/net.d/00-kactus.conflist")
     );
 }
+
+#[test]
+fn sigterm_ends_the_loop_and_leaves_the_node_working() {
+    let node = Node::new();
+    node.conf("10-flannel.conflist", FLANNEL);
+    let args = node.args(&["--poll-interval=1"]);
+    let installer = std::thread::spawn(move || run(&args));
+    // The handler is installed before the first pass, so once the config exists a SIGTERM
+    // reaches the handler rather than ending the test process.
+    let config = node.path("net.d/00-kactus.conflist");
+    let started = std::time::Instant::now();
+    while !config.exists() {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "installer did not write its config"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
+    installer.join().unwrap().unwrap();
+    assert!(config.is_file());
+    assert!(node.path("bin/kactus").is_file());
+    assert!(node.path("net.d/kactus.d/kactus-kubeconfig.yaml").is_file());
+}
