@@ -1,0 +1,103 @@
+//! The flags of `kactus install`. Every host path is a flag so that the installer can run
+//! against temp dirs in tests and against unusual node layouts (e.g. `/usr/libexec/cni`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The conventional CNI binary directory, searched by every runtime's `CNI_PATH` default.
+pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// The conventional CNI config directory that containerd and CRI-O read.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// Where kubelet mounts the pod's service-account token and CA.
+pub const DEFAULT_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The kactus plugin's cache dir written into the generated config (DESIGN.md section 2).
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/kactus";
+/// The file the installer writes; `00-` so it sorts first (see `crate::install` docs).
+pub const DEFAULT_CONFIG_FILE_NAME: &str = "00-kactus.conflist";
+/// The `name` of the generated network config.
+pub const DEFAULT_NETWORK_NAME: &str = "kactus-net";
+/// Subdirectory of the conf dir holding the plugin's kubeconfig (as Kaloom's kactus did).
+pub const KACTUS_SUBDIR: &str = "kactus.d";
+/// File name of the plugin's kubeconfig inside [`KACTUS_SUBDIR`].
+pub const KUBECONFIG_FILE_NAME: &str = "kactus-kubeconfig.yaml";
+
+/// `kactus install`: put the kactus binary, its kubeconfig and its CNI config on this node,
+/// and keep them current.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallArgs {
+    /// Host CNI binary directory to copy the kactus binary into.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_BIN_DIR)]
+    pub cni_bin_dir: PathBuf,
+
+    /// Host CNI config directory to write the kactus config (and kactus.d/) into.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_CONF_DIR)]
+    pub cni_conf_dir: PathBuf,
+
+    /// Binary to install; defaults to the running executable.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// Default network config to wrap as the master delegate; auto-detected when absent
+    /// (the first other .conf/.conflist/.json in the conf dir, in lexical order).
+    #[arg(long, value_name = "PATH")]
+    pub master_config: Option<PathBuf>,
+
+    /// cniVersion of the generated config; defaults to the default network's.
+    #[arg(long, value_name = "VERSION")]
+    pub cni_version: Option<String>,
+
+    /// File name of the generated config inside the conf dir; must sort first.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONFIG_FILE_NAME)]
+    pub config_file_name: String,
+
+    /// `name` of the generated network config.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_NETWORK_NAME)]
+    pub network_name: String,
+
+    /// `cacheDir` written into the generated config (a path on the host).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+
+    /// Directory holding the service-account `token` and `ca.crt`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SERVICE_ACCOUNT_DIR)]
+    pub service_account_dir: PathBuf,
+
+    /// Apiserver URL for the kubeconfig; defaults to
+    /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
+    #[arg(long, value_name = "URL")]
+    pub api_server: Option<String>,
+
+    /// Seconds between checks of the token, the default network config and the binary.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub poll_interval: u64,
+
+    /// Log level: off, error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+
+    /// Install once and exit (for init containers and tests); errors are fatal.
+    #[arg(long)]
+    pub once: bool,
+}
+
+impl InstallArgs {
+    /// The directory the plugin's kubeconfig lives in.
+    pub fn kactus_dir(&self) -> PathBuf {
+        self.cni_conf_dir.join(KACTUS_SUBDIR)
+    }
+
+    /// The plugin's kubeconfig path, as written into the generated config.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.kactus_dir().join(KUBECONFIG_FILE_NAME)
+    }
+
+    /// The generated config's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.cni_conf_dir.join(&self.config_file_name)
+    }
+
+    /// The poll interval, at least one second so a typo cannot spin the CPU.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval.max(1))
+    }
+}
