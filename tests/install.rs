@@ -50,16 +50,8 @@ impl Node {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
         fs::write(root.join("sa/token"), "token-one").unwrap();
-        fs::write(
-            root.join("sa/ca.crt"),
-            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        fs::write(
-            root.join("image/kactus"),
-            b"\x7fELF pretend kactus binary v1",
-        )
-        .unwrap();
+        fs::write(root.join("sa/ca.crt"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        fs::write(root.join("image/kactus"), b"\x7fELF pretend kactus binary v1").unwrap();
         Node { root }
     }
 
@@ -131,10 +123,7 @@ fn binary_is_copied_executable_and_identical() {
     let changes = reconcile_once(&node.args(&[])).unwrap();
     assert!(changes.binary);
     let installed = node.path("bin/kactus");
-    assert_eq!(
-        fs::read(&installed).unwrap(),
-        fs::read(node.path("image/kactus")).unwrap()
-    );
+    assert_eq!(fs::read(&installed).unwrap(), fs::read(node.path("image/kactus")).unwrap());
     assert_eq!(mode(&installed), 0o755);
     let leftovers: Vec<_> = fs::read_dir(node.path("bin")).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temp file is left behind");
@@ -146,10 +135,7 @@ fn config_wraps_an_existing_conflist_as_master_delegate_with_its_capabilities() 
     node.conf("10-flannel.conflist", FLANNEL);
     let changes = reconcile_once(&node.args(&[])).unwrap();
     assert!(changes.config);
-    assert_eq!(
-        changes.default_network,
-        node.path("net.d/10-flannel.conflist")
-    );
+    assert_eq!(changes.default_network, node.path("net.d/10-flannel.conflist"));
     assert_eq!(changes.shadowed_by, None);
 
     let conflist = node.kactus_config();
@@ -196,10 +182,7 @@ fn config_is_rerendered_when_the_default_network_changes() {
     let args = node.args(&[]);
     let mut reconciler = Reconciler::default();
     reconciler.reconcile(&args).unwrap();
-    node.conf(
-        "10-bridge.conf",
-        &BRIDGE_CONF.replace("10.22.0.0/16", "10.33.0.0/16"),
-    );
+    node.conf("10-bridge.conf", &BRIDGE_CONF.replace("10.22.0.0/16", "10.33.0.0/16"));
     let changes = reconciler.reconcile(&args).unwrap();
     assert!(changes.config && !changes.binary && !changes.kubeconfig);
     let plugin = conf_as_sent_to_plugin(&node.kactus_config());
@@ -219,17 +202,10 @@ fn kubeconfig_is_rewritten_after_the_token_rotates() {
     assert_eq!(kubeconfig["kind"], "Config");
     assert_eq!(kubeconfig["current-context"], "kactus-context");
     assert_eq!(kubeconfig["users"][0]["user"]["token"], "token-one");
-    assert_eq!(
-        kubeconfig["clusters"][0]["cluster"]["server"],
-        "https://10.96.0.1:443"
-    );
-    let ca = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
-        .as_str()
-        .unwrap();
+    assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], "https://10.96.0.1:443");
+    let ca = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap();
     use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD
-        .decode(ca)
-        .unwrap();
+    let ca = base64::engine::general_purpose::STANDARD.decode(ca).unwrap();
     assert_eq!(ca, fs::read(node.path("sa/ca.crt")).unwrap());
     let path = node.path("net.d/kactus.d/kactus-kubeconfig.yaml");
     assert_eq!(mode(&path), 0o600);
@@ -271,31 +247,18 @@ fn a_new_binary_in_the_image_replaces_the_installed_one() {
     let args = node.args(&[]);
     let mut reconciler = Reconciler::default();
     reconciler.reconcile(&args).unwrap();
-    fs::write(
-        node.path("image/kactus"),
-        b"\x7fELF pretend kactus binary v2!",
-    )
-    .unwrap();
+    fs::write(node.path("image/kactus"), b"\x7fELF pretend kactus binary v2!").unwrap();
     assert!(reconciler.reconcile(&args).unwrap().binary);
-    assert_eq!(
-        fs::read(node.path("bin/kactus")).unwrap(),
-        b"\x7fELF pretend kactus binary v2!"
-    );
+    assert_eq!(fs::read(node.path("bin/kactus")).unwrap(), b"\x7fELF pretend kactus binary v2!");
 }
 
 #[test]
 fn a_missing_default_network_is_reported_clearly_after_binary_and_kubeconfig() {
     let node = Node::new();
     let err = reconcile_once(&node.args(&[])).unwrap_err();
-    assert!(
-        matches!(err, InstallError::NoDefaultNetwork { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, InstallError::NoDefaultNetwork { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains(&node.path("net.d").display().to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&node.path("net.d").display().to_string()), "{message}");
     assert!(message.contains("--master-config"), "{message}");
     // What does not depend on the default network is already in place.
     assert!(node.path("bin/kactus").is_file());
@@ -310,28 +273,16 @@ fn kactus_never_picks_its_own_file_or_another_kactus_config_as_default_network()
     let args = node.args(&[]);
     reconcile_once(&args).unwrap();
     // A leftover Kaloom-style kactus conf under another name sorts before flannel.
-    node.conf(
-        "05-kactus.conf",
-        r#"{"cniVersion":"0.3.1","name":"kactus-net","type":"kactus","delegates":[]}"#,
-    );
-    assert_eq!(
-        reconcile_once(&args).unwrap().default_network,
-        node.path("net.d/10-flannel.conflist")
-    );
+    node.conf("05-kactus.conf", r#"{"cniVersion":"0.3.1","name":"kactus-net","type":"kactus","delegates":[]}"#);
+    assert_eq!(reconcile_once(&args).unwrap().default_network, node.path("net.d/10-flannel.conflist"));
 
     // The default network goes away (e.g. its DaemonSet is being replaced): keep waiting,
     // keep kactus's config as it was so the node keeps working.
     let rendered = fs::read(node.path("net.d/00-kactus.conflist")).unwrap();
     fs::remove_file(node.path("net.d/10-flannel.conflist")).unwrap();
     let err = reconcile_once(&args).unwrap_err();
-    assert!(
-        matches!(err, InstallError::NoDefaultNetwork { .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        fs::read(node.path("net.d/00-kactus.conflist")).unwrap(),
-        rendered
-    );
+    assert!(matches!(err, InstallError::NoDefaultNetwork { .. }), "{err:?}");
+    assert_eq!(fs::read(node.path("net.d/00-kactus.conflist")).unwrap(), rendered);
 }
 
 #[test]
@@ -340,10 +291,7 @@ fn an_invalid_first_candidate_is_an_error_naming_the_file() {
     node.conf("10-broken.conf", "{ not json");
     node.conf("20-bridge.conf", BRIDGE_CONF);
     let err = reconcile_once(&node.args(&[])).unwrap_err();
-    assert!(
-        matches!(err, InstallError::InvalidDefaultNetwork { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, InstallError::InvalidDefaultNetwork { .. }), "{err:?}");
     assert!(err.to_string().contains("10-broken.conf"), "{err}");
 }
 
@@ -356,15 +304,9 @@ fn an_explicit_master_config_is_used_and_must_not_be_kactus() {
     let master_flag = format!("--master-config={}", explicit.display());
     let changes = reconcile_once(&node.args(&[&master_flag])).unwrap();
     assert_eq!(changes.default_network, explicit);
-    assert_eq!(
-        conf_as_sent_to_plugin(&node.kactus_config())["delegates"][0]["type"],
-        "bridge"
-    );
+    assert_eq!(conf_as_sent_to_plugin(&node.kactus_config())["delegates"][0]["type"], "bridge");
 
-    let own = format!(
-        "--master-config={}",
-        node.path("net.d/00-kactus.conflist").display()
-    );
+    let own = format!("--master-config={}", node.path("net.d/00-kactus.conflist").display());
     let err = reconcile_once(&node.args(&[&own])).unwrap_err();
     assert!(err.to_string().contains("kactus config itself"), "{err}");
 }
@@ -393,11 +335,7 @@ fn a_missing_token_names_the_file() {
     node.conf("10-flannel.conflist", FLANNEL);
     fs::remove_file(node.path("sa/token")).unwrap();
     let err = reconcile_once(&node.args(&[])).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains(&node.path("sa/token").display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&node.path("sa/token").display().to_string()), "{err}");
 }
 
 #[test]
@@ -411,14 +349,8 @@ fn once_installs_and_returns() {
 #[test]
 fn apiserver_url_brackets_ipv6_literals() {
     assert_eq!(api_server_url("10.96.0.1", "443"), "https://10.96.0.1:443");
-    assert_eq!(
-        api_server_url("fd00:10:96::1", "443"),
-        "https://[fd00:10:96::1]:443"
-    );
-    assert_eq!(
-        api_server_url("[fd00::1]", "6443"),
-        "https://[fd00::1]:6443"
-    );
+    assert_eq!(api_server_url("fd00:10:96::1", "443"), "https://[fd00:10:96::1]:443");
+    assert_eq!(api_server_url("[fd00::1]", "6443"), "https://[fd00::1]:6443");
 }
 
 #[test]
@@ -431,14 +363,8 @@ fn defaults_are_the_usual_host_paths() {
     let args = Cli::try_parse_from(["kactus-install"]).unwrap().install;
     assert_eq!(args.cni_bin_dir, Path::new("/opt/cni/bin"));
     assert_eq!(args.cni_conf_dir, Path::new("/etc/cni/net.d"));
-    assert_eq!(
-        args.kubeconfig_path(),
-        Path::new("/etc/cni/net.d/kactus.d/kactus-kubeconfig.yaml")
-    );
-    assert_eq!(
-        args.config_path(),
-        Path::new("/etc/cni/net.d/00-kactus.conflist")
-    );
+    assert_eq!(args.kubeconfig_path(), Path::new("/etc/cni/net.d/kactus.d/kactus-kubeconfig.yaml"));
+    assert_eq!(args.config_path(), Path::new("/etc/cni/net.d/00-kactus.conflist"));
 }
 
 #[test]
@@ -452,10 +378,7 @@ fn sigterm_ends_the_loop_and_leaves_the_node_working() {
     let config = node.path("net.d/00-kactus.conflist");
     let started = std::time::Instant::now();
     while !config.exists() {
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "installer did not write its config"
-        );
+        assert!(started.elapsed().as_secs() < 10, "installer did not write its config");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();

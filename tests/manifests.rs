@@ -35,26 +35,19 @@ fn yaml_files(dir: &str) -> Vec<String> {
 }
 
 fn one(rel: &str, kind: &str) -> Value {
-    let mut found: Vec<Value> = docs(rel)
-        .into_iter()
-        .filter(|d| d["kind"] == kind)
-        .collect();
+    let mut found: Vec<Value> = docs(rel).into_iter().filter(|d| d["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "{rel}: expected one {kind}");
     found.remove(0)
 }
 
 fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
+    v.as_str().unwrap_or_else(|| panic!("{what} is not a string: {v}"))
 }
 
 #[test]
 fn every_yaml_parses_and_has_the_expected_kinds() {
     let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
-        (
-            "manifests/network-crd.yaml",
-            vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")],
-        ),
+        ("manifests/network-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
         (
             "manifests/kactus-serviceaccount-and-rbac.yaml",
             vec![
@@ -75,59 +68,29 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("manifests/podagent-ds.yaml", vec![("apps/v1", "DaemonSet")]),
         ("examples/app1.yaml", vec![("apps/v1", "Deployment")]),
         ("examples/app2.yaml", vec![("apps/v1", "Deployment")]),
-        (
-            "examples/green-net.yaml",
-            vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")],
-        ),
-        (
-            "examples/blue-net.yaml",
-            vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")],
-        ),
-        (
-            "examples/data-net.yaml",
-            vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")],
-        ),
-        (
-            "examples/mp1-net.yaml",
-            vec![
-                ("v1", "Namespace"),
-                ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"),
-            ],
-        ),
-        (
-            "examples/mp1-service.yaml",
-            vec![("apps/v1", "Deployment"), ("v1", "Service")],
-        ),
-        (
-            "examples/macvlan100-net.yaml",
-            vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")],
-        ),
+        ("examples/green-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
+        ("examples/blue-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
+        ("examples/data-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
+        ("examples/mp1-net.yaml", vec![("v1", "Namespace"), ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
+        ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
+        ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
     ]);
     let mut all = yaml_files("manifests");
     all.extend(yaml_files("examples"));
     all.sort();
     let listed: Vec<String> = expected.keys().map(|k| k.to_string()).collect();
-    assert_eq!(
-        all, listed,
-        "a YAML file was added or removed: list it here"
-    );
+    assert_eq!(all, listed, "a YAML file was added or removed: list it here");
     for (file, kinds) in expected {
         let got: Vec<(String, String)> = docs(file)
             .iter()
             .map(|d| {
                 let name = &d["metadata"]["name"];
                 assert!(name.is_string(), "{file}: object without metadata.name");
-                (
-                    d["apiVersion"].as_str().unwrap().into(),
-                    d["kind"].as_str().unwrap().into(),
-                )
+                (d["apiVersion"].as_str().unwrap().into(), d["kind"].as_str().unwrap().into())
             })
             .collect();
-        let want: Vec<(String, String)> = kinds
-            .iter()
-            .map(|(a, k)| (a.to_string(), k.to_string()))
-            .collect();
+        let want: Vec<(String, String)> = kinds.iter().map(|(a, k)| (a.to_string(), k.to_string())).collect();
         assert_eq!(got, want, "{file}");
     }
 }
@@ -137,10 +100,7 @@ fn namespaced_manifests_live_in_kube_system() {
     for file in yaml_files("manifests") {
         for d in docs(&file) {
             let kind = d["kind"].as_str().unwrap();
-            let cluster_scoped = matches!(
-                kind,
-                "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
-            );
+            let cluster_scoped = matches!(kind, "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding");
             if !cluster_scoped {
                 assert_eq!(d["metadata"]["namespace"], "kube-system", "{file}: {kind}");
             }
@@ -152,28 +112,19 @@ fn namespaced_manifests_live_in_kube_system() {
 fn the_crd_is_the_npwg_network_attachment_definition() {
     let crd = one("manifests/network-crd.yaml", "CustomResourceDefinition");
     let spec = &crd["spec"];
-    assert_eq!(
-        crd["metadata"]["name"],
-        "network-attachment-definitions.k8s.cni.cncf.io"
-    );
+    assert_eq!(crd["metadata"]["name"], "network-attachment-definitions.k8s.cni.cncf.io");
     assert_eq!(spec["group"], "k8s.cni.cncf.io");
     assert_eq!(spec["scope"], "Namespaced");
     assert_eq!(spec["names"]["plural"], "network-attachment-definitions");
     assert_eq!(spec["names"]["kind"], "NetworkAttachmentDefinition");
-    assert_eq!(
-        spec["names"]["shortNames"],
-        serde_json::json!(["net-attach-def"])
-    );
+    assert_eq!(spec["names"]["shortNames"], serde_json::json!(["net-attach-def"]));
     let versions = spec["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 1);
     assert_eq!(versions[0]["name"], "v1");
     assert_eq!(versions[0]["served"], true);
     assert_eq!(versions[0]["storage"], true);
     let schema = &versions[0]["schema"]["openAPIV3Schema"];
-    assert_eq!(
-        schema["properties"]["spec"]["properties"]["config"]["type"],
-        "string"
-    );
+    assert_eq!(schema["properties"]["spec"]["properties"]["config"]["type"], "string");
 }
 
 type Rule = (String, String, String);
@@ -199,9 +150,7 @@ fn granted(rbac_file: &str) -> BTreeSet<Rule> {
 }
 
 fn rules(list: &[(&str, &str, &str)]) -> BTreeSet<Rule> {
-    list.iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect()
+    list.iter().map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string())).collect()
 }
 
 /// The binding ties the role to the service account the DaemonSet runs as.
@@ -254,12 +203,8 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
 
 /// One container's host mounts: mountPath -> (hostPath, readOnly, mountPropagation).
 fn host_mounts(pod_spec: &Value, container: &Value) -> BTreeMap<String, (String, bool, String)> {
-    let volumes: BTreeMap<&str, &Value> = pod_spec["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["name"].as_str().unwrap(), v))
-        .collect();
+    let volumes: BTreeMap<&str, &Value> =
+        pod_spec["volumes"].as_array().unwrap().iter().map(|v| (v["name"].as_str().unwrap(), v)).collect();
     container["volumeMounts"]
         .as_array()
         .unwrap()
@@ -288,15 +233,9 @@ fn single_container(ds: &Value) -> (&Value, &Value) {
 
 fn assert_runs_everywhere_early(ds: &Value) {
     let pod_spec = &ds["spec"]["template"]["spec"];
-    assert_eq!(
-        pod_spec["hostNetwork"], true,
-        "must work before the pod network exists"
-    );
+    assert_eq!(pod_spec["hostNetwork"], true, "must work before the pod network exists");
     assert_eq!(pod_spec["priorityClassName"], "system-node-critical");
-    assert_eq!(
-        pod_spec["tolerations"],
-        serde_json::json!([{ "operator": "Exists" }])
-    );
+    assert_eq!(pod_spec["tolerations"], serde_json::json!([{ "operator": "Exists" }]));
     let selector = &ds["spec"]["selector"]["matchLabels"];
     for (key, value) in selector.as_object().unwrap() {
         assert_eq!(&ds["spec"]["template"]["metadata"]["labels"][key], value);
@@ -304,10 +243,7 @@ fn assert_runs_everywhere_early(ds: &Value) {
     let (_, container) = single_container(ds);
     for bound in ["requests", "limits"] {
         for resource in ["cpu", "memory"] {
-            assert!(
-                container["resources"][bound][resource].is_string(),
-                "{bound}.{resource} missing"
-            );
+            assert!(container["resources"][bound][resource].is_string(), "{bound}.{resource} missing");
         }
     }
 }
@@ -324,21 +260,10 @@ fn kactus_daemonset_mounts_exactly_the_host_dirs_the_installer_writes() {
         #[command(flatten)]
         install: InstallArgs,
     }
-    let command: Vec<&str> = container["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let command: Vec<&str> = container["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(command, ["/usr/local/bin/kactus", "install"]);
     let mut argv = vec!["kactus-install".to_string()];
-    argv.extend(
-        container["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().into()),
-    );
+    argv.extend(container["args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()));
     let args = Cli::try_parse_from(argv).unwrap().install;
     assert!(!args.once, "the DaemonSet keeps watching");
     assert!(args.binary.is_none() && args.master_config.is_none());
@@ -346,24 +271,20 @@ fn kactus_daemonset_mounts_exactly_the_host_dirs_the_installer_writes() {
     // ...whose directories are the host's, mounted read-write at the same path (the paths
     // written into the config are read on the host), and nothing else is mounted.
     let mounts = host_mounts(pod_spec, container);
-    let expected: BTreeMap<String, (String, bool, String)> =
-        [&args.cni_bin_dir, &args.cni_conf_dir]
-            .iter()
-            .map(|dir| {
-                let dir = dir.display().to_string();
-                (dir.clone(), (dir, false, "None".to_string()))
-            })
-            .collect();
+    let expected: BTreeMap<String, (String, bool, String)> = [&args.cni_bin_dir, &args.cni_conf_dir]
+        .iter()
+        .map(|dir| {
+            let dir = dir.display().to_string();
+            (dir.clone(), (dir, false, "None".to_string()))
+        })
+        .collect();
     assert_eq!(mounts, expected);
     assert_eq!(args.cni_bin_dir, Path::new("/opt/cni/bin"));
     assert_eq!(args.cni_conf_dir, Path::new("/etc/cni/net.d"));
 
     // The token and CA come from the automounted service account at the default path.
     assert_ne!(pod_spec["automountServiceAccountToken"], false);
-    assert_eq!(
-        args.service_account_dir,
-        Path::new("/var/run/secrets/kubernetes.io/serviceaccount")
-    );
+    assert_eq!(args.service_account_dir, Path::new("/var/run/secrets/kubernetes.io/serviceaccount"));
 
     // No wider than needed: root owns the host dirs, so no capability is required.
     let security = &container["securityContext"];
@@ -381,23 +302,13 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     let ds = one("manifests/podagent-ds.yaml", "DaemonSet");
     assert_runs_everywhere_early(&ds);
     let (pod_spec, container) = single_container(&ds);
-    assert_eq!(
-        pod_spec["hostPID"], true,
-        "netns of pods via /proc/<pid>/ns/net"
-    );
+    assert_eq!(pod_spec["hostPID"], true, "netns of pods via /proc/<pid>/ns/net");
     assert_eq!(container["securityContext"]["privileged"], true);
-    assert_eq!(
-        container["command"],
-        serde_json::json!(["/usr/local/bin/podagent"])
-    );
+    assert_eq!(container["command"], serde_json::json!(["/usr/local/bin/podagent"]));
 
     let mounts = host_mounts(pod_spec, container);
     let expect = |path: &str, read_only: bool, propagation: &str| {
-        assert_eq!(
-            mounts.get(path),
-            Some(&(path.to_string(), read_only, propagation.to_string())),
-            "{path}"
-        );
+        assert_eq!(mounts.get(path), Some(&(path.to_string(), read_only, propagation.to_string())), "{path}");
     };
     expect("/run/containerd", false, "None");
     expect("/var/run/crio", false, "None");
@@ -411,10 +322,7 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     assert_eq!(mounts.len(), 6, "{mounts:?}");
 
     let env = container["env"].as_array().unwrap();
-    assert!(env
-        .iter()
-        .any(|e| e["name"] == "NODE_NAME"
-            && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
+    assert!(env.iter().any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
     for probe in ["livenessProbe", "readinessProbe"] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], "/healthz", "{probe}");
@@ -427,10 +335,7 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
 fn the_image_holds_the_binaries_the_daemonsets_run() {
     let dockerfile = fs::read_to_string(repo("Dockerfile")).unwrap();
     assert!(dockerfile.contains("AS build"), "multi-stage");
-    assert!(
-        dockerfile.contains("unknown-linux-musl"),
-        "static binary: it runs on the host"
-    );
+    assert!(dockerfile.contains("unknown-linux-musl"), "static binary: it runs on the host");
     assert!(dockerfile.contains("COPY --from=build /out/kactus /out/podagent /usr/local/bin/"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/kactus", "install"]"#));
     for ds in ["manifests/kactus-ds.yaml", "manifests/podagent-ds.yaml"] {
@@ -464,34 +369,20 @@ fn example_nads_carry_valid_cni_configs() {
         let config = nad_config(nad);
         assert!(config["cniVersion"].is_string(), "{name}: cniVersion");
         check_cni_config(&config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The plugin's own parser, with the NAD's name as the default network name.
+        kactus::cni::NetworkConfig::parse(&config, name, "1.0.0").unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!is_kactus_config(&config), "{name}");
         if let Some(own) = config.get("name") {
-            assert_eq!(
-                own,
-                name.as_str(),
-                "{name}: config name differs from the NAD's"
-            );
+            assert_eq!(own, name.as_str(), "{name}: config name differs from the NAD's");
         }
     }
     let vlan = |name: &str| nad_config(&nads[name]);
-    assert_eq!(
-        (
-            vlan("green")["type"].clone(),
-            vlan("green")["vlanId"].clone()
-        ),
-        ("vlan".into(), 42.into())
-    );
-    assert_eq!(
-        (vlan("blue")["type"].clone(), vlan("blue")["vlanId"].clone()),
-        ("vlan".into(), 43.into())
-    );
+    assert_eq!((vlan("green")["type"].clone(), vlan("green")["vlanId"].clone()), ("vlan".into(), 42.into()));
+    assert_eq!((vlan("blue")["type"].clone(), vlan("blue")["vlanId"].clone()), ("vlan".into(), 43.into()));
     assert_eq!(vlan("green")["ipam"]["range"], "192.168.42.0/24");
     assert_eq!(vlan("blue")["ipam"]["range"], "192.168.43.0/24");
     let data = nad_config(&nads["data"]);
-    assert_eq!(
-        (data["type"].as_str(), data["bridge"].as_str()),
-        (Some("bridge"), Some("data-br"))
-    );
+    assert_eq!((data["type"].as_str(), data["bridge"].as_str()), (Some("bridge"), Some("data-br")));
     assert_eq!(data["ipam"]["subnet"], "10.10.0.0/24");
     let mp1 = &nads["mp1"];
     assert_eq!(mp1["metadata"]["namespace"], "mep");
@@ -500,10 +391,7 @@ fn example_nads_carry_valid_cni_configs() {
 
     let macvlan100 = nad_config(&nads["macvlan100"]);
     let plugins = macvlan100["plugins"].as_array().unwrap();
-    let types: Vec<&str> = plugins
-        .iter()
-        .map(|p| p["type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = plugins.iter().map(|p| p["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["macvlan", "tuning"]);
     assert_eq!(plugins[0]["ipam"]["type"], "static");
     assert_eq!(plugins[0]["capabilities"]["ips"], true);
@@ -516,10 +404,7 @@ fn example_apps_use_the_seed_annotation_and_name_defined_networks() {
     for app in ["app1", "app2"] {
         let deployment = one(&format!("examples/{app}.yaml"), "Deployment");
         let template = &deployment["spec"]["template"];
-        assert_eq!(
-            template["metadata"]["annotations"]["networks"],
-            r#"[ { "name": "green" }, { "name": "blue" } ]"#
-        );
+        assert_eq!(template["metadata"]["annotations"]["networks"], r#"[ { "name": "green" }, { "name": "blue" } ]"#);
         assert_eq!(template["metadata"]["labels"]["app"], app);
         assert_eq!(template["spec"]["containers"][0]["image"], "alpine:3.20");
     }
@@ -535,10 +420,7 @@ fn example_apps_use_the_seed_annotation_and_name_defined_networks() {
     assert_eq!(element["ips"], serde_json::json!(["10.158.100.2/24"]));
     assert_eq!(element["mac"], "c2:b0:57:49:47:f1");
     assert_eq!(element["gateway"], serde_json::json!(["10.158.100.254"]));
-    assert_eq!(
-        element["default-route"],
-        serde_json::json!(["10.158.100.254"])
-    );
+    assert_eq!(element["default-route"], serde_json::json!(["10.158.100.254"]));
 
     for kind in ["Deployment", "Service"] {
         let object = one("examples/mp1-service.yaml", kind);
@@ -556,16 +438,9 @@ fn the_kactus_conf_example_is_a_kactus_config_with_one_master() {
     let text = fs::read_to_string(repo("examples/kactus.conf")).unwrap();
     let config: Value = serde_json::from_str(&text).unwrap();
     check_cni_config(&config).unwrap();
+    kactus::plugin::KactusConfig::from_bytes(text.as_bytes()).unwrap();
     assert!(is_kactus_config(&config));
-    assert_eq!(
-        config["kubeconfig"],
-        "/etc/cni/net.d/kactus.d/kactus-kubeconfig.yaml"
-    );
-    let masters = config["delegates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["masterPlugin"] == true)
-        .count();
+    assert_eq!(config["kubeconfig"], "/etc/cni/net.d/kactus.d/kactus-kubeconfig.yaml");
+    let masters = config["delegates"].as_array().unwrap().iter().filter(|d| d["masterPlugin"] == true).count();
     assert_eq!(masters, 1);
 }

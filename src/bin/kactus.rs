@@ -1,11 +1,38 @@
-//! `kactus`: the CNI meta-plugin (run by the container runtime with `CNI_COMMAND` set).
+//! `kactus`: the CNI meta-plugin (run by the container runtime with `CNI_COMMAND` set), and
+//! `kactus install`, the installer DaemonSet's entrypoint.
 
+use clap::Parser;
 use std::io::Write;
+use std::process::ExitCode;
 
-fn main() {
+#[derive(Parser)]
+#[command(name = "kactus install", about = "Install kactus on this node: binary, kubeconfig and CNI config")]
+struct Install {
+    #[command(flatten)]
+    args: kactus::install::InstallArgs,
+}
+
+fn main() -> ExitCode {
+    // The runtime execs the plugin without arguments; only the installer takes any. Nothing
+    // is parsed on the plugin's path beyond that check, to keep its start-up minimal.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == "install") {
+        let install = Install::parse_from(std::iter::once("kactus install".into()).chain(argv));
+        return match kactus::install::run(&install.args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kactus install: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = kactus::plugin::run_from_process();
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(outcome.stdout.as_bytes());
     let _ = stdout.flush();
-    std::process::exit(if outcome.success { 0 } else { 1 });
+    if outcome.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

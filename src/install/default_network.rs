@@ -33,22 +33,16 @@ impl DefaultNetwork {
         if is_kactus_config(&config) {
             return Err(InstallError::InvalidDefaultNetwork {
                 path: path.to_path_buf(),
-                reason: "it is a kactus config itself; kactus cannot be its own master delegate"
-                    .into(),
+                reason: "it is a kactus config itself; kactus cannot be its own master delegate".into(),
             });
         }
         Self::checked(path, config)
     }
 
     fn checked(path: &Path, config: Value) -> Result<Self, InstallError> {
-        check_cni_config(&config).map_err(|reason| InstallError::InvalidDefaultNetwork {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        Ok(DefaultNetwork {
-            path: path.to_path_buf(),
-            config,
-        })
+        check_cni_config(&config)
+            .map_err(|reason| InstallError::InvalidDefaultNetwork { path: path.to_path_buf(), reason })?;
+        Ok(DefaultNetwork { path: path.to_path_buf(), config })
     }
 }
 
@@ -58,10 +52,8 @@ fn read_json(path: &Path) -> Result<Value, InstallError> {
         path: path.to_path_buf(),
         reason: format!("cannot read it: {e}"),
     })?;
-    serde_json::from_str(&text).map_err(|e| InstallError::InvalidDefaultNetwork {
-        path: path.to_path_buf(),
-        reason: format!("not JSON: {e}"),
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| InstallError::InvalidDefaultNetwork { path: path.to_path_buf(), reason: format!("not JSON: {e}") })
 }
 
 /// Whether `config` has the shape of a CNI conf (`type`) or conflist (non-empty `plugins`,
@@ -90,24 +82,18 @@ pub fn check_cni_config(config: &Value) -> Result<(), String> {
 pub fn is_kactus_config(config: &Value) -> bool {
     let is_kactus = |v: &Value| v.get("type").and_then(Value::as_str) == Some("kactus");
     is_kactus(config)
-        || config
-            .get("plugins")
-            .and_then(Value::as_array)
-            .is_some_and(|plugins| plugins.iter().any(is_kactus))
+        || config.get("plugins").and_then(Value::as_array).is_some_and(|plugins| plugins.iter().any(is_kactus))
 }
 
 /// The config files in `conf_dir` in the order runtimes consider them (lexical by name).
 pub fn config_files(conf_dir: &Path) -> Result<Vec<PathBuf>, InstallError> {
-    let entries =
-        fs::read_dir(conf_dir).map_err(|e| InstallError::io("list directory", conf_dir, e))?;
+    let entries = fs::read_dir(conf_dir).map_err(|e| InstallError::io("list directory", conf_dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| InstallError::io("list directory", conf_dir, e))?;
         let path = entry.path();
-        let has_config_extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| CONFIG_EXTENSIONS.contains(&e));
+        let has_config_extension =
+            path.extension().and_then(|e| e.to_str()).is_some_and(|e| CONFIG_EXTENSIONS.contains(&e));
         // Directories such as kactus.d are never configs; is_file follows symlinks, as the
         // runtimes do.
         if has_config_extension && path.is_file() {
@@ -122,25 +108,17 @@ pub fn config_files(conf_dir: &Path) -> Result<Vec<PathBuf>, InstallError> {
 /// config. The first candidate decides: if it is unreadable or not a CNI config, that is an
 /// error rather than a reason to pick the next one, because wrapping the wrong network would
 /// silently change every new pod's eth0 (a half-written file is retried on the next poll).
-pub fn find_default_network(
-    conf_dir: &Path,
-    own_name: &str,
-) -> Result<DefaultNetwork, InstallError> {
+pub fn find_default_network(conf_dir: &Path, own_name: &str) -> Result<DefaultNetwork, InstallError> {
     for path in config_files(conf_dir)? {
         if path.file_name().and_then(|n| n.to_str()) == Some(own_name) {
             continue;
         }
         let config = read_json(&path)?;
         if is_kactus_config(&config) {
-            log::debug!(
-                "skipping {}: a kactus config, not a default network",
-                path.display()
-            );
+            log::debug!("skipping {}: a kactus config, not a default network", path.display());
             continue;
         }
         return DefaultNetwork::checked(&path, config);
     }
-    Err(InstallError::NoDefaultNetwork {
-        conf_dir: conf_dir.to_path_buf(),
-    })
+    Err(InstallError::NoDefaultNetwork { conf_dir: conf_dir.to_path_buf() })
 }

@@ -28,21 +28,17 @@ pub enum InstallError {
     NoDefaultNetwork { conf_dir: PathBuf },
 
     /// The default network config exists but is not a CNI config kactus can wrap.
-    #[error("default network config {path} is not usable: {reason} (fix or remove the file, or pass --master-config PATH)")]
+    #[error(
+        "default network config {path} is not usable: {reason} (fix or remove the file, or pass --master-config PATH)"
+    )]
     InvalidDefaultNetwork { path: PathBuf, reason: String },
 
     /// The service-account token or CA is missing or empty.
     #[error("service-account {what} {path}: {reason} (the pod needs an automounted service-account token; see manifests/kactus-ds.yaml)")]
-    ServiceAccount {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    ServiceAccount { what: &'static str, path: PathBuf, reason: String },
 
     /// The apiserver address could not be determined.
-    #[error(
-        "apiserver address unknown: {0} (run in a pod, or pass --api-server https://HOST:PORT)"
-    )]
+    #[error("apiserver address unknown: {0} (run in a pod, or pass --api-server https://HOST:PORT)")]
     ApiServer(String),
 
     /// Rendering the kubeconfig failed (should not happen with valid input).
@@ -56,15 +52,7 @@ pub enum InstallError {
 
 impl InstallError {
     /// Wraps an I/O error with the action and the path it concerned.
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        InstallError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        InstallError::Io { action, path: path.into(), source }
     }
 }

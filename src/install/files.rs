@@ -19,11 +19,7 @@ const TEMP_SUFFIX: &str = ".kactus-tmp";
 /// The temp file used while replacing `path`: hidden, in the same directory.
 fn temp_path_for(path: &Path) -> Result<PathBuf, InstallError> {
     let name = path.file_name().ok_or_else(|| {
-        InstallError::io(
-            "write",
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
-        )
+        InstallError::io("write", path, io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
     })?;
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(name);
@@ -50,10 +46,8 @@ fn write_atomic_from(path: &Path, source: &mut dyn Read, mode: u32) -> Result<()
             .map_err(|e| InstallError::io("create", &temp, e))?;
         io::copy(source, &mut file).map_err(|e| InstallError::io("write", &temp, e))?;
         // The umask may have narrowed the mode given to open().
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| InstallError::io("chmod", &temp, e))?;
-        file.sync_all()
-            .map_err(|e| InstallError::io("fsync", &temp, e))?;
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| InstallError::io("chmod", &temp, e))?;
+        file.sync_all().map_err(|e| InstallError::io("fsync", &temp, e))?;
         fs::rename(&temp, path).map_err(|e| InstallError::io("rename into place", path, e))
     })();
     if result.is_err() {
@@ -70,9 +64,7 @@ fn sync_parent_dir(path: &Path) -> Result<(), InstallError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| InstallError::io("fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| InstallError::io("fsync directory", dir, e))
 }
 
 /// Writes `bytes` to `path` unless it already holds exactly them with `mode`; returns whether
@@ -89,9 +81,7 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, In
             Ok(true)
         }
         Ok(_) => write_atomic(path, bytes, mode).map(|()| true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            write_atomic(path, bytes, mode).map(|()| true)
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(path, bytes, mode).map(|()| true),
         Err(e) => Err(InstallError::io("read", path, e)),
     }
 }
@@ -109,8 +99,7 @@ pub fn install_binary(src: &Path, cni_bin_dir: &Path) -> Result<bool, InstallErr
             return Ok(false);
         }
     }
-    fs::create_dir_all(cni_bin_dir)
-        .map_err(|e| InstallError::io("create directory", cni_bin_dir, e))?;
+    fs::create_dir_all(cni_bin_dir).map_err(|e| InstallError::io("create directory", cni_bin_dir, e))?;
     let mut source = File::open(src).map_err(|e| InstallError::io("open binary", src, e))?;
     write_atomic_from(&dest, &mut source, BINARY_MODE)?;
     Ok(true)

@@ -36,18 +36,14 @@ pub struct RenderOptions {
 /// The kactus plugin conf wrapping `default` as its master delegate:
 /// `{"cniVersion","name","type":"kactus","kubeconfig","cacheDir","delegates":[..],
 /// "capabilities"?}`.
-pub fn render_kactus_config(
-    default: &DefaultNetwork,
-    opts: &RenderOptions,
-) -> Result<Value, InstallError> {
+pub fn render_kactus_config(default: &DefaultNetwork, opts: &RenderOptions) -> Result<Value, InstallError> {
     let cni_version = match (&opts.cni_version, default.config.get("cniVersion")) {
         (Some(version), _) => version.clone(),
         (None, Some(Value::String(version))) if !version.is_empty() => version.clone(),
         _ => {
             return Err(InstallError::InvalidDefaultNetwork {
                 path: default.path.clone(),
-                reason: "it has no \"cniVersion\", so kactus cannot pick one; pass --cni-version"
-                    .into(),
+                reason: "it has no \"cniVersion\", so kactus cannot pick one; pass --cni-version".into(),
             })
         }
     };

@@ -35,11 +35,7 @@ pub fn read_service_account(dir: &Path) -> Result<ServiceAccountCredentials, Ins
     })?;
     let token = token.trim().to_string();
     if token.is_empty() {
-        return Err(InstallError::ServiceAccount {
-            what: "token",
-            path: token_path,
-            reason: "file is empty".into(),
-        });
+        return Err(InstallError::ServiceAccount { what: "token", path: token_path, reason: "file is empty".into() });
     }
     let ca_path = dir.join("ca.crt");
     let ca_pem = fs::read(&ca_path).map_err(|e| InstallError::ServiceAccount {
@@ -48,11 +44,7 @@ pub fn read_service_account(dir: &Path) -> Result<ServiceAccountCredentials, Ins
         reason: e.to_string(),
     })?;
     if ca_pem.iter().all(u8::is_ascii_whitespace) {
-        return Err(InstallError::ServiceAccount {
-            what: "CA",
-            path: ca_path,
-            reason: "file is empty".into(),
-        });
+        return Err(InstallError::ServiceAccount { what: "CA", path: ca_path, reason: "file is empty".into() });
     }
     Ok(ServiceAccountCredentials { token, ca_pem })
 }
@@ -74,9 +66,7 @@ pub fn api_server_from_env() -> Result<String, InstallError> {
         .map_err(|_| InstallError::ApiServer("KUBERNETES_SERVICE_HOST is not set".into()))?;
     let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
     if host.trim().is_empty() {
-        return Err(InstallError::ApiServer(
-            "KUBERNETES_SERVICE_HOST is empty".into(),
-        ));
+        return Err(InstallError::ApiServer("KUBERNETES_SERVICE_HOST is empty".into()));
     }
     Ok(api_server_url(host.trim(), port.trim()))
 }
@@ -148,32 +138,17 @@ pub fn render_kubeconfig(
             value: Cluster {
                 cluster: ClusterSpec {
                     server,
-                    certificate_authority_data: base64::engine::general_purpose::STANDARD
-                        .encode(&credentials.ca_pem),
+                    certificate_authority_data: base64::engine::general_purpose::STANDARD.encode(&credentials.ca_pem),
                 },
             },
         }],
-        users: [Named {
-            name: "kactus",
-            value: User {
-                user: UserSpec {
-                    token: &credentials.token,
-                },
-            },
-        }],
+        users: [Named { name: "kactus", value: User { user: UserSpec { token: &credentials.token } } }],
         contexts: [Named {
             name: "kactus-context",
-            value: Context {
-                context: ContextSpec {
-                    cluster: "kactus-cluster",
-                    user: "kactus",
-                },
-            },
+            value: Context { context: ContextSpec { cluster: "kactus-cluster", user: "kactus" } },
         }],
         current_context: "kactus-context",
     };
-    serde_saphyr::to_string(&config).map_err(|e| InstallError::RenderKubeconfig {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    serde_saphyr::to_string(&config)
+        .map_err(|e| InstallError::RenderKubeconfig { path: path.to_path_buf(), reason: e.to_string() })
 }

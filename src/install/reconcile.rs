@@ -12,9 +12,7 @@ use std::time::SystemTime;
 use super::default_network::{config_files, find_default_network, DefaultNetwork};
 use super::files::{install_binary, with_newline, write_if_changed};
 use super::kactus_config::{render_kactus_config, render_kactus_conflist, RenderOptions};
-use super::kubeconfig::{
-    api_server_from_env, read_service_account, render_kubeconfig, KUBECONFIG_MODE,
-};
+use super::kubeconfig::{api_server_from_env, read_service_account, render_kubeconfig, KUBECONFIG_MODE};
 use super::{InstallArgs, InstallError};
 
 /// Mode of the generated config: readable by all (runtimes, debugging), no secrets in it.
@@ -54,10 +52,7 @@ struct BinaryFingerprint {
 
 fn fingerprint(src: &Path, dest: &Path) -> Option<BinaryFingerprint> {
     let stat = |p: &Path| fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
-    Some(BinaryFingerprint {
-        src: stat(src)?,
-        dest: stat(dest)?,
-    })
+    Some(BinaryFingerprint { src: stat(src)?, dest: stat(dest)? })
 }
 
 /// Runs passes, remembering what the last one verified.
@@ -69,11 +64,8 @@ pub struct Reconciler {
 impl Reconciler {
     /// One pass; see the module docs for the order.
     pub fn reconcile(&mut self, args: &InstallArgs) -> Result<Changes, InstallError> {
-        let mut changes = Changes {
-            binary: self.install_binary(args)?,
-            kubeconfig: install_kubeconfig(args)?,
-            ..Changes::default()
-        };
+        let mut changes =
+            Changes { binary: self.install_binary(args)?, kubeconfig: install_kubeconfig(args)?, ..Changes::default() };
 
         let default = match &args.master_config {
             Some(path) => DefaultNetwork::load(path)?,
@@ -86,9 +78,8 @@ impl Reconciler {
             cni_version: args.cni_version.clone(),
         };
         let conflist = render_kactus_conflist(&render_kactus_config(&default, &opts)?);
-        let text = serde_json::to_string_pretty(&conflist).map_err(|e| {
-            InstallError::io("render", args.config_path(), std::io::Error::other(e))
-        })?;
+        let text = serde_json::to_string_pretty(&conflist)
+            .map_err(|e| InstallError::io("render", args.config_path(), std::io::Error::other(e)))?;
         changes.config = write_if_changed(&args.config_path(), &with_newline(text), CONFIG_MODE)?;
         changes.default_network = default.path;
         changes.shadowed_by = first_config_if_not(&args.cni_conf_dir, &args.config_path())?;
@@ -137,8 +128,5 @@ fn install_kubeconfig(args: &InstallArgs) -> Result<bool, InstallError> {
 
 /// The first config file in lexical order when it is not `own`: the runtime would use it.
 fn first_config_if_not(conf_dir: &Path, own: &Path) -> Result<Option<PathBuf>, InstallError> {
-    Ok(config_files(conf_dir)?
-        .into_iter()
-        .next()
-        .filter(|first| first != own))
+    Ok(config_files(conf_dir)?.into_iter().next().filter(|first| first != own))
 }

@@ -34,11 +34,7 @@ extern "C" fn request_termination(_: libc::c_int) {
 }
 
 fn install_signal_handlers() -> Result<(), InstallError> {
-    let action = SigAction::new(
-        SigHandler::Handler(request_termination),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(request_termination), SaFlags::SA_RESTART, SigSet::empty());
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &action) }.map_err(InstallError::Signal)?;
@@ -49,8 +45,7 @@ fn install_signal_handlers() -> Result<(), InstallError> {
 /// Sends log records to stderr (what `kubectl logs` shows); a logger already set by the
 /// caller wins.
 fn init_logging(level: log::LevelFilter) {
-    let _already_set =
-        simplelog::WriteLogger::init(level, simplelog::Config::default(), std::io::stderr());
+    let _already_set = simplelog::WriteLogger::init(level, simplelog::Config::default(), std::io::stderr());
 }
 
 /// `kactus install`: reconcile now, then every poll interval until SIGTERM (or once with
@@ -83,10 +78,7 @@ pub fn run(args: &InstallArgs) -> Result<(), InstallError> {
                 // Log each distinct problem once, not every poll.
                 let message = e.to_string();
                 if last_error.as_deref() != Some(message.as_str()) {
-                    log::warn!(
-                        "{message}; retrying every {}s",
-                        args.poll_interval().as_secs()
-                    );
+                    log::warn!("{message}; retrying every {}s", args.poll_interval().as_secs());
                     last_error = Some(message);
                 }
             }
@@ -109,11 +101,7 @@ fn report(args: &InstallArgs, changes: &Changes) {
         log::info!("wrote {}", args.kubeconfig_path().display());
     }
     if changes.config {
-        log::info!(
-            "wrote {} wrapping {}",
-            args.config_path().display(),
-            changes.default_network.display()
-        );
+        log::info!("wrote {} wrapping {}", args.config_path().display(), changes.default_network.display());
     }
     if let Some(first) = &changes.shadowed_by {
         log::warn!(
