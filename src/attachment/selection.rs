@@ -42,8 +42,8 @@ pub struct NetworkSelection {
     pub runtime_options: Map<String, Value>,
 }
 
+/// Unknown keys are ignored, as Kaloom's kactus did.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct KactusElement {
     name: String,
     #[serde(default)]
@@ -175,8 +175,10 @@ fn npwg_element(mut obj: Map<String, Value>) -> Result<NetworkSelection, String>
     if runtime_options.contains_key("ipamClaimReference") && !ips.is_empty() {
         return Err("\"ipam-claim-reference\" cannot be given together with \"ips\"".into());
     }
-    if let Some(unknown) = obj.keys().next() {
-        return Err(format!("unknown key {unknown:?}"));
+    // multus (Go's decoder) ignores keys it does not know, and manifests in the wild carry
+    // some (the seeds' "gateway"); refusing them would break pods that work with multus.
+    for unknown in obj.keys() {
+        log::warn!("network {name:?}: ignoring unknown selection key {unknown:?}");
     }
     Ok(NetworkSelection {
         name,
@@ -304,6 +306,12 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_are_ignored_like_multus_does() {
+        let s = parse_npwg_networks(r#"[{"name":"macvlan100","gateway":["10.158.100.254"]}]"#).unwrap();
+        assert_eq!(s[0].name, "macvlan100");
+    }
+
+    #[test]
     fn npwg_invalid_values() {
         let cases = [
             (r#"[{"name":"Green"}]"#, "DNS-1123"),
@@ -312,7 +320,7 @@ mod tests {
             (r#"[{"name":"a","interface":"waytoolongname16"}]"#, "longer than 15"),
             (r#"[{"name":"a","default-route":["1.1.1.1"]},{"name":"b","default-route":["2.2.2.2"]}]"#, "at most one"),
             (r#"[{"name":"a","ips":["1.1.1.1/24"],"ipam-claim-reference":"c"}]"#, "ipam-claim-reference"),
-            (r#"[{"name":"a","bogus":1}]"#, "unknown key"),
+            (r#"[{"name":"a","ips":"10.1.1.5/24"}]"#, "list of strings"),
             ("a/b/c", "DNS-1123"),
         ];
         for (text, want) in cases {
