@@ -17,9 +17,20 @@ cargo clippy --all-targets --locked -- -D warnings
 
 skips="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/tmp/kactus-test-skips.txt"
 rm -f "$skips"
-cargo test --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# A skipped test returns early, so cargo counts it as passed; the summary moves it to skipped.
+# No doc tests exist; --lib --bins --tests keeps an empty doc-test run from being the last word.
+set +e
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+skipped=0
 if [ -s "$skips" ]; then
     echo
     echo "Skipped tests (not failures; the kernel lacks what they need):"
     sort -u "$skips"
+    skipped=$(sort -u "$skips" | wc -l)
 fi
+awk -v skipped="$skipped" '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed, %d skipped\n", p - skipped, f, skipped }' "$log"
+exit "$status"
