@@ -29,8 +29,11 @@ fn node_cni(sb: &Sandbox) -> Node {
     std::fs::create_dir_all(&conf_dir).unwrap();
     std::fs::create_dir_all(&bin_dir).unwrap();
     std::fs::write(conf_dir.join("00-kactus.conf"), sb.kactus_conf().to_string()).unwrap();
-    std::fs::write(conf_dir.join("99-other.conf"), json!({"cniVersion": "1.0.0", "name": "x", "type": "nope"}).to_string())
-        .unwrap();
+    std::fs::write(
+        conf_dir.join("99-other.conf"),
+        json!({"cniVersion": "1.0.0", "name": "x", "type": "nope"}).to_string(),
+    )
+    .unwrap();
     let wrapper = format!(
         "#!/bin/sh\necho \"$CNI_COMMAND $CNI_ARGS\" >> '{}'\nexec '{}' \"$@\"\n",
         calls.display(),
@@ -178,7 +181,11 @@ fn data_is_hot_plugged_then_unplugged_and_a_restart_in_between_changes_nothing()
     // The operator adds data: net8d777f385d3d appears with an address, without a restart.
     let eth0_before = sb.pods[p].addrs("eth0");
     set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
-    assert!(wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)), "data never appeared: {:?}", sb.pod_devices(p));
+    assert!(
+        wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)),
+        "data never appeared: {:?}",
+        sb.pod_devices(p)
+    );
     assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."), "{:?}", sb.pods[p].addrs(DATA));
     assert_eq!(sb.pods[p].addrs("eth0"), eth0_before, "eth0 untouched");
     let calls = node.calls();
@@ -263,4 +270,3 @@ fn a_missing_network_is_reported_on_its_pod_and_does_not_hold_up_another() {
     sb.apply(&Sandbox::nad_yaml("default", "nope", &nope));
     assert!(wait_until(|| sb.pods[p].has_link(&kactus::attachment::device_name_for("nope"))), "retry never added nope");
 }
-

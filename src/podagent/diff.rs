@@ -71,20 +71,20 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
     let had: Vec<StatusEntry> = had.into_iter().filter(|e| !e.default && e.name.contains('/')).collect();
     let namespace = &pod.metadata.namespace;
     let selections = attachment::selections_from_annotations(&pod.metadata.annotations).map_err(|e| e.to_string())?;
-    let wanted: Vec<_> = attachment::resolve(namespace, selections, "eth0")?
-        .into_iter()
-        .filter(|a| !a.selection.is_primary)
-        .collect();
+    let wanted: Vec<_> =
+        attachment::resolve(namespace, selections, "eth0")?.into_iter().filter(|a| !a.selection.is_primary).collect();
     let had_devices: HashSet<&str> = had.iter().map(|e| e.interface.as_str()).collect();
     let wanted_devices: HashSet<&str> = wanted.iter().map(|a| a.ifname.as_str()).collect();
-    let adds = wanted
-        .iter()
-        .filter(|a| !had_devices.contains(a.ifname.as_str()))
-        .map(|a| Change { add: true, network: a.key.clone(), ifname: a.ifname.clone() });
-    let dels = had
-        .iter()
-        .filter(|e| !wanted_devices.contains(e.interface.as_str()))
-        .map(|e| Change { add: false, network: key_of(namespace, e), ifname: e.interface.clone() });
+    let adds = wanted.iter().filter(|a| !had_devices.contains(a.ifname.as_str())).map(|a| Change {
+        add: true,
+        network: a.key.clone(),
+        ifname: a.ifname.clone(),
+    });
+    let dels = had.iter().filter(|e| !wanted_devices.contains(e.interface.as_str())).map(|e| Change {
+        add: false,
+        network: key_of(namespace, e),
+        ifname: e.interface.clone(),
+    });
     Ok(Ok(adds.chain(dels).collect()))
 }
 
@@ -145,7 +145,8 @@ mod tests {
 
     #[test]
     fn in_sync_pod_needs_nothing() {
-        let p = pod(r#"[{"name":"green"}]"#, json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"}]));
+        let p =
+            pod(r#"[{"name":"green"}]"#, json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"}]));
         assert_eq!(changes_for(&p).unwrap().unwrap(), vec![]);
     }
 

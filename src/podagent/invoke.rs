@@ -6,9 +6,7 @@
 
 use super::diff::Change;
 use super::locator::Sandbox;
-use crate::cni::env::{
-    K8S_POD_INFRA_CONTAINER_ID, K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_NETWORK, K8S_POD_UID,
-};
+use crate::cni::env::{K8S_POD_INFRA_CONTAINER_ID, K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_NETWORK, K8S_POD_UID};
 use crate::cni::{exec, CniArgs, CniError, Command, Invocation, NetworkConfig};
 use crate::kube::Pod;
 use serde_json::Value;
@@ -95,9 +93,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let list = json!({"cniVersion": "1.0.0", "name": "k8s", "plugins": [{"type": "kactus", "delegates": []}, {"type": "portmap"}]});
         std::fs::write(dir.path().join("10-kactus.conflist"), list.to_string()).unwrap();
-        std::fs::write(dir.path().join("20-other.conf"), json!({"cniVersion": "1.0.0", "name": "x", "type": "bridge"}).to_string()).unwrap();
+        std::fs::write(
+            dir.path().join("20-other.conf"),
+            json!({"cniVersion": "1.0.0", "name": "x", "type": "bridge"}).to_string(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("00-readme.txt"), "not a config").unwrap();
-        let node = NodePlugin { conf_dir: dir.path().into(), bin_dir: "/nonexistent".into(), cni_path: String::new(), timeout: Duration::from_secs(1) };
+        let node = NodePlugin {
+            conf_dir: dir.path().into(),
+            bin_dir: "/nonexistent".into(),
+            cni_path: String::new(),
+            timeout: Duration::from_secs(1),
+        };
         let (conf, file) = node.node_config().unwrap();
         assert!(file.ends_with("10-kactus.conflist"));
         let stdin = conf.plugin_stdin(0, &Default::default(), None);

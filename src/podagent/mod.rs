@@ -41,10 +41,10 @@ pub struct Options {
 /// Sets everything up (failing fast on a bad kubeconfig or a taken port), then runs until
 /// the process is killed.
 pub fn run(opts: Options) -> Result<(), String> {
-    let client = Client::new(opts.kubeconfig.as_deref(), ClientOptions {
-        user_agent: format!("kactus-podagent/{}", env!("CARGO_PKG_VERSION")),
-        ..Default::default()
-    })
+    let client = Client::new(
+        opts.kubeconfig.as_deref(),
+        ClientOptions { user_agent: format!("kactus-podagent/{}", env!("CARGO_PKG_VERSION")), ..Default::default() },
+    )
     .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
     let listener = TcpListener::bind(opts.metrics_addr).map_err(|e| format!("listen on {}: {e}", opts.metrics_addr))?;
