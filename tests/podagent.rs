@@ -270,3 +270,26 @@ fn a_missing_network_is_reported_on_its_pod_and_does_not_hold_up_another() {
     sb.apply(&Sandbox::nad_yaml("default", "nope", &nope));
     assert!(wait_until(|| sb.pods[p].has_link(&kactus::attachment::device_name_for("nope"))), "retry never added nope");
 }
+
+/// `cargo test --release --test podagent -- --ignored --nocapture hot_plug_benchmark`:
+/// hot-plug latency (annotation patched -> device present) p50/p99 over 30 adds.
+#[test]
+#[ignore]
+fn hot_plug_benchmark() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let _agent = PodAgent::start(&sb, &node);
+    let mut latencies = Vec::new();
+    for _ in 0..30 {
+        let start = Instant::now();
+        set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+        assert!(wait_until(|| sb.pods[p].has_link(DATA)));
+        latencies.push(start.elapsed());
+        set_networks(&sb, r#"[{"name":"green"}]"#);
+        assert!(wait_until(|| !sb.pods[p].has_link(DATA) && !lists(&sb, DATA)));
+    }
+    latencies.sort();
+    let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    eprintln!("hot-plug latency over {} adds: p50 {:?}, p99 {:?}", latencies.len(), pct(0.5), pct(0.99));
+}
