@@ -12,4 +12,5 @@ pub mod kube;
 pub mod logging;
 pub mod netns;
 pub mod plugin;
+pub mod podagent;
 pub mod testapi;

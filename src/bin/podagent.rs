@@ -1,0 +1,70 @@
+//! `podagent`: the node daemon that hot-plugs pod networks when pod annotations change.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Adds and removes networks in running pods when their annotations change")]
+struct Cli {
+    /// This node's name (default: $NODE_NAME, from the downward API).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// kubeconfig to use; without it, the in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Where the node's CNI configs are; the first in lexical order is run.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where the node's CNI plugin binaries are.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// CNI_PATH given to the plugin (default: the bin dir).
+    #[arg(long)]
+    cni_path: Option<String>,
+    /// kactus's cacheDir, where running pods' sandboxes are found.
+    #[arg(long, default_value = "/var/lib/cni/kactus")]
+    kactus_cache_dir: PathBuf,
+    /// Address of /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9648")]
+    metrics_addr: SocketAddr,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Compare every pod again this often, changed or not.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    /// Bound on one CNI plugin call.
+    #[arg(long, default_value_t = 120)]
+    plugin_timeout_seconds: u64,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let Some(level) = kactus::logging::parse_level(&cli.log_level) else {
+        eprintln!("podagent: --log-level {:?} is not a level", cli.log_level);
+        std::process::exit(2);
+    };
+    kactus::logging::init(None, level);
+    let Some(node_name) = cli.node_name.or_else(|| std::env::var("NODE_NAME").ok()).filter(|n| !n.is_empty()) else {
+        eprintln!("podagent: --node-name or NODE_NAME is required");
+        std::process::exit(2);
+    };
+    let opts = kactus::podagent::Options {
+        node_name,
+        kubeconfig: cli.kubeconfig,
+        cni_path: cli.cni_path.unwrap_or_else(|| cli.cni_bin_dir.to_string_lossy().into_owned()),
+        cni_conf_dir: cli.cni_conf_dir,
+        cni_bin_dir: cli.cni_bin_dir,
+        kactus_cache_dir: cli.kactus_cache_dir,
+        metrics_addr: cli.metrics_addr,
+        resync: Duration::from_secs(cli.resync_seconds.max(1)),
+        plugin_timeout: Duration::from_secs(cli.plugin_timeout_seconds.max(1)),
+    };
+    if let Err(e) = kactus::podagent::run(opts) {
+        log::error!("podagent: {e}");
+        eprintln!("podagent: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,186 @@
+//! What a pod asks for against what it has, as the CNI calls that close the gap.
+//!
+//! Desired: the pod's network annotations, read by the same parser kactus uses. Had: the
+//! `network-status` annotation kactus writes after every ADD and dynamic add/delete, so the
+//! answer survives a podagent restart and reflects what kactus really did. The two are
+//! compared by device name, which is stable per network (see `attachment::naming`).
+
+use crate::attachment::{self, attachment_key, device_name_for};
+use crate::kube::Pod;
+use crate::plugin::status::NETWORK_STATUS;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// Why a pod is left alone this time: kubelet owns pods being created or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    NotRunning,
+    Deleting,
+    HostNetwork,
+    /// kactus has not finished the pod's first ADD (or is not the node's plugin).
+    NoNetworkStatus,
+}
+
+/// One dynamic CNI call for one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub add: bool,
+    /// What goes in `K8S_POD_NETWORK`: the attachment key (`data`, `mep/mp1`, `green#1`).
+    pub network: String,
+    /// The device the call creates or removes.
+    pub ifname: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.add { "add" } else { "delete" };
+        write!(f, "{verb} network {} ({})", self.network, self.ifname)
+    }
+}
+
+/// One entry of `network-status`, the fields compared.
+#[derive(Debug, Deserialize)]
+struct StatusEntry {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    interface: String,
+    #[serde(default)]
+    default: bool,
+}
+
+/// The calls that make the pod's devices match its annotations, ADDs first; or why the pod
+/// is skipped; or why its annotations cannot be acted on.
+pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Ok(Err(Skip::Deleting));
+    }
+    if pod.spec.host_network {
+        return Ok(Err(Skip::HostNetwork));
+    }
+    if pod.status.phase != "Running" {
+        return Ok(Err(Skip::NotRunning));
+    }
+    let Some(status) = pod.metadata.annotations.get(NETWORK_STATUS) else {
+        return Ok(Err(Skip::NoNetworkStatus));
+    };
+    let had: Vec<StatusEntry> =
+        serde_json::from_str(status).map_err(|e| format!("annotation {NETWORK_STATUS} is not a status list: {e}"))?;
+    // Annotation attachments are `namespace/name`; kactus-config delegates carry their CNI
+    // network name, which cannot hold a `/`, and are not podagent's to remove.
+    let had: Vec<StatusEntry> = had.into_iter().filter(|e| !e.default && e.name.contains('/')).collect();
+    let namespace = &pod.metadata.namespace;
+    let selections = attachment::selections_from_annotations(&pod.metadata.annotations).map_err(|e| e.to_string())?;
+    let wanted: Vec<_> =
+        attachment::resolve(namespace, selections, "eth0")?.into_iter().filter(|a| !a.selection.is_primary).collect();
+    let had_devices: HashSet<&str> = had.iter().map(|e| e.interface.as_str()).collect();
+    let wanted_devices: HashSet<&str> = wanted.iter().map(|a| a.ifname.as_str()).collect();
+    let adds = wanted.iter().filter(|a| !had_devices.contains(a.ifname.as_str())).map(|a| Change {
+        add: true,
+        network: a.key.clone(),
+        ifname: a.ifname.clone(),
+    });
+    let dels = had.iter().filter(|e| !wanted_devices.contains(e.interface.as_str())).map(|e| Change {
+        add: false,
+        network: key_of(namespace, e),
+        ifname: e.interface.clone(),
+    });
+    Ok(Ok(adds.chain(dels).collect()))
+}
+
+/// The attachment key of a status entry, recovered from its device name, so a DEL of the
+/// second `green` names `green#1` and never removes the first. A device named explicitly
+/// (`green@eth5`) hides the repeat count; `namespace/name` then picks the network's first.
+fn key_of(pod_namespace: &str, entry: &StatusEntry) -> String {
+    if let Some((namespace, name)) = entry.name.split_once('/') {
+        for repeat in 0..64 {
+            let key = attachment_key(pod_namespace, namespace, name, repeat);
+            if device_name_for(&key) == entry.interface {
+                return key;
+            }
+        }
+    }
+    entry.name.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(networks: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "app1", "namespace": "default",
+                         "annotations": {"networks": networks, NETWORK_STATUS: status.to_string()}},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap()
+    }
+
+    fn eth0() -> serde_json::Value {
+        json!({"name": "kactus-net", "interface": "eth0", "default": true})
+    }
+
+    #[test]
+    fn data_added_to_the_annotation_is_one_add() {
+        let p = pod(
+            r#"[{"name":"green"},{"name":"data"}]"#,
+            json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"}]),
+        );
+        let changes = changes_for(&p).unwrap().unwrap();
+        assert_eq!(changes, vec![Change { add: true, network: "data".into(), ifname: "net8d777f385d3d".into() }]);
+    }
+
+    #[test]
+    fn data_removed_from_the_annotation_is_one_del_and_config_delegates_stay() {
+        let p = pod(
+            r#"[{"name":"green"}]"#,
+            json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"},
+                   {"name": "default/data", "interface": "net8d777f385d3d"},
+                   {"name": "sidecar-net", "interface": "net1"}]),
+        );
+        let changes = changes_for(&p).unwrap().unwrap();
+        assert_eq!(changes, vec![Change { add: false, network: "data".into(), ifname: "net8d777f385d3d".into() }]);
+    }
+
+    #[test]
+    fn in_sync_pod_needs_nothing() {
+        let p =
+            pod(r#"[{"name":"green"}]"#, json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"}]));
+        assert_eq!(changes_for(&p).unwrap().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_second_repeat_is_deleted_by_its_own_key() {
+        let second = device_name_for("green#1");
+        let p = pod(
+            r#"[{"name":"green"}]"#,
+            json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"},
+                   {"name": "default/green", "interface": second}]),
+        );
+        let changes = changes_for(&p).unwrap().unwrap();
+        assert_eq!(changes, vec![Change { add: false, network: "green#1".into(), ifname: second }]);
+        let other_ns = StatusEntry { name: "mep/mp1".into(), interface: device_name_for("mep/mp1"), default: false };
+        assert_eq!(key_of("default", &other_ns), "mep/mp1");
+    }
+
+    #[test]
+    fn pods_kubelet_owns_are_skipped() {
+        let mut p = pod("[]", json!([eth0()]));
+        p.status.phase = "Pending".into();
+        assert_eq!(changes_for(&p).unwrap(), Err(Skip::NotRunning));
+        p.status.phase = "Running".into();
+        p.metadata.deletion_timestamp = Some("2024-01-01T00:00:00Z".into());
+        assert_eq!(changes_for(&p).unwrap(), Err(Skip::Deleting));
+        p.metadata.deletion_timestamp = None;
+        p.metadata.annotations.remove(NETWORK_STATUS);
+        assert_eq!(changes_for(&p).unwrap(), Err(Skip::NoNetworkStatus));
+    }
+
+    #[test]
+    fn primary_network_is_not_hot_plugged_and_bad_annotations_are_errors() {
+        let p = pod(r#"[{"name":"core","isPrimary":true}]"#, json!([eth0()]));
+        assert_eq!(changes_for(&p).unwrap().unwrap(), vec![]);
+        assert!(changes_for(&pod("[{", json!([eth0()]))).is_err());
+    }
+}
