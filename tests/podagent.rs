@@ -241,6 +241,26 @@ fn a_change_across_expired_watches_and_dropped_connections_is_applied_exactly_on
 }
 
 #[test]
+fn a_pod_created_after_podagent_started_is_watched_too() {
+    let mut sb = Sandbox::new();
+    running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let agent = PodAgent::start(&sb, &node);
+    let reconciles = agent.metric("podagent_reconciles_total");
+
+    // kubelet creates app3 on this node while podagent runs; kactus sets it up.
+    sb.apply(&Sandbox::pod_yaml("default", "app3", &json!({"networks": r#"[{"name":"green"}]"#})));
+    let p3 = start_pod(&mut sb, "app3");
+    assert!(wait_until(|| agent.metric("podagent_reconciles_total") > reconciles), "app3 was never looked at");
+    assert!(node.calls().is_empty(), "app3 is in sync: {:?}", node.calls());
+
+    let patch = json!({"metadata": {"annotations": {"networks": r#"[{"name":"green"},{"name":"data"}]"#}}});
+    sb.api().store().merge_patch("pods", "default", "app3", &patch).unwrap();
+    assert!(wait_until(|| sb.pods[p3].has_link(DATA)), "data never appeared in app3: {:?}", sb.pod_devices(p3));
+    assert_eq!(node.calls().len(), 1, "{:?}", node.calls());
+}
+
+#[test]
 fn a_missing_network_is_reported_on_its_pod_and_does_not_hold_up_another() {
     let mut sb = Sandbox::new();
     let p = running_pod(&mut sb);
