@@ -2,7 +2,8 @@
 # The seeds' green/blue example end to end on one machine, no cluster needed:
 # a "node" network namespace holding the test apiserver (loaded with examples/sandbox) and
 # the delegates' bridges, two "pod" namespaces app1 and app2, kactus ADD for both, `ip a` in
-# each, pings across green and blue, `data` added to and removed from running app1, then DEL
+# each, pings across green and blue, `data` added to and removed from running app1 by podagent
+# after an annotation edit, then DEL
 # and a check that nothing is left. Everything it makes is removed on exit, even on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,9 @@ NODE=kactus-demo-node
 RUN=/run/kactus-demo
 TOKEN=demo-token
 API_PID=""
+AGENT_PID=""
 cleanup() {
+    [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
     [ -n "$API_PID" ] && kill "$API_PID" 2>/dev/null && wait "$API_PID" 2>/dev/null || true
     for ns in kactus-demo-app1 kactus-demo-app2 "$NODE"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$RUN"
@@ -82,16 +85,43 @@ api() { ip netns exec "$NODE" curl -sS --cacert "$CA" -H "Authorization: Bearer 
 api https://127.0.0.1:6443/api/v1/namespaces/default/pods/app1 \
     | sed -n 's/.*"k8s.v1.cni.cncf.io\/network-status":"\(.*\)","networks".*/\1/p' | sed 's/\\"/"/g'; echo
 
-step "add network data to running app1: annotation patched, then the dynamic ADD podagent sends"
-api -X PATCH -H 'Content-Type: application/merge-patch+json' \
-    -d '{"metadata":{"annotations":{"networks":"[ { \"name\": \"green\" }, { \"name\": \"blue\" }, { \"name\": \"data\" } ]"}}}' \
-    https://127.0.0.1:6443/api/v1/namespaces/default/pods/app1 > /dev/null
-kactus ADD app1 ";K8S_POD_NETWORK=data"; echo
+step "podagent on the node: watches the node's pods, execs the node's CNI config on a change"
+mkdir -p "$RUN/net.d" "$RUN/bin"
+cp "$RUN/kactus.conf" "$RUN/net.d/00-kactus.conf"
+ln -sf "$BIN/kactus" "$RUN/bin/kactus"
+ip netns exec "$NODE" "$BIN/podagent" --node-name node1 --kubeconfig "$RUN/kubeconfig.yaml" \
+    --cni-conf-dir "$RUN/net.d" --cni-bin-dir "$RUN/bin" --cni-path "$RUN/bin:/usr/lib/cni" \
+    --kactus-cache-dir "$RUN/cache" --log-level warn 2> "$RUN/podagent.log" &
+AGENT_PID=$!
+for _ in $(seq 100); do ip netns exec "$NODE" curl -sf http://127.0.0.1:9648/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+echo "podagent ready: $(ip netns exec "$NODE" curl -s http://127.0.0.1:9648/healthz)"
+
+wait_for() { # CONDITION-COMMAND...
+    for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
+    echo "timed out waiting for: $*" >&2; return 1
+}
+has_data() { ip -n kactus-demo-app1 link show net8d777f385d3d >/dev/null 2>&1; }
+no_data() { ! has_data; }
+networks() { # the networks annotation of app1, as a merge patch
+    api -X PATCH -H 'Content-Type: application/merge-patch+json' \
+        -d "{\"metadata\":{\"annotations\":{\"networks\":$1}}}" \
+        https://127.0.0.1:6443/api/v1/namespaces/default/pods/app1 > /dev/null
+}
+
+step "add network data to running app1 (annotation edit only; podagent does the rest)"
+networks '"[ { \"name\": \"green\" }, { \"name\": \"blue\" }, { \"name\": \"data\" } ]"'
+wait_for has_data
 ip -n kactus-demo-app1 -br addr show dev net8d777f385d3d
 
-step "remove data from app1 again (dynamic DEL)"
-kactus DEL app1 ";K8S_POD_NETWORK=data"
+step "remove data from app1's annotation: podagent deletes the device"
+networks '"[ { \"name\": \"green\" }, { \"name\": \"blue\" } ]"'
+wait_for no_data
+dels_counted() { ip netns exec "$NODE" curl -s http://127.0.0.1:9648/metrics | grep -q '^podagent_dels_total 1'; }
+wait_for dels_counted
 ip -n kactus-demo-app1 -br link
+echo "podagent counters:"
+ip netns exec "$NODE" curl -s http://127.0.0.1:9648/metrics | grep -E '^podagent_(adds|dels|failures)_total'
+kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=""
 
 for pod in app1 app2; do
     step "CNI_COMMAND=DEL kactus   (pod $pod)"
