@@ -6,6 +6,7 @@ use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, PlannedCall};
 use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation};
+use crate::netlink::DefaultRoute;
 use serde_json::Value;
 
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
@@ -60,15 +61,16 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         timeout: cfg.delegate_timeout,
     };
     let mut result = chain::add(&call.net, &inv, &call.runtime_config)?;
-    let meta = KactusMeta {
+    let mut meta = KactusMeta {
         seq,
         role: call.role,
         network: call.network.clone(),
         key: call.key.clone(),
         is_default: call.is_default,
         gateways: call.gateways.clone(),
+        replaced_routes: Vec::new(),
     };
-    let entry = |result: Value| CacheEntry {
+    let entry = |result: Value, kactus: KactusMeta| CacheEntry {
         kind: "cniCacheV1".into(),
         container_id: env.container_id.clone(),
         config: CacheEntry::encode_config(&call.net),
@@ -78,20 +80,35 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         cni_args: call.args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
         capability_args: call.runtime_config.clone(),
         result,
-        kactus: meta.clone(),
+        kactus,
+    };
+    // The device exists now: a failure below undoes it before reporting.
+    let undo = |e: CniError, result: &Value| {
+        let _ = del_entry(cfg, env, &entry(result.clone(), meta.clone()));
+        e
     };
     if let Some(mac) = &call.set_mac {
-        let made = entry(result.clone());
         let bytes = crate::netns::parse_mac(mac)
-            .ok_or_else(|| CniError::invalid_config(format!("mac {mac:?} is not a MAC address")))?;
-        if let Err(e) = crate::netns::set_mac(netns, &call.ifname, bytes) {
-            // The device exists now: undo it before reporting.
-            let _ = del_entry(cfg, env, &made);
-            return Err(CniError::io(format!("set MAC {mac} on {}", call.ifname), e));
-        }
+            .ok_or_else(|| undo(CniError::invalid_config(format!("mac {mac:?} is not a MAC address")), &result))?;
+        crate::netns::set_mac(netns, &call.ifname, bytes)
+            .map_err(|e| undo(CniError::io(format!("set MAC {mac} on {}", call.ifname), e), &result))?;
         set_result_mac(&mut result, &call.ifname, mac);
     }
-    Ok(entry(result))
+    if !call.gateways.is_empty() {
+        meta.replaced_routes = move_default_route(netns, call).map_err(|e| undo(e, &result))?;
+    }
+    Ok(entry(result, meta))
+}
+
+/// NPWG `default-route`: the pod's default route(s) go via the given gateways on this device.
+fn move_default_route(netns: &std::path::Path, call: &PlannedCall) -> Result<Vec<DefaultRoute>, CniError> {
+    let gateways = call
+        .gateways
+        .iter()
+        .map(|g| g.parse().map_err(|_| CniError::invalid_config(format!("default-route {g:?} is not an IP address"))))
+        .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+    crate::netlink::move_default_routes(netns, &call.ifname, &gateways)
+        .map_err(|e| CniError::io(format!("default-route {} on {}", call.gateways.join(","), call.ifname), e))
 }
 
 /// Keeps the cached result truthful after kactus changed the MAC itself.

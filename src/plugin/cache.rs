@@ -43,6 +43,9 @@ pub struct KactusMeta {
     pub is_default: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    /// Default routes this attachment's `default-route` took over, put back at its DEL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_routes: Vec<crate::netlink::DefaultRoute>,
 }
 
 /// One cached delegate call, in libcni's `cniCacheV1` shape.
