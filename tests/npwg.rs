@@ -88,3 +88,149 @@ fn removing_the_default_route_attachment_gives_eth0_its_default_route_back() {
     sb.kactus("DEL", "c-fe1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
     assert!(sb.pod_devices(p).is_empty());
 }
+
+/// green on a bridge (with DNS in its config, which bridge passes through to its result),
+/// blue on macvlan over a veth master in the node netns.
+fn green_blue(sb: &Sandbox, namespace: &str) {
+    if !sb.node.has_link("blue0") {
+        sb.node.ip(&["link", "add", "blue0", "type", "veth", "peer", "name", "blue0p"]);
+        sb.node.ip(&["link", "set", "blue0", "up"]);
+        sb.node.ip(&["link", "set", "blue0p", "up"]);
+    }
+    let green = json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "green-br",
+        "dns": {"nameservers": ["192.168.42.53"], "search": ["green.example"]},
+        "ipam": {"type": "host-local", "subnet": "192.168.42.0/24", "rangeStart": "192.168.42.10", "dataDir": sb.ipam_dir()}});
+    let blue = json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "blue0", "mode": "bridge",
+        "ipam": {"type": "host-local", "subnet": "192.168.43.0/24", "rangeStart": "192.168.43.10", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml(namespace, "green", &green));
+    sb.apply(&Sandbox::nad_yaml(namespace, "blue", &blue));
+}
+
+fn network_status(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<Value> {
+    let obj = sb.api().store().get("pods", namespace, pod).unwrap();
+    let text = obj["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().expect("network-status");
+    serde_json::from_str::<Value>(text).unwrap().as_array().unwrap().clone()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn assert_clean(sb: &Sandbox, pod: usize) {
+    assert!(sb.pod_devices(pod).is_empty(), "devices left: {:?}", sb.pod_devices(pod));
+    assert!(sb.leases().is_empty(), "leases left: {:?}", sb.leases());
+    assert!(sb.cache_files().is_empty(), "cache left: {:?}", sb.cache_files());
+}
+
+#[test]
+fn the_same_network_twice_gets_two_devices_named_by_repeat() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "green, green" })));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let second = device_name_for("green#1");
+    assert_eq!(sb.pod_devices(p).len(), 3, "{:?}", sb.pod_devices(p));
+    assert!(sb.pods[p].has_link("net9f27410725ab") && sb.pods[p].has_link(&second), "{:?}", sb.pod_devices(p));
+    assert_ne!(sb.pods[p].addrs("net9f27410725ab"), sb.pods[p].addrs(&second));
+    let status = network_status(&sb, "default", "app1");
+    let green: Vec<&Value> = status.iter().filter(|e| e["name"] == "default/green").collect();
+    assert_eq!(green.len(), 2, "{status:?}");
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
+
+#[test]
+fn an_option_no_plugin_declares_fails_with_code_7_naming_it_and_leaves_nothing() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    sb.apply(&Sandbox::pod_yaml(
+        "default",
+        "app1",
+        &json!({ NPWG: r#"[{"name":"green","ips":["192.168.42.99/24"]}]"# }),
+    ));
+    let p = sb.pod("app1");
+    let out =
+        sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &sb.kactus_conf());
+    let (code, msg) = out.err();
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains("\"ips\"") && msg.contains("default/green"), "{msg}");
+    assert_clean(&sb, p);
+}
+
+#[test]
+fn network_status_matches_the_devices_in_the_pod_field_by_field() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "green, blue@blue1" })));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let pod = &sb.pods[p];
+    let status = network_status(&sb, "default", "app1");
+    assert_eq!(status.len(), 3, "{status:?}");
+    assert_eq!(status[0]["name"], "cluster", "the default network (the master delegate) first");
+    assert_eq!(status[0]["default"], true);
+    assert_eq!(status.iter().filter(|e| e["default"] == true).count(), 1);
+    let interfaces: Vec<String> = status.iter().map(|e| e["interface"].as_str().unwrap().to_string()).collect();
+    assert_eq!(sorted(interfaces), sorted(sb.pod_devices(p)), "one entry per device in the pod");
+    for e in &status {
+        let dev = e["interface"].as_str().unwrap();
+        let addrs: Vec<String> = pod.addrs(dev).iter().map(|a| a.split('/').next().unwrap().to_string()).collect();
+        assert_eq!(e["ips"], json!(addrs), "ips of {dev}");
+        assert_eq!(e["mac"], pod.mac(dev), "mac of {dev}");
+        assert!(e["dns"].is_object(), "dns of {dev}: {e}");
+    }
+    let by_name = |n: &str| status.iter().find(|e| e["name"] == n).cloned().unwrap();
+    assert_eq!(by_name("default/green")["interface"], "net9f27410725ab");
+    assert_eq!(by_name("default/blue")["interface"], "blue1");
+    assert!(by_name("default/green").get("default").is_none());
+    assert_eq!(by_name("default/green")["dns"], json!({"nameservers": ["192.168.42.53"], "search": ["green.example"]}));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
+
+#[test]
+fn namespace_isolation_refuses_another_namespaces_network_but_not_a_global_one() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "team-b");
+    green_blue(&sb, "default");
+    sb.apply(&Sandbox::pod_yaml("team-a", "app1", &json!({ NPWG: "team-b/green" })));
+    sb.apply(&Sandbox::pod_yaml("team-a", "app2", &json!({ NPWG: "default/green" })));
+    let (p1, p2) = (sb.pod("app1"), sb.pod("app2"));
+    let mut conf = sb.kactus_conf();
+    conf["namespaceIsolation"] = true.into();
+    let (code, msg) =
+        sb.kactus("ADD", "c-app1", Some(&sb.pods[p1].path), "eth0", &pod_args("team-a", "app1"), &conf).err();
+    assert_eq!(code, 102, "{msg}");
+    assert!(msg.contains("team-a/app1") && msg.contains("team-b/green") && msg.contains("namespaceIsolation"), "{msg}");
+    assert_clean(&sb, p1);
+
+    // default is a global namespace unless configured otherwise.
+    let args2 = pod_args("team-a", "app2");
+    sb.kactus("ADD", "c-app2", Some(&sb.pods[p2].path), "eth0", &args2, &conf).ok();
+    assert!(sb.pods[p2].has_link(&device_name_for("default/green")));
+    sb.kactus("DEL", "c-app2", Some(&sb.pods[p2].path), "eth0", &args2, &conf).ok();
+    assert_clean(&sb, p2);
+}
+
+#[test]
+fn the_npwg_annotation_wins_over_the_kactus_one() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    let ann = json!({ NPWG: "green", "networks": r#"[{"name":"blue"}]"# });
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &ann));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_eq!(sorted(sb.pod_devices(p)), vec!["eth0", "net9f27410725ab"]);
+    let log = std::fs::read_to_string(sb.path("kactus.log")).unwrap_or_default();
+    assert!(log.contains(r#"using "k8s.v1.cni.cncf.io/networks""#), "a warning is logged: {log}");
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
