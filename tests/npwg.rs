@@ -234,3 +234,52 @@ fn the_npwg_annotation_wins_over_the_kactus_one() {
     sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
     assert_clean(&sb, p);
 }
+
+#[test]
+fn gc_removes_a_stale_containers_devices_leases_and_cache_and_keeps_the_live_one() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    for name in ["app1", "app2"] {
+        sb.apply(&Sandbox::pod_yaml("default", name, &json!({ NPWG: "green" })));
+    }
+    let (p1, p2) = (sb.pod("app1"), sb.pod("app2"));
+    let conf = sb.kactus_conf();
+    for (p, name) in [(p1, "app1"), (p2, "app2")] {
+        sb.kactus("ADD", &format!("c-{name}"), Some(&sb.pods[p].path), "eth0", &pod_args("default", name), &conf).ok();
+    }
+    assert_eq!(sb.leases().len(), 4);
+
+    // The runtime lost track of app1 (its DEL never came): only app2 is valid.
+    let mut gc_conf = conf.clone();
+    gc_conf["cniVersion"] = "1.1.0".into();
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "c-app2", "ifname": "eth0"}]);
+    sb.kactus("GC", "", None, "", "", &gc_conf).ok();
+
+    assert!(sb.pod_devices(p1).is_empty(), "app1 left: {:?}", sb.pod_devices(p1));
+    assert_eq!(sorted(sb.pod_devices(p2)), vec!["eth0", "net9f27410725ab"]);
+    assert_eq!(sb.leases().len(), 2, "only app2's leases stay: {:?}", sb.leases());
+    assert!(sb.cache_files().iter().all(|f| !f.contains("c-app1")), "{:?}", sb.cache_files());
+    assert!(sb.cache_files().iter().any(|f| f == "c-app2"), "{:?}", sb.cache_files());
+
+    // disableGC makes GC a no-op, even with an empty list.
+    let mut off = gc_conf.clone();
+    off["disableGC"] = true.into();
+    off["cni.dev/valid-attachments"] = json!([]);
+    sb.kactus("GC", "", None, "", "", &off).ok();
+    assert_eq!(sb.leases().len(), 2);
+
+    sb.kactus("DEL", "c-app2", Some(&sb.pods[p2].path), "eth0", &pod_args("default", "app2"), &conf).ok();
+    assert_clean(&sb, p2);
+}
+
+#[test]
+fn status_is_ready_with_the_master_installed_and_50_without_it() {
+    let sb = Sandbox::new();
+    let mut conf = sb.kactus_conf();
+    conf["cniVersion"] = "1.1.0".into();
+    sb.kactus("STATUS", "", None, "", "", &conf).ok();
+    conf["delegates"][0]["type"] = "flannel-not-installed".into();
+    let (code, msg) = sb.kactus("STATUS", "", None, "", "", &conf).err();
+    assert_eq!(code, 50, "{msg}");
+    assert!(msg.contains("flannel-not-installed"), "{msg}");
+}

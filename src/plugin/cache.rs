@@ -87,6 +87,19 @@ impl CacheEntry {
     }
 }
 
+/// Container IDs with a cache under `cache_dir` (what GC weighs against the runtime's list).
+pub fn cached_containers(cache_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(cache_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// The cache of one container, held under its lock for the life of the value.
 pub struct ContainerCache {
     dir: PathBuf,
