@@ -118,3 +118,91 @@ fn forward_gc(cfg: &KactusConfig, env: &CniEnv, net: &NetworkConfig, alive: &[Va
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::cache::{CacheEntry, KactusMeta, Role};
+    use super::*;
+    use crate::cni::test_plugin::FakePlugin;
+    use serde_json::json;
+
+    fn entry(container: &str, ifname: &str, net: &NetworkConfig, seq: u64) -> CacheEntry {
+        CacheEntry {
+            kind: "cniCacheV1".into(),
+            container_id: container.into(),
+            config: CacheEntry::encode_config(net),
+            if_name: ifname.into(),
+            network_name: net.name.clone(),
+            netns: String::new(),
+            cni_args: vec![["K8S_POD_NAME".into(), container.into()]],
+            capability_args: Map::new(),
+            result: Value::Null,
+            kactus: KactusMeta {
+                seq,
+                role: if ifname == "eth0" { Role::Master } else { Role::Attachment },
+                network: String::new(),
+                key: String::new(),
+                is_default: ifname == "eth0",
+                gateways: Vec::new(),
+                replaced_routes: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn stale_containers_are_deleted_and_each_1_1_network_gets_its_live_attachments() {
+        let fake = FakePlugin::new("fakenet");
+        let cache_dir = fake.dir().join("cache");
+        let master = json!({"cniVersion": "1.1.0", "type": "fakenet", "masterPlugin": true});
+        let conf = json!({"cniVersion": "1.1.0", "name": "kactus-net", "cacheDir": cache_dir, "delegates": [master],
+            "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]});
+        let cfg = KactusConfig::from_bytes(conf.to_string().as_bytes()).unwrap();
+        let att =
+            NetworkConfig::parse(&json!({"cniVersion": "1.1.0", "name": "green", "type": "fakenet"}), "", "").unwrap();
+        let old =
+            NetworkConfig::parse(&json!({"cniVersion": "1.0.0", "name": "blue", "type": "fakenet"}), "", "").unwrap();
+        for container in ["live", "stale"] {
+            let cache = ContainerCache::lock(&cache_dir, container).unwrap();
+            cache.write(&entry(container, "eth0", &cfg.master, 0)).unwrap();
+            cache.write(&entry(container, "net9f27410725ab", &att, 1)).unwrap();
+            cache.write(&entry(container, "net48d6215903df", &old, 2)).unwrap();
+        }
+        let env = CniEnv::from_lookup(|k| match k {
+            "CNI_COMMAND" => Some("GC".into()),
+            "CNI_PATH" => Some(fake.path()),
+            _ => None,
+        })
+        .unwrap();
+        gc(&cfg, &env).unwrap();
+
+        assert_eq!(cached_containers(&cache_dir), vec!["live"]);
+        let calls = fake.calls();
+        let dels: Vec<(String, String)> =
+            calls.iter().filter(|c| c.command == "DEL").map(|c| (c.container_id.clone(), c.ifname.clone())).collect();
+        let stale = |i: &str| ("stale".to_string(), i.to_string());
+        assert_eq!(dels, vec![stale("net48d6215903df"), stale("net9f27410725ab"), stale("eth0")], "newest first");
+        let gcs: BTreeMap<String, Value> = calls
+            .iter()
+            .filter(|c| c.command == "GC")
+            .map(|c| (c.stdin["name"].as_str().unwrap().to_string(), c.stdin[VALID_ATTACHMENTS].clone()))
+            .collect();
+        assert_eq!(gcs.len(), 2, "blue is 1.0.0 and gets no GC: {gcs:?}");
+        assert_eq!(gcs["kactus-net"], json!([{"containerID": "live", "ifname": "eth0"}]));
+        assert_eq!(gcs["green"], json!([{"containerID": "live", "ifname": "net9f27410725ab"}]));
+    }
+
+    #[test]
+    fn gc_without_the_valid_list_is_refused_and_disable_gc_does_nothing() {
+        let fake = FakePlugin::new("fakenet");
+        let base = json!({"cniVersion": "1.1.0", "name": "k", "cacheDir": fake.dir().join("cache"),
+            "delegates": [{"type": "fakenet", "masterPlugin": true}]});
+        let env = CniEnv::from_lookup(|k| (k == "CNI_COMMAND").then(|| "GC".to_string())).unwrap();
+        let cfg = KactusConfig::from_bytes(base.to_string().as_bytes()).unwrap();
+        let e = gc(&cfg, &env).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains(VALID_ATTACHMENTS), "{}", e.msg);
+        let mut off = base.clone();
+        off["disableGC"] = true.into();
+        gc(&KactusConfig::from_bytes(off.to_string().as_bytes()).unwrap(), &env).unwrap();
+        assert!(fake.calls().is_empty());
+    }
+}

@@ -41,3 +41,45 @@ pub fn status(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::test_plugin::FakePlugin;
+    use serde_json::json;
+
+    fn run_status(fake: &FakePlugin, version: &str) -> Result<(), CniError> {
+        let conf = json!({"cniVersion": "1.1.0", "name": "k",
+            "delegates": [{"cniVersion": version, "type": "fakenet", "masterPlugin": true}]});
+        let cfg = KactusConfig::from_bytes(conf.to_string().as_bytes()).unwrap();
+        let path = fake.path();
+        let env = CniEnv::from_lookup(|k| match k {
+            "CNI_COMMAND" => Some("STATUS".into()),
+            "CNI_PATH" => Some(path.clone()),
+            _ => None,
+        })
+        .unwrap();
+        status(&cfg, &env)
+    }
+
+    #[test]
+    fn a_1_1_master_is_asked_and_its_failure_is_code_50() {
+        let fake = FakePlugin::new("fakenet");
+        run_status(&fake, "1.1.0").unwrap();
+        assert_eq!(fake.calls().iter().filter(|c| c.command == "STATUS").count(), 1);
+        fake.fail_with(11, "flannel subnet file missing");
+        let e = run_status(&fake, "1.1.0").unwrap_err();
+        assert_eq!(e.code, 50);
+        assert!(e.msg.contains("not ready") && e.msg.contains("flannel subnet file missing"), "{}", e.msg);
+        fake.fail_with(51, "degraded");
+        assert_eq!(run_status(&fake, "1.1.0").unwrap_err().code, 51, "the master's own 51 is kept");
+    }
+
+    #[test]
+    fn an_older_master_is_not_asked() {
+        let fake = FakePlugin::new("fakenet");
+        fake.fail_with(11, "would fail if asked");
+        run_status(&fake, "1.0.0").unwrap();
+        assert!(fake.calls().is_empty());
+    }
+}
