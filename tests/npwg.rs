@@ -112,6 +112,18 @@ fn network_status(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<Value> {
     serde_json::from_str::<Value>(text).unwrap().as_array().unwrap().clone()
 }
 
+/// (type, reason, message) of the events recorded on a pod.
+fn pod_events(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<(String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    sb.api()
+        .store()
+        .list("events", Some(namespace))
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["involvedObject"]["kind"] == "Pod")
+        .map(|e| (s(&e["type"]), s(&e["reason"]), s(&e["message"])))
+        .collect()
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -159,6 +171,7 @@ fn an_option_no_plugin_declares_fails_with_code_7_naming_it_and_leaves_nothing()
     assert_eq!(code, 7, "{msg}");
     assert!(msg.contains("\"ips\"") && msg.contains("default/green"), "{msg}");
     assert_clean(&sb, p);
+    assert_eq!(pod_events(&sb, "default", "app1"), vec![("Warning".into(), "AttachFailed".into(), msg)]);
 }
 
 #[test]
@@ -173,6 +186,11 @@ fn network_status_matches_the_devices_in_the_pod_field_by_field() {
     let pod = &sb.pods[p];
     let status = network_status(&sb, "default", "app1");
     assert_eq!(status.len(), 3, "{status:?}");
+    let green_ip = pod.addrs("net9f27410725ab")[0].clone();
+    let events = pod_events(&sb, "default", "app1");
+    let added = |msg: String| ("Normal".to_string(), "AddedInterface".to_string(), msg);
+    assert!(events.contains(&added(format!("Add net9f27410725ab [{green_ip}] from default/green"))), "{events:?}");
+    assert_eq!(events.iter().filter(|e| e.1 == "AddedInterface").count(), 3, "one per device: {events:?}");
     assert_eq!(status[0]["name"], "cluster", "the default network (the master delegate) first");
     assert_eq!(status[0]["default"], true);
     assert_eq!(status.iter().filter(|e| e["default"] == true).count(), 1);
@@ -282,4 +300,20 @@ fn status_is_ready_with_the_master_installed_and_50_without_it() {
     let (code, msg) = sb.kactus("STATUS", "", None, "", "", &conf).err();
     assert_eq!(code, 50, "{msg}");
     assert!(msg.contains("flannel-not-installed"), "{msg}");
+}
+
+#[test]
+fn a_missing_network_is_a_network_not_found_warning_on_the_pod() {
+    let mut sb = Sandbox::new();
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "nosuchnet" })));
+    let p = sb.pod("app1");
+    let out =
+        sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &sb.kactus_conf());
+    let (code, msg) = out.err();
+    assert_eq!(code, 101, "{msg}");
+    let events = pod_events(&sb, "default", "app1");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].0.as_str(), events[0].1.as_str()), ("Warning", "NetworkNotFound"));
+    assert!(events[0].2.contains("default/nosuchnet"), "{events:?}");
+    assert_clean(&sb, p);
 }

@@ -5,33 +5,29 @@ use super::cache::{CacheEntry, ContainerCache, KactusMeta};
 use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, PlannedCall};
-use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation};
+use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
 
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
-    let plan = plan_add(cfg, env)?;
+    let pod = env.args.pod();
+    let plan = plan_add(cfg, env).inspect_err(|e| warn_pod(cfg, pod.as_ref(), e))?;
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
     let mut made: Vec<CacheEntry> = Vec::new();
     for (seq, call) in (cache.next_seq()..).zip(&plan.calls) {
-        match add_one(cfg, env, call, seq) {
-            Ok(entry) => {
-                let written = cache.write(&entry);
-                made.push(entry);
-                if let Err(e) = written {
-                    return Err(rollback(cfg, env, cache, made, e));
-                }
-            }
-            Err(e) => return Err(rollback(cfg, env, cache, made, e.context(describe(call)))),
+        let step = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call))).and_then(|entry| {
+            let written = cache.write(&entry);
+            made.push(entry);
+            written
+        });
+        if let Err(e) = step {
+            let e = rollback(cfg, env, cache, made, e);
+            warn_pod(cfg, plan.pod.as_ref(), &e);
+            return Err(e);
         }
     }
     if let Some(pod) = &plan.pod {
-        if let Err(e) = super::plan::kube_client(cfg).and_then(|c| {
-            super::status::publish(&c, pod, &cache.entries())
-                .map_err(|e| super::plan::kube_error(e, "patch network-status"))
-        }) {
-            log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
-        }
+        tell_apiserver(cfg, pod, &cache.entries(), &made);
     }
     // The runtime gets the eth0 result; a dynamic call gets its attachment's.
     let answer = made.iter().find(|e| e.kactus.is_default).or(made.first());
@@ -39,6 +35,25 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     let out = CniResult::convert(&result, &cfg.cni_version)?;
     log::info!("ADD {} done: {} delegate call(s)", env.container_id, made.len());
     Ok(out)
+}
+
+/// network-status and an `AddedInterface` event per device: logged on failure, the devices stay.
+fn tell_apiserver(cfg: &KactusConfig, pod: &PodRef, cached: &[CacheEntry], made: &[CacheEntry]) {
+    let client = match super::plan::kube_client(cfg) {
+        Ok(c) => c,
+        Err(e) => return log::warn!("pod {}/{}: network-status and events not written: {e}", pod.namespace, pod.name),
+    };
+    if let Err(e) = super::status::publish(&client, pod, cached) {
+        log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
+    }
+    super::events::added_interfaces(&client, pod, made);
+}
+
+/// A failed ADD shows on the pod as a warning event (best effort).
+fn warn_pod(cfg: &KactusConfig, pod: Option<&PodRef>, err: &CniError) {
+    if let (Some(pod), Ok(client)) = (pod, super::plan::kube_client(cfg)) {
+        super::events::add_failed(&client, pod, err);
+    }
 }
 
 fn describe(call: &PlannedCall) -> String {

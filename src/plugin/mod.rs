@@ -7,6 +7,7 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod del;
+pub mod events;
 pub mod gc;
 pub mod plan;
 pub mod readiness;
