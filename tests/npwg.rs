@@ -317,3 +317,24 @@ fn a_missing_network_is_a_network_not_found_warning_on_the_pod() {
     assert!(events[0].2.contains("default/nosuchnet"), "{events:?}");
     assert_clean(&sb, p);
 }
+
+#[test]
+fn a_kaloom_network_object_is_the_second_source_of_network_configs() {
+    let mut sb = Sandbox::new();
+    // As Kaloom's examples write it: spec.plugin names the plugin, spec.config the rest.
+    let config = json!({"cniVersion": "0.3.1", "name": "green-net", "bridge": "green-br",
+        "ipam": {"type": "host-local", "subnet": "192.168.42.0/24", "rangeStart": "192.168.42.10", "dataDir": sb.ipam_dir()}});
+    let network = json!({"apiVersion": "kaloom.com/v1", "kind": "Network",
+        "metadata": {"name": "green", "namespace": "default"},
+        "spec": {"plugin": "bridge", "config": config.to_string()}});
+    sb.apply(&network.to_string());
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"green"}]"#})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_eq!(sb.pods[p].addrs("net9f27410725ab"), vec!["192.168.42.10/24"]);
+    assert!(sb.node.has_link("green-br"), "the bridge plugin ran");
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
