@@ -24,6 +24,7 @@ fn macvlan100(sb: &Sandbox) {
     let list = json!({"cniVersion": "0.3.1", "plugins": [
         {"type": "macvlan", "capabilities": {"ips": true}, "master": "vlan100", "mode": "bridge",
          "ipam": {"type": "static", "routes": [
+             {"dst": "0.0.0.0/0", "gw": "10.158.100.254"},
              {"dst": "192.168.100.0/24", "gw": "10.158.100.254"},
              {"dst": "10.158.0.0/16", "gw": "10.158.100.254"}]}},
         {"type": "tuning", "capabilities": {"mac": true}}]});
@@ -336,5 +337,25 @@ fn a_kaloom_network_object_is_the_second_source_of_network_configs() {
     assert_eq!(sb.pods[p].addrs("net9f27410725ab"), vec!["192.168.42.10/24"]);
     assert!(sb.node.has_link("green-br"), "the bridge plugin ran");
     sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
+
+#[test]
+fn an_ipv6_gateway_moves_only_the_ipv6_default_route() {
+    let mut sb = Sandbox::new();
+    macvlan100(&sb);
+    let v6 = json!({"cniVersion": "1.0.0", "type": "macvlan", "capabilities": {"ips": true}, "master": "vlan100",
+        "mode": "bridge", "ipam": {"type": "static"}});
+    sb.apply(&Sandbox::nad_yaml("default", "v6net", &v6));
+    let ann = r#"[{"name":"v6net","ips":["fd00:100::2/64"],"default-route":["fd00:100::fe"]}]"#;
+    sb.apply(&Sandbox::pod_yaml("default", "fe6", &json!({ NPWG: ann })));
+    let p = sb.pod("fe6");
+    let conf = conf_with_default_route(&sb);
+    let args = pod_args("default", "fe6");
+    sb.kactus("ADD", "c-fe6", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let dev = device_name_for("v6net");
+    assert_eq!(sb.pods[p].default_routes("-6"), vec![("fd00:100::fe".to_string(), dev.clone())]);
+    assert_eq!(sb.pods[p].default_routes("-4"), vec![("10.244.0.1".to_string(), "eth0".to_string())], "v4 stays");
+    sb.kactus("DEL", "c-fe6", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
     assert_clean(&sb, p);
 }
