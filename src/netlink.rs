@@ -29,57 +29,74 @@ pub struct DefaultRoute {
 
 /// Makes each gateway the pod's default route for its address family, on device `ifname`
 /// of the namespace at `netns`. Families without a gateway keep their default route. Returns
-/// the default routes it replaced, for [`restore_default_routes`].
+/// the default routes it replaced, for [`restore_default_routes`]; on failure the pod's
+/// routes are put back as they were.
 pub fn move_default_routes(netns: &Path, ifname: &str, gateways: &[IpAddr]) -> io::Result<Vec<DefaultRoute>> {
     let (ifname, gateways) = (ifname.to_string(), gateways.to_vec());
     crate::netns::run_in(netns, move || {
         let mut rtnl = Rtnl::open()?;
         let oif = index_of(&ifname)?;
         let mut replaced = Vec::new();
-        for ipv6 in [false, true] {
-            let Some(gw) = gateways.iter().copied().find(|g| g.is_ipv6() == ipv6) else { continue };
-            let old = rtnl.default_routes(ipv6)?;
-            // Add (or replace the same-metric one) first, so the pod is never without one.
-            let new = default_route_message(ipv6, Some(gw), oif, None);
-            rtnl.request(RouteNetlinkMessage::NewRoute(new), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
-                .map_err(|e| io::Error::new(e.kind(), format!("default route via {gw} dev {ifname}: {e}")))?;
-            for route in old {
-                let (g, o, metric) = route_key(&route);
-                if g == Some(gw) && o == Some(oif) {
-                    continue;
-                }
-                replaced.push(DefaultRoute { gateway: g, dev: name_of(o), metric, ipv6 });
-                let mut del = route;
-                del.attributes.retain(|a| {
-                    matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Oif(_) | RouteAttribute::Priority(_))
-                });
-                match rtnl.request(RouteNetlinkMessage::DelRoute(del), NLM_F_ACK) {
-                    // The replace above already took the one with the same metric.
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                    other => other.map(drop)?,
-                }
+        if let Err(e) = move_here(&mut rtnl, oif, &gateways, &mut replaced) {
+            for gw in &gateways {
+                let ours = default_route_message(gw.is_ipv6(), Some(*gw), oif, None);
+                let _ = rtnl.request(RouteNetlinkMessage::DelRoute(ours), NLM_F_ACK);
             }
+            let _ = restore_here(&mut rtnl, &replaced);
+            return Err(io::Error::new(e.kind(), format!("default route via {gateways:?} dev {ifname}: {e}")));
         }
         Ok(replaced)
     })?
+}
+
+fn move_here(rtnl: &mut Rtnl, oif: u32, gateways: &[IpAddr], replaced: &mut Vec<DefaultRoute>) -> io::Result<()> {
+    for ipv6 in [false, true] {
+        let Some(gw) = gateways.iter().copied().find(|g| g.is_ipv6() == ipv6) else { continue };
+        let old = rtnl.default_routes(ipv6)?;
+        for route in &old {
+            let (g, o, metric) = route_key(route);
+            if !(g == Some(gw) && o == Some(oif)) {
+                replaced.push(DefaultRoute { gateway: g, dev: name_of(o), metric, ipv6 });
+            }
+        }
+        // Add (or replace the same-metric one) first, so the pod is never without one.
+        let new = default_route_message(ipv6, Some(gw), oif, None);
+        rtnl.request(RouteNetlinkMessage::NewRoute(new), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)?;
+        for mut route in old {
+            let (g, o, _) = route_key(&route);
+            if g == Some(gw) && o == Some(oif) {
+                continue;
+            }
+            route.attributes.retain(|a| {
+                matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Oif(_) | RouteAttribute::Priority(_))
+            });
+            match rtnl.request(RouteNetlinkMessage::DelRoute(route), NLM_F_ACK) {
+                // The replace above already took the one with the same metric.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                other => other.map(drop)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Puts back default routes saved by [`move_default_routes`], best effort per route: a
 /// device that is gone takes its route with it; one already present is fine.
 pub fn restore_default_routes(netns: &Path, routes: &[DefaultRoute]) -> io::Result<()> {
     let routes = routes.to_vec();
-    crate::netns::run_in(netns, move || {
-        let mut rtnl = Rtnl::open()?;
-        for r in routes {
-            let Ok(oif) = index_of(&r.dev) else { continue };
-            let msg = default_route_message(r.ipv6, r.gateway, oif, r.metric);
-            match rtnl.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                other => other.map(drop)?,
-            }
+    crate::netns::run_in(netns, move || restore_here(&mut Rtnl::open()?, &routes))?
+}
+
+fn restore_here(rtnl: &mut Rtnl, routes: &[DefaultRoute]) -> io::Result<()> {
+    for r in routes {
+        let Ok(oif) = index_of(&r.dev) else { continue };
+        let msg = default_route_message(r.ipv6, r.gateway, oif, r.metric);
+        match rtnl.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other.map(drop)?,
         }
-        Ok(())
-    })?
+    }
+    Ok(())
 }
 
 fn index_of(ifname: &str) -> io::Result<u32> {
@@ -206,5 +223,79 @@ impl Rtnl {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A throwaway netns with `va` (10.1.0.2/24, the default route via 10.1.0.1) and `vc`
+    /// (10.2.0.2/24); removed on drop.
+    struct Ns(String);
+
+    impl Ns {
+        fn new(tag: &str) -> Ns {
+            let ns = Ns(format!("kactus-nl-{tag}-{}", std::process::id()));
+            for cmd in [
+                format!("netns add {}", ns.0),
+                format!("-n {} link add va type veth peer name vb", ns.0),
+                format!("-n {} link add vc type veth peer name vd", ns.0),
+                format!("-n {} link set va up", ns.0),
+                format!("-n {} link set vc up", ns.0),
+                format!("-n {} link set vb up", ns.0),
+                format!("-n {} link set vd up", ns.0),
+                format!("-n {} addr add 10.1.0.2/24 dev va", ns.0),
+                format!("-n {} addr add 10.2.0.2/24 dev vc", ns.0),
+                format!("-n {} route add default via 10.1.0.1 dev va", ns.0),
+            ] {
+                let ok = Command::new("ip").args(cmd.split(' ')).status().is_ok_and(|s| s.success());
+                assert!(ok, "ip {cmd}");
+            }
+            ns
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            Path::new("/var/run/netns").join(&self.0)
+        }
+
+        fn defaults(&self) -> String {
+            let out = Command::new("ip").args(["-n", &self.0, "-4", "route", "show", "default"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    }
+
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    #[test]
+    fn the_default_route_moves_and_comes_back_when_the_device_goes() {
+        let ns = Ns::new("move");
+        let replaced = move_default_routes(&ns.path(), "vc", &["10.2.0.1".parse().unwrap()]).unwrap();
+        assert_eq!(ns.defaults(), "default via 10.2.0.1 dev vc");
+        assert_eq!(
+            replaced,
+            vec![DefaultRoute {
+                gateway: Some("10.1.0.1".parse().unwrap()),
+                dev: "va".into(),
+                metric: None,
+                ipv6: false
+            }]
+        );
+        let _ = Command::new("ip").args(["-n", &ns.0, "link", "del", "vc"]).status();
+        restore_default_routes(&ns.path(), &replaced).unwrap();
+        assert!(ns.defaults().starts_with("default via 10.1.0.1 dev va"), "{}", ns.defaults());
+    }
+
+    #[test]
+    fn an_unreachable_gateway_fails_and_leaves_the_default_route_alone() {
+        let ns = Ns::new("unreach");
+        let e = move_default_routes(&ns.path(), "vc", &["10.9.9.9".parse().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("10.9.9.9"), "{e}");
+        assert!(ns.defaults().starts_with("default via 10.1.0.1 dev va"), "{}", ns.defaults());
     }
 }
