@@ -10,6 +10,7 @@ pub mod cni;
 pub mod install;
 pub mod kube;
 pub mod logging;
+pub mod netlink;
 pub mod netns;
 pub mod plugin;
 pub mod podagent;

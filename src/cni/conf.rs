@@ -27,7 +27,10 @@ impl NetworkConfig {
     pub fn parse(value: &Value, default_name: &str, default_version: &str) -> Result<NetworkConfig, CniError> {
         let obj = value.as_object().ok_or_else(|| CniError::invalid_config("network config must be a JSON object"))?;
         let name = opt_str(obj, "name")?.filter(|s| !s.is_empty()).unwrap_or(default_name).to_string();
-        let cni_version = opt_str(obj, "cniVersion")?.filter(|s| !s.is_empty()).unwrap_or(default_version).to_string();
+        let cni_version = match super::version::negotiate(obj).map_err(|e| e.context(format!("network {name:?}")))? {
+            Some(v) => v,
+            None => opt_str(obj, "cniVersion")?.filter(|s| !s.is_empty()).unwrap_or(default_version).to_string(),
+        };
         Version::supported(&cni_version).map_err(|e| e.context(format!("network {name:?}")))?;
         let (plugins, is_list) = match obj.get("plugins") {
             Some(Value::Array(list)) => {

@@ -12,6 +12,10 @@ pub mod code {
     pub const DECODING_FAILURE: u32 = 6;
     pub const INVALID_NETWORK_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// CNI 1.1 STATUS: the plugin cannot take ADDs now.
+    pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
+    /// CNI 1.1 STATUS: as 50, and existing containers may have limited connectivity.
+    pub const PLUGIN_NOT_AVAILABLE_LIMITED_CONNECTIVITY: u32 = 51;
     /// The apiserver refused or failed a request for a reason retrying will not fix.
     pub const APISERVER: u32 = 100;
     /// A network named by the pod has no NetworkAttachmentDefinition (or config file).

@@ -7,6 +7,8 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod result;
+#[cfg(test)]
+pub mod test_plugin;
 pub mod version;
 
 pub use conf::NetworkConfig;

@@ -49,6 +49,34 @@ impl Version {
     }
 }
 
+/// CNI 1.1 `cniVersions`: the highest listed version kactus speaks, as libcni picks it; a
+/// list with none kactus speaks is code 1. `None` when the config has no such list.
+pub fn negotiate(config: &serde_json::Map<String, serde_json::Value>) -> Result<Option<String>, CniError> {
+    let list = match config.get("cniVersions") {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Array(list)) => list,
+        Some(_) => return Err(CniError::invalid_config("config field \"cniVersions\" must be a list of versions")),
+    };
+    let mut best: Option<(Version, &str)> = None;
+    for v in list.iter().filter_map(serde_json::Value::as_str).filter(|v| SUPPORTED.contains(v)) {
+        let parsed = Version::parse(v)?;
+        if best.is_none_or(|(b, _)| parsed > b) {
+            best = Some((parsed, v));
+        }
+    }
+    match best {
+        Some((_, v)) => Ok(Some(v.to_string())),
+        None => Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "none of cniVersions {} is supported; supported versions: {}",
+                serde_json::Value::Array(list.clone()),
+                SUPPORTED.join(", ")
+            ),
+        )),
+    }
+}
+
 fn bad_version(s: &str) -> CniError {
     CniError::new(code::INCOMPATIBLE_VERSION, format!("cniVersion {s:?} is not a version (want major.minor.patch)"))
 }
@@ -69,6 +97,22 @@ mod tests {
         assert!(v("0.4.0") < v("1.0.0"));
         assert!(v("1.1.0") >= Version::V1_1_0);
         assert_eq!(v(""), Version(0, 1, 0));
+    }
+
+    #[test]
+    fn cni_versions_picks_the_highest_supported_one() {
+        let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let pick = |v| negotiate(&obj(v));
+        assert_eq!(pick(serde_json::json!({"cniVersion": "1.0.0"})).unwrap(), None);
+        assert_eq!(
+            pick(serde_json::json!({"cniVersions": ["0.4.0", "1.1.0", "1.0.0", "9.9.9"]})).unwrap().as_deref(),
+            Some("1.1.0")
+        );
+        assert_eq!(pick(serde_json::json!({"cniVersions": ["0.3.1", "2.0.0"]})).unwrap().as_deref(), Some("0.3.1"));
+        let none = pick(serde_json::json!({"cniVersions": ["2.0.0", "3.0.0"]})).unwrap_err();
+        assert_eq!(none.code, 1);
+        assert!(none.msg.contains("2.0.0"), "{}", none.msg);
+        assert_eq!(pick(serde_json::json!({"cniVersions": "1.1.0"})).unwrap_err().code, 7);
     }
 
     #[test]

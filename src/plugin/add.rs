@@ -5,32 +5,29 @@ use super::cache::{CacheEntry, ContainerCache, KactusMeta};
 use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, PlannedCall};
-use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation};
+use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
+use crate::netlink::DefaultRoute;
 use serde_json::Value;
 
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
-    let plan = plan_add(cfg, env)?;
+    let pod = env.args.pod();
+    let plan = plan_add(cfg, env).inspect_err(|e| warn_pod(cfg, pod.as_ref(), e))?;
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
     let mut made: Vec<CacheEntry> = Vec::new();
     for (seq, call) in (cache.next_seq()..).zip(&plan.calls) {
-        match add_one(cfg, env, call, seq) {
-            Ok(entry) => {
-                let written = cache.write(&entry);
-                made.push(entry);
-                if let Err(e) = written {
-                    return Err(rollback(cfg, env, cache, made, e));
-                }
-            }
-            Err(e) => return Err(rollback(cfg, env, cache, made, e.context(describe(call)))),
+        let step = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call))).and_then(|entry| {
+            let written = cache.write(&entry);
+            made.push(entry);
+            written
+        });
+        if let Err(e) = step {
+            let e = rollback(cfg, env, cache, made, e);
+            warn_pod(cfg, plan.pod.as_ref(), &e);
+            return Err(e);
         }
     }
     if let Some(pod) = &plan.pod {
-        if let Err(e) = super::plan::kube_client(cfg).and_then(|c| {
-            super::status::publish(&c, pod, &cache.entries())
-                .map_err(|e| super::plan::kube_error(e, "patch network-status"))
-        }) {
-            log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
-        }
+        tell_apiserver(cfg, pod, &cache.entries(), &made);
     }
     // The runtime gets the eth0 result; a dynamic call gets its attachment's.
     let answer = made.iter().find(|e| e.kactus.is_default).or(made.first());
@@ -38,6 +35,25 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     let out = CniResult::convert(&result, &cfg.cni_version)?;
     log::info!("ADD {} done: {} delegate call(s)", env.container_id, made.len());
     Ok(out)
+}
+
+/// network-status and an `AddedInterface` event per device: logged on failure, the devices stay.
+fn tell_apiserver(cfg: &KactusConfig, pod: &PodRef, cached: &[CacheEntry], made: &[CacheEntry]) {
+    let client = match super::plan::kube_client(cfg) {
+        Ok(c) => c,
+        Err(e) => return log::warn!("pod {}/{}: network-status and events not written: {e}", pod.namespace, pod.name),
+    };
+    if let Err(e) = super::status::publish(&client, pod, cached) {
+        log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
+    }
+    super::events::added_interfaces(&client, pod, made);
+}
+
+/// A failed ADD shows on the pod as a warning event (best effort).
+fn warn_pod(cfg: &KactusConfig, pod: Option<&PodRef>, err: &CniError) {
+    if let (Some(pod), Ok(client)) = (pod, super::plan::kube_client(cfg)) {
+        super::events::add_failed(&client, pod, err);
+    }
 }
 
 fn describe(call: &PlannedCall) -> String {
@@ -60,15 +76,16 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         timeout: cfg.delegate_timeout,
     };
     let mut result = chain::add(&call.net, &inv, &call.runtime_config)?;
-    let meta = KactusMeta {
+    let mut meta = KactusMeta {
         seq,
         role: call.role,
         network: call.network.clone(),
         key: call.key.clone(),
         is_default: call.is_default,
         gateways: call.gateways.clone(),
+        replaced_routes: Vec::new(),
     };
-    let entry = |result: Value| CacheEntry {
+    let entry = |result: Value, kactus: KactusMeta| CacheEntry {
         kind: "cniCacheV1".into(),
         container_id: env.container_id.clone(),
         config: CacheEntry::encode_config(&call.net),
@@ -78,20 +95,35 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         cni_args: call.args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
         capability_args: call.runtime_config.clone(),
         result,
-        kactus: meta.clone(),
+        kactus,
+    };
+    // The device exists now: a failure below undoes it before reporting.
+    let undo = |e: CniError, result: &Value| {
+        let _ = del_entry(cfg, env, &entry(result.clone(), meta.clone()));
+        e
     };
     if let Some(mac) = &call.set_mac {
-        let made = entry(result.clone());
         let bytes = crate::netns::parse_mac(mac)
-            .ok_or_else(|| CniError::invalid_config(format!("mac {mac:?} is not a MAC address")))?;
-        if let Err(e) = crate::netns::set_mac(netns, &call.ifname, bytes) {
-            // The device exists now: undo it before reporting.
-            let _ = del_entry(cfg, env, &made);
-            return Err(CniError::io(format!("set MAC {mac} on {}", call.ifname), e));
-        }
+            .ok_or_else(|| undo(CniError::invalid_config(format!("mac {mac:?} is not a MAC address")), &result))?;
+        crate::netns::set_mac(netns, &call.ifname, bytes)
+            .map_err(|e| undo(CniError::io(format!("set MAC {mac} on {}", call.ifname), e), &result))?;
         set_result_mac(&mut result, &call.ifname, mac);
     }
-    Ok(entry(result))
+    if !call.gateways.is_empty() {
+        meta.replaced_routes = move_default_route(netns, call).map_err(|e| undo(e, &result))?;
+    }
+    Ok(entry(result, meta))
+}
+
+/// NPWG `default-route`: the pod's default route(s) go via the given gateways on this device.
+fn move_default_route(netns: &std::path::Path, call: &PlannedCall) -> Result<Vec<DefaultRoute>, CniError> {
+    let gateways = call
+        .gateways
+        .iter()
+        .map(|g| g.parse().map_err(|_| CniError::invalid_config(format!("default-route {g:?} is not an IP address"))))
+        .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+    crate::netlink::move_default_routes(netns, &call.ifname, &gateways)
+        .map_err(|e| CniError::io(format!("default-route {} on {}", call.gateways.join(","), call.ifname), e))
 }
 
 /// Keeps the cached result truthful after kactus changed the MAC itself.

@@ -43,6 +43,9 @@ pub struct KactusMeta {
     pub is_default: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    /// Default routes this attachment's `default-route` took over, put back at its DEL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_routes: Vec<crate::netlink::DefaultRoute>,
 }
 
 /// One cached delegate call, in libcni's `cniCacheV1` shape.
@@ -82,6 +85,19 @@ impl CacheEntry {
     pub fn args(&self) -> CniArgs {
         CniArgs(self.cni_args.iter().map(|[k, v]| (k.clone(), v.clone())).collect())
     }
+}
+
+/// Container IDs with a cache under `cache_dir` (what GC weighs against the runtime's list).
+pub fn cached_containers(cache_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(cache_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The cache of one container, held under its lock for the life of the value.

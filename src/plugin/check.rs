@@ -12,6 +12,10 @@ pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
             format!("config cniVersion {} does not allow CHECK (0.4.0 or later)", cfg.cni_version),
         ));
     }
+    if cfg.disable_check {
+        log::info!("CHECK {}: disableCheck is set, nothing checked", env.container_id);
+        return Ok(());
+    }
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
     let mut entries = cache.entries();
     if let Some(name) = env.args.get(K8S_POD_NETWORK) {

@@ -35,7 +35,23 @@ pub struct KactusConfig {
     /// kubelet's `runtimeConfig` (portMappings, bandwidth, ...): for the pod's eth0 only.
     pub runtime_config: Map<String, Value>,
     pub prev_result: Option<Value>,
+    /// CNI 1.1: CHECK and GC on the kactus network are no-ops when these are set.
+    pub disable_check: bool,
+    pub disable_gc: bool,
+    /// CNI 1.1 GC: `cni.dev/valid-attachments`, the runtime's live (containerID, ifname).
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
+
+/// One element of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
 
 impl KactusConfig {
     /// Parses stdin: undecodable JSON is code 6, anything malformed or contradictory code 7,
@@ -49,7 +65,10 @@ impl KactusConfig {
     }
 
     fn from_object(obj: &Map<String, Value>) -> Result<KactusConfig, CniError> {
-        let cni_version = string(obj, "cniVersion")?.unwrap_or_default();
+        let cni_version = match crate::cni::version::negotiate(obj)? {
+            Some(v) => v,
+            None => string(obj, "cniVersion")?.unwrap_or_default(),
+        };
         Version::supported(&cni_version)?;
         let name = string(obj, "name")?.filter(|s| !s.is_empty()).ok_or_else(|| field("name", "is required"))?;
         let delegates_raw = match obj.get("delegates") {
@@ -113,6 +132,14 @@ impl KactusConfig {
             global_namespaces,
             runtime_config: obj.get("runtimeConfig").and_then(Value::as_object).cloned().unwrap_or_default(),
             prev_result: obj.get("prevResult").filter(|v| !v.is_null()).cloned(),
+            disable_check: obj.get("disableCheck").and_then(Value::as_bool).unwrap_or(false),
+            disable_gc: obj.get("disableGC").and_then(Value::as_bool).unwrap_or(false),
+            valid_attachments: match obj.get(VALID_ATTACHMENTS) {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                    field(VALID_ATTACHMENTS, &format!("must be a list of {{\"containerID\", \"ifname\"}}: {e}"))
+                })?),
+            },
         })
     }
 }
@@ -177,6 +204,30 @@ mod tests {
             assert_eq!(e.code, 7, "{cfg}");
             assert!(e.msg.contains(want), "{cfg}: {}", e.msg);
         }
+    }
+
+    #[test]
+    fn cni_versions_and_cni_1_1_keys() {
+        let c = parse(json!({"name": "k", "cniVersion": "0.4.0", "cniVersions": ["1.0.0", "1.1.0", "5.0.0"],
+            "disableCheck": true, "disableGC": true,
+            "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}],
+            "delegates": [{"type": "a", "masterPlugin": true}]}))
+        .unwrap();
+        assert_eq!(c.cni_version, "1.1.0");
+        assert_eq!(c.master.cni_version, "1.1.0", "a delegate without its own version gets kactus's");
+        assert!(c.disable_check && c.disable_gc);
+        assert_eq!(
+            c.valid_attachments,
+            Some(vec![ValidAttachment { container_id: "c1".into(), ifname: "eth0".into() }])
+        );
+        let e =
+            parse(json!({"name": "k", "cniVersions": ["3.0.0"], "delegates": [{"type": "a", "masterPlugin": true}]}))
+                .unwrap_err();
+        assert_eq!(e.code, 1, "{}", e.msg);
+        let e = parse(json!({"name": "k", "cni.dev/valid-attachments": [{"ifname": 3}],
+            "delegates": [{"type": "a", "masterPlugin": true}]}))
+        .unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("valid-attachments"), "{}", e.msg);
     }
 
     #[test]

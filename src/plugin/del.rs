@@ -62,7 +62,14 @@ pub fn del_entry(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result
         timeout: cfg.delegate_timeout,
     };
     let cached = (!entry.result.is_null()).then_some(&entry.result);
-    chain::del(&net, &inv, &entry.capability_args, cached)
+    chain::del(&net, &inv, &entry.capability_args, cached)?;
+    // The attachment's device took the default route with it: give the pod back its own.
+    if let Some(netns) = inv.netns.filter(|_| !entry.kactus.replaced_routes.is_empty()) {
+        if let Err(e) = crate::netlink::restore_default_routes(netns, &entry.kactus.replaced_routes) {
+            log::warn!("{}: default routes not restored after DEL of {}: {e}", env.container_id, entry.if_name);
+        }
+    }
+    Ok(())
 }
 
 fn del_master_uncached(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {

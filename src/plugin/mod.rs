@@ -7,7 +7,10 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod del;
+pub mod events;
+pub mod gc;
 pub mod plan;
+pub mod readiness;
 pub mod status;
 
 pub use config::KactusConfig;
@@ -58,10 +61,8 @@ pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniErr
         Command::Add => add::add(&cfg, &env).map(|v| v.to_string()),
         Command::Del => del::del(&cfg, &env).map(|_| String::new()),
         Command::Check => check::check(&cfg, &env).map(|_| String::new()),
-        Command::Status | Command::Gc => Err(CniError::new(
-            crate::cni::code::UNSUPPORTED_FIELD,
-            format!("{} is not supported yet", env.command.as_str()),
-        )),
+        Command::Status => readiness::status(&cfg, &env).map(|_| String::new()),
+        Command::Gc => gc::gc(&cfg, &env).map(|_| String::new()),
         Command::Version => Ok(String::new()),
     }
 }

@@ -189,21 +189,63 @@ fn fetch_networks(
 }
 
 /// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
-/// whose `name` is the NAD's name.
+/// whose `name` is the NAD's name. Without a NAD, Kaloom's `kaloom.com/v1` `Network` of
+/// that name is the second source, so clusters coming from the original kactus keep working.
 fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -> Result<NetworkConfig, CniError> {
     let (ns, name) = (&att.namespace, &att.selection.name);
-    let nad = client.get_network_attachment_definition(ns, name).map_err(|e| match e {
-        KubeError::NotFound { .. } => CniError::new(
-            code::NETWORK_NOT_FOUND,
-            format!("network {ns}/{name}: NetworkAttachmentDefinition {ns}/{name} not found"),
-        ),
-        e => kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}")),
-    })?;
-    if !nad.spec.config.trim().is_empty() {
-        return NetworkConfig::from_bytes(nad.spec.config.as_bytes(), name, &cfg.cni_version)
+    let config = match client.get_network_attachment_definition(ns, name) {
+        Ok(nad) => nad.spec.config,
+        Err(KubeError::NotFound { .. }) => return kaloom_network_config(cfg, client, ns, name),
+        Err(e) => return Err(kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}"))),
+    };
+    if !config.trim().is_empty() {
+        return NetworkConfig::from_bytes(config.as_bytes(), name, &cfg.cni_version)
             .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")));
     }
     config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)
+}
+
+/// Kaloom's `Network`: `spec.config` is the CNI config, `spec.plugin` its plugin type (used
+/// when the config leaves `type` out).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct KaloomNetwork {
+    spec: KaloomNetworkSpec,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct KaloomNetworkSpec {
+    plugin: String,
+    config: String,
+}
+
+fn kaloom_network_config(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<NetworkConfig, CniError> {
+    let path = format!("/apis/kaloom.com/v1/namespaces/{ns}/networks/{name}");
+    let net: KaloomNetwork = client.get(&path).map_err(|e| match e {
+        KubeError::NotFound { .. } => CniError::new(
+            code::NETWORK_NOT_FOUND,
+            format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
+        ),
+        e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
+    })?;
+    if net.spec.config.trim().is_empty() {
+        return config_from_dir(&cfg.conf_dir, name, &cfg.cni_version);
+    }
+    let what = format!("kaloom.com/v1 Network {ns}/{name} spec.config");
+    let mut value: Value = serde_json::from_str(&net.spec.config)
+        .map_err(|e| CniError::new(code::DECODING_FAILURE, format!("{what} is not JSON: {e}")))?;
+    if let Some(obj) = value.as_object_mut() {
+        if !obj.contains_key("type") && !obj.contains_key("plugins") && !net.spec.plugin.is_empty() {
+            obj.insert("type".into(), net.spec.plugin.clone().into());
+        }
+    }
+    NetworkConfig::parse(&value, name, &cfg.cni_version).map_err(|e| e.context(what))
 }
 
 fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {

@@ -76,6 +76,21 @@ impl Netns {
         Some((r["gateway"].as_str()?.to_string(), r["dev"].as_str()?.to_string()))
     }
 
+    /// Every default route of a family (`-4` or `-6`) as (gateway, device).
+    pub fn default_routes(&self, family: &str) -> Vec<(String, String)> {
+        let v: Value = serde_json::from_str(&self.ip(&[family, "-j", "route", "show", "default"])).unwrap_or(json!([]));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["gateway"].as_str().unwrap_or_default().to_string(),
+                    r["dev"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// One ping from this namespace; only ever to addresses inside the sandbox.
     pub fn ping(&self, addr: &str) -> bool {
         Command::new("ip")

@@ -1,0 +1,208 @@
+//! GC (CNI 1.1): the runtime names the attachments that are alive (`cni.dev/valid-attachments`);
+//! every other container in the kactus cache is stale. Its delegates get a DEL with what
+//! their ADD had (best effort, as libcni synthesises for cached attachments) and its cache
+//! goes; then each network that speaks 1.1 gets a GC of its own with the attachments still
+//! alive on it. Goes on past failures and reports them all, as the spec asks.
+
+use super::cache::{cached_containers, ContainerCache};
+use super::config::{KactusConfig, ValidAttachment, VALID_ATTACHMENTS};
+use super::del::del_entry;
+use crate::cni::error::join_errors;
+use crate::cni::exec::exec_plugin;
+use crate::cni::{CniArgs, CniEnv, CniError, Command, Invocation, NetworkConfig, Version};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+pub fn gc(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
+    if cfg.disable_gc {
+        log::info!("GC: disableGC is set, nothing collected");
+        return Ok(());
+    }
+    // Without the list every container would look stale: refuse rather than delete all.
+    let valid = cfg
+        .valid_attachments
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_config(format!("GC needs \"{VALID_ATTACHMENTS}\" in the config")))?;
+    let alive: BTreeSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+    let mut errors = Vec::new();
+    for container in cached_containers(&cfg.cache_dir).into_iter().filter(|c| !alive.contains(c.as_str())) {
+        log::info!("GC: container {container} is not among the valid attachments; deleting what kactus made for it");
+        errors.extend(delete_stale(cfg, env, &container));
+    }
+    for (net, attachments) in networks_alive(cfg, valid).into_values() {
+        if net.version() >= Version::V1_1_0 && !net.disable_gc {
+            errors.extend(forward_gc(cfg, env, &net, &attachments));
+        }
+    }
+    join_errors(errors).map_or(Ok(()), Err)
+}
+
+/// DELs every cached call of a stale container, newest first, and drops its cache whatever
+/// the delegates said: a failure is reported, and a later GC would only fail the same way.
+fn delete_stale(cfg: &KactusConfig, env: &CniEnv, container: &str) -> Vec<CniError> {
+    let cache = match ContainerCache::lock(&cfg.cache_dir, container) {
+        Ok(c) => c,
+        Err(e) => return vec![e.context(format!("GC of container {container}"))],
+    };
+    let mut errors = Vec::new();
+    for entry in cache.entries().iter().rev() {
+        let stale_env = CniEnv {
+            command: Command::Del,
+            container_id: container.to_string(),
+            netns: (!entry.netns.is_empty()).then(|| PathBuf::from(&entry.netns)),
+            ifname: entry.if_name.clone(),
+            args: entry.args(),
+            path: env.path.clone(),
+        };
+        if let Err(e) = del_entry(cfg, &stale_env, entry) {
+            errors.push(
+                e.context(format!("GC of container {container}: delete {} ({})", entry.if_name, entry.network_name)),
+            );
+        }
+        if let Err(e) = cache.remove(&entry.if_name) {
+            errors.push(e);
+        }
+    }
+    cache.remove_if_empty();
+    errors
+}
+
+/// Each network kactus drives, by name (GC is per network), with its live attachments: the
+/// master gets the runtime's own list plus its cached ones; every other network the cached
+/// attachments of the containers still alive.
+fn networks_alive(
+    cfg: &KactusConfig,
+    valid: &[ValidAttachment],
+) -> BTreeMap<String, (NetworkConfig, Vec<ValidAttachment>)> {
+    let mut nets: BTreeMap<String, (NetworkConfig, Vec<ValidAttachment>)> = BTreeMap::new();
+    nets.insert(cfg.master.name.clone(), (cfg.master.clone(), valid.to_vec()));
+    for d in &cfg.delegates {
+        nets.entry(d.name.clone()).or_insert_with(|| (d.clone(), Vec::new()));
+    }
+    for container in cached_containers(&cfg.cache_dir) {
+        let Ok(cache) = ContainerCache::lock(&cfg.cache_dir, &container) else { continue };
+        for entry in cache.entries() {
+            let Ok(net) = entry.network() else { continue };
+            let list = &mut nets.entry(net.name.clone()).or_insert_with(|| (net, Vec::new())).1;
+            let att = ValidAttachment { container_id: container.clone(), ifname: entry.if_name.clone() };
+            if !list.contains(&att) {
+                list.push(att);
+            }
+        }
+    }
+    nets
+}
+
+/// GC to every plugin of one network, as libcni runs it for a conflist.
+fn forward_gc(cfg: &KactusConfig, env: &CniEnv, net: &NetworkConfig, alive: &[ValidAttachment]) -> Vec<CniError> {
+    let args = CniArgs::default();
+    let inv = Invocation {
+        command: Command::Gc,
+        container_id: "",
+        netns: None,
+        ifname: "",
+        args: &args,
+        cni_path: &env.path,
+        timeout: cfg.delegate_timeout,
+    };
+    let list = serde_json::to_value(alive).unwrap_or(Value::Array(Vec::new()));
+    let mut errors = Vec::new();
+    for i in 0..net.plugins.len() {
+        let t = net.plugins[i].get("type").and_then(Value::as_str).unwrap_or_default();
+        let mut stdin = net.plugin_stdin(i, &Map::new(), None);
+        stdin[VALID_ATTACHMENTS] = list.clone();
+        if let Err(e) = exec_plugin(&inv, t, stdin.to_string().as_bytes()) {
+            errors.push(e.context(format!("GC of network {:?} ({t})", net.name)));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cache::{CacheEntry, KactusMeta, Role};
+    use super::*;
+    use crate::cni::test_plugin::FakePlugin;
+    use serde_json::json;
+
+    fn entry(container: &str, ifname: &str, net: &NetworkConfig, seq: u64) -> CacheEntry {
+        CacheEntry {
+            kind: "cniCacheV1".into(),
+            container_id: container.into(),
+            config: CacheEntry::encode_config(net),
+            if_name: ifname.into(),
+            network_name: net.name.clone(),
+            netns: String::new(),
+            cni_args: vec![["K8S_POD_NAME".into(), container.into()]],
+            capability_args: Map::new(),
+            result: Value::Null,
+            kactus: KactusMeta {
+                seq,
+                role: if ifname == "eth0" { Role::Master } else { Role::Attachment },
+                network: String::new(),
+                key: String::new(),
+                is_default: ifname == "eth0",
+                gateways: Vec::new(),
+                replaced_routes: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn stale_containers_are_deleted_and_each_1_1_network_gets_its_live_attachments() {
+        let fake = FakePlugin::new("fakenet");
+        let cache_dir = fake.dir().join("cache");
+        let master = json!({"cniVersion": "1.1.0", "type": "fakenet", "masterPlugin": true});
+        let conf = json!({"cniVersion": "1.1.0", "name": "kactus-net", "cacheDir": cache_dir, "delegates": [master],
+            "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]});
+        let cfg = KactusConfig::from_bytes(conf.to_string().as_bytes()).unwrap();
+        let att =
+            NetworkConfig::parse(&json!({"cniVersion": "1.1.0", "name": "green", "type": "fakenet"}), "", "").unwrap();
+        let old =
+            NetworkConfig::parse(&json!({"cniVersion": "1.0.0", "name": "blue", "type": "fakenet"}), "", "").unwrap();
+        for container in ["live", "stale"] {
+            let cache = ContainerCache::lock(&cache_dir, container).unwrap();
+            cache.write(&entry(container, "eth0", &cfg.master, 0)).unwrap();
+            cache.write(&entry(container, "net9f27410725ab", &att, 1)).unwrap();
+            cache.write(&entry(container, "net48d6215903df", &old, 2)).unwrap();
+        }
+        let env = CniEnv::from_lookup(|k| match k {
+            "CNI_COMMAND" => Some("GC".into()),
+            "CNI_PATH" => Some(fake.path()),
+            _ => None,
+        })
+        .unwrap();
+        gc(&cfg, &env).unwrap();
+
+        assert_eq!(cached_containers(&cache_dir), vec!["live"]);
+        let calls = fake.calls();
+        let dels: Vec<(String, String)> =
+            calls.iter().filter(|c| c.command == "DEL").map(|c| (c.container_id.clone(), c.ifname.clone())).collect();
+        let stale = |i: &str| ("stale".to_string(), i.to_string());
+        assert_eq!(dels, vec![stale("net48d6215903df"), stale("net9f27410725ab"), stale("eth0")], "newest first");
+        let gcs: BTreeMap<String, Value> = calls
+            .iter()
+            .filter(|c| c.command == "GC")
+            .map(|c| (c.stdin["name"].as_str().unwrap().to_string(), c.stdin[VALID_ATTACHMENTS].clone()))
+            .collect();
+        assert_eq!(gcs.len(), 2, "blue is 1.0.0 and gets no GC: {gcs:?}");
+        assert_eq!(gcs["kactus-net"], json!([{"containerID": "live", "ifname": "eth0"}]));
+        assert_eq!(gcs["green"], json!([{"containerID": "live", "ifname": "net9f27410725ab"}]));
+    }
+
+    #[test]
+    fn gc_without_the_valid_list_is_refused_and_disable_gc_does_nothing() {
+        let fake = FakePlugin::new("fakenet");
+        let base = json!({"cniVersion": "1.1.0", "name": "k", "cacheDir": fake.dir().join("cache"),
+            "delegates": [{"type": "fakenet", "masterPlugin": true}]});
+        let env = CniEnv::from_lookup(|k| (k == "CNI_COMMAND").then(|| "GC".to_string())).unwrap();
+        let cfg = KactusConfig::from_bytes(base.to_string().as_bytes()).unwrap();
+        let e = gc(&cfg, &env).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains(VALID_ATTACHMENTS), "{}", e.msg);
+        let mut off = base.clone();
+        off["disableGC"] = true.into();
+        gc(&KactusConfig::from_bytes(off.to_string().as_bytes()).unwrap(), &env).unwrap();
+        assert!(fake.calls().is_empty());
+    }
+}
