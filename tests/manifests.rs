@@ -189,12 +189,7 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
     let file = "manifests/podagent-serviceaccount-and-rbac.yaml";
     assert_eq!(
         granted(file),
-        rules(&[
-            ("", "pods", "get"),
-            ("", "pods", "list"),
-            ("", "pods", "watch"),
-            ("", "events", "create"),
-        ])
+        rules(&[("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create"),])
     );
     assert_bound(file, "manifests/podagent-ds.yaml", "podagent");
 }
