@@ -7,6 +7,7 @@
 
 pub mod attachment;
 pub mod cni;
+pub mod endpoints;
 pub mod kube;
 pub mod logging;
 pub mod netns;
