@@ -177,7 +177,8 @@ fn service_on_mp1_gets_secondary_addresses_that_follow_the_pods() {
     stranger["metadata"]["labels"]["app"] = json!("other");
     cluster.apply(stranger);
     let mut no_mp1 = hello_pod("hello-no-mp1", &[], true);
-    no_mp1["metadata"]["annotations"][NETWORK_STATUS] = json!(json!([{"name": "cbr0", "ips": ["10.244.1.8"]}]).to_string());
+    no_mp1["metadata"]["annotations"][NETWORK_STATUS] =
+        json!(json!([{"name": "cbr0", "ips": ["10.244.1.8"]}]).to_string());
     cluster.apply(no_mp1);
     cluster.apply(hello_service("hello1"));
 
@@ -205,12 +206,24 @@ fn service_on_mp1_gets_secondary_addresses_that_follow_the_pods() {
     cluster.server.store().delete("pods", "default", "hello-a").unwrap();
     cluster.expect_endpoints("hello1", &[("200.1.1.3", false)]);
     // hello-b's mp1 address changes, and it gains an IPv6 one: a separate IPv6 slice.
-    cluster.patch_pod("hello-b", json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&["200.1.1.33", "fd00:200::33"])}}}));
+    cluster.patch_pod(
+        "hello-b",
+        json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&["200.1.1.33", "fd00:200::33"])}}}),
+    );
     cluster.expect_endpoints("hello1", &[("200.1.1.33", false), ("fd00:200::33", false)]);
     let names: Vec<_> = cluster.slices("hello1").iter().map(|s| s["metadata"]["name"].clone()).collect();
     assert_eq!(names, [json!("hello1-kactus-ipv4-0"), json!("hello1-kactus-ipv6-0")]);
     // The Service stops asking for mp1: our slices go.
-    cluster.server.store().merge_patch("services", "default", "hello1", &json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": null}}})).unwrap();
+    cluster
+        .server
+        .store()
+        .merge_patch(
+            "services",
+            "default",
+            "hello1",
+            &json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": null}}}),
+        )
+        .unwrap();
     assert!(wait_until(|| cluster.slices("hello1").is_empty()), "slices left:\n{}", cluster.log());
 
     assert!(cluster.counter("endpoints_syncs_total") > 0);
@@ -295,7 +308,8 @@ fn convergence_time_over_50_changes() {
     for i in 1..=50 {
         let address = format!("200.1.2.{i}");
         let start = Instant::now();
-        cluster.patch_pod("hello-a", json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&[&address])}}}));
+        cluster
+            .patch_pod("hello-a", json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&[&address])}}}));
         let seen = || cluster.endpoints("hello1").iter().any(|(a, _)| *a == address);
         let mut converged = seen();
         while !converged && start.elapsed() < WAIT {
@@ -307,5 +321,11 @@ fn convergence_time_over_50_changes() {
     }
     times.sort();
     let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
-    println!("endpoints convergence over {} changes: p50 {:?}, p99 {:?}, max {:?}", times.len(), pct(50), pct(99), times[times.len() - 1]);
+    println!(
+        "endpoints convergence over {} changes: p50 {:?}, p99 {:?}, max {:?}",
+        times.len(),
+        pct(50),
+        pct(99),
+        times[times.len() - 1]
+    );
 }

@@ -68,7 +68,11 @@ impl Controller {
     }
 
     /// Services of `namespace` whose selector picks a pod with these labels.
-    pub fn services_selecting(&self, namespace: &str, labels: &[&std::collections::BTreeMap<String, String>]) -> Vec<String> {
+    pub fn services_selecting(
+        &self,
+        namespace: &str,
+        labels: &[&std::collections::BTreeMap<String, String>],
+    ) -> Vec<String> {
         self.services
             .in_namespace(namespace)
             .iter()
@@ -111,7 +115,12 @@ impl Controller {
     }
 
     /// Creates, updates and deletes slices so that `existing` becomes `desired`.
-    fn apply(&self, namespace: &str, existing: Vec<EndpointSlice>, desired: Vec<EndpointSlice>) -> Result<(), KubeError> {
+    fn apply(
+        &self,
+        namespace: &str,
+        existing: Vec<EndpointSlice>,
+        desired: Vec<EndpointSlice>,
+    ) -> Result<(), KubeError> {
         let mut existing: HashMap<String, EndpointSlice> =
             existing.into_iter().map(|s| (s.metadata.name.clone(), s)).collect();
         for want in desired {

@@ -53,7 +53,13 @@ pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) ->
         let mut n = 0;
         for ((_, ports), endpoints) in groups.iter().filter(|((f, _), _)| *f == family) {
             for chunk in endpoints.chunks(MAX_ENDPOINTS_PER_SLICE) {
-                slices.push(slice(service, format!("{}-kactus-{short}-{n}", service.metadata.name), family, chunk, ports));
+                slices.push(slice(
+                    service,
+                    format!("{}-kactus-{short}-{n}", service.metadata.name),
+                    family,
+                    chunk,
+                    ports,
+                ));
                 n += 1;
             }
         }
@@ -61,7 +67,13 @@ pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) ->
     slices
 }
 
-fn slice(service: &Service, name: String, family: &str, endpoints: &[Endpoint], ports: &[EndpointPort]) -> EndpointSlice {
+fn slice(
+    service: &Service,
+    name: String,
+    family: &str,
+    endpoints: &[Endpoint],
+    ports: &[EndpointPort],
+) -> EndpointSlice {
     let labels = BTreeMap::from([
         (SERVICE_NAME_LABEL.to_string(), service.metadata.name.clone()),
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
@@ -204,7 +216,8 @@ mod tests {
             name: "hello".into(),
             ports: vec![ContainerPort { name: Some("http".into()), container_port: http_port, protocol: None }],
         }];
-        p.status.conditions = vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into() }];
+        p.status.conditions =
+            vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into() }];
         p
     }
 
@@ -213,7 +226,8 @@ mod tests {
         s.metadata.name = "hello1".into();
         s.metadata.namespace = "default".into();
         s.metadata.uid = "svc-uid".into();
-        s.spec.ports = vec![ServicePort { name: "web".into(), port: 8080, target_port: Some(target), ..Default::default() }];
+        s.spec.ports =
+            vec![ServicePort { name: "web".into(), port: 8080, target_port: Some(target), ..Default::default() }];
         s
     }
 
@@ -267,7 +281,9 @@ mod tests {
         let mut done = pod("y", &status(&["200.1.1.9"]), true, 80);
         done.status.phase = "Succeeded".into();
         assert!(desired_slices(&service(json!("http")), &mp1(), &[&other, &done]).is_empty());
-        let many: Vec<Pod> = (0..250).map(|i| pod(&format!("p{i:03}"), &status(&[&format!("10.9.{}.{}", i / 200, i % 200)]), true, 80)).collect();
+        let many: Vec<Pod> = (0..250)
+            .map(|i| pod(&format!("p{i:03}"), &status(&[&format!("10.9.{}.{}", i / 200, i % 200)]), true, 80))
+            .collect();
         let refs: Vec<&Pod> = many.iter().collect();
         let slices = desired_slices(&service(json!("http")), &mp1(), &refs);
         let sizes: Vec<_> = slices.iter().map(|s| s.endpoints.len()).collect();

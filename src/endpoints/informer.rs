@@ -59,7 +59,11 @@ impl<T: Object> Cache<T> {
     /// The objects of one namespace.
     pub fn in_namespace(&self, namespace: &str) -> Vec<T> {
         let prefix = format!("{namespace}/");
-        self.read().range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()).collect()
+        self.read()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn keys(&self) -> Vec<String> {
@@ -87,10 +91,15 @@ impl<T: Object> Cache<T> {
 
 /// What changed, as the handler hears it.
 pub enum Change<'a, T> {
-    Applied { old: Option<&'a T>, new: &'a T },
+    Applied {
+        old: Option<&'a T>,
+        new: &'a T,
+    },
     Deleted(&'a T),
     /// A (re)list replaced the copy; `previous` is what it held before.
-    Relisted { previous: &'a BTreeMap<String, T> },
+    Relisted {
+        previous: &'a BTreeMap<String, T>,
+    },
 }
 
 pub struct Informer<T> {
@@ -143,7 +152,11 @@ impl<T: Object> Informer<T> {
                             }
                             Ok(WatchEvent::Bookmark { resource_version: rv }) => resource_version = rv,
                             Ok(WatchEvent::Error(status)) => {
-                                self.failed(&mut resource_version, KubeError::from_status(&status, &self.path), &mut failures);
+                                self.failed(
+                                    &mut resource_version,
+                                    KubeError::from_status(&status, &self.path),
+                                    &mut failures,
+                                );
                                 break;
                             }
                             Err(e) => {

@@ -66,9 +66,7 @@ pub fn run(client: Client, options: Options) -> std::io::Result<()> {
             Change::Applied { new, .. } => q.add(&new.key()),
             Change::Deleted(old) => q.add(&old.key()),
             // Services gone while the watch was down need their slices removed too.
-            Change::Relisted { previous } => {
-                previous.keys().chain(all_services.keys().iter()).for_each(|k| q.add(k))
-            }
+            Change::Relisted { previous } => previous.keys().chain(all_services.keys().iter()).for_each(|k| q.add(k)),
         })
     })?;
 

@@ -43,7 +43,8 @@ impl WorkQueue {
         let mut state = self.lock();
         loop {
             let now = Instant::now();
-            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.later).into_iter().partition(|(at, _)| *at <= now);
+            let (due, waiting): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut state.later).into_iter().partition(|(at, _)| *at <= now);
             state.later = waiting;
             for (_, key) in due {
                 if state.queued.insert(key.clone()) {

@@ -102,7 +102,8 @@ fn parse_network(value: &str, service_namespace: &str) -> Result<NetworkRef, Str
             None => (String::new(), value.to_string()),
         }
     };
-    let valid = |s: &str| !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+    let valid =
+        |s: &str| !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
     let namespace = if namespace.is_empty() { service_namespace.to_string() } else { namespace };
     if !valid(&name) || !valid(&namespace) {
         return Err(refuse("is not a valid network name"));
@@ -177,7 +178,10 @@ mod tests {
         let Shape::Supported { network, selector } = shape_of(&bare) else { panic!() };
         assert_eq!(network.to_string(), "default/mp1");
         assert_eq!(selector, labels(&[("app", "x"), ("tier", "y")]));
-        let json = service(&[(NETWORKS_ANNOTATION, r#"[{"name":"mp1","namespace":"mep"}]"#), (SELECTOR_ANNOTATION, "a=b")], &[]);
+        let json = service(
+            &[(NETWORKS_ANNOTATION, r#"[{"name":"mp1","namespace":"mep"}]"#), (SELECTOR_ANNOTATION, "a=b")],
+            &[],
+        );
         assert!(matches!(shape_of(&json), Shape::Supported { network, .. } if network.to_string() == "mep/mp1"));
     }
 
@@ -192,12 +196,15 @@ mod tests {
     #[test]
     fn other_refusals_and_non_services() {
         assert_eq!(shape_of(&service(&[], &[("app", "x")])), Shape::NotOurs);
-        for (net, sel) in [("a/b,c/d", "a=b"), ("a/b", "{}"), ("a/b", "a!=b"), ("a/b", "nonsense"), ("bad name", "a=b")] {
+        for (net, sel) in [("a/b,c/d", "a=b"), ("a/b", "{}"), ("a/b", "a!=b"), ("a/b", "nonsense"), ("bad name", "a=b")]
+        {
             let s = service(&[(NETWORKS_ANNOTATION, net), (SELECTOR_ANNOTATION, sel)], &[]);
             assert!(matches!(shape_of(&s), Shape::Unsupported { .. }), "{net} {sel}");
         }
         let s = service(&[(NETWORKS_ANNOTATION, "a/b")], &[]);
-        assert!(matches!(shape_of(&s), Shape::Unsupported { message } if message.contains("add the kactus.io/selector")));
+        assert!(
+            matches!(shape_of(&s), Shape::Unsupported { message } if message.contains("add the kactus.io/selector"))
+        );
     }
 
     #[test]
