@@ -14,57 +14,13 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(5);
 const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 
-/// The test apiserver, a temp dir and the controller process (killed on drop).
-struct Cluster {
-    server: TestApiServer,
-    dir: tempfile::TempDir,
-    controller: Option<Child>,
+/// One `kactus-endpoints` process and its metrics port; killed on drop.
+struct Replica {
+    child: Child,
     metrics_port: u16,
 }
 
-impl Cluster {
-    fn start() -> Cluster {
-        let server = TestApiServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), "endpoints-test-token").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        server.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
-        let mut cluster = Cluster { server, dir, controller: None, metrics_port: 0 };
-        cluster.start_controller();
-        cluster
-    }
-
-    fn start_controller(&mut self) {
-        self.stop_controller();
-        // A free port: bind, read, release; the controller binds it right after.
-        self.metrics_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kactus-endpoints"))
-            .arg("--kubeconfig")
-            .arg(self.dir.path().join("kubeconfig"))
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", self.metrics_port), "--log-level", "debug"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kactus-endpoints");
-        self.controller = Some(child);
-        let healthy = wait_until(|| self.http_get("/healthz").is_some_and(|b| b.starts_with("HTTP/1.1 200")));
-        assert!(healthy, "controller never became healthy:\n{}", self.log());
-    }
-
-    fn stop_controller(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("controller.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
+impl Replica {
     fn http_get(&self, path: &str) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
@@ -76,6 +32,78 @@ impl Cluster {
     fn counter(&self, name: &str) -> u64 {
         let body = self.http_get("/metrics").unwrap_or_default();
         body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test apiserver, a temp dir and the controller.
+struct Cluster {
+    server: TestApiServer,
+    dir: tempfile::TempDir,
+    controller: Option<Replica>,
+    args: Vec<String>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Cluster {
+        let server = TestApiServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), "endpoints-test-token").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        server.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut cluster = Cluster { server, dir, controller: None, args };
+        cluster.start_controller();
+        cluster
+    }
+
+    fn start_controller(&mut self) {
+        self.stop_controller();
+        self.controller = Some(self.spawn_replica());
+    }
+
+    /// Starts another controller process and waits until it serves /healthz.
+    fn spawn_replica(&self) -> Replica {
+        // A free port: bind, read, release; the controller binds it right after.
+        let metrics_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kactus-endpoints"))
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--log-level", "debug"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kactus-endpoints");
+        let replica = Replica { child, metrics_port };
+        let healthy = wait_until(|| replica.http_get("/healthz").is_some_and(|b| b.starts_with("HTTP/1.1 200")));
+        assert!(healthy, "controller never became healthy:\n{}", self.log());
+        replica
+    }
+
+    fn stop_controller(&mut self) {
+        self.controller = None;
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.controller.as_ref().map_or(0, |c| c.counter(name))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("controller.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn apply(&self, obj: Value) {
@@ -116,12 +144,6 @@ impl Cluster {
         let want: Vec<(String, bool)> = want.iter().map(|(a, r)| (a.to_string(), *r)).collect();
         let ok = wait_until(|| self.endpoints(service) == want);
         assert!(ok, "{service}: want {want:?}, have {:?}\ncontroller log:\n{}", self.endpoints(service), self.log());
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop_controller();
     }
 }
 
@@ -328,4 +350,29 @@ fn convergence_time_over_50_changes() {
         pct(99),
         times[times.len() - 1]
     );
+}
+
+#[test]
+fn with_leader_election_one_replica_writes_and_a_standby_takes_over() {
+    let args = ["--leader-elect", "--lease-duration", "2", "--lease-namespace", "kube-system"];
+    let mut cluster = Cluster::start_with(&args);
+    let standby = cluster.spawn_replica();
+    cluster.apply(hello_pod("hello-a", &["200.1.1.2"], true));
+    cluster.apply(hello_service("hello1"));
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true)]);
+    let holder = |c: &Cluster| {
+        let lease = c.server.store().get("leases", "kube-system", "kactus-endpoints").unwrap_or_default();
+        lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string()
+    };
+    let first = cluster.controller.as_ref().unwrap();
+    assert!(holder(&cluster).ends_with(&format!("_{}", first.child.id())), "holder {}", holder(&cluster));
+    assert_eq!((first.counter("endpoints_leader"), standby.counter("endpoints_leader")), (1, 0));
+    assert_eq!(standby.counter("endpoints_syncs_total"), 0, "the standby never reconciles");
+
+    cluster.stop_controller();
+    cluster.apply(hello_pod("hello-b", &["200.1.1.3"], true));
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true), ("200.1.1.3", true)]);
+    assert!(holder(&cluster).ends_with(&format!("_{}", standby.child.id())), "holder {}", holder(&cluster));
+    assert_eq!(standby.counter("endpoints_leader"), 1);
+    assert_eq!(cluster.slices("hello1").len(), 1, "the new leader adopted the slice");
 }

@@ -1,19 +1,18 @@
 //! Warning Events on a Service, so `kubectl describe service` tells the operator what to fix.
 
+use super::clock;
 use crate::kube::{Client, KubeError, Service};
 use serde_json::json;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const COMPONENT: &str = "kactus-endpoints";
 
 /// Writes one core/v1 Warning Event about `service`.
 pub fn warn(client: &Client, service: &Service, reason: &str, message: &str) -> Result<(), KubeError> {
     let meta = &service.metadata;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let timestamp = rfc3339(now.as_secs());
+    let timestamp = clock::now();
     let event = json!({
         "apiVersion": "v1", "kind": "Event",
-        "metadata": { "name": format!("{}.{:x}", meta.name, now.as_nanos()), "namespace": meta.namespace },
+        "metadata": { "name": format!("{}.{:x}", meta.name, clock::nanos()), "namespace": meta.namespace },
         "involvedObject": {
             "apiVersion": "v1", "kind": "Service", "namespace": meta.namespace, "name": meta.name,
             "uid": meta.uid, "resourceVersion": meta.resource_version,
@@ -24,27 +23,4 @@ pub fn warn(client: &Client, service: &Service, reason: &str, message: &str) -> 
         "firstTimestamp": timestamp, "lastTimestamp": timestamp, "count": 1,
     });
     client.create::<serde_json::Value>(&format!("/api/v1/namespaces/{}/events", meta.namespace), &event).map(|_| ())
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (H. Hinnant's days-to-civil algorithm).
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_709_164_800 + 3661), "2024-02-29T01:01:01Z");
-    }
 }

@@ -30,9 +30,15 @@ pub struct Metrics {
     pub failures: Counter,
     /// Watches reopened, after a server timeout, an error or a relist.
     pub watch_restarts: Counter,
+    /// Whether this replica reconciles (always, without leader election).
+    leader: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::SeqCst);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, help, counter) in [
@@ -43,6 +49,10 @@ impl Metrics {
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", counter.get()));
         }
+        let leader = u8::from(self.leader.load(Ordering::SeqCst));
+        out.push_str(&format!(
+            "# HELP endpoints_leader Whether this replica reconciles.\n# TYPE endpoints_leader gauge\nendpoints_leader {leader}\n"
+        ));
         out
     }
 }

@@ -9,12 +9,15 @@
 //!
 //! Layout: [`informer`] (list + watch + local copy) feeds a [`queue`] of Service keys;
 //! [`controller`] reconciles one key: [`shape`] decides, [`desired`] computes, the
-//! difference is written. [`metrics`] serves `/healthz` and `/metrics`.
+//! difference is written. [`metrics`] serves `/healthz` and `/metrics`; with several
+//! replicas, [`leader`] lets only the Lease holder write.
 
+mod clock;
 pub mod controller;
 pub mod desired;
 mod event;
 pub mod informer;
+pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod shape;
@@ -32,6 +35,8 @@ pub struct Options {
     /// Only this namespace (else all).
     pub namespace: Option<String>,
     pub metrics: TcpListener,
+    /// With more than one replica: reconcile only while holding this Lease.
+    pub leader_election: Option<leader::LeaderElection>,
 }
 
 /// Starts the watches, the metrics server and the worker; returns only if a thread
@@ -117,6 +122,10 @@ pub fn run(client: Client, options: Options) -> std::io::Result<()> {
         "kactus-endpoints watching {}",
         options.namespace.as_deref().map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"))
     );
+    match options.leader_election {
+        Some(election) => election.acquire_and_hold(metrics.clone())?,
+        None => metrics.set_leader(true),
+    }
     controller.run(ready);
     Ok(())
 }
