@@ -59,6 +59,7 @@ impl Cluster {
         let server = TestApiServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), "endpoints-test-token").unwrap();
         let dir = tempfile::tempdir().unwrap();
         server.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        forbid_what_rbac_does_not_grant(&server);
         let args = args.iter().map(|a| a.to_string()).collect();
         let mut cluster = Cluster { server, dir, controller: None, args };
         cluster.start_controller();
@@ -145,6 +146,64 @@ impl Cluster {
         let ok = wait_until(|| self.endpoints(service) == want);
         assert!(ok, "{service}: want {want:?}, have {:?}\ncontroller log:\n{}", self.endpoints(service), self.log());
     }
+}
+
+const VERBS: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
+
+/// The (group, resource, verb) triples the manifest's ClusterRole and Role grant.
+fn granted() -> Vec<(String, String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/endpoints-controller.yaml");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+        for rule in doc["rules"].as_array().unwrap() {
+            let strings =
+                |v: &Value| v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>();
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        out.push((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every test runs under the manifest's RBAC: any other call is a 403 (and a failure).
+fn forbid_what_rbac_does_not_grant(server: &TestApiServer) {
+    let granted = granted();
+    for kind in kactus::testapi::resources::KINDS {
+        for verb in VERBS {
+            let allowed = granted.iter().any(|(g, r, v)| g == kind.group && r == kind.resource && v == verb);
+            if !allowed {
+                server.faults().forbid(verb, kind.resource);
+            }
+        }
+    }
+}
+
+#[test]
+fn rbac_grants_exactly_the_verbs_used() {
+    let mut granted: Vec<String> = granted().iter().map(|(g, r, v)| format!("{g}/{r}:{v}")).collect();
+    granted.sort();
+    let want = [
+        "/events:create",
+        "/pods:list",
+        "/pods:watch",
+        "/services:list",
+        "/services:watch",
+        "coordination.k8s.io/leases:create",
+        "coordination.k8s.io/leases:get",
+        "coordination.k8s.io/leases:update",
+        "discovery.k8s.io/endpointslices:create",
+        "discovery.k8s.io/endpointslices:delete",
+        "discovery.k8s.io/endpointslices:list",
+        "discovery.k8s.io/endpointslices:update",
+        "discovery.k8s.io/endpointslices:watch",
+    ];
+    assert_eq!(granted, want);
 }
 
 fn wait_until(mut done: impl FnMut() -> bool) -> bool {
@@ -375,4 +434,26 @@ fn with_leader_election_one_replica_writes_and_a_standby_takes_over() {
     assert!(holder(&cluster).ends_with(&format!("_{}", standby.child.id())), "holder {}", holder(&cluster));
     assert_eq!(standby.counter("endpoints_leader"), 1);
     assert_eq!(cluster.slices("hello1").len(), 1, "the new leader adopted the slice");
+}
+
+#[test]
+fn expired_watches_and_failing_writes_are_survived() {
+    let cluster = Cluster::start();
+    cluster.apply(hello_pod("hello-a", &["200.1.1.2"], true));
+    cluster.apply(hello_service("hello1"));
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true)]);
+
+    // Every watch gets 410 Gone: the controller relists and still sees the next change.
+    let restarts = cluster.counter("endpoints_watch_restarts_total");
+    cluster.server.faults().expire_watches();
+    assert!(wait_until(|| cluster.counter("endpoints_watch_restarts_total") >= restarts + 3), "{}", cluster.log());
+    cluster.apply(hello_pod("hello-b", &["200.1.1.3"], true));
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true), ("200.1.1.3", true)]);
+
+    // The apiserver fails the slice requests for a while: the reconcile is retried later.
+    cluster.server.faults().fail_next(6, 503, Some("endpointslices"));
+    cluster.server.store().delete("pods", "default", "hello-a").unwrap();
+    cluster.expect_endpoints("hello1", &[("200.1.1.3", true)]);
+    assert!(cluster.counter("endpoints_failures_total") >= 1, "{}", cluster.log());
+    assert_eq!(cluster.slices("hello1").len(), 1);
 }
