@@ -33,10 +33,10 @@ impl LeaderElection {
     }
 
     /// Blocks until this process holds the Lease, then renews it on a thread. A holder that
-    /// cannot renew for two thirds of the duration exits, so it stops writing before any
-    /// standby may take over.
+    /// cannot renew for two thirds of the duration (client-go's 10 s of 15 s) exits, so it
+    /// stops writing before any standby may take over.
     pub fn acquire_and_hold(self, metrics: Arc<Metrics>) -> std::io::Result<()> {
-        let retry = self.lease_duration / 7;
+        let retry = self.retry_period();
         let mut observed: Observed = None;
         log::info!("waiting to lead through lease {}/{} as {}", self.namespace, self.name, self.identity);
         loop {
@@ -52,8 +52,13 @@ impl LeaderElection {
         std::thread::Builder::new().name("lease-renew".into()).spawn(move || self.renew_forever(observed)).map(|_| ())
     }
 
+    /// client-go's 2 s of 15 s: several renewal attempts fit in the deadline.
+    fn retry_period(&self) -> Duration {
+        self.lease_duration / 7
+    }
+
     fn renew_forever(self, mut observed: Observed) {
-        let every = self.lease_duration / 3;
+        let every = self.retry_period();
         let deadline = self.lease_duration * 2 / 3;
         let mut renewed = Instant::now();
         loop {
