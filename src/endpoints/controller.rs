@@ -74,12 +74,11 @@ impl Controller {
         labels: &[&std::collections::BTreeMap<String, String>],
     ) -> Vec<String> {
         self.services
-            .in_namespace(namespace)
-            .iter()
-            .filter(|s| match shape_of(s) {
+            .in_namespace(namespace, |s| match shape_of(s) {
                 Shape::Supported { selector, .. } => labels.iter().any(|l| selects(&selector, l)),
                 _ => false,
             })
+            .iter()
             .map(|s| format!("{}/{}", s.metadata.namespace, s.metadata.name))
             .collect()
     }
@@ -92,8 +91,8 @@ impl Controller {
         let desired = match (&shape, &service) {
             (Shape::Supported { network, selector }, Some(service)) => {
                 lock(&self.warned).remove(key);
-                let pods = self.pods.in_namespace(namespace);
-                let selected: Vec<&Pod> = pods.iter().filter(|p| selects(selector, &p.metadata.labels)).collect();
+                let pods = self.pods.in_namespace(namespace, |p| selects(selector, &p.metadata.labels));
+                let selected: Vec<&Pod> = pods.iter().collect();
                 desired_slices(service, network, &selected)
             }
             (Shape::Unsupported { message }, Some(service)) => {

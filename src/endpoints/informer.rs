@@ -56,18 +56,12 @@ impl<T: Object> Cache<T> {
         self.read().get(key).cloned()
     }
 
-    /// The objects of one namespace.
-    pub fn in_namespace(&self, namespace: &str) -> Vec<T> {
+    /// The objects of one namespace that `keep` accepts (only those are copied).
+    pub fn in_namespace(&self, namespace: &str, keep: impl Fn(&T) -> bool) -> Vec<T> {
         let prefix = format!("{namespace}/");
-        self.read()
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    pub fn keys(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
+        let objects = self.read();
+        let in_namespace = objects.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix));
+        in_namespace.filter(|(_, v)| keep(v)).map(|(_, v)| v.clone()).collect()
     }
 
     pub fn all(&self) -> Vec<T> {

@@ -67,11 +67,26 @@ pub fn run(client: Client, options: Options) -> std::io::Result<()> {
     let service_informer = informer(&client, &metrics, format!("/api/v1/{prefix}services"), None, &services);
     let (q, all_services) = (queue.clone(), services.clone());
     spawn("watch-services", move || {
+        // Only Services that ask (or asked) for a network: the others cost nothing. One that
+        // stopped asking while we were away is found through its slices instead.
         service_informer.run(|change| match change {
-            Change::Applied { new, .. } => q.add(&new.key()),
-            Change::Deleted(old) => q.add(&old.key()),
-            // Services gone while the watch was down need their slices removed too.
-            Change::Relisted { previous } => previous.keys().chain(all_services.keys().iter()).for_each(|k| q.add(k)),
+            Change::Applied { old, new } => {
+                if asks(new) || old.is_some_and(asks) {
+                    q.add(&new.key())
+                }
+            }
+            Change::Deleted(old) => {
+                if asks(old) {
+                    q.add(&old.key())
+                }
+            }
+            // Services deleted while the watch was down need their slices removed too.
+            Change::Relisted { previous } => previous
+                .values()
+                .filter(|s| asks(s))
+                .map(Object::key)
+                .chain(all_services.all().iter().filter(|s| asks(s)).map(Object::key))
+                .for_each(|k| q.add(&k)),
         })
     })?;
 
@@ -86,7 +101,7 @@ pub fn run(client: Client, options: Options) -> std::io::Result<()> {
                     c.services_selecting(&new.metadata.namespace, &labels)
                 }
                 Change::Deleted(old) => c.services_selecting(&old.metadata.namespace, &[&old.metadata.labels]),
-                Change::Relisted { .. } => c.services.keys(),
+                Change::Relisted { .. } => c.services.all().iter().filter(|s| asks(s)).map(Object::key).collect(),
             };
             keys.iter().for_each(|k| q.add(k));
         })
@@ -128,6 +143,11 @@ pub fn run(client: Client, options: Options) -> std::io::Result<()> {
     }
     controller.run(ready);
     Ok(())
+}
+
+/// Whether a Service has the network annotation (in any shape).
+fn asks(service: &Service) -> bool {
+    service.metadata.annotations.contains_key(shape::NETWORKS_ANNOTATION)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
