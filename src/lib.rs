@@ -3,10 +3,13 @@
 //! One library shared by every binary. The modules are named for what they hold:
 //! the CNI protocol ([`cni`]), the apiserver client ([`kube`]), annotations to
 //! attachments ([`attachment`]), the ADD/DEL/CHECK story ([`plugin`]), network
-//! namespace helpers ([`netns`]) and the project's own test apiserver ([`testapi`]).
+//! namespace and route helpers ([`netns`], [`netlink`]), the node daemon ([`podagent`]),
+//! the Service endpoints controller ([`endpoints`]), the DaemonSet installer ([`install`])
+//! and the project's own test apiserver ([`testapi`]).
 
 pub mod attachment;
 pub mod cni;
+pub mod endpoints;
 pub mod install;
 pub mod kube;
 pub mod logging;

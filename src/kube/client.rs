@@ -160,6 +160,18 @@ impl Client {
         self.request_json(Method::POST, path, &[], Some((JSON, body)))
     }
 
+    /// PUT: replaces the object at `path`; a stale `metadata.resourceVersion` in `body` is
+    /// a [`KubeError::Conflict`], so read-modify-write loses no one else's change.
+    pub fn replace<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
+        self.request_json(Method::PUT, path, &[], Some((JSON, body)))
+    }
+
+    /// DELETE the object at `path`; its absence is [`KubeError::NotFound`], which callers
+    /// that only want it gone treat as success.
+    pub fn delete(&self, path: &str) -> Result<(), KubeError> {
+        self.request_json::<serde_json::Value>(Method::DELETE, path, &[], None).map(|_| ())
+    }
+
     /// One page of a collection; `query` carries e.g. `labelSelector`, `fieldSelector`,
     /// `limit`, `continue`.
     pub fn list<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<List<T>, KubeError> {

@@ -13,8 +13,9 @@ pub use client::{Client, ClientOptions};
 pub use error::KubeError;
 pub use kubeconfig::SERVICE_ACCOUNT_DIR;
 pub use types::{
-    Container, ContainerPort, List, ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta,
-    Pod, PodCondition, PodSpec, PodStatus, Status,
+    Container, ContainerPort, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Lease, LeaseSpec, List,
+    ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta, ObjectReference, Pod,
+    PodCondition, PodSpec, PodStatus, Service, ServicePort, ServiceSpec, Status,
 };
 pub use watch::{WatchEvent, WatchStream};
 

@@ -1,0 +1,68 @@
+//! `kactus-endpoints`: EndpointSlices with secondary-network addresses for Services that
+//! ask for a network (see `kactus::endpoints`).
+
+use clap::Parser;
+use kactus::endpoints::leader::LeaderElection;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "EndpointSlices on secondary networks for annotated, selector-less Services")]
+struct Args {
+    /// kubeconfig to use; without it, the in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Where /healthz and /metrics are served.
+    #[arg(long, default_value = "127.0.0.1:9649")]
+    metrics_addr: String,
+    /// Reconcile only while holding a coordination.k8s.io Lease (for more than one replica).
+    #[arg(long)]
+    leader_elect: bool,
+    #[arg(long, default_value = "kactus-endpoints")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the service account's or kubeconfig context's).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease holder may go without renewing before a standby takes over.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    let Some(level) = kactus::logging::parse_level(&args.log_level) else {
+        eprintln!("kactus-endpoints: --log-level {:?}: expected error, warn, info, debug or trace", args.log_level);
+        std::process::exit(2);
+    };
+    kactus::logging::init(None, level);
+    if let Err(e) = run(args) {
+        log::error!("{e}");
+        eprintln!("kactus-endpoints: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let client = kactus::kube::Client::new(args.kubeconfig.as_deref(), kactus::kube::ClientOptions::default())
+        .map_err(|e| e.to_string())?;
+    let metrics = std::net::TcpListener::bind(&args.metrics_addr)
+        .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
+    let leader_election = args.leader_elect.then(|| LeaderElection {
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or_else(|| client.default_namespace().map(str::to_string))
+            .unwrap_or_else(|| "default".into()),
+        client: client.clone(),
+        name: args.lease_name.clone(),
+        identity: LeaderElection::default_identity(),
+        lease_duration: std::time::Duration::from_secs(args.lease_duration.max(1)),
+    });
+    let options = kactus::endpoints::Options { namespace: args.namespace, metrics, leader_election };
+    kactus::endpoints::run(client, options).map_err(|e| format!("starting threads: {e}"))
+}

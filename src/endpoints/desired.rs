@@ -1,0 +1,301 @@
+//! The EndpointSlices a Service should have, computed from its pods alone (no I/O), so the
+//! rules are tested directly and every reconcile arrives at the same answer.
+
+use super::shape::NetworkRef;
+use crate::kube::{
+    Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectMeta, ObjectReference, Pod, Service, ServicePort,
+};
+use crate::plugin::status::NETWORK_STATUS;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// Our `managed-by` value: Kubernetes' endpointslice controller leaves slices with another
+/// value alone, and we only ever touch slices with this one.
+pub const MANAGED_BY: &str = "kactus.io/endpoints-controller";
+/// Kubernetes' own default cap (`--max-endpoints-per-slice`).
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+
+/// Address families as `addressType` names them, in slice-name order.
+const FAMILIES: [(&str, &str); 2] = [("IPv4", "ipv4"), ("IPv6", "ipv6")];
+
+/// The label selector that finds our slices of one Service.
+pub fn slices_selector(service_name: &str) -> String {
+    format!("{SERVICE_NAME_LABEL}={service_name},{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// Desired slices of `service`, from the pods its selector picked. Endpoints are grouped
+/// by family and by resolved port set (pods may name the same `targetPort` differently, as
+/// Kubernetes allows), at most [`MAX_ENDPOINTS_PER_SLICE`] per slice, sorted by pod, with
+/// names `<service>-kactus-<ipv4|ipv6>-<n>` so a restarted controller finds its own.
+pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) -> Vec<EndpointSlice> {
+    let mut groups: BTreeMap<(&str, Vec<EndpointPort>), Vec<Endpoint>> = BTreeMap::new();
+    let mut sorted: Vec<&Pod> = pods.to_vec();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for pod in sorted {
+        if matches!(pod.status.phase.as_str(), "Succeeded" | "Failed") {
+            continue;
+        }
+        let addresses = addresses_on(pod, network);
+        let ports = resolved_ports(&service.spec.ports, pod);
+        for (family, _) in FAMILIES {
+            let first = addresses.iter().find(|a| family_of(a) == family);
+            if let Some(address) = first {
+                let endpoint = endpoint_for(pod, address, service.spec.publish_not_ready_addresses);
+                groups.entry((family, ports.clone())).or_default().push(endpoint);
+            }
+        }
+    }
+    let mut slices = Vec::new();
+    for (family, short) in FAMILIES {
+        let mut n = 0;
+        for ((_, ports), endpoints) in groups.iter().filter(|((f, _), _)| *f == family) {
+            for chunk in endpoints.chunks(MAX_ENDPOINTS_PER_SLICE) {
+                slices.push(slice(
+                    service,
+                    format!("{}-kactus-{short}-{n}", service.metadata.name),
+                    family,
+                    chunk,
+                    ports,
+                ));
+                n += 1;
+            }
+        }
+    }
+    slices
+}
+
+fn slice(
+    service: &Service,
+    name: String,
+    family: &str,
+    endpoints: &[Endpoint],
+    ports: &[EndpointPort],
+) -> EndpointSlice {
+    let labels = BTreeMap::from([
+        (SERVICE_NAME_LABEL.to_string(), service.metadata.name.clone()),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+    ]);
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name,
+            namespace: service.metadata.namespace.clone(),
+            labels,
+            owner_references: vec![owner_reference(service)],
+            ..Default::default()
+        },
+        address_type: family.to_string(),
+        endpoints: endpoints.to_vec(),
+        ports: ports.to_vec(),
+    }
+}
+
+/// The Service owns its slices: garbage collection removes them with it.
+pub fn owner_reference(service: &Service) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service", "name": service.metadata.name, "uid": service.metadata.uid,
+        "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+fn endpoint_for(pod: &Pod, address: &IpAddr, publish_not_ready: bool) -> Endpoint {
+    let pod_ready = pod.status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    Endpoint {
+        addresses: vec![address.to_string()],
+        conditions: EndpointConditions {
+            // As Kubernetes: a terminating pod is never ready, but may still be serving.
+            ready: Some(publish_not_ready || (pod_ready && !terminating)),
+            serving: Some(publish_not_ready || pod_ready),
+            terminating: Some(terminating),
+        },
+        node_name: Some(pod.spec.node_name.clone()).filter(|n| !n.is_empty()),
+        target_ref: Some(ObjectReference {
+            kind: "Pod".into(),
+            namespace: pod.metadata.namespace.clone(),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+        }),
+    }
+}
+
+/// The pod's addresses on `network` from its NPWG `network-status` annotation: the entry
+/// named `namespace/name` (or the bare name, for a network in the pod's own namespace).
+pub fn addresses_on(pod: &Pod, network: &NetworkRef) -> Vec<IpAddr> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        ips: Vec<String>,
+    }
+    let Some(raw) = pod.metadata.annotations.get(NETWORK_STATUS) else { return Vec::new() };
+    let Ok(entries) = serde_json::from_str::<Vec<Entry>>(raw) else {
+        log::debug!("pod {}/{}: unreadable {NETWORK_STATUS}", pod.metadata.namespace, pod.metadata.name);
+        return Vec::new();
+    };
+    let full = network.to_string();
+    let matches = |name: &str| name == full || (name == network.name && pod.metadata.namespace == network.namespace);
+    entries
+        .iter()
+        .filter(|e| matches(&e.name))
+        .flat_map(|e| e.ips.iter())
+        .filter_map(|ip| ip.split('/').next().and_then(|a| a.trim().parse().ok()))
+        .collect()
+}
+
+fn family_of(address: &IpAddr) -> &'static str {
+    if address.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// The Service's ports as this pod serves them. A named `targetPort` the pod does not
+/// declare leaves that port out for this pod, as Kubernetes does.
+fn resolved_ports(ports: &[ServicePort], pod: &Pod) -> Vec<EndpointPort> {
+    let mut out: Vec<EndpointPort> = ports
+        .iter()
+        .filter_map(|sp| {
+            let protocol = sp.protocol.clone().unwrap_or_else(|| "TCP".to_string());
+            let port = target_port(sp, &protocol, pod)?;
+            Some(EndpointPort {
+                name: Some(sp.name.clone()),
+                protocol: Some(protocol),
+                port: Some(port),
+                app_protocol: sp.app_protocol.clone(),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn target_port(sp: &ServicePort, protocol: &str, pod: &Pod) -> Option<i32> {
+    let named = match &sp.target_port {
+        None => return Some(sp.port),
+        Some(Value::Number(n)) => return Some(n.as_i64().filter(|p| *p > 0).map_or(sp.port, |p| p as i32)),
+        Some(Value::String(s)) if s.parse::<i32>().is_ok() => return s.parse().ok(),
+        Some(Value::String(s)) => s,
+        Some(_) => return None,
+    };
+    pod.spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter())
+        .find(|p| p.name.as_deref() == Some(named.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+        .map(|p| p.container_port)
+}
+
+/// Whether an existing slice already says what `desired` says (labels we own included);
+/// fields others may add (more labels, annotations) do not count.
+pub fn up_to_date(existing: &EndpointSlice, desired: &EndpointSlice) -> bool {
+    existing.address_type == desired.address_type
+        && existing.endpoints == desired.endpoints
+        && existing.ports == desired.ports
+        && existing.metadata.owner_references == desired.metadata.owner_references
+        && desired.metadata.labels.iter().all(|(k, v)| existing.metadata.labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::{Container, ContainerPort, PodCondition};
+
+    fn pod(name: &str, status: &str, ready: bool, http_port: i32) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = name.into();
+        p.metadata.namespace = "default".into();
+        p.metadata.uid = format!("uid-{name}");
+        p.metadata.annotations.insert(NETWORK_STATUS.into(), status.into());
+        p.spec.node_name = "node1".into();
+        p.spec.containers = vec![Container {
+            name: "hello".into(),
+            ports: vec![ContainerPort { name: Some("http".into()), container_port: http_port, protocol: None }],
+        }];
+        p.status.conditions =
+            vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into() }];
+        p
+    }
+
+    fn service(target: Value) -> Service {
+        let mut s = Service::default();
+        s.metadata.name = "hello1".into();
+        s.metadata.namespace = "default".into();
+        s.metadata.uid = "svc-uid".into();
+        s.spec.ports =
+            vec![ServicePort { name: "web".into(), port: 8080, target_port: Some(target), ..Default::default() }];
+        s
+    }
+
+    fn mp1() -> NetworkRef {
+        NetworkRef { namespace: "mep".into(), name: "mp1".into() }
+    }
+
+    fn status(ips: &[&str]) -> String {
+        json!([
+            {"name": "cbr0", "interface": "eth0", "ips": ["10.244.1.5"], "default": true},
+            {"name": "mep/mp1", "interface": "net1", "ips": ips},
+        ])
+        .to_string()
+    }
+
+    #[test]
+    fn secondary_addresses_with_named_ports_resolved() {
+        let a = pod("a", &status(&["200.1.1.2", "fd00::2"]), true, 80);
+        let b = pod("b", &status(&["200.1.1.3/24"]), false, 80);
+        let slices = desired_slices(&service(json!("http")), &mp1(), &[&b, &a]);
+        assert_eq!(slices.len(), 2);
+        let v4 = &slices[0];
+        assert_eq!(v4.metadata.name, "hello1-kactus-ipv4-0");
+        assert_eq!(v4.address_type, "IPv4");
+        let addrs: Vec<_> = v4.endpoints.iter().map(|e| e.addresses[0].as_str()).collect();
+        assert_eq!(addrs, ["200.1.1.2", "200.1.1.3"]);
+        assert_eq!(v4.endpoints[0].conditions.ready, Some(true));
+        assert_eq!(v4.endpoints[1].conditions.ready, Some(false));
+        assert_eq!(v4.endpoints[0].target_ref.as_ref().unwrap().uid, "uid-a");
+        assert_eq!(v4.ports[0].port, Some(80));
+        assert_eq!(v4.metadata.labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(slices[1].metadata.name, "hello1-kactus-ipv6-0");
+        assert_eq!(slices[1].endpoints[0].addresses, ["fd00::2"]);
+    }
+
+    #[test]
+    fn pods_disagreeing_on_a_named_port_get_separate_slices() {
+        let a = pod("a", &status(&["200.1.1.2"]), true, 80);
+        let b = pod("b", &status(&["200.1.1.3"]), true, 8000);
+        let slices = desired_slices(&service(json!("http")), &mp1(), &[&a, &b]);
+        let ports: Vec<_> = slices.iter().map(|s| (s.metadata.name.as_str(), s.ports[0].port)).collect();
+        assert_eq!(ports, [("hello1-kactus-ipv4-0", Some(80)), ("hello1-kactus-ipv4-1", Some(8000))]);
+        let numeric = desired_slices(&service(json!(9090)), &mp1(), &[&a, &b]);
+        assert_eq!(numeric.len(), 1);
+        assert_eq!(numeric[0].ports[0].port, Some(9090));
+    }
+
+    #[test]
+    fn pods_without_the_network_or_finished_are_left_out_and_slices_hold_100() {
+        let other = pod("x", &json!([{"name": "mep/other", "ips": ["1.2.3.4"]}]).to_string(), true, 80);
+        let mut done = pod("y", &status(&["200.1.1.9"]), true, 80);
+        done.status.phase = "Succeeded".into();
+        assert!(desired_slices(&service(json!("http")), &mp1(), &[&other, &done]).is_empty());
+        let many: Vec<Pod> = (0..250)
+            .map(|i| pod(&format!("p{i:03}"), &status(&[&format!("10.9.{}.{}", i / 200, i % 200)]), true, 80))
+            .collect();
+        let refs: Vec<&Pod> = many.iter().collect();
+        let slices = desired_slices(&service(json!("http")), &mp1(), &refs);
+        let sizes: Vec<_> = slices.iter().map(|s| s.endpoints.len()).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+    }
+
+    #[test]
+    fn terminating_pods_are_not_ready_but_serving() {
+        let mut a = pod("a", &status(&["200.1.1.2"]), true, 80);
+        a.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
+        let slices = desired_slices(&service(json!("http")), &mp1(), &[&a]);
+        let c = &slices[0].endpoints[0].conditions;
+        assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(true), Some(true)));
+    }
+}
