@@ -66,6 +66,17 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ),
         ("manifests/kactus-ds.yaml", vec![("apps/v1", "DaemonSet")]),
         ("manifests/podagent-ds.yaml", vec![("apps/v1", "DaemonSet")]),
+        (
+            "manifests/endpoints-controller.yaml",
+            vec![
+                ("v1", "ServiceAccount"),
+                ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+                ("rbac.authorization.k8s.io/v1", "Role"),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+                ("apps/v1", "Deployment"),
+            ],
+        ),
         ("examples/app1.yaml", vec![("apps/v1", "Deployment")]),
         ("examples/app2.yaml", vec![("apps/v1", "Deployment")]),
         ("examples/green-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
@@ -443,4 +454,17 @@ fn the_kactus_conf_example_is_a_kactus_config_with_one_master() {
     assert_eq!(config["kubeconfig"], "/etc/cni/net.d/kactus.d/kactus-kubeconfig.yaml");
     let masters = config["delegates"].as_array().unwrap().iter().filter(|d| d["masterPlugin"] == true).count();
     assert_eq!(masters, 1);
+}
+
+#[test]
+fn the_hello1_example_service_is_in_the_shape_the_endpoints_controller_serves() {
+    let svc = one("examples/mp1-service.yaml", "Service");
+    let svc: kactus::kube::Service = serde_json::from_value(svc).unwrap();
+    match kactus::endpoints::shape::shape_of(&svc) {
+        kactus::endpoints::shape::Shape::Supported { network, selector } => {
+            assert_eq!(format!("{network}"), "mep/mp1");
+            assert_eq!(selector.get("app").map(String::as_str), Some("hello"));
+        }
+        other => panic!("hello1 is not served: {other:?}"),
+    }
 }
