@@ -24,11 +24,9 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
             Err(e) => return Err(rollback(cfg, env, cache, made, e.context(describe(call)))),
         }
     }
-    if let Some(pod) = &plan.pod {
-        if let Err(e) = super::plan::kube_client(cfg).and_then(|c| {
-            super::status::publish(&c, pod, &cache.entries())
-                .map_err(|e| super::plan::kube_error(e, "patch network-status"))
-        }) {
+    if let (Some(pod), Some(client)) = (&plan.pod, &plan.client) {
+        if let Err(e) = super::status::publish(client, pod, &cache.entries()) {
+            let e = super::plan::kube_error(e, "patch network-status");
             log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
         }
     }
