@@ -3,7 +3,8 @@
 //! Runs the release kactus binary and the same delegates exec'd directly (bridge + host-local
 //! from /usr/lib/cni) inside a throwaway node netns, against the in-process test apiserver,
 //! and prints one table. Needs root, `ip` and the reference plugins. `cargo bench --bench
-//! plugin` or `scripts/bench.sh`; `KACTUS_BENCH_REPS` (default 20) sets the repetitions.
+//! plugin` or `scripts/bench.sh`; `KACTUS_BENCH_REPS` (default 20) sets the repetitions,
+//! `KACTUS_BENCH_BINARY` another kactus build to measure.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -78,13 +79,14 @@ fn run_in(netns: Option<&Path>, program: &str, env: &[(&str, String)], stdin: &[
     Run { ok, stdout, stderr, wall, maxrss_kib: usage.ru_maxrss }
 }
 
-/// A private copy of the release binary: the target dir is shared, and a build elsewhere
-/// must not swap the binary halfway through a run.
+/// A private copy of the release binary (or of `KACTUS_BENCH_BINARY`, to compare builds):
+/// the target dir is shared, and a build elsewhere must not swap it halfway through a run.
 fn kactus_binary() -> &'static str {
     static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     COPY.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("kactus-bench-{}", std::process::id()));
-        std::fs::copy(BUILT_KACTUS, &path).expect("copy the kactus binary");
+        let built = std::env::var("KACTUS_BENCH_BINARY").unwrap_or_else(|_| BUILT_KACTUS.to_string());
+        std::fs::copy(&built, &path).unwrap_or_else(|e| panic!("copy the kactus binary {built}: {e}"));
         path.display().to_string()
     })
 }
@@ -416,7 +418,8 @@ fn main() {
     let started = Instant::now();
     println!("kactus benchmark: {}", machine());
     println!(
-        "release binary {BUILT_KACTUS}, {reps} measured repetitions per row (+1 warm-up); every delegate is bridge + host-local"
+        "binary {}, {reps} measured repetitions per row (+1 warm-up); every delegate is bridge + host-local",
+        std::env::var("KACTUS_BENCH_BINARY").unwrap_or_else(|_| BUILT_KACTUS.to_string())
     );
 
     let mut world = World::new();
