@@ -23,17 +23,16 @@ const BUILT_KACTUS: &str = env!("CARGO_BIN_EXE_kactus");
 const ATTACHMENT_COUNTS: [usize; 4] = [0, 1, 4, 16];
 const CONCURRENT_PODS: usize = 50;
 
-/// One child process's outcome: what it printed, how long it took, its peak RSS.
+/// One child process's outcome: what it printed and how long it took.
 struct Run {
     ok: bool,
     stdout: String,
     stderr: String,
     wall: Duration,
-    maxrss_kib: i64,
 }
 
 /// Spawns `program` inside `netns` (setns in the child, so no `ip netns exec` in the
-/// measurement), feeds stdin, and reaps it with wait4 for its own rusage.
+/// measurement), feeds stdin, and reaps it.
 fn run_in(netns: Option<&Path>, program: &str, env: &[(&str, String)], stdin: &[u8]) -> Run {
     let ns_file = netns.map(|p| std::fs::File::open(p).expect("open netns"));
     let ns_fd = ns_file.as_ref().map(|f| f.as_raw_fd());
@@ -69,14 +68,13 @@ fn run_in(netns: Option<&Path>, program: &str, env: &[(&str, String)], stdin: &[
     let _ = child.stdout.take().expect("stdout").read_to_string(&mut stdout);
     let stderr = err_reader.join().unwrap_or_default();
     let mut status = 0;
-    // SAFETY: plain wait4 on our own child; std's Child is not waited on afterwards.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = child.id() as libc::pid_t;
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    // SAFETY: plain waitpid on our own child; std's Child is not waited on afterwards.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     let wall = start.elapsed();
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Run { ok, stdout, stderr, wall, maxrss_kib: usage.ru_maxrss }
+    Run { ok, stdout, stderr, wall }
 }
 
 /// A private copy of the release binary (or of `KACTUS_BENCH_BINARY`, to compare builds):
@@ -154,6 +152,31 @@ impl World {
         run
     }
 
+    /// Peak RSS (KiB) of one kactus call, measured by GNU time: a child's own wait4 maxrss
+    /// also counts the memory of the process it was forked from (ours), so it needs a small
+    /// parent. None without /usr/bin/time.
+    fn kactus_rss(&self, command: &str, container: &str, netns: &Path, pod: &str, cni_path: &str) -> Option<i64> {
+        let env = cni_env(command, container, netns, "eth0", &pod_args("default", pod), cni_path);
+        self.rss_of(Some(&self.sb.node.path), &env, self.conf.to_string().as_bytes())
+    }
+
+    fn version_rss(&self) -> Option<i64> {
+        self.rss_of(None, &[("CNI_COMMAND", "VERSION".to_string())], br#"{"cniVersion":"1.0.0"}"#)
+    }
+
+    fn rss_of(&self, netns: Option<&Path>, env: &[(&str, String)], stdin: &[u8]) -> Option<i64> {
+        if !Path::new("/usr/bin/time").exists() {
+            return None;
+        }
+        let out = self.sb.path("rss.txt");
+        let script = format!("exec /usr/bin/time -f %M -o {} {}", out.display(), kactus_binary());
+        let mut env = env.to_vec();
+        env.push(("KACTUS_BENCH_SCRIPT", script));
+        let run = run_in(netns, "/bin/sh", &env, &[b"eval \"$KACTUS_BENCH_SCRIPT\" <<'EOF'\n", stdin, b"\nEOF\n"].concat());
+        assert!(run.ok, "kactus under time: {} {}", run.stdout, run.stderr);
+        std::fs::read_to_string(out).ok()?.trim().lines().last()?.parse().ok()
+    }
+
     /// The delegates kactus would run for `n` attachments, as (ifname, config).
     fn delegate_calls(&self, n: usize) -> Vec<(String, Value)> {
         let mut calls = vec![("eth0".to_string(), self.master.clone())];
@@ -219,7 +242,6 @@ struct Row {
     bytes: Vec<u64>,
     connections: Vec<u64>,
     del_requests: Vec<u64>,
-    maxrss_kib: i64,
 }
 
 /// `reps` rounds of kactus ADD, kactus DEL, direct ADD, direct DEL (interleaved so drift
@@ -249,7 +271,6 @@ fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
         row.bytes.push(mid.response_bytes - before.response_bytes);
         row.connections.push(mid.connections - before.connections);
         row.del_requests.push(after.requests - mid.requests);
-        row.maxrss_kib = row.maxrss_kib.max(add.maxrss_kib).max(del.maxrss_kib);
         row.verbs = mid
             .per_verb
             .iter()
@@ -259,6 +280,10 @@ fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
             })
             .collect::<Vec<_>>()
             .join(", ");
+    }
+    if std::env::var_os("KACTUS_BENCH_SAMPLES").is_some() {
+        let show = |v: &[Duration]| v.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(" ");
+        eprintln!("{tag} n={n} kactus ADD: {}\n{tag} n={n} direct ADD: {}", show(&row.kactus_add), show(&row.direct_add));
     }
     assert!(world.sb.leases().is_empty(), "leases left: {:?}", world.sb.leases());
     assert!(world.sb.cache_files().is_empty(), "cache left: {:?}", world.sb.cache_files());
@@ -316,7 +341,7 @@ fn print_api(title: &str, rows: &[(usize, Row)]) {
     }
 }
 
-/// A delegate that does nothing, so a child's rusage is kactus's own (wait4's maxrss covers
+/// A delegate that does nothing, so the peak RSS measured is kactus's own (it covers
 /// the reaped descendants too, and Go delegates are bigger than kactus).
 fn stub_plugin_dir(world: &World) -> PathBuf {
     let dir = world.sb.path("stub-cni");
@@ -344,20 +369,24 @@ fn machine() -> String {
     format!("{cpus} CPU(s), {cpu}, Linux {}", kernel.trim())
 }
 
-fn version_startup(runs: usize) -> (f64, f64, f64) {
+/// p50 of `/bin/true` spawned and reaped the same way: the floor under every start-up figure.
+fn spawn_floor(runs: usize) -> f64 {
+    let samples: Vec<Duration> = (0..runs).map(|_| run_in(None, "/bin/true", &[], b"").wall).collect();
+    pct(&samples).0
+}
+
+fn version_startup(runs: usize) -> (f64, f64) {
     let env = vec![("CNI_COMMAND", "VERSION".to_string())];
     let stdin = br#"{"cniVersion":"1.0.0"}"#;
     let mut kactus = Vec::new();
     let mut bridge = Vec::new();
-    let mut rss = 0;
     for _ in 0..runs {
         let r = run_in(None, kactus_binary(), &env, stdin);
         assert!(r.ok && r.stdout.contains("supportedVersions"), "VERSION: {}", r.stdout);
-        rss = rss.max(r.maxrss_kib);
         kactus.push(r.wall);
         bridge.push(run_in(None, &format!("{CNI_PATH}/bridge"), &env, stdin).wall);
     }
-    (pct(&kactus).0, pct(&bridge).0, rss as f64 / 1024.0)
+    (pct(&kactus).0, pct(&bridge).0)
 }
 
 fn concurrent(world: &mut World) {
@@ -443,34 +472,30 @@ fn main() {
     print_timing("The same with 5 ms added to every apiserver response", &slow);
     print_api("apiserver traffic per ADD (median; DEL reads the cache only)", &plain);
 
-    // Peak RSS of kactus alone: stub delegates, so wait4's maxrss is not a Go delegate's.
+    // Peak RSS of kactus alone: stub delegates, so the figure is not a Go delegate's.
     let stub = stub_plugin_dir(&world);
     let netns = world.pod_netns(16);
-    let mut stub_rss = 0;
+    let mut stub_rss = None;
     for rep in 0..5 {
         let container = format!("rss-{rep}");
-        let a = world.kactus("ADD", &container, &netns, &pod_name(16), &stub.display().to_string());
-        let d = world.kactus("DEL", &container, &netns, &pod_name(16), &stub.display().to_string());
-        stub_rss = stub_rss.max(a.maxrss_kib).max(d.maxrss_kib);
+        for command in ["ADD", "DEL"] {
+            let rss = world.kactus_rss(command, &container, &netns, &pod_name(16), &stub.display().to_string());
+            stub_rss = stub_rss.max(rss);
+        }
     }
-    let with_delegates = plain.iter().chain(&slow).map(|(_, r)| r.maxrss_kib).max().unwrap_or(0);
-    let (version_p50, bridge_version_p50, version_rss) = version_startup(200);
+    let (version_p50, bridge_version_p50) = version_startup(200);
+    let version_rss = world.version_rss();
     let size = std::fs::metadata(kactus_binary()).map(|m| m.len()).unwrap_or(0);
     println!("\nprocess");
     println!("| measure | value | target |");
     println!("|---|---:|---:|");
-    println!(
-        "| peak RSS of kactus, ADD+DEL with 16 attachments (delegates stubbed by /bin/sh) | {:.1} MiB | < 15 MiB |",
-        stub_rss as f64 / 1024.0
-    );
-    println!(
-        "| peak RSS of kactus's process tree with real delegates (max of kactus, bridge, host-local) | {:.1} MiB | - |",
-        with_delegates as f64 / 1024.0
-    );
-    println!("| peak RSS of kactus VERSION | {version_rss:.1} MiB | - |");
+    let mib = |kib: Option<i64>| kib.map_or("n/a (needs /usr/bin/time)".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    println!("| peak RSS of kactus, ADD+DEL with 16 attachments (delegates stubbed by /bin/sh) | {} | < 15 MiB |", mib(stub_rss));
+    println!("| peak RSS of kactus, VERSION | {} | - |", mib(version_rss));
     println!("| binary size (release, stripped) | {:.1} MiB | - |", size as f64 / 1048576.0);
     println!("| start-up: CNI_COMMAND=VERSION, p50 of 200 | {version_p50:.2} ms | < 2 ms |");
     println!("| reference: /usr/lib/cni/bridge VERSION, p50 of 200 | {bridge_version_p50:.2} ms | - |");
+    println!("| floor: spawn and reap /bin/true, p50 of 200 | {:.2} ms | - |", spawn_floor(200));
 
     concurrent(&mut world);
     let _ = std::fs::remove_file(kactus_binary());
@@ -489,6 +514,13 @@ fn profile(world: &World, spec: &str) {
     let mut conf = world.conf.clone();
     conf["logLevel"] = "debug".into();
     conf["logFile"] = "/tmp/kactus-bench-profile.log".into();
+    let _ = std::fs::remove_file("/tmp/kactus-bench-profile.log");
+    // First without strace: the debug log's timestamps are the timeline.
+    let env = cni_env("ADD", "plain", &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
+    let plain = run_in(Some(&world.sb.node.path), kactus_binary(), &env, conf.to_string().as_bytes());
+    println!("ADD with debug log: {:.1} ms ok={}", ms(plain.wall), plain.ok);
+    world.kactus("DEL", "plain", &netns, &pod, CNI_PATH);
+    println!("{}", std::fs::read_to_string("/tmp/kactus-bench-profile.log").unwrap_or_default());
     let _ = std::fs::remove_file("/tmp/kactus-bench-profile.log");
     // sh reads this script from stdin; the config goes to kactus through $CONF.
     let mut env = cni_env("ADD", "prof", &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
