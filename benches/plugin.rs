@@ -67,13 +67,8 @@ fn run_in(netns: Option<&Path>, program: &str, env: &[(&str, String)], stdin: &[
     let mut stdout = String::new();
     let _ = child.stdout.take().expect("stdout").read_to_string(&mut stdout);
     let stderr = err_reader.join().unwrap_or_default();
-    let mut status = 0;
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: plain waitpid on our own child; std's Child is not waited on afterwards.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let ok = child.wait().expect("wait for child").success();
     let wall = start.elapsed();
-    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     Run { ok, stdout, stderr, wall }
 }
 
@@ -89,7 +84,14 @@ fn kactus_binary() -> &'static str {
     })
 }
 
-fn cni_env(command: &str, container: &str, netns: &Path, ifname: &str, args: &str, cni_path: &str) -> Vec<(&'static str, String)> {
+fn cni_env(
+    command: &str,
+    container: &str,
+    netns: &Path,
+    ifname: &str,
+    args: &str,
+    cni_path: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("CNI_COMMAND", command.to_string()),
         ("CNI_CONTAINERID", container.to_string()),
@@ -121,8 +123,9 @@ fn pod_name(n: usize) -> String {
 impl World {
     fn new() -> World {
         let mut sb = Sandbox::new();
-        let nads: Vec<Value> =
-            (0..16).map(|i| sb.bridge_net(&nad_name(i), &format!("br{i}"), &format!("10.{}.0.0/24", 100 + i))).collect();
+        let nads: Vec<Value> = (0..16)
+            .map(|i| sb.bridge_net(&nad_name(i), &format!("br{i}"), &format!("10.{}.0.0/24", 100 + i)))
+            .collect();
         for (i, nad) in nads.iter().enumerate() {
             sb.apply(&Sandbox::nad_yaml("default", &nad_name(i), nad));
         }
@@ -172,7 +175,8 @@ impl World {
         let script = format!("exec /usr/bin/time -f %M -o {} {}", out.display(), kactus_binary());
         let mut env = env.to_vec();
         env.push(("KACTUS_BENCH_SCRIPT", script));
-        let run = run_in(netns, "/bin/sh", &env, &[b"eval \"$KACTUS_BENCH_SCRIPT\" <<'EOF'\n", stdin, b"\nEOF\n"].concat());
+        let run =
+            run_in(netns, "/bin/sh", &env, &[b"eval \"$KACTUS_BENCH_SCRIPT\" <<'EOF'\n", stdin, b"\nEOF\n"].concat());
         assert!(run.ok, "kactus under time: {} {}", run.stdout, run.stderr);
         std::fs::read_to_string(out).ok()?.trim().lines().last()?.parse().ok()
     }
@@ -194,7 +198,8 @@ impl World {
         let mut results = Vec::new();
         for (ifname, conf) in self.delegate_calls(n) {
             let env = cni_env("ADD", container, netns, &ifname, &args, CNI_PATH);
-            let run = run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
+            let run =
+                run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
             assert!(run.ok, "bridge ADD {ifname}: {}", run.stdout);
             results.push(serde_json::from_str(&run.stdout).expect("bridge result"));
         }
@@ -207,7 +212,8 @@ impl World {
         for ((ifname, mut conf), prev) in self.delegate_calls(n).into_iter().zip(results).rev() {
             conf["prevResult"] = prev.clone();
             let env = cni_env("DEL", container, netns, &ifname, &args, CNI_PATH);
-            let run = run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
+            let run =
+                run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
             assert!(run.ok, "bridge DEL {ifname}: {}", run.stdout);
         }
         start.elapsed()
@@ -283,7 +289,11 @@ fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
     }
     if std::env::var_os("KACTUS_BENCH_SAMPLES").is_some() {
         let show = |v: &[Duration]| v.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(" ");
-        eprintln!("{tag} n={n} kactus ADD: {}\n{tag} n={n} direct ADD: {}", show(&row.kactus_add), show(&row.direct_add));
+        eprintln!(
+            "{tag} n={n} kactus ADD: {}\n{tag} n={n} direct ADD: {}",
+            show(&row.kactus_add),
+            show(&row.direct_add)
+        );
     }
     assert!(world.sb.leases().is_empty(), "leases left: {:?}", world.sb.leases());
     assert!(world.sb.cache_files().is_empty(), "cache left: {:?}", world.sb.cache_files());
@@ -305,7 +315,8 @@ fn print_timing(title: &str, rows: &[(usize, Row)]) {
     for verb in ["ADD", "DEL"] {
         let base = rows.iter().find(|(n, _)| *n == 0).map(|(_, r)| overhead(r, verb));
         for (n, row) in rows {
-            let (k, d) = if verb == "ADD" { (&row.kactus_add, &row.direct_add) } else { (&row.kactus_del, &row.direct_del) };
+            let (k, d) =
+                if verb == "ADD" { (&row.kactus_add, &row.direct_add) } else { (&row.kactus_del, &row.direct_del) };
             let ((k50, k99), (d50, d99)) = (pct(k), pct(d));
             let ovh = k50 - d50;
             let per_att = match (n, base) {
@@ -362,7 +373,11 @@ fi
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -405,8 +420,16 @@ fn concurrent(world: &mut World) {
                     s.spawn(move || {
                         let name = format!("conc{i}");
                         let netns = world.sb.pods[first + i].path.clone();
-                        let env = cni_env(command, &format!("c-{name}"), &netns, "eth0", &pod_args("default", &name), CNI_PATH);
-                        let r = run_in(Some(&world.sb.node.path), kactus_binary(), &env, world.conf.to_string().as_bytes());
+                        let env = cni_env(
+                            command,
+                            &format!("c-{name}"),
+                            &netns,
+                            "eth0",
+                            &pod_args("default", &name),
+                            CNI_PATH,
+                        );
+                        let r =
+                            run_in(Some(&world.sb.node.path), kactus_binary(), &env, world.conf.to_string().as_bytes());
                         if !r.ok {
                             eprintln!("{command} {name}: {} {}", r.stdout, r.stderr.trim());
                         }
@@ -489,8 +512,13 @@ fn main() {
     println!("\nprocess");
     println!("| measure | value | target |");
     println!("|---|---:|---:|");
-    let mib = |kib: Option<i64>| kib.map_or("n/a (needs /usr/bin/time)".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-    println!("| peak RSS of kactus, ADD+DEL with 16 attachments (delegates stubbed by /bin/sh) | {} | < 15 MiB |", mib(stub_rss));
+    let mib = |kib: Option<i64>| {
+        kib.map_or("n/a (needs /usr/bin/time)".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    };
+    println!(
+        "| peak RSS of kactus, ADD+DEL with 16 attachments (delegates stubbed by /bin/sh) | {} | < 15 MiB |",
+        mib(stub_rss)
+    );
     println!("| peak RSS of kactus, VERSION | {} | - |", mib(version_rss));
     println!("| binary size (release, stripped) | {:.1} MiB | - |", size as f64 / 1048576.0);
     println!("| start-up: CNI_COMMAND=VERSION, p50 of 200 | {version_p50:.2} ms | < 2 ms |");
@@ -525,7 +553,8 @@ fn profile(world: &World, spec: &str) {
     // sh reads this script from stdin; the config goes to kactus through $CONF.
     let mut env = cni_env("ADD", "prof", &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
     env.push(("CONF", conf.to_string()));
-    let script = format!("printf '%s' \"$CONF\" | strace -f -tt -T -o /tmp/kactus-bench-profile.strace {}", kactus_binary());
+    let script =
+        format!("printf '%s' \"$CONF\" | strace -f -tt -T -o /tmp/kactus-bench-profile.strace {}", kactus_binary());
     let start = Instant::now();
     let run = run_in(Some(&world.sb.node.path), "/bin/sh", &env, script.as_bytes());
     println!("ADD under strace: {:.1} ms ok={} {}", ms(start.elapsed()), run.ok, run.stderr);
