@@ -111,3 +111,19 @@ fn unknown_command_is_code_4() {
     assert_eq!(code, 4);
     assert!(msg.contains("BOGUS"), "{msg}");
 }
+
+#[test]
+fn a_result_the_runtimes_version_cannot_hold_is_code_1_and_rolled_back() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    // Two IPv4 addresses on eth0: a 0.2.0 result holds one per family.
+    conf["cniVersion"] = "0.2.0".into();
+    conf["delegates"][0]["ipam"] = json!({"type": "host-local", "dataDir": sb.ipam_dir(),
+        "ranges": [[{"subnet": "10.244.0.0/24"}], [{"subnet": "10.245.0.0/24"}]]});
+    conf["delegates"][0]["isGateway"] = false.into(); // bridge gateways one v4 subnet only
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).err();
+    assert_eq!(code, 1, "{msg}");
+    assert!(msg.contains("0.2.0"), "{msg}");
+    assert_clean(&sb, p);
+}

@@ -6,53 +6,67 @@ use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, PlannedCall};
 use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
+use crate::kube;
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
 
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     let pod = env.args.pod();
-    let plan = plan_add(cfg, env).inspect_err(|e| warn_pod(cfg, pod.as_ref(), e))?;
+    // Planning failed before a client was kept (a NAD missing, say): a fresh one reports it.
+    let plan = plan_add(cfg, env).inspect_err(|e| {
+        let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
+        warn_pod(client.as_ref(), pod.as_ref(), e)
+    })?;
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
     let mut made: Vec<CacheEntry> = Vec::new();
+    let mut step = Ok(());
     for (seq, call) in (cache.next_seq()..).zip(&plan.calls) {
-        let step = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call))).and_then(|entry| {
+        step = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call))).and_then(|entry| {
             let written = cache.write(&entry);
             made.push(entry);
             written
         });
-        if let Err(e) = step {
-            let e = rollback(cfg, env, cache, made, e);
-            warn_pod(cfg, plan.pod.as_ref(), &e);
-            return Err(e);
+        if step.is_err() {
+            break;
         }
     }
-    if let Some(pod) = &plan.pod {
-        tell_apiserver(cfg, pod, &cache.entries(), &made);
+    // Everything that can still fail happens before success is reported, under rollback:
+    // the cache made durable, and the answer converted to the runtime's version (a result
+    // an older version cannot hold is code 1, and must not leave devices behind).
+    let answer = step.and_then(|()| cache.sync()).and_then(|()| {
+        // The runtime gets the eth0 result; a dynamic call gets its attachment's.
+        let answer = made.iter().find(|e| e.kactus.is_default).or(made.first());
+        CniResult::convert(&answer.map(|e| e.result.clone()).unwrap_or(Value::Null), &cfg.cni_version)
+    });
+    let out = match answer {
+        Ok(out) => out,
+        Err(e) => {
+            let e = rollback(cfg, env, cache, made, e);
+            warn_pod(plan.client.as_ref(), plan.pod.as_ref(), &e);
+            return Err(e);
+        }
+    };
+    if let (Some(pod), Some(client)) = (&plan.pod, &plan.client) {
+        tell_apiserver(client, pod, &cache.entries(), &made);
     }
-    // The runtime gets the eth0 result; a dynamic call gets its attachment's.
-    let answer = made.iter().find(|e| e.kactus.is_default).or(made.first());
-    let result = answer.map(|e| e.result.clone()).unwrap_or(Value::Null);
-    let out = CniResult::convert(&result, &cfg.cni_version)?;
     log::info!("ADD {} done: {} delegate call(s)", env.container_id, made.len());
     Ok(out)
 }
 
 /// network-status and an `AddedInterface` event per device: logged on failure, the devices stay.
-fn tell_apiserver(cfg: &KactusConfig, pod: &PodRef, cached: &[CacheEntry], made: &[CacheEntry]) {
-    let client = match super::plan::kube_client(cfg) {
-        Ok(c) => c,
-        Err(e) => return log::warn!("pod {}/{}: network-status and events not written: {e}", pod.namespace, pod.name),
-    };
-    if let Err(e) = super::status::publish(&client, pod, cached) {
+/// Uses the client that read the pod and its NADs: its connection is open already, so no
+/// new TLS handshake lands on the pod's start-up path.
+fn tell_apiserver(client: &kube::Client, pod: &PodRef, cached: &[CacheEntry], made: &[CacheEntry]) {
+    if let Err(e) = super::status::publish(client, pod, cached) {
         log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
     }
-    super::events::added_interfaces(&client, pod, made);
+    super::events::added_interfaces(client, pod, made);
 }
 
 /// A failed ADD shows on the pod as a warning event (best effort).
-fn warn_pod(cfg: &KactusConfig, pod: Option<&PodRef>, err: &CniError) {
-    if let (Some(pod), Ok(client)) = (pod, super::plan::kube_client(cfg)) {
-        super::events::add_failed(&client, pod, err);
+fn warn_pod(client: Option<&kube::Client>, pod: Option<&PodRef>, err: &CniError) {
+    if let (Some(pod), Some(client)) = (pod, client) {
+        super::events::add_failed(client, pod, err);
     }
 }
 

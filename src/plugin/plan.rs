@@ -34,6 +34,9 @@ pub struct Plan {
     pub calls: Vec<PlannedCall>,
     /// `Some(key)` for a dynamic (`K8S_POD_NETWORK`) call on a running pod.
     pub dynamic: Option<String>,
+    /// The client that read the pod and its NADs, kept for the network-status PATCH so that
+    /// reuses its connection instead of a second kubeconfig read and TLS handshake.
+    pub client: Option<kube::Client>,
 }
 
 pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
@@ -81,7 +84,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         }
         let mut calls = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
         calls.extend(config_delegates());
-        return Ok(Plan { pod: None, calls, dynamic: None });
+        return Ok(Plan { pod: None, calls, dynamic: None, client: None });
     };
 
     let client = kube_client(cfg)?;
@@ -116,7 +119,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     // The primary network replaces the master on eth0, so it goes first like the master.
     calls.sort_by_key(|c| !c.is_default);
     check_devices_absent(env, &calls)?;
-    Ok(Plan { pod: Some(pod), calls, dynamic })
+    Ok(Plan { pod: Some(pod), calls, dynamic, client: Some(client) })
 }
 
 /// A dynamic call names one network: find it among the pod's selections (by key, by
