@@ -3,8 +3,8 @@
 //! changed for its duration (judged by their own clock, so skew between nodes does not
 //! matter).
 
-use super::clock;
 use super::metrics::Metrics;
+use crate::kube::time as clock;
 use crate::kube::{Client, KubeError, Lease, LeaseSpec, ObjectMeta};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

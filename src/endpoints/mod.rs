@@ -12,7 +12,6 @@
 //! difference is written. [`metrics`] serves `/healthz` and `/metrics`; with several
 //! replicas, [`leader`] lets only the Lease holder write.
 
-mod clock;
 pub mod controller;
 pub mod desired;
 mod event;

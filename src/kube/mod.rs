@@ -4,7 +4,9 @@
 mod backoff;
 mod client;
 mod error;
+pub mod event;
 mod kubeconfig;
+pub mod time;
 mod tls;
 mod types;
 mod watch;

@@ -56,11 +56,18 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
 /// network-status and an `AddedInterface` event per device: logged on failure, the devices stay.
 /// Uses the client that read the pod and its NADs: its connection is open already, so no
 /// new TLS handshake lands on the pod's start-up path.
+/// The writes go out concurrently, so they cost one round trip whatever the number of devices.
 fn tell_apiserver(client: &kube::Client, pod: &PodRef, cached: &[CacheEntry], made: &[CacheEntry]) {
-    if let Err(e) = super::status::publish(client, pod, cached) {
-        log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
-    }
-    super::events::added_interfaces(client, pod, made);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Err(e) = super::status::publish(client, pod, cached) {
+                log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
+            }
+        });
+        for entry in made {
+            s.spawn(move || super::events::added_interface(client, pod, entry));
+        }
+    });
 }
 
 /// A failed ADD shows on the pod as a warning event (best effort).

@@ -82,6 +82,17 @@ impl CacheEntry {
         NetworkConfig::from_bytes(&bytes, &self.network_name, "")
     }
 
+    /// The network as network-status and events name it: `namespace/name` of the NAD (also
+    /// for an `isPrimary` network on eth0), else the CNI network name (cluster network,
+    /// config delegates).
+    pub fn shown_network(&self) -> &str {
+        match self.kactus.role {
+            Role::Attachment => &self.kactus.network,
+            Role::Master if !self.kactus.network.is_empty() => &self.kactus.network,
+            _ => &self.network_name,
+        }
+    }
+
     pub fn args(&self) -> CniArgs {
         CniArgs(self.cni_args.iter().map(|[k, v]| (k.clone(), v.clone())).collect())
     }

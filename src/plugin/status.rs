@@ -1,7 +1,7 @@
 //! The NPWG `k8s.v1.cni.cncf.io/network-status` annotation, computed from the cache so it
 //! always says what the pod really has, after ADD and after each dynamic add or delete.
 
-use super::cache::{CacheEntry, Role};
+use super::cache::CacheEntry;
 use crate::cni::{CniResult, PodRef};
 use crate::kube;
 use serde_json::{json, Value};
@@ -19,12 +19,7 @@ pub fn network_status(entries: &[CacheEntry]) -> Value {
 }
 
 fn entry_status(e: &CacheEntry) -> Value {
-    let name = match e.kactus.role {
-        Role::Attachment => e.kactus.network.clone(),
-        Role::Master if !e.kactus.network.is_empty() => e.kactus.network.clone(),
-        _ => e.network_name.clone(),
-    };
-    let mut out = json!({ "name": name, "interface": e.if_name });
+    let mut out = json!({ "name": e.shown_network(), "interface": e.if_name });
     let Ok(result) = CniResult::parse(&e.result) else { return out };
     let index = result.sandbox_interface(&e.if_name);
     let ips: Vec<String> = result

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::ids::{new_uid, random_bytes, rfc3339_now};
+use super::ids::{new_uid, random_bytes};
 use super::patch::{merge_patch, Patch};
 use super::resources::{self, ResourceKind};
 use super::selector::Selector;
 use super::status::ApiError;
+use crate::kube::time::now as rfc3339_now;
 
 /// How many change events are kept for watches to resume from; older resourceVersions
 /// answer 410 Expired, as after an etcd compaction.

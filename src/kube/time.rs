@@ -1,4 +1,5 @@
-//! Wall-clock timestamps in the apiserver's forms (no date crate for two formats).
+//! Wall-clock timestamps in the apiserver's forms: `Time` and `MicroTime` (RFC 3339, UTC). One
+//! place for the two formats every writer of Events, Leases and objects needs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
