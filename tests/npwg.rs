@@ -7,6 +7,7 @@ use kactus::attachment::device_name_for;
 use serde_json::{json, Value};
 
 const NPWG: &str = "k8s.v1.cni.cncf.io/networks";
+const GREEN: &str = "net9f27410725ab";
 
 /// The cluster network with a default route via 10.244.0.1 on eth0, so moving it shows.
 fn conf_with_default_route(sb: &Sandbox) -> Value {
@@ -358,4 +359,52 @@ fn an_ipv6_gateway_moves_only_the_ipv6_default_route() {
     assert_eq!(sb.pods[p].default_routes("-4"), vec![("10.244.0.1".to_string(), "eth0".to_string())], "v4 stays");
     sb.kactus("DEL", "c-fe6", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
     assert_clean(&sb, p);
+}
+
+#[test]
+fn every_delegate_gets_the_pod_args_cni_args_reach_args_cni_and_del_repeats_add_exactly() {
+    let mut sb = Sandbox::new();
+    let log = recording_plugin(&mut sb, "bridge");
+    let green = json!({"cniVersion": "1.0.0", "type": "rec-bridge", "bridge": "green-br",
+        "ipam": {"type": "host-local", "subnet": "192.168.42.0/24", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("default", "green", &green));
+    let ann = json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "green", "cni-args": {"role": "edge"}}]"#});
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &ann));
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["delegates"][0]["type"] = "rec-bridge".into();
+    conf["delegates"][0]["capabilities"] = json!({"portMappings": true});
+    // kubelet's runtimeConfig: for the pod's eth0 only.
+    conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+
+    let calls = recorded_calls(&log);
+    let of = |cmd: &str, ifname: &str| -> Value {
+        calls
+            .iter()
+            .find(|c| c["command"] == cmd && c["ifname"] == ifname)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {cmd} {ifname}: {calls:?}"))
+    };
+    let (master_add, green_add) = (of("ADD", "eth0"), of("ADD", GREEN));
+    for call in [&master_add, &green_add] {
+        assert_eq!(
+            call["args"],
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=app1;K8S_POD_INFRA_CONTAINER_ID=c-app1;K8S_POD_UID=uid-app1"
+        );
+    }
+    assert_eq!(master_add["stdin"]["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
+    assert!(green_add["stdin"].get("runtimeConfig").is_none(), "{green_add}");
+    assert_eq!(green_add["stdin"]["args"]["cni"]["role"], "edge");
+    // DEL sends each delegate what its ADD had: same CNI_ARGS and config (plus prevResult).
+    for (ifname, add) in [("eth0", &master_add), (GREEN, &green_add)] {
+        let del = of("DEL", ifname);
+        assert_eq!(del["args"], add["args"], "{ifname}");
+        let mut sent = del["stdin"].clone();
+        assert!(sent.as_object_mut().unwrap().remove("prevResult").is_some(), "{ifname}: DEL carries prevResult");
+        assert_eq!(&sent, &add["stdin"], "{ifname}");
+    }
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
 }

@@ -147,6 +147,8 @@ pub struct Sandbox {
     pub api: Option<TestApiServer>,
     pub kubeconfig: PathBuf,
     pub pods: Vec<Netns>,
+    /// `CNI_PATH` kactus is run with (tests may put recording wrappers first).
+    pub cni_path: String,
     // Dropped last: pods go first so their veth peers vanish with them.
     pub node: Netns,
 }
@@ -162,7 +164,7 @@ impl Sandbox {
         let api = TestApiServer::start(listener, TOKEN).expect("start test apiserver");
         let kubeconfig = dir.path().join("kubeconfig.yaml");
         api.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
-        Sandbox { tag, dir, api: Some(api), kubeconfig, pods: Vec::new(), node }
+        Sandbox { tag, dir, api: Some(api), kubeconfig, pods: Vec::new(), cni_path: CNI_PATH.to_string(), node }
     }
 
     pub fn api(&self) -> &TestApiServer {
@@ -261,7 +263,7 @@ impl Sandbox {
             .env("CNI_CONTAINERID", container)
             .env("CNI_IFNAME", ifname)
             .env("CNI_ARGS", cni_args)
-            .env("CNI_PATH", CNI_PATH)
+            .env("CNI_PATH", &self.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -338,4 +340,32 @@ pub fn kernel_supports(kind: &str) -> bool {
     let mut all = vec!["-n", ns.name.as_str()];
     all.extend(args);
     Command::new("ip").args(&all).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// A delegate named `rec-<plugin>` in a bin dir of the sandbox that records every call
+/// (command, interface, `CNI_ARGS`, stdin) as a JSON line, then execs the real plugin.
+/// Puts that dir first in the sandbox's `CNI_PATH`; returns the log path.
+pub fn recording_plugin(sb: &mut Sandbox, plugin: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = sb.path("recbin");
+    std::fs::create_dir_all(&bin).expect("recbin");
+    let log = sb.path(&format!("rec-{plugin}.log"));
+    let script = format!(
+        "#!/bin/sh\nin=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\" | exec {CNI_PATH}/{plugin}\n",
+        log = log.display()
+    );
+    let path = bin.join(format!("rec-{plugin}"));
+    std::fs::write(&path, script).expect("write recording plugin");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    sb.cni_path = format!("{}:{CNI_PATH}", bin.display());
+    log
+}
+
+/// The calls a recording plugin saw.
+pub fn recorded_calls(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
+        .collect()
 }
