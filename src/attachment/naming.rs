@@ -57,6 +57,8 @@ mod tests {
         assert_eq!(attachment_key("default", "default", "green", 0), "green");
         assert_eq!(attachment_key("default", "mep", "mp1", 0), "mep/mp1");
         assert_eq!(attachment_key("default", "default", "green", 1), "green#1");
+        assert_eq!(device_name_for("mep/mp1"), "netc890d403fb27");
+        assert_eq!(device_name_for("green#1"), "net898f8541f0ab");
         assert_ne!(device_name_for("mep/mp1"), device_name_for("mp1"));
         assert_eq!(device_name_for("green").len(), MAX_IFNAME_LEN);
     }
