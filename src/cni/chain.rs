@@ -8,10 +8,6 @@ use super::exec::{exec_plugin, Invocation};
 use super::version::Version;
 use serde_json::{Map, Value};
 
-fn plugin_type(net: &NetworkConfig, i: usize) -> &str {
-    net.plugins.get(i).and_then(|p| p.get("type")).and_then(Value::as_str).unwrap_or_default()
-}
-
 fn stdin_bytes(net: &NetworkConfig, i: usize, rc: &Map<String, Value>, prev: Option<&Value>) -> Vec<u8> {
     net.plugin_stdin(i, rc, prev).to_string().into_bytes()
 }
@@ -22,7 +18,7 @@ pub fn add(net: &NetworkConfig, inv: &Invocation, runtime_config: &Map<String, V
     debug_assert_eq!(inv.command, Command::Add);
     let mut prev: Option<Value> = None;
     for i in 0..net.plugins.len() {
-        let t = plugin_type(net, i);
+        let t = net.plugin_type(i);
         let out = exec_plugin(inv, t, &stdin_bytes(net, i, runtime_config, prev.as_ref()))?;
         match out {
             Some(result) => prev = Some(result),
@@ -47,7 +43,7 @@ pub fn del(
     let prev = if net.version() >= Version::V0_4_0 { cached } else { None };
     let mut errors = Vec::new();
     for i in (0..net.plugins.len()).rev() {
-        if let Err(e) = exec_plugin(inv, plugin_type(net, i), &stdin_bytes(net, i, runtime_config, prev)) {
+        if let Err(e) = exec_plugin(inv, net.plugin_type(i), &stdin_bytes(net, i, runtime_config, prev)) {
             errors.push(e);
         }
     }
@@ -73,7 +69,40 @@ pub fn check(
         return Ok(());
     }
     for i in 0..net.plugins.len() {
-        exec_plugin(inv, plugin_type(net, i), &stdin_bytes(net, i, runtime_config, Some(cached)))?;
+        exec_plugin(inv, net.plugin_type(i), &stdin_bytes(net, i, runtime_config, Some(cached)))?;
+    }
+    Ok(())
+}
+
+/// The runtime's list of live attachments in a GC call (CNI 1.1).
+pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
+/// An invocation about a whole network rather than one container (GC, STATUS).
+fn network_wide(command: Command, cni_path: &str, timeout: std::time::Duration) -> Invocation<'_> {
+    static NO_ARGS: super::env::CniArgs = super::env::CniArgs(Vec::new());
+    Invocation { command, container_id: "", netns: None, ifname: "", args: &NO_ARGS, cni_path, timeout }
+}
+
+/// GC (CNI 1.1): every plugin of the network with the live attachments, as libcni runs it.
+/// Goes on past a failure and returns every error.
+pub fn gc(net: &NetworkConfig, cni_path: &str, timeout: std::time::Duration, valid: &Value) -> Vec<CniError> {
+    let inv = network_wide(Command::Gc, cni_path, timeout);
+    let mut errors = Vec::new();
+    for i in 0..net.plugins.len() {
+        let mut stdin = net.plugin_stdin(i, &Map::new(), None);
+        stdin[VALID_ATTACHMENTS] = valid.clone();
+        if let Err(e) = exec_plugin(&inv, net.plugin_type(i), stdin.to_string().as_bytes()) {
+            errors.push(e.context(format!("GC of network {:?} ({})", net.name, net.plugin_type(i))));
+        }
+    }
+    errors
+}
+
+/// STATUS (CNI 1.1): every plugin of the network in order; the first failure is the answer.
+pub fn status(net: &NetworkConfig, cni_path: &str, timeout: std::time::Duration) -> Result<(), CniError> {
+    let inv = network_wide(Command::Status, cni_path, timeout);
+    for i in 0..net.plugins.len() {
+        exec_plugin(&inv, net.plugin_type(i), net.plugin_stdin(i, &Map::new(), None).to_string().as_bytes())?;
     }
     Ok(())
 }

@@ -77,9 +77,14 @@ impl NetworkConfig {
         Self::parse(&value, default_name, default_version)
     }
 
+    /// The `type` of plugin `index` (the binary looked up in `CNI_PATH`).
+    pub fn plugin_type(&self, index: usize) -> &str {
+        self.plugins.get(index).and_then(|p| p.get("type")).and_then(Value::as_str).unwrap_or_default()
+    }
+
     /// The plugin types of the chain, for messages ("macvlan+tuning").
     pub fn types(&self) -> String {
-        self.plugins.iter().filter_map(|p| p.get("type").and_then(Value::as_str)).collect::<Vec<_>>().join("+")
+        (0..self.plugins.len()).map(|i| self.plugin_type(i)).collect::<Vec<_>>().join("+")
     }
 
     /// Capabilities any plugin of the chain declares (`"capabilities": {"mac": true}`).

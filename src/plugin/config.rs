@@ -51,7 +51,7 @@ pub struct ValidAttachment {
     pub ifname: String,
 }
 
-pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+pub use crate::cni::chain::VALID_ATTACHMENTS;
 
 impl KactusConfig {
     /// Parses stdin: undecodable JSON is code 6, anything malformed or contradictory code 7,

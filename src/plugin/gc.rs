@@ -5,12 +5,12 @@
 //! alive on it. Goes on past failures and reports them all, as the spec asks.
 
 use super::cache::{cached_containers, ContainerCache};
-use super::config::{KactusConfig, ValidAttachment, VALID_ATTACHMENTS};
+use super::config::{KactusConfig, ValidAttachment};
 use super::del::del_entry;
+use crate::cni::chain::{self, VALID_ATTACHMENTS};
 use crate::cni::error::join_errors;
-use crate::cni::exec::exec_plugin;
-use crate::cni::{CniArgs, CniEnv, CniError, Command, Invocation, NetworkConfig, Version};
-use serde_json::{Map, Value};
+use crate::cni::{CniEnv, CniError, Command, NetworkConfig, Version};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -94,29 +94,10 @@ fn networks_alive(
     nets
 }
 
-/// GC to every plugin of one network, as libcni runs it for a conflist.
+/// GC to every plugin of one network, with the attachments that are still alive.
 fn forward_gc(cfg: &KactusConfig, env: &CniEnv, net: &NetworkConfig, alive: &[ValidAttachment]) -> Vec<CniError> {
-    let args = CniArgs::default();
-    let inv = Invocation {
-        command: Command::Gc,
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: &args,
-        cni_path: &env.path,
-        timeout: cfg.delegate_timeout,
-    };
     let list = serde_json::to_value(alive).unwrap_or(Value::Array(Vec::new()));
-    let mut errors = Vec::new();
-    for i in 0..net.plugins.len() {
-        let t = net.plugins[i].get("type").and_then(Value::as_str).unwrap_or_default();
-        let mut stdin = net.plugin_stdin(i, &Map::new(), None);
-        stdin[VALID_ATTACHMENTS] = list.clone();
-        if let Err(e) = exec_plugin(&inv, t, stdin.to_string().as_bytes()) {
-            errors.push(e.context(format!("GC of network {:?} ({t})", net.name)));
-        }
-    }
-    errors
+    chain::gc(net, &env.path, cfg.delegate_timeout, &list)
 }
 
 #[cfg(test)]
@@ -124,7 +105,7 @@ mod tests {
     use super::super::cache::{CacheEntry, KactusMeta, Role};
     use super::*;
     use crate::cni::test_plugin::FakePlugin;
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     fn entry(container: &str, ifname: &str, net: &NetworkConfig, seq: u64) -> CacheEntry {
         CacheEntry {

@@ -2,9 +2,9 @@
 //! be installed, and a master that speaks 1.1 is asked. Anything else is code 50.
 
 use super::config::KactusConfig;
-use crate::cni::exec::{exec_plugin, find_plugin};
-use crate::cni::{code, CniArgs, CniEnv, CniError, Command, Invocation, Version};
-use serde_json::Map;
+use crate::cni::chain;
+use crate::cni::exec::find_plugin;
+use crate::cni::{code, CniEnv, CniError, Version};
 
 pub fn status(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let master = &cfg.master;
@@ -17,29 +17,13 @@ pub fn status(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         };
         CniError::new(c, format!("master network {:?} ({}) is not ready: {}", master.name, master.types(), e.msg))
     };
-    for plugin in master.plugins.iter() {
-        let t = plugin.get("type").and_then(|v| v.as_str()).unwrap_or_default();
-        find_plugin(t, &env.path).map_err(not_available)?;
+    for i in 0..master.plugins.len() {
+        find_plugin(master.plugin_type(i), &env.path).map_err(not_available)?;
     }
     if master.version() < Version::V1_1_0 {
         return Ok(());
     }
-    let args = CniArgs::default();
-    let inv = Invocation {
-        command: Command::Status,
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: &args,
-        cni_path: &env.path,
-        timeout: cfg.delegate_timeout,
-    };
-    for i in 0..master.plugins.len() {
-        let t = master.plugins[i].get("type").and_then(|v| v.as_str()).unwrap_or_default();
-        let stdin = master.plugin_stdin(i, &Map::new(), None).to_string();
-        exec_plugin(&inv, t, stdin.as_bytes()).map_err(not_available)?;
-    }
-    Ok(())
+    chain::status(master, &env.path, cfg.delegate_timeout).map_err(not_available)
 }
 
 #[cfg(test)]
