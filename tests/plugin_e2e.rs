@@ -297,3 +297,34 @@ fn transient_apiserver_errors_are_retried() {
     assert!(sb.pods[p].has_link(GREEN));
     sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
 }
+
+#[test]
+fn a_dynamic_del_removes_exactly_the_named_attachment_and_never_eth0() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let core = json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "core-br",
+        "ipam": {"type": "host-local", "subnet": "10.20.0.0/24", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("default", "core", &core));
+    let ann = json!({"networks": r#"[{"name":"core","isPrimary":true},{"name":"green"},{"name":"green"}]"#});
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &ann));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    const GREEN_1: &str = "net898f8541f0ab"; // md5("green#1")
+    let mut devices = sb.pod_devices(p);
+    devices.sort();
+    assert_eq!(devices, vec!["eth0", GREEN_1, GREEN]);
+
+    // The primary network is eth0, not an attachment: a dynamic DEL naming it touches nothing.
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &format!("{args};K8S_POD_NETWORK=core"), &conf).ok();
+    assert!(sb.pods[p].has_link("eth0"));
+    // The repeat by its key, then the first by its name.
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &format!("{args};K8S_POD_NETWORK=green#1"), &conf).ok();
+    assert!(sb.pods[p].has_link(GREEN) && !sb.pods[p].has_link(GREEN_1), "{:?}", sb.pod_devices(p));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &format!("{args};K8S_POD_NETWORK=green"), &conf).ok();
+    assert_eq!(sb.pod_devices(p), vec!["eth0"]);
+
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty() && sb.cache_files().is_empty());
+}

@@ -172,6 +172,19 @@ impl ContainerCache {
         out
     }
 
+    /// The attachment a dynamic call (`K8S_POD_NETWORK=name`) means: by attachment key
+    /// (`green`, `green#1`, `mep/mp1`), else by `namespace/name`, else by bare network name.
+    /// Only attachments: a dynamic call never touches eth0 or the config's delegates.
+    pub fn dynamic_entry(&self, name: &str) -> Option<CacheEntry> {
+        let attachments: Vec<CacheEntry> =
+            self.entries().into_iter().filter(|e| e.kactus.role == Role::Attachment).collect();
+        let suffix = format!("/{name}");
+        let by_key = attachments.iter().position(|e| e.kactus.key == name);
+        let by_ref = || attachments.iter().position(|e| e.kactus.network == name);
+        let by_name = || attachments.iter().position(|e| e.kactus.network.ends_with(&suffix));
+        by_key.or_else(by_ref).or_else(by_name).and_then(|i| attachments.into_iter().nth(i))
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.entries().iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0)
     }

@@ -17,10 +17,10 @@ pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         return Ok(());
     }
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
-    let mut entries = cache.entries();
-    if let Some(name) = env.args.get(K8S_POD_NETWORK) {
-        entries.retain(|e| e.kactus.key == name || e.kactus.network == name);
-    }
+    let entries = match env.args.get(K8S_POD_NETWORK) {
+        Some(name) => cache.dynamic_entry(name).into_iter().collect(),
+        None => cache.entries(),
+    };
     if entries.is_empty() {
         return Err(CniError::new(
             code::UNKNOWN_CONTAINER,

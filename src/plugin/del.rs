@@ -10,14 +10,12 @@ use crate::cni::{chain, CniEnv, CniError, Command, Invocation};
 
 pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
-    let mut entries = cache.entries();
     let dynamic = env.args.get(K8S_POD_NETWORK);
-    if let Some(name) = dynamic {
-        entries.retain(|e| {
-            e.kactus.key == name || e.kactus.network == name || e.kactus.network.ends_with(&format!("/{name}"))
-        });
-        entries.truncate(1);
-    } else if entries.is_empty() {
+    let entries = match dynamic {
+        Some(name) => cache.dynamic_entry(name).into_iter().collect(),
+        None => cache.entries(),
+    };
+    if dynamic.is_none() && entries.is_empty() {
         // Nothing cached (ADD never finished, or the cache was lost): release what the
         // master may hold (its IPAM lease) with the config we were given.
         log::info!("DEL {}: no cache, deleting the master delegate only", env.container_id);
