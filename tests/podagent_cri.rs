@@ -281,7 +281,32 @@ fn podagent_hot_plugs_data_into_a_pod_found_over_cri_only() {
     let calls = node.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].starts_with("ADD ") && calls[0].contains("K8S_POD_INFRA_CONTAINER_ID=c-app1"), "{calls:?}");
-    assert_eq!((agent.metric("podagent_adds_total"), agent.metric("podagent_failures_total")), (1, 0));
+    assert!(wait_until(|| agent.metric("podagent_adds_total") == 1), "the ADD was never counted");
+    assert_eq!(agent.metric("podagent_failures_total"), 0);
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert!(!log.contains("kactus cache"), "the cache was consulted:\n{log}");
+}
+
+#[test]
+fn podagent_in_auto_mode_without_a_runtime_hot_plugs_through_the_kactus_cache() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let flags = [
+        format!("--cri-socket={}", sb.path("no-runtime.sock").display()),
+        format!("--kactus-cache-dir={}", sb.cache_dir().display()),
+    ];
+    let agent = PodAgent::start_with(&sb, &node, &flags);
+
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert!(wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)), "data never appeared");
+    set_networks(&sb, r#"[{"name":"green"}]"#);
+    assert!(wait_until(|| !sb.pods[p].has_link(DATA) && !lists(&sb, DATA)), "data never went away");
+    // Counted once the plugin call has returned, a moment after the device went.
+    assert!(wait_until(|| agent.metric("podagent_dels_total") == 1), "the DEL was never counted");
+    assert_eq!(agent.metric("podagent_adds_total"), 1);
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let fallbacks = log.lines().filter(|l| l.contains("sandboxes are found in the kactus cache")).count();
+    assert_eq!(fallbacks, 1, "the fallback is logged once:\n{log}");
+    assert!(log.contains("no-runtime.sock"), "the log names the socket:\n{log}");
 }

@@ -70,7 +70,7 @@ pub fn sandbox_locator(
 pub struct AutoLocator {
     cri: CriLocator,
     cache: KactusCacheLocator,
-    /// Which answered last ([`ANSWERED_BY_CRI`] / [`ANSWERED_BY_CACHE`]), to log each switch once.
+    /// Which answered last (`ANSWERED_BY_*`), so each switch is logged once.
     answered_by: AtomicU8,
 }
 

@@ -206,13 +206,17 @@ fn network_namespace(status: &api::PodSandboxStatusResponse) -> Result<PathBuf, 
     }
 }
 
-/// An error with its causes, which tonic's transport errors keep apart ("transport error").
+/// An error with its causes, which tonic's transport errors keep apart ("transport error"),
+/// each said once.
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        let said = c.to_string();
+        if !out.contains(&said) {
+            out.push_str(": ");
+            out.push_str(&said);
+        }
         cause = c.source();
     }
     out
