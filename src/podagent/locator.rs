@@ -1,6 +1,6 @@
 //! Finding a running pod's sandbox: the container ID the runtime gave kactus and the path
 //! of its network namespace. Behind [`SandboxLocator`]: the runtime's own answer over CRI
-//! (`cri.rs`), the runtime-independent kactus cache (here), or the first with the second as
+//! (`cri/`), the runtime-independent kactus cache (here), or the first with the second as
 //! fallback ([`AutoLocator`]), as `--sandbox-lookup` picks.
 
 use super::cri::{self, CriError, CriLocator};

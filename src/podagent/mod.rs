@@ -3,8 +3,8 @@
 //!
 //! `watch.rs` turns the apiserver into a stream of the node's pods, `controller.rs` tells
 //! the story of a reconcile, `diff.rs` compares desired and had, `locator.rs` finds the
-//! pod's sandbox (from the runtime over CRI, `cri/`, or kactus's cache), `invoke.rs` runs the node's CNI plugin, `events.rs` and `metrics.rs`
-//! report.
+//! pod's sandbox (from the runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs`
+//! runs the node's CNI plugin, `events.rs` and `metrics.rs` report.
 
 pub mod controller;
 pub mod cri;

@@ -58,8 +58,11 @@ pub struct PodAgent {
 }
 
 impl PodAgent {
+    /// Finding sandboxes in kactus's cache, as the test's pods were set up by kactus and no
+    /// runtime knows them (even if the machine runs one).
     pub fn start(sb: &Sandbox, node: &Node) -> PodAgent {
-        PodAgent::start_with(sb, node, &[format!("--kactus-cache-dir={}", sb.cache_dir().display())])
+        let flags = ["--sandbox-lookup=cache".to_string(), format!("--kactus-cache-dir={}", sb.cache_dir().display())];
+        PodAgent::start_with(sb, node, &flags)
     }
 
     /// With more flags (a cache dir among them: podagent takes each flag once).
