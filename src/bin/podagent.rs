@@ -23,9 +23,17 @@ struct Cli {
     /// CNI_PATH given to the plugin (default: the bin dir).
     #[arg(long)]
     cni_path: Option<String>,
-    /// kactus's cacheDir, where running pods' sandboxes are found.
+    /// kactus's cacheDir, where running pods' sandboxes are found without the runtime.
     #[arg(long, default_value = "/var/lib/cni/kactus")]
     kactus_cache_dir: PathBuf,
+    /// How pods' sandboxes are found: from the runtime over CRI, from kactus's cache, or the
+    /// runtime when its socket answers and the cache otherwise.
+    #[arg(long, value_enum, default_value = "auto")]
+    sandbox_lookup: kactus::podagent::locator::SandboxLookup,
+    /// The runtime's CRI socket (default: the first that exists of
+    /// /run/containerd/containerd.sock, /var/run/crio/crio.sock).
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
     /// Address of /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1:9648")]
     metrics_addr: SocketAddr,
@@ -58,6 +66,8 @@ fn main() {
         cni_conf_dir: cli.cni_conf_dir,
         cni_bin_dir: cli.cni_bin_dir,
         kactus_cache_dir: cli.kactus_cache_dir,
+        sandbox_lookup: cli.sandbox_lookup,
+        cri_socket: cli.cri_socket,
         metrics_addr: cli.metrics_addr,
         resync: Duration::from_secs(cli.resync_seconds.max(1)),
         plugin_timeout: Duration::from_secs(cli.plugin_timeout_seconds.max(1)),

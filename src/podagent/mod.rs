@@ -3,10 +3,11 @@
 //!
 //! `watch.rs` turns the apiserver into a stream of the node's pods, `controller.rs` tells
 //! the story of a reconcile, `diff.rs` compares desired and had, `locator.rs` finds the
-//! pod's sandbox, `invoke.rs` runs the node's CNI plugin, `events.rs` and `metrics.rs`
-//! report.
+//! pod's sandbox (from the runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs`
+//! runs the node's CNI plugin, `events.rs` and `metrics.rs` report.
 
 pub mod controller;
+pub mod cri;
 pub mod diff;
 pub mod events;
 pub mod invoke;
@@ -17,7 +18,7 @@ pub mod watch;
 use crate::kube::{Client, ClientOptions};
 use controller::Controller;
 use invoke::NodePlugin;
-use locator::KactusCacheLocator;
+use locator::SandboxLookup;
 use metrics::Metrics;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ pub struct Options {
     pub cni_bin_dir: PathBuf,
     pub cni_path: String,
     pub kactus_cache_dir: PathBuf,
+    pub sandbox_lookup: SandboxLookup,
+    /// The runtime's CRI socket; `None`: the first of [`cri::DEFAULT_SOCKETS`] that exists.
+    pub cri_socket: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
     pub resync: Duration,
     pub plugin_timeout: Duration,
@@ -46,13 +50,14 @@ pub fn run(opts: Options) -> Result<(), String> {
         ClientOptions { user_agent: format!("kactus-podagent/{}", env!("CARGO_PKG_VERSION")), ..Default::default() },
     )
     .map_err(|e| e.to_string())?;
+    let locator = locator::sandbox_locator(opts.sandbox_lookup, opts.cri_socket, opts.kactus_cache_dir)?;
     let metrics = Arc::new(Metrics::default());
     let listener = TcpListener::bind(opts.metrics_addr).map_err(|e| format!("listen on {}: {e}", opts.metrics_addr))?;
     metrics::serve(listener, metrics.clone());
     let controller = Controller {
         client: client.clone(),
         node: opts.node_name.clone(),
-        locator: Box::new(KactusCacheLocator { cache_dir: opts.kactus_cache_dir }),
+        locator,
         plugin: NodePlugin {
             conf_dir: opts.cni_conf_dir,
             bin_dir: opts.cni_bin_dir,

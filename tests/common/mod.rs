@@ -3,6 +3,8 @@
 //! and guards that remove all of it, on failure too. Nothing touches the machine's own links.
 #![allow(dead_code)]
 
+pub mod podagent;
+
 use kactus::testapi::TestApiServer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,247 @@
+//! Finding a pod's sandbox from the container runtime, over its CRI socket (containerd,
+//! CRI-O): `ListPodSandbox` by the pod's UID label gives the ready sandbox's ID, which is
+//! the `CNI_CONTAINERID` the runtime gave the CNI plugin; `PodSandboxStatus` (verbose) gives
+//! the runtime spec the sandbox runs with, whose network namespace path is the `CNI_NETNS`.
+
+pub mod api;
+
+use super::locator::{Sandbox, SandboxLocator};
+use crate::kube::Pod;
+use api::{PodSandboxState, POD_UID_LABEL};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::client::Grpc;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where containerd and CRI-O listen, in the order they are tried.
+pub const DEFAULT_SOCKETS: [&str; 2] = ["/run/containerd/containerd.sock", "/var/run/crio/crio.sock"];
+
+/// Bound on connecting and on each call: a hung runtime must not hold up the reconcile loop.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first of [`DEFAULT_SOCKETS`] that exists.
+pub fn default_socket() -> Option<PathBuf> {
+    DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Why a CRI lookup failed: an unreachable runtime may be stood in for by another locator;
+/// an answer ("no ready sandbox") is the runtime's word and is final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CriError {
+    Unreachable(String),
+    Answered(String),
+}
+
+impl CriError {
+    pub fn message(&self) -> &str {
+        match self {
+            CriError::Unreachable(m) | CriError::Answered(m) => m,
+        }
+    }
+}
+
+pub struct CriLocator {
+    socket: PathBuf,
+    timeout: Duration,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl CriLocator {
+    pub fn new(socket: PathBuf, timeout: Duration) -> Result<CriLocator, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("start the CRI client runtime: {e}"))?;
+        Ok(CriLocator { socket, timeout, runtime })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The pod's ready sandbox, found by its UID.
+    pub fn lookup(&self, pod: &Pod) -> Result<Sandbox, CriError> {
+        let meta = &pod.metadata;
+        let context = |e: String| {
+            format!("CRI {}: pod {}/{} (uid {}): {e}", self.socket.display(), meta.namespace, meta.name, meta.uid)
+        };
+        if meta.uid.is_empty() {
+            return Err(CriError::Answered(context("the pod has no UID to look its sandbox up by".into())));
+        }
+        self.runtime.block_on(self.lookup_uid(&meta.uid)).map_err(|e| match e {
+            CriError::Unreachable(m) => CriError::Unreachable(context(m)),
+            CriError::Answered(m) => CriError::Answered(context(m)),
+        })
+    }
+
+    async fn lookup_uid(&self, uid: &str) -> Result<Sandbox, CriError> {
+        let mut grpc = Grpc::new(self.connect().await?);
+        let filter = api::PodSandboxFilter {
+            state: Some(api::PodSandboxStateValue { state: PodSandboxState::SandboxReady as i32 }),
+            label_selector: [(POD_UID_LABEL.to_string(), uid.to_string())].into(),
+            ..Default::default()
+        };
+        let list: api::ListPodSandboxResponse =
+            self.call(&mut grpc, api::LIST_POD_SANDBOX, api::ListPodSandboxRequest { filter: Some(filter) }).await?;
+        // Runtimes apply the filter; a sandbox being replaced may still be listed beside
+        // its successor for a moment, and the newest is the one kubelet keeps.
+        let sandbox = list
+            .items
+            .into_iter()
+            .filter(|s| {
+                s.state == PodSandboxState::SandboxReady as i32 && s.labels.get(POD_UID_LABEL).is_some_and(|u| u == uid)
+            })
+            .max_by_key(|s| s.created_at)
+            .ok_or_else(|| CriError::Answered("no ready sandbox".into()))?;
+        let request = api::PodSandboxStatusRequest { pod_sandbox_id: sandbox.id.clone(), verbose: true };
+        let status: api::PodSandboxStatusResponse = self.call(&mut grpc, api::POD_SANDBOX_STATUS, request).await?;
+        let netns =
+            network_namespace(&status).map_err(|e| CriError::Answered(format!("sandbox {}: {e}", sandbox.id)))?;
+        if !netns.exists() {
+            return Err(CriError::Answered(format!(
+                "sandbox {}: its netns {} is not visible here (is /var/run/netns mounted?)",
+                sandbox.id,
+                netns.display()
+            )));
+        }
+        Ok(Sandbox { container_id: sandbox.id, netns })
+    }
+
+    /// A connection to the socket, bounded by the call timeout.
+    async fn connect(&self) -> Result<Channel, CriError> {
+        let socket = self.socket.clone();
+        // The URI only names the HTTP/2 authority; the connector below ignores it.
+        let endpoint = Endpoint::from_static("http://localhost");
+        let connecting = endpoint.connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+        }));
+        self.bounded("connect", connecting)
+            .await?
+            .map_err(|e| CriError::Unreachable(format!("connect: {}", source_chain(&e))))
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        grpc: &mut Grpc<Channel>,
+        path: &'static str,
+        request: Req,
+    ) -> Result<Resp, CriError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        let call = async {
+            grpc.ready().await.map_err(|e| tonic::Status::unavailable(source_chain(&e)))?;
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            grpc.unary(tonic::Request::new(request), http::uri::PathAndQuery::from_static(path), codec).await
+        };
+        match self.bounded(method, call).await? {
+            Ok(response) => Ok(response.into_inner()),
+            // A runtime without the CRI v1 service (or one going away) cannot be asked at all.
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unimplemented) => {
+                Err(CriError::Unreachable(format!("{method}: {}: {}", s.code(), s.message())))
+            }
+            Err(s) => Err(CriError::Answered(format!("{method}: {}: {}", s.code(), s.message()))),
+        }
+    }
+
+    async fn bounded<T>(&self, what: &str, f: impl Future<Output = T>) -> Result<T, CriError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| CriError::Unreachable(format!("{what}: no answer within {:?}", self.timeout)))
+    }
+}
+
+impl SandboxLocator for CriLocator {
+    fn locate(&self, pod: &Pod) -> Result<Sandbox, String> {
+        self.lookup(pod).map_err(|e| e.message().to_string())
+    }
+}
+
+/// The part of a verbose `PodSandboxStatus` `info["info"]` document podagent reads: the
+/// OCI runtime spec of the sandbox, which both containerd and CRI-O include.
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct SandboxInfo {
+    runtime_spec: Option<RuntimeSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RuntimeSpec {
+    linux: LinuxSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LinuxSpec {
+    namespaces: Vec<LinuxNamespace>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LinuxNamespace {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+}
+
+/// The network namespace path in a verbose sandbox status.
+fn network_namespace(status: &api::PodSandboxStatusResponse) -> Result<PathBuf, String> {
+    let info = status.info.get("info").ok_or("the verbose status has no \"info\" document")?;
+    let info: SandboxInfo =
+        serde_json::from_str(info).map_err(|e| format!("the verbose status \"info\" is not JSON: {e}"))?;
+    let spec = info.runtime_spec.ok_or("the verbose status has no runtimeSpec")?;
+    let network = spec.linux.namespaces.into_iter().find(|n| n.kind == "network");
+    match network {
+        Some(n) if !n.path.is_empty() => Ok(PathBuf::from(n.path)),
+        // No path: the sandbox shares the node's namespace, which podagent never changes.
+        _ => Err("no network namespace path in its runtime spec (a host-network pod?)".into()),
+    }
+}
+
+/// An error with its causes, which tonic's transport errors keep apart ("transport error"),
+/// each said once.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !out.contains(&said) {
+            out.push_str(": ");
+            out.push_str(&said);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(info: &str) -> api::PodSandboxStatusResponse {
+        api::PodSandboxStatusResponse { info: [("info".to_string(), info.to_string())].into(), ..Default::default() }
+    }
+
+    #[test]
+    fn the_netns_comes_from_the_network_namespace_of_the_runtime_spec() {
+        let info = r#"{"pid": 42, "runtimeSpec": {"linux": {"namespaces": [
+            {"type": "pid"}, {"type": "ipc"}, {"type": "network", "path": "/var/run/netns/cni-1234"}]}}}"#;
+        assert_eq!(network_namespace(&status(info)), Ok(PathBuf::from("/var/run/netns/cni-1234")));
+    }
+
+    #[test]
+    fn a_host_network_sandbox_or_a_terse_status_has_no_netns() {
+        let host = r#"{"runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}]}}}"#;
+        assert!(network_namespace(&status(host)).unwrap_err().contains("host-network"));
+        assert!(network_namespace(&api::PodSandboxStatusResponse::default()).unwrap_err().contains("no \"info\""));
+        assert!(network_namespace(&status("{}")).unwrap_err().contains("runtimeSpec"));
+    }
+}

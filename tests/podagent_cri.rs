@@ -1,0 +1,312 @@
+//! podagent finding sandboxes from the container runtime over CRI: a fake runtime (a gRPC
+//! server on a unix socket answering `ListPodSandbox` and `PodSandboxStatus` the way
+//! containerd does) knows the test's pods, and the real podagent, with kactus's cache out
+//! of its reach, hot-plugs through what the runtime says.
+
+mod common;
+use common::podagent::*;
+use common::*;
+use kactus::podagent::cri::api::{self, PodSandboxState};
+use kactus::podagent::cri::{CriError, CriLocator};
+use kactus::podagent::locator::{sandbox_locator, Sandbox as PodSandbox, SandboxLookup};
+use serde_json::json;
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::body::Body;
+
+/// A sandbox the fake runtime runs.
+#[derive(Clone)]
+struct RuntimeSandbox {
+    id: String,
+    pod_uid: String,
+    netns: PathBuf,
+    ready: bool,
+}
+
+/// The fake runtime's state, shared with its gRPC handlers.
+#[derive(Clone, Default)]
+struct FakeRuntime {
+    sandboxes: Arc<Mutex<Vec<RuntimeSandbox>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl FakeRuntime {
+    fn run(&self, id: &str, pod_uid: &str, netns: &Path) {
+        let sandbox = RuntimeSandbox { id: id.into(), pod_uid: pod_uid.into(), netns: netns.into(), ready: true };
+        self.sandboxes.lock().unwrap().push(sandbox);
+    }
+
+    fn list(&self, request: api::ListPodSandboxRequest) -> api::ListPodSandboxResponse {
+        let filter = request.filter.unwrap_or_default();
+        let sandboxes = self.sandboxes.lock().unwrap();
+        let items = sandboxes.iter().map(|s| api::PodSandbox {
+            id: s.id.clone(),
+            state: if s.ready { PodSandboxState::SandboxReady } else { PodSandboxState::SandboxNotready } as i32,
+            created_at: 1,
+            labels: [
+                (api::POD_UID_LABEL.to_string(), s.pod_uid.clone()),
+                ("io.kubernetes.pod.name".into(), "x".into()),
+            ]
+            .into(),
+        });
+        let items = items
+            .filter(|s| filter.id.is_empty() || s.id == filter.id)
+            .filter(|s| filter.state.as_ref().is_none_or(|want| want.state == s.state))
+            .filter(|s| filter.label_selector.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .collect();
+        api::ListPodSandboxResponse { items }
+    }
+
+    /// containerd's verbose status: the sandbox's OCI spec under `info["info"]`.
+    fn status(&self, request: api::PodSandboxStatusRequest) -> Result<api::PodSandboxStatusResponse, tonic::Status> {
+        let sandboxes = self.sandboxes.lock().unwrap();
+        let s = sandboxes.iter().find(|s| s.id == request.pod_sandbox_id).ok_or_else(|| {
+            tonic::Status::not_found(format!("an error occurred when try to find sandbox {:?}", request.pod_sandbox_id))
+        })?;
+        let info = json!({"pid": 4242, "processStatus": "running", "netNamespaceClosed": false,
+            "runtimeSpec": {"ociVersion": "1.1.0", "linux": {"namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                {"type": "network", "path": s.netns}]}}});
+        let verbose =
+            if request.verbose { [("info".to_string(), info.to_string())].into() } else { Default::default() };
+        let status = api::PodSandboxStatus { id: s.id.clone(), state: PodSandboxState::SandboxReady as i32 };
+        Ok(api::PodSandboxStatusResponse { status: Some(status), info: verbose })
+    }
+}
+
+/// One unary CRI method of the fake runtime, as tonic's server drives it.
+struct Method<Req, Resp>(FakeRuntime, fn(&FakeRuntime, Req) -> Result<Resp, tonic::Status>);
+
+impl<Req, Resp> tonic::server::UnaryService<Req> for Method<Req, Resp> {
+    type Response = Resp;
+    type Future = std::future::Ready<Result<tonic::Response<Resp>, tonic::Status>>;
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready((self.1)(&self.0, request.into_inner()).map(tonic::Response::new))
+    }
+}
+
+impl tonic::server::NamedService for FakeRuntime {
+    const NAME: &'static str = api::SERVICE;
+}
+
+impl tower::Service<http::Request<Body>> for FakeRuntime {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let runtime = self.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_string();
+            Ok(match path.as_str() {
+                api::LIST_POD_SANDBOX => {
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+                    grpc.unary(Method(runtime, |r: &FakeRuntime, q| Ok(r.list(q))), request).await
+                }
+                api::POD_SANDBOX_STATUS => {
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+                    grpc.unary(Method(runtime, FakeRuntime::status), request).await
+                }
+                other => tonic::Status::unimplemented(format!("{other} is not faked")).into_http(),
+            })
+        })
+    }
+}
+
+/// The fake runtime serving on `<dir>/cri.sock` from its own thread until dropped.
+struct RuntimeSocket {
+    path: PathBuf,
+    runtime: FakeRuntime,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RuntimeSocket {
+    fn start(dir: &Path) -> RuntimeSocket {
+        let path = dir.join("cri.sock");
+        let runtime = FakeRuntime::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (service, stopped, socket) = (runtime.clone(), stop.clone(), path.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::bind(&socket).expect("bind fake CRI socket");
+                ready_tx.send(()).unwrap();
+                let shutdown = async move {
+                    while !stopped.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
+                    .await
+                    .expect("fake CRI server");
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("fake CRI server never listened");
+        RuntimeSocket { path, runtime, stop, thread: Some(thread) }
+    }
+
+    fn calls(&self) -> usize {
+        self.runtime.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RuntimeSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn pod(namespace: &str, name: &str, uid: &str) -> kactus::kube::Pod {
+    serde_json::from_value(json!({"metadata": {"namespace": namespace, "name": name, "uid": uid}})).unwrap()
+}
+
+fn pod_uid(sb: &Sandbox, name: &str) -> String {
+    sb.api().store().get("pods", "default", name).unwrap()["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn cri_locator_finds_the_ready_sandbox_and_its_netns_by_pod_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let netns = dir.path().join("netns-app1");
+    std::fs::write(&netns, "").unwrap();
+    let cri = RuntimeSocket::start(dir.path());
+    cri.runtime.run("old-app1", "uid-1", &netns);
+    cri.runtime.sandboxes.lock().unwrap()[0].ready = false;
+    cri.runtime.run("sandbox-app1", "uid-1", &netns);
+    cri.runtime.run("sandbox-app2", "uid-2", Path::new("/nonexistent"));
+
+    let locator = CriLocator::new(cri.path.clone(), Duration::from_secs(2)).unwrap();
+    let found = locator.lookup(&pod("default", "app1", "uid-1"));
+    assert_eq!(found, Ok(PodSandbox { container_id: "sandbox-app1".into(), netns: netns.clone() }));
+    assert_eq!(cri.calls(), 2, "one ListPodSandbox, one PodSandboxStatus");
+
+    // An unknown pod: the runtime's answer, naming socket and pod.
+    let Err(CriError::Answered(e)) = locator.lookup(&pod("default", "ghost", "uid-9")) else { panic!("ghost found") };
+    for part in [cri.path.to_str().unwrap(), "default/ghost", "uid-9", "no ready sandbox"] {
+        assert!(e.contains(part), "{part} missing from: {e}");
+    }
+    // A netns the runtime names but podagent cannot see says so.
+    let Err(CriError::Answered(e)) = locator.lookup(&pod("default", "app2", "uid-2")) else { panic!("app2 found") };
+    assert!(e.contains("/nonexistent is not visible here"), "{e}");
+}
+
+#[test]
+fn cri_locator_calls_an_absent_or_silent_runtime_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = CriLocator::new(dir.path().join("none.sock"), Duration::from_secs(2)).unwrap();
+    let Err(CriError::Unreachable(e)) = absent.lookup(&pod("default", "app1", "uid-1")) else { panic!("no error") };
+    assert!(e.contains("none.sock") && e.contains("default/app1") && e.contains("connect"), "{e}");
+
+    // A socket that accepts but never speaks HTTP/2: bounded by the timeout.
+    let silent = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+    let locator = CriLocator::new(silent, Duration::from_millis(300)).unwrap();
+    let started = std::time::Instant::now();
+    let Err(CriError::Unreachable(e)) = locator.lookup(&pod("default", "app1", "uid-1")) else { panic!("no error") };
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(e.contains("no answer within"), "{e}");
+}
+
+#[test]
+fn auto_lookup_uses_the_kactus_cache_when_the_runtime_socket_is_absent() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let uid = pod_uid(&sb, "app1");
+    let absent = Some(sb.path("no-runtime.sock"));
+    let app1 = pod("default", "app1", &uid);
+
+    let auto = sandbox_locator(SandboxLookup::Auto, absent.clone(), sb.cache_dir()).unwrap();
+    let expected = PodSandbox { container_id: "c-app1".into(), netns: sb.pods[p].path.clone() };
+    assert_eq!(auto.locate(&app1), Ok(expected));
+    // Only the runtime: its absence is the error.
+    let cri = sandbox_locator(SandboxLookup::Cri, absent, sb.cache_dir()).unwrap();
+    let e = cri.locate(&app1).unwrap_err();
+    assert!(e.contains("no-runtime.sock") && e.contains("default/app1"), "{e}");
+}
+
+#[test]
+fn auto_lookup_takes_the_runtime_word_over_the_cache_when_it_answers() {
+    let mut sb = Sandbox::new();
+    running_pod(&mut sb);
+    let uid = pod_uid(&sb, "app1");
+    let cri = RuntimeSocket::start(sb.dir.path());
+    // The runtime has torn app1's sandbox down; the cache still lists it.
+    let auto = sandbox_locator(SandboxLookup::Auto, Some(cri.path.clone()), sb.cache_dir()).unwrap();
+    let e = auto.locate(&pod("default", "app1", &uid)).unwrap_err();
+    assert!(e.contains("no ready sandbox"), "{e}");
+}
+
+#[test]
+fn podagent_hot_plugs_data_into_a_pod_found_over_cri_only() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let cri = RuntimeSocket::start(sb.dir.path());
+    // The runtime runs app1's sandbox under the ID it gave kactus (c-app1).
+    cri.runtime.run("c-app1", &pod_uid(&sb, "app1"), &sb.pods[p].path);
+    let flags = [
+        "--sandbox-lookup=cri".to_string(),
+        format!("--cri-socket={}", cri.path.display()),
+        // Out of reach: a sandbox podagent finds can only have come from the runtime.
+        format!("--kactus-cache-dir={}", sb.path("no-cache").display()),
+    ];
+    let agent = PodAgent::start_with(&sb, &node, &flags);
+
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert!(
+        wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)),
+        "data never appeared: {:?}",
+        sb.pod_devices(p)
+    );
+    assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."), "{:?}", sb.pods[p].addrs(DATA));
+    assert!(cri.calls() >= 2, "the runtime was asked");
+    let calls = node.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].starts_with("ADD ") && calls[0].contains("K8S_POD_INFRA_CONTAINER_ID=c-app1"), "{calls:?}");
+    assert!(wait_until(|| agent.metric("podagent_adds_total") == 1), "the ADD was never counted");
+    assert_eq!(agent.metric("podagent_failures_total"), 0);
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(!log.contains("kactus cache"), "the cache was consulted:\n{log}");
+}
+
+#[test]
+fn podagent_in_auto_mode_without_a_runtime_hot_plugs_through_the_kactus_cache() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let flags = [
+        format!("--cri-socket={}", sb.path("no-runtime.sock").display()),
+        format!("--kactus-cache-dir={}", sb.cache_dir().display()),
+    ];
+    let agent = PodAgent::start_with(&sb, &node, &flags);
+
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert!(wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)), "data never appeared");
+    set_networks(&sb, r#"[{"name":"green"}]"#);
+    assert!(wait_until(|| !sb.pods[p].has_link(DATA) && !lists(&sb, DATA)), "data never went away");
+    // Counted once the plugin call has returned, a moment after the device went.
+    assert!(wait_until(|| agent.metric("podagent_dels_total") == 1), "the DEL was never counted");
+    assert_eq!(agent.metric("podagent_adds_total"), 1);
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let fallbacks = log.lines().filter(|l| l.contains("sandboxes are found in the kactus cache")).count();
+    assert_eq!(fallbacks, 1, "the fallback is logged once:\n{log}");
+    assert!(log.contains("no-runtime.sock"), "the log names the socket:\n{log}");
+}
