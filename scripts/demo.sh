@@ -89,9 +89,11 @@ step "podagent on the node: watches the node's pods, execs the node's CNI config
 mkdir -p "$RUN/net.d" "$RUN/bin"
 cp "$RUN/kactus.conf" "$RUN/net.d/00-kactus.conf"
 ln -sf "$BIN/kactus" "$RUN/bin/kactus"
+# The demo's pods are not the container runtime's, so podagent finds their sandboxes in
+# kactus's cache rather than asking containerd/CRI-O (--sandbox-lookup cache).
 ip netns exec "$NODE" "$BIN/podagent" --node-name node1 --kubeconfig "$RUN/kubeconfig.yaml" \
     --cni-conf-dir "$RUN/net.d" --cni-bin-dir "$RUN/bin" --cni-path "$RUN/bin:/usr/lib/cni" \
-    --kactus-cache-dir "$RUN/cache" --log-level warn 2> "$RUN/podagent.log" &
+    --kactus-cache-dir "$RUN/cache" --sandbox-lookup cache --log-level warn 2> "$RUN/podagent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do ip netns exec "$NODE" curl -sf http://127.0.0.1:9648/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 echo "podagent ready: $(ip netns exec "$NODE" curl -s http://127.0.0.1:9648/healthz)"
