@@ -165,10 +165,24 @@ fn data_network_added_and_removed_on_a_running_pod() {
         .clone();
     assert!(status.as_str().unwrap().contains(DATA), "{status}");
 
-    // Adding it again is refused before anything is created.
-    let (code, msg) = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &dyn_args, &conf).err();
+    // podagent repeats the dynamic ADD when network-status does not show the device (its
+    // write failed, say): the repeat answers the same result and writes network-status again,
+    // creating nothing.
+    let leases = sb.leases();
+    let no_status = json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": null}}});
+    sb.api().store().merge_patch("pods", "default", "app1", &no_status).unwrap();
+    let again = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &dyn_args, &conf).ok();
+    assert_eq!(again, r);
+    assert_eq!(sb.leases(), leases);
+    let status = sb.api().store().get("pods", "default", "app1").unwrap()["metadata"]["annotations"]
+        ["k8s.v1.cni.cncf.io/network-status"]
+        .clone();
+    assert!(status.as_str().unwrap().contains(DATA), "{status}");
+    // The runtime's own ADD onto existing devices is refused before anything is created.
+    let (code, msg) = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).err();
     assert_eq!(code, 7, "{msg}");
     assert!(msg.contains("already exists"), "{msg}");
+    assert_eq!(sb.leases(), leases);
 
     // Removed from the annotation: podagent sends DEL for data only.
     sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &dyn_args, &conf).ok();

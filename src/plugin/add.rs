@@ -5,6 +5,7 @@ use super::cache::{CacheEntry, ContainerCache, KactusMeta};
 use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, PlannedCall};
+use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
 use crate::kube;
 use crate::netlink::DefaultRoute;
@@ -12,6 +13,9 @@ use serde_json::Value;
 
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     let pod = env.args.pod();
+    if let Some(answer) = repeated_dynamic_add(cfg, env, pod.as_ref())? {
+        return Ok(answer);
+    }
     // Planning failed before a client was kept (a NAD missing, say): a fresh one reports it.
     let plan = plan_add(cfg, env).inspect_err(|e| {
         let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
@@ -51,6 +55,35 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     }
     log::info!("ADD {} done: {} delegate call(s)", env.container_id, made.len());
     Ok(out)
+}
+
+/// podagent repeats a dynamic ADD while it cannot see the device in network-status (say the
+/// status write after the first ADD failed). When kactus made that attachment already and its
+/// device is there, the repeat re-publishes network-status and answers with the cached result
+/// instead of failing on the existing device, so the retry converges. A runtime's ADD (not
+/// dynamic) onto an existing device still fails, as the spec requires.
+fn repeated_dynamic_add(cfg: &KactusConfig, env: &CniEnv, pod: Option<&PodRef>) -> Result<Option<Value>, CniError> {
+    let (Some(name), Some(pod), Some(netns)) = (env.args.get(K8S_POD_NETWORK), pod, env.netns.as_deref()) else {
+        return Ok(None);
+    };
+    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
+    let Some(entry) = cache.dynamic_entry(name) else { return Ok(None) };
+    if !crate::netns::link_exists(netns, &entry.if_name).unwrap_or(false) {
+        return Ok(None);
+    }
+    log::info!(
+        "ADD {}: {name} is attached already ({}); re-publishing network-status",
+        env.container_id,
+        entry.if_name
+    );
+    let published = super::plan::kube_client(cfg).and_then(|c| {
+        super::status::publish(&c, pod, &cache.entries())
+            .map_err(|e| super::plan::kube_error(e, "patch network-status"))
+    });
+    if let Err(e) = published {
+        log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name);
+    }
+    CniResult::convert(&entry.result, &cfg.cni_version).map(Some)
 }
 
 /// network-status and an `AddedInterface` event per device: logged on failure, the devices stay.
