@@ -1,6 +1,7 @@
-//! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story; `plan.rs`
-//! turns inputs into validated delegate calls, `cache.rs` remembers them, `status.rs`
-//! publishes what the pod has.
+//! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story, `gc.rs` and
+//! `readiness.rs` (STATUS) the CNI 1.1 ones; `plan.rs` turns inputs into validated delegate
+//! calls, `cache.rs` remembers them, `status.rs` and `events.rs` tell the apiserver what the
+//! pod has.
 
 pub mod add;
 pub mod cache;
@@ -29,9 +30,7 @@ pub fn run_from_process() -> Outcome {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     // The version to answer errors in: the config's if it parses that far.
-    let answer_version = serde_json::from_slice::<serde_json::Value>(&stdin)
-        .ok()
-        .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string))
+    let answer_version = stdin_version(&stdin)
         .filter(|v| version::SUPPORTED.contains(&v.as_str()))
         .unwrap_or_else(|| version::LATEST.to_string());
     let result = match read {
@@ -44,14 +43,17 @@ pub fn run_from_process() -> Outcome {
     }
 }
 
+/// The `cniVersion` of whatever JSON is on stdin, valid config or not.
+fn stdin_version(stdin: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(stdin).ok()?;
+    v.get("cniVersion")?.as_str().map(str::to_string)
+}
+
 /// One CNI call: VERSION needs no valid config; the rest parse it fully first.
 pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniError> {
     let env = env?;
     if env.command == Command::Version {
-        let asked = serde_json::from_slice::<serde_json::Value>(stdin)
-            .ok()
-            .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string))
-            .unwrap_or_else(|| version::LATEST.to_string());
+        let asked = stdin_version(stdin).unwrap_or_else(|| version::LATEST.to_string());
         return Ok(version::version_info(&asked).to_string());
     }
     let cfg = KactusConfig::from_bytes(stdin)?;
