@@ -44,8 +44,9 @@ impl Default for ClientOptions {
     }
 }
 
-/// A client of one apiserver. Cloning is cheap and clones share the connection pool, so
-/// threads fetching concurrently reuse connections.
+/// A client of one apiserver. Cloning is cheap and clones share the connection pool: over
+/// HTTP/2 (ALPN `h2`, what apiservers speak) threads fetching concurrently multiplex their
+/// requests on one connection; over HTTP/1.1 they reuse idle connections.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,

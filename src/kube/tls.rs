@@ -74,8 +74,9 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
             builder.with_client_auth_cert(certs, key).map_err(|e| fail(format!("client certificate and key: {e}")))?
         }
     };
-    // The client speaks HTTP/1.1 only (watch streams are chunked HTTP/1.1 bodies).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the apiserver offers it (all of a client's concurrent requests on one
+    // connection, one handshake); HTTP/1.1 behind a proxy that speaks nothing else.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -1,12 +1,13 @@
 //! Just enough HTTP/1.1 for Kubernetes clients: requests with Content-Length bodies,
-//! keep-alive, fixed-length responses and chunked streaming for watches.
+//! keep-alive, fixed-length responses and chunked streaming for watches. [`Request`] is also
+//! what [`super::h2`] hands the router, so both protocols meet the same handlers.
 
 use std::io::{self, Read, Write};
 
 /// Largest request head accepted; real clients send a few hundred bytes.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body accepted (the real apiserver's limit is about 3 MiB).
-const MAX_BODY: usize = 16 * 1024 * 1024;
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 const MAX_HEADERS: usize = 64;
 
 #[derive(Debug)]
@@ -20,6 +21,18 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request for `target` (path and query, as on the request line), body still to come.
+    pub fn new(method: &str, target: &str, headers: Vec<(String, String)>) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Request {
+            method: method.to_string(),
+            path: percent_decode(path, false),
+            query: parse_query(query),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
@@ -122,16 +135,12 @@ impl RequestReader {
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(HttpError::Bad(400, e.to_string())),
         };
-        let method = parsed.method.unwrap_or_default().to_string();
-        let target = parsed.path.unwrap_or_default();
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
             .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
             .collect();
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let mut request =
-            Request { method, path: percent_decode(path, false), query: parse_query(query), headers, body: Vec::new() };
+        let request = Request::new(parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default(), headers);
         if request.header("transfer-encoding").is_some() {
             return Err(HttpError::Bad(400, "chunked request bodies are not supported".into()));
         }
@@ -139,7 +148,6 @@ impl RequestReader {
             Some(v) => v.trim().parse::<usize>().map_err(|_| HttpError::Bad(400, "bad Content-Length".into()))?,
             None => 0,
         };
-        request.body.clear();
         Ok(Some((head_len, request, content_length)))
     }
 }

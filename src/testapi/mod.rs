@@ -13,6 +13,7 @@
 //! `kind`/`apiVersion`, and strategic merge patch merges lists as merge patch does.
 
 mod faults;
+mod h2;
 mod http;
 mod ids;
 mod patch;

@@ -1,5 +1,7 @@
-//! The running server: an accept thread, one thread per connection (HTTP/1.1 keep-alive over
-//! rustls), and the handle tests and the binary hold.
+//! The running server: an accept thread, one thread per connection, and the handle tests and
+//! the binary hold. Each connection's thread does the TLS handshake, then serves HTTP/2 when
+//! the client chose `h2` in ALPN ([`super::h2`], on a small tokio runtime) and keep-alive
+//! HTTP/1.1 over blocking rustls otherwise.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -15,7 +17,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::faults::Faults;
-use super::http::{write_response, HttpError, RequestReader};
+use super::h2;
+use super::http::{write_response, ChunkedWriter, HttpError, Request, RequestReader};
 use super::router::{self, Context, Reply};
 use super::stats::{Stats, StatsCounter};
 use super::status::ApiError;
@@ -28,13 +31,19 @@ const READ_SLICE: Duration = Duration::from_millis(250);
 /// A client that stops reading for this long is dropped rather than holding a thread.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// HTTP/2 streams are answered on this runtime's blocking pool; its workers drive the sockets.
+const RUNTIME_THREADS: usize = 2;
+/// How long stopping waits for the runtime's tasks (watches end within a poll slice).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
 /// State shared by the handle and every connection thread.
-struct Shared {
-    store: Arc<Store>,
+pub(super) struct Shared {
+    pub(super) store: Arc<Store>,
     faults: Faults,
-    stats: StatsCounter,
+    pub(super) stats: StatsCounter,
     token: String,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio_rustls::TlsAcceptor,
+    runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
     /// Open connections, so stopping can close them (and end their watches) at once.
     connections: Mutex<HashMap<u64, TcpStream>>,
@@ -42,8 +51,22 @@ struct Shared {
 }
 
 impl Shared {
-    fn running(&self) -> bool {
+    pub(super) fn running(&self) -> bool {
         !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The router's reply to `req`, after the injected latency where it applies; the same
+    /// for HTTP/1.1 and HTTP/2.
+    pub(super) fn answer(&self, req: &Request) -> Reply {
+        let ctx = Context { store: &self.store, faults: &self.faults, stats: &self.stats, token: &self.token };
+        let (reply, delayed) = router::handle(&ctx, req);
+        if delayed {
+            let latency = self.faults.latency();
+            if !latency.is_zero() {
+                thread::sleep(latency);
+            }
+        }
+        reply
     }
 
     fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
@@ -57,6 +80,7 @@ pub struct TestApiServer {
     addr: SocketAddr,
     ca_pem: String,
     accept_thread: Option<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TestApiServer {
@@ -66,13 +90,19 @@ impl TestApiServer {
         let identity = TlsIdentity::generate()?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("testapi-rt")
+            .enable_io()
+            .build()?;
         let store = Arc::new(Store::new());
         let shared = Arc::new(Shared {
             faults: Faults::new(store.clone()),
             store,
             stats: StatsCounter::default(),
             token: token.to_string(),
-            tls: identity.config,
+            tls: identity.config.into(),
+            runtime: runtime.handle().clone(),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -81,7 +111,13 @@ impl TestApiServer {
         let accept_thread = thread::Builder::new()
             .name("testapi-accept".into())
             .spawn(move || accept_loop(&accept_shared, &listener))?;
-        Ok(TestApiServer { shared, addr, ca_pem: identity.ca_pem, accept_thread: Some(accept_thread) })
+        Ok(TestApiServer {
+            shared,
+            addr,
+            ca_pem: identity.ca_pem,
+            accept_thread: Some(accept_thread),
+            runtime: Some(runtime),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -148,6 +184,9 @@ impl TestApiServer {
         if let Some(accept_thread) = self.accept_thread.take() {
             let _ = accept_thread.join();
         }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+        }
     }
 }
 
@@ -192,42 +231,47 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) {
     unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
 }
 
-fn serve_connection(shared: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
-    tcp.set_nonblocking(false)?;
+/// Handshakes on the runtime (ALPN decides the protocol), then serves the connection on this
+/// thread until the client leaves or the server stops.
+fn serve_connection(shared: &Arc<Shared>, id: u64, tcp: TcpStream) -> io::Result<()> {
     tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(READ_SLICE))?;
-    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
     shared.connections().insert(id, tcp.try_clone()?);
     if !shared.running() {
         return Ok(());
     }
-    let tls = rustls::ServerConnection::new(shared.tls.clone()).map_err(io::Error::other)?;
-    let mut stream = rustls::StreamOwned::new(tls, tcp);
+    tcp.set_nonblocking(true)?;
+    let tls = shared.runtime.block_on(async { shared.tls.accept(tokio::net::TcpStream::from_std(tcp)?).await })?;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        return shared.runtime.block_on(h2::serve_connection(shared.clone(), tls));
+    }
+    let (tcp, tls) = tls.into_inner();
+    let tcp = tcp.into_std()?;
+    tcp.set_nonblocking(false)?;
+    tcp.set_read_timeout(Some(READ_SLICE))?;
+    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    serve_http1(shared, rustls::StreamOwned::new(tls, tcp))
+}
+
+/// Keep-alive HTTP/1.1, one request at a time.
+fn serve_http1(
+    shared: &Shared,
+    mut stream: rustls::StreamOwned<rustls::ServerConnection, TcpStream>,
+) -> io::Result<()> {
     let mut reader = RequestReader::new();
-    let ctx = Context { store: &shared.store, faults: &shared.faults, stats: &shared.stats, token: &shared.token };
     let keep_going = || shared.running();
     loop {
         let req = match reader.read_request(&mut stream, &keep_going) {
             Ok(Some(req)) => req,
             Ok(None) => break,
             Err(HttpError::Bad(code, message)) => {
-                let mut error = ApiError::bad_request(message);
-                error.code = code;
-                error.body["code"] = code.into();
+                let error = unreadable_request(code, message);
                 write_json(shared, &mut stream, code, &[], &error.body, false)?;
                 break;
             }
             Err(HttpError::Io(e)) => return Err(e),
         };
         let keep_alive = !req.wants_close();
-        let (reply, delayed) = router::handle(&ctx, &req);
-        if delayed {
-            let latency = shared.faults.latency();
-            if !latency.is_zero() {
-                thread::sleep(latency);
-            }
-        }
-        let code = match reply {
+        let code = match shared.answer(&req) {
             Reply::Reset => {
                 log::debug!("testapi: {} {} -> reset", req.method, req.path);
                 break;
@@ -243,7 +287,9 @@ fn serve_connection(shared: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> 
                 code
             }
             Reply::Watch(watch_req) => {
-                let result = watch::stream(&shared.store, &watch_req, &mut stream, keep_alive, &keep_going);
+                let mut writer = ChunkedWriter::start(&mut stream, "application/json", keep_alive)?;
+                let streamed = watch::stream(&shared.store, &watch_req, &mut |line| writer.chunk(&line), &keep_going);
+                let result = streamed.and_then(|()| writer.finish());
                 shared.stats.bytes(*result.as_ref().unwrap_or(&0));
                 result?;
                 200
@@ -257,6 +303,14 @@ fn serve_connection(shared: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> 
     stream.conn.send_close_notify();
     let _ = stream.flush();
     Ok(())
+}
+
+/// The `Status` for a request that could not be read (bad head, body too large).
+pub(super) fn unreadable_request(code: u16, message: String) -> ApiError {
+    let mut error = ApiError::bad_request(message);
+    error.code = code;
+    error.body["code"] = code.into();
+    error
 }
 
 fn write_json<W: Write>(

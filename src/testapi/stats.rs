@@ -14,7 +14,8 @@ pub struct Stats {
     pub requests: u64,
     /// Requests by Kubernetes verb: get, list, watch, create, update, patch, delete, other.
     pub per_verb: BTreeMap<String, u64>,
-    /// Bytes of HTTP responses written, headers included, before TLS.
+    /// Bytes of HTTP responses written before TLS: head and body on HTTP/1.1, the DATA
+    /// (bodies) alone on HTTP/2, whose compressed headers the h2 crate writes.
     pub response_bytes: u64,
     pub connections: u64,
 }

@@ -49,7 +49,8 @@ impl TlsIdentity {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| tls_error("server certificate", e))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The server's order decides: HTTP/2 for clients that offer it (as a real apiserver).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsIdentity { ca_pem: ca_cert.pem(), config: Arc::new(config) })
     }
 }

@@ -1,5 +1,5 @@
-//! Watch streams: newline-delimited `{"type":...,"object":...}` events in HTTP chunks, as the
-//! real apiserver sends them.
+//! Watch streams: newline-delimited `{"type":...,"object":...}` events, one per HTTP/1.1 chunk
+//! or HTTP/2 DATA frame, as the real apiserver sends them.
 //!
 //! From resourceVersion "" or "0" the stream starts with the current objects as ADDED; from
 //! an RV it replays every later event from the store's history. An RV older than the history
@@ -8,12 +8,11 @@
 //! An object that stops matching the watch's selectors is DELETED for that watch (its previous
 //! state with the new RV), one that starts matching is ADDED, as the real watch cache does.
 
-use std::io::{self, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::http::ChunkedWriter;
 use super::resources::ResourceKind;
 use super::selector::Selector;
 use super::store::{Event, EventType, Store, WatchPoll};
@@ -35,15 +34,15 @@ pub struct WatchRequest {
     pub bookmarks: bool,
 }
 
-/// Streams the watch until its timeout, an expiry, a write failure (client gone) or
-/// `keep_going` turning false (server stopping). Returns the bytes written.
-pub fn stream<W: Write>(
+/// Streams the watch, one event line per `send`, until its timeout, an expiry, a failed send
+/// (client gone) or `keep_going` turning false (server stopping). The response head has been
+/// sent by the caller, which also ends the response.
+pub fn stream(
     store: &Store,
     req: &WatchRequest,
-    out: &mut W,
-    keep_alive: bool,
+    send: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
     keep_going: &dyn Fn() -> bool,
-) -> io::Result<usize> {
+) -> io::Result<()> {
     let deadline = Instant::now() + req.timeout;
     let namespace = req.namespace.as_deref();
     let (initial, cursor) = match req.resource_version {
@@ -53,16 +52,12 @@ pub fn stream<W: Write>(
         }
         Some(rv) => (Vec::new(), store.watch_from(Some(rv))),
     };
-    let mut writer = ChunkedWriter::start(out, "application/json", keep_alive)?;
     let mut cursor = match cursor {
         Ok(cursor) => cursor,
-        Err(expired) => {
-            writer.chunk(&event_line("ERROR", &expired.body))?;
-            return writer.finish();
-        }
+        Err(expired) => return send(event_line("ERROR", &expired.body)),
     };
     for object in &initial {
-        writer.chunk(&event_line("ADDED", object))?;
+        send(event_line("ADDED", object))?;
     }
     let mut next_bookmark = Instant::now() + BOOKMARK_INTERVAL;
     while keep_going() {
@@ -71,7 +66,7 @@ pub fn stream<W: Write>(
             break;
         }
         if req.bookmarks && now >= next_bookmark {
-            writer.chunk(&event_line("BOOKMARK", &bookmark(req.kind, cursor.last_rv)))?;
+            send(event_line("BOOKMARK", &bookmark(req.kind, cursor.last_rv)))?;
             next_bookmark = now + BOOKMARK_INTERVAL;
         }
         let mut wait = POLL_SLICE.min(deadline - now);
@@ -82,17 +77,17 @@ pub fn stream<W: Write>(
             WatchPoll::Events(events) => {
                 for event in events {
                     if let Some((event_type, object)) = view(req, &event) {
-                        writer.chunk(&event_line(event_type, &object))?;
+                        send(event_line(event_type, &object))?;
                     }
                 }
             }
             WatchPoll::Expired(expired) => {
-                writer.chunk(&event_line("ERROR", &expired.body))?;
+                send(event_line("ERROR", &expired.body))?;
                 break;
             }
         }
     }
-    writer.finish()
+    Ok(())
 }
 
 /// How one store event looks to this watch, if it sees it at all.
