@@ -158,6 +158,16 @@ fn config_wraps_an_existing_conflist_as_master_delegate_with_its_capabilities() 
             "delegates": [delegate],
         })
     );
+    // The plugin's own parser takes both what the runtime sends and the file itself (by hand).
+    let sent = conf_as_sent_to_plugin(&conflist).to_string();
+    let file = fs::read(node.path("net.d/00-kactus.conflist")).unwrap();
+    for bytes in [sent.as_bytes(), file.as_slice()] {
+        let parsed = kactus::plugin::KactusConfig::from_bytes(bytes).unwrap();
+        assert_eq!(
+            (parsed.name.as_str(), parsed.master.types()),
+            ("kactus-net", "flannel+portmap+bandwidth".to_string())
+        );
+    }
     assert_eq!(mode(&node.path("net.d/00-kactus.conflist")), 0o644);
 }
 

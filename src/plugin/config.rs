@@ -61,7 +61,7 @@ impl KactusConfig {
             CniError::new(crate::cni::code::DECODING_FAILURE, format!("config on stdin is not JSON: {e}"))
         })?;
         let obj = value.as_object().ok_or_else(|| CniError::invalid_config("config on stdin must be a JSON object"))?;
-        Self::from_object(obj)
+        Self::from_object(&own_plugin_of_conflist(obj))
     }
 
     fn from_object(obj: &Map<String, Value>) -> Result<KactusConfig, CniError> {
@@ -142,6 +142,28 @@ impl KactusConfig {
             },
         })
     }
+}
+
+/// A runtime hands kactus its own plugin config, but an operator driving kactus by hand
+/// feeds it the node's file, which the installer writes as a one-plugin conflist
+/// (`00-kactus.conflist`). Such a list is read as the runtime would present it: the kactus
+/// plugin with the list's `name`, `cniVersion` and `cniVersions`.
+fn own_plugin_of_conflist(obj: &Map<String, Value>) -> Map<String, Value> {
+    let own = match obj.get("plugins") {
+        Some(Value::Array(plugins)) if !obj.contains_key("delegates") => plugins
+            .iter()
+            .filter_map(Value::as_object)
+            .find(|p| p.get("type").and_then(Value::as_str) == Some("kactus")),
+        _ => None,
+    };
+    let Some(own) = own else { return obj.clone() };
+    let mut out = own.clone();
+    for key in ["name", "cniVersion", "cniVersions"] {
+        if let Some(v) = obj.get(key) {
+            out.insert(key.to_string(), v.clone());
+        }
+    }
+    out
 }
 
 fn field(name: &str, problem: &str) -> CniError {
@@ -228,6 +250,16 @@ mod tests {
             "delegates": [{"type": "a", "masterPlugin": true}]}))
         .unwrap_err();
         assert!(e.code == 7 && e.msg.contains("valid-attachments"), "{}", e.msg);
+    }
+
+    #[test]
+    fn the_nodes_conflist_can_be_fed_by_hand() {
+        let list = json!({"cniVersion": "1.0.0", "name": "kactus-net", "plugins": [
+            {"type": "kactus", "cacheDir": "/tmp/k", "delegates": [{"type": "flannel", "masterPlugin": true}]}]});
+        let c = parse(list).unwrap();
+        assert_eq!((c.name.as_str(), c.cni_version.as_str()), ("kactus-net", "1.0.0"));
+        assert_eq!(c.master.types(), "flannel");
+        assert_eq!(c.cache_dir, PathBuf::from("/tmp/k"));
     }
 
     #[test]
