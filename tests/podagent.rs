@@ -21,12 +21,7 @@ fn data_is_hot_plugged_then_unplugged_and_a_restart_in_between_changes_nothing()
     // The operator adds data: net8d777f385d3d appears with an address, without a restart.
     let eth0_before = sb.pods[p].addrs("eth0");
     set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
-    assert!(
-        wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)),
-        "data never appeared: {:?}",
-        sb.pod_devices(p)
-    );
-    assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."), "{:?}", sb.pods[p].addrs(DATA));
+    assert_data_appears(&sb, p);
     assert_eq!(sb.pods[p].addrs("eth0"), eth0_before, "eth0 untouched");
     let calls = node.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");

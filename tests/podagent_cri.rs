@@ -271,12 +271,7 @@ fn podagent_hot_plugs_data_into_a_pod_found_over_cri_only() {
     let agent = PodAgent::start_with(&sb, &node, &flags);
 
     set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
-    assert!(
-        wait_until(|| sb.pods[p].has_link(DATA) && lists(&sb, DATA)),
-        "data never appeared: {:?}",
-        sb.pod_devices(p)
-    );
-    assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."), "{:?}", sb.pods[p].addrs(DATA));
+    assert_data_appears(&sb, p);
     assert!(cri.calls() >= 2, "the runtime was asked");
     let calls = node.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");

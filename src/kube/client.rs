@@ -334,9 +334,10 @@ fn segment(name: &str) -> String {
     out
 }
 
-/// The error and its causes: reqwest's own message alone ("error sending request") hides
-/// whether the connection was refused, reset or timed out.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// The error and its causes, each said once: the HTTP stacks' own messages alone ("error
+/// sending request", "transport error") hide whether the connection was refused, reset or
+/// timed out. Shared with podagent's CRI client.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

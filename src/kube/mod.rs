@@ -11,7 +11,7 @@ mod tls;
 mod types;
 mod watch;
 
-pub use client::{Client, ClientOptions};
+pub use client::{error_chain, Client, ClientOptions};
 pub use error::KubeError;
 pub use kubeconfig::SERVICE_ACCOUNT_DIR;
 pub use types::{

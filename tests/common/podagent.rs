@@ -171,6 +171,17 @@ pub fn lists(sb: &Sandbox, dev: &str) -> bool {
     network_status(sb).as_array().unwrap().iter().any(|e| e["interface"] == dev)
 }
 
+/// Waits for `data` to be hot-plugged into pod `p`: the device in its netns with a 10.10.0.x
+/// address, and listed in network-status.
+pub fn assert_data_appears(sb: &Sandbox, p: usize) {
+    assert!(
+        wait_until(|| sb.pods[p].has_link(DATA) && lists(sb, DATA)),
+        "data never appeared: {:?}",
+        sb.pod_devices(p)
+    );
+    assert!(sb.pods[p].addrs(DATA)[0].starts_with("10.10.0."), "{:?}", sb.pods[p].addrs(DATA));
+}
+
 pub fn data_leases(sb: &Sandbox) -> usize {
     sb.leases().iter().filter(|l| l.contains("10.10.0.")).count()
 }

@@ -122,7 +122,7 @@ impl CriLocator {
         }));
         self.bounded("connect", connecting)
             .await?
-            .map_err(|e| CriError::Unreachable(format!("connect: {}", source_chain(&e))))
+            .map_err(|e| CriError::Unreachable(format!("connect: {}", crate::kube::error_chain(&e))))
     }
 
     async fn call<Req, Resp>(
@@ -137,7 +137,7 @@ impl CriLocator {
     {
         let method = path.rsplit('/').next().unwrap_or(path);
         let call = async {
-            grpc.ready().await.map_err(|e| tonic::Status::unavailable(source_chain(&e)))?;
+            grpc.ready().await.map_err(|e| tonic::Status::unavailable(crate::kube::error_chain(&e)))?;
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             grpc.unary(tonic::Request::new(request), http::uri::PathAndQuery::from_static(path), codec).await
         };
@@ -204,22 +204,6 @@ fn network_namespace(status: &api::PodSandboxStatusResponse) -> Result<PathBuf, 
         // No path: the sandbox shares the node's namespace, which podagent never changes.
         _ => Err("no network namespace path in its runtime spec (a host-network pod?)".into()),
     }
-}
-
-/// An error with its causes, which tonic's transport errors keep apart ("transport error"),
-/// each said once.
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !out.contains(&said) {
-            out.push_str(": ");
-            out.push_str(&said);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 #[cfg(test)]
