@@ -55,6 +55,12 @@ impl Shared {
         !self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Whether answers are delayed (the latency fault is set), so the caller knows whether
+    /// [`Shared::answer`] may sleep.
+    pub(super) fn delays(&self) -> bool {
+        !self.faults.latency().is_zero()
+    }
+
     /// The router's reply to `req`, after the injected latency where it applies; the same
     /// for HTTP/1.1 and HTTP/2.
     pub(super) fn answer(&self, req: &Request) -> Reply {
@@ -242,7 +248,11 @@ fn serve_connection(shared: &Arc<Shared>, id: u64, tcp: TcpStream) -> io::Result
     tcp.set_nonblocking(true)?;
     let tls = shared.runtime.block_on(async { shared.tls.accept(tokio::net::TcpStream::from_std(tcp)?).await })?;
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        return shared.runtime.block_on(h2::serve_connection(shared.clone(), tls));
+        // The connection runs as a task on the runtime's workers, like the streams it spawns:
+        // a stream's answer then goes out from the worker that made it, without waking this
+        // thread for every frame.
+        let serving = shared.runtime.spawn(h2::serve_connection(shared.clone(), tls));
+        return shared.runtime.block_on(serving).map_err(io::Error::other)?;
     }
     let (tcp, tls) = tls.into_inner();
     let tcp = tcp.into_std()?;
