@@ -476,7 +476,7 @@ fn main() {
 
     let mut world = World::new();
     if let Ok(spec) = std::env::var("KACTUS_BENCH_PROFILE") {
-        profile(&world, &spec);
+        profile(&world, &spec, reps);
         let _ = std::fs::remove_file(kactus_binary());
         return;
     }
@@ -530,26 +530,57 @@ fn main() {
     println!("\nbench wall time {:.0} s", started.elapsed().as_secs_f64());
 }
 
-/// `KACTUS_BENCH_PROFILE=<attachments>:<latency ms>`: one warm ADD under `strace -f -tt`
-/// with a debug log, kept in /tmp/kactus-bench-profile.{strace,log}, to see what dominates.
-fn profile(world: &World, spec: &str) {
+/// `KACTUS_BENCH_PROFILE=<attachments>:<latency ms>`: where an ADD's time goes. Runs the ADD
+/// `reps` times with a debug log and prints the p50 of each phase between log lines, next to
+/// the same delegates exec'd directly; then one ADD under `strace -f -tt -T`, kept in
+/// /tmp/kactus-bench-profile.strace with its log beside it.
+fn profile(world: &World, spec: &str, reps: usize) {
     let (n, latency) = spec.split_once(':').unwrap_or((spec, "0"));
     let n: usize = n.parse().expect("attachments");
     world.sb.api().faults().set_latency(Duration::from_millis(latency.parse().expect("latency ms")));
     let (netns, pod) = (world.pod_netns(n), pod_name(n));
     world.kactus("ADD", "warm", &netns, &pod, CNI_PATH);
     world.kactus("DEL", "warm", &netns, &pod, CNI_PATH);
+    let log = "/tmp/kactus-bench-profile.log";
     let mut conf = world.conf.clone();
     conf["logLevel"] = "debug".into();
-    conf["logFile"] = "/tmp/kactus-bench-profile.log".into();
-    let _ = std::fs::remove_file("/tmp/kactus-bench-profile.log");
-    // First without strace: the debug log's timestamps are the timeline.
-    let env = cni_env("ADD", "plain", &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
-    let plain = run_in(Some(&world.sb.node.path), kactus_binary(), &env, conf.to_string().as_bytes());
-    println!("ADD with debug log: {:.1} ms ok={}", ms(plain.wall), plain.ok);
-    world.kactus("DEL", "plain", &netns, &pod, CNI_PATH);
-    println!("{}", std::fs::read_to_string("/tmp/kactus-bench-profile.log").unwrap_or_default());
-    let _ = std::fs::remove_file("/tmp/kactus-bench-profile.log");
+    conf["logFile"] = log.into();
+    let mut phases: Vec<(String, Vec<Duration>)> = Vec::new();
+    let mut direct_calls = Vec::new();
+    let mut usages = Vec::new();
+    for rep in 0..reps {
+        let _ = std::fs::remove_file(log);
+        let container = format!("phases-{rep}");
+        let env = cni_env("ADD", &container, &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
+        let add = run_in(Some(&world.sb.node.path), kactus_binary(), &env, conf.to_string().as_bytes());
+        assert!(add.ok, "ADD with debug log: {}", add.stdout);
+        world.kactus("DEL", &container, &netns, &pod, CNI_PATH);
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(usage) = text.lines().find_map(|l| l.split_once(" answered (")) {
+            usages.push(usage.1.trim_end_matches(')').to_string());
+        }
+        for (i, (name, took)) in log_phases(&text, add.wall).into_iter().enumerate() {
+            match phases.get_mut(i) {
+                Some((_, samples)) => samples.push(took),
+                None => phases.push((name, vec![took])),
+            }
+        }
+        let (took, results) = world.direct_add(&format!("{container}-direct"), &netns, &pod, n);
+        world.direct_del(&format!("{container}-direct"), &netns, &pod, n, &results);
+        direct_calls.push(took / (n as u32 + 1));
+    }
+    println!("\nwhere an ADD with {n} attachment(s) spends its time ({latency} ms apiserver latency), p50 of {reps}");
+    println!("| phase (up to the log line) | p50 |");
+    println!("|---|---:|");
+    for (name, samples) in &phases {
+        println!("| {name} | {:.2} ms |", pct(samples).0);
+    }
+    println!("| (a direct delegate call, for comparison) | {:.2} ms |", pct(&direct_calls).0);
+    if let Some(usage) = usages.get(usages.len() / 2) {
+        println!("kactus's own usage in one of these ADDs (its threads, not its delegates): {usage}");
+    }
+
+    let _ = std::fs::remove_file(log);
     // sh reads this script from stdin; the config goes to kactus through $CONF.
     let mut env = cni_env("ADD", "prof", &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
     env.push(("CONF", conf.to_string()));
@@ -557,7 +588,56 @@ fn profile(world: &World, spec: &str) {
         format!("printf '%s' \"$CONF\" | strace -f -tt -T -o /tmp/kactus-bench-profile.strace {}", kactus_binary());
     let start = Instant::now();
     let run = run_in(Some(&world.sb.node.path), "/bin/sh", &env, script.as_bytes());
-    println!("ADD under strace: {:.1} ms ok={} {}", ms(start.elapsed()), run.ok, run.stderr);
+    println!("\nADD under strace: {:.1} ms ok={} {}", ms(start.elapsed()), run.ok, run.stderr);
+    println!("strace in /tmp/kactus-bench-profile.strace, its debug log in {log}");
     world.kactus("DEL", "prof", &netns, &pod, CNI_PATH);
-    println!("{}", std::fs::read_to_string("/tmp/kactus-bench-profile.log").unwrap_or_default());
+}
+
+/// The gaps between kactus's own debug log lines (rustls's and reqwest's are skipped): each
+/// phase is named by the line that ends it. The first phase is process start-up up to the
+/// first line: the wall time minus the log's span.
+fn log_phases(log: &str, wall: Duration) -> Vec<(String, Duration)> {
+    let stamped: Vec<(f64, &str)> = log
+        .lines()
+        .filter(|l| ["kactus::", "] ADD ", "starting new connection", "ALPN protocol"].iter().any(|m| l.contains(m)))
+        .filter_map(|l| {
+            let (stamp, rest) = l.split_once(' ')?;
+            let clock = stamp.split_once('T')?.1.trim_end_matches('Z');
+            let mut parts = clock.split(':').map(|p| p.parse::<f64>().ok());
+            let secs = parts.next()?? * 3600.0 + parts.next()?? * 60.0 + parts.next()??;
+            let msg = rest.split_once("] ").map_or(rest, |(_, m)| m);
+            Some((secs, msg.split_once(": ").filter(|(target, _)| target.contains("::")).map_or(msg, |(_, m)| m)))
+        })
+        .collect();
+    let (Some(first), Some(last)) = (stamped.first(), stamped.last()) else { return Vec::new() };
+    let span = Duration::from_secs_f64((last.0 - first.0).max(0.0));
+    let mut out = vec![("process start-up and exit (wall - log span)".to_string(), wall.saturating_sub(span))];
+    let mut delegates = 0;
+    for pair in stamped.windows(2) {
+        let (was, (now, msg)) = (pair[0].0, pair[1]);
+        let name = if msg.contains("starting new connection") {
+            "apiserver client built".to_string()
+        } else if msg.contains("ALPN") {
+            "TCP + TLS handshake".to_string()
+        } else if msg.contains(" added on ") {
+            delegates += 1;
+            format!("delegate {delegates} (exec + cache write)")
+        } else if msg.starts_with("pod ") && msg.ends_with(" read") {
+            "GET pod".to_string()
+        } else if msg.contains("network config(s) read") {
+            "GET NADs (concurrent)".to_string()
+        } else if msg.starts_with("plan:") {
+            "plan checked (no device in the way)".to_string()
+        } else if msg.contains("durable") {
+            "cache fsyncs joined, directories synced".to_string()
+        } else if msg.contains(" done: ") {
+            "events joined".to_string()
+        } else if msg.ends_with(" answered") {
+            "apiserver client dropped".to_string()
+        } else {
+            msg.chars().take(40).collect()
+        };
+        out.push((name, Duration::from_secs_f64((now - was).max(0.0))));
+    }
+    out
 }

@@ -27,6 +27,13 @@ pub fn link_exists(path: &Path, ifname: &str) -> io::Result<bool> {
     run_in(path, move || nix::net::if_::if_nametoindex(name.as_str()).is_ok())
 }
 
+/// Which of `names` is the first to exist as a device in the namespace at `path`: one
+/// entry into the namespace for the whole list.
+pub fn first_existing(path: &Path, names: &[String]) -> io::Result<Option<usize>> {
+    let names = names.to_vec();
+    run_in(path, move || names.iter().position(|n| nix::net::if_::if_nametoindex(n.as_str()).is_ok()))
+}
+
 /// The kernel's index of a device in the namespace at `path`, if it exists.
 pub fn link_index(path: &Path, ifname: &str) -> io::Result<Option<u32>> {
     let name = ifname.to_string();

@@ -114,18 +114,6 @@ fn network_status(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<Value> {
     serde_json::from_str::<Value>(text).unwrap().as_array().unwrap().clone()
 }
 
-/// (type, reason, message) of the events recorded on a pod.
-fn pod_events(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<(String, String, String)> {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    sb.api()
-        .store()
-        .list("events", Some(namespace))
-        .iter()
-        .filter(|e| e["involvedObject"]["name"] == pod && e["involvedObject"]["kind"] == "Pod")
-        .map(|e| (s(&e["type"]), s(&e["reason"]), s(&e["message"])))
-        .collect()
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v

@@ -250,6 +250,13 @@ fn failed_second_attachment_rolls_back_everything() {
     assert!(sb.pod_devices(p).is_empty(), "left behind: {:?}", sb.pod_devices(p));
     assert!(sb.leases().is_empty(), "leases left: {:?}", sb.leases());
     assert!(sb.cache_files().is_empty(), "cache left: {:?}", sb.cache_files());
+    // The pod's events tell the story as it happened: each device announced as it was made
+    // (eth0, green), then the failure; network-status is only written for a complete ADD.
+    let events = pod_events(&sb, "default", "app1");
+    let reasons = |r: &str| events.iter().filter(|e| e.1 == r).count();
+    assert_eq!((reasons("AddedInterface"), reasons("AttachFailed")), (2, 1), "{events:?}");
+    let pod = sb.api().store().get("pods", "default", "app1").unwrap();
+    assert!(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].is_null(), "{pod}");
 }
 
 #[test]

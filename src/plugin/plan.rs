@@ -91,6 +91,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     let kpod = client
         .get_pod(&pod.namespace, &pod.name)
         .map_err(|e| kube_error(e, &format!("get pod {}/{}", pod.namespace, pod.name)))?;
+    log::debug!("pod {}/{} read", pod.namespace, pod.name);
     let selections = attachment::selections_from_annotations(&kpod.metadata.annotations)
         .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
     let mut atts = attachment::resolve(&pod.namespace, selections, &env.ifname)
@@ -103,6 +104,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         check_namespace_allowed(cfg, &pod, att)?;
     }
     let nets = fetch_networks(cfg, &client, &atts)?;
+    log::debug!("{} network config(s) read", nets.len());
 
     let mut calls = Vec::new();
     let primary = atts.iter().position(|a| a.selection.is_primary);
@@ -119,6 +121,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     // The primary network replaces the master on eth0, so it goes first like the master.
     calls.sort_by_key(|c| !c.is_default);
     check_devices_absent(env, &calls)?;
+    log::debug!("plan: {} delegate call(s), no device in the way", calls.len());
     Ok(Plan { pod: Some(pod), calls, dynamic, client: Some(client) })
 }
 
@@ -339,17 +342,16 @@ fn attachment_call(
 /// "ADD must fail if the interface exists": checked for every device before any is made.
 fn check_devices_absent(env: &CniEnv, calls: &[PlannedCall]) -> Result<(), CniError> {
     let Some(netns) = &env.netns else { return Ok(()) };
-    for call in calls {
-        let exists = crate::netns::link_exists(netns, &call.ifname).map_err(|e| {
-            CniError::new(code::INVALID_ENVIRONMENT, format!("cannot enter CNI_NETNS {}: {e}", netns.display()))
-        })?;
-        if exists {
-            return Err(CniError::invalid_config(format!(
-                "device {:?} already exists in the pod's network namespace{}",
-                call.ifname,
-                if call.network.is_empty() { String::new() } else { format!(" (network {})", call.network) }
-            )));
-        }
+    let names: Vec<String> = calls.iter().map(|c| c.ifname.clone()).collect();
+    let existing = crate::netns::first_existing(netns, &names).map_err(|e| {
+        CniError::new(code::INVALID_ENVIRONMENT, format!("cannot enter CNI_NETNS {}: {e}", netns.display()))
+    })?;
+    match existing.and_then(|i| calls.get(i)) {
+        None => Ok(()),
+        Some(call) => Err(CniError::invalid_config(format!(
+            "device {:?} already exists in the pod's network namespace{}",
+            call.ifname,
+            if call.network.is_empty() { String::new() } else { format!(" (network {})", call.network) }
+        ))),
     }
-    Ok(())
 }

@@ -371,3 +371,15 @@ pub fn recorded_calls(log: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
         .collect()
 }
+
+/// (type, reason, message) of the events recorded on a pod.
+pub fn pod_events(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<(String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    sb.api()
+        .store()
+        .list("events", Some(namespace))
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["involvedObject"]["kind"] == "Pod")
+        .map(|e| (s(&e["type"]), s(&e["reason"]), s(&e["message"])))
+        .collect()
+}
