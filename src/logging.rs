@@ -16,11 +16,14 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
 pub fn init(file: Option<&Path>, level: LevelFilter) {
     let config = ConfigBuilder::new().set_time_format_rfc3339().set_thread_level(LevelFilter::Off).build();
     let sink: Box<dyn std::io::Write + Send> = match file {
+        // One write(2) per line: the logger writes a line in many pieces, and every kactus
+        // process on the node appends to the same file, so unbuffered pieces of concurrent
+        // calls would interleave mid-line (and cost a system call each).
         Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => Box::new(f),
-            Err(_) => Box::new(std::io::stderr()),
+            Ok(f) => Box::new(std::io::LineWriter::with_capacity(8192, f)),
+            Err(_) => Box::new(std::io::LineWriter::new(std::io::stderr())),
         },
-        None => Box::new(std::io::stderr()),
+        None => Box::new(std::io::LineWriter::new(std::io::stderr())),
     };
     let _ = WriteLogger::init(level, config, sink);
 }

@@ -7,8 +7,19 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Delegate calls made by this process and their wall time (spawn to reap), so the plugin
+/// can log how much of its own time was spent waiting for delegates.
+static DELEGATE_CALLS: AtomicU64 = AtomicU64::new(0);
+static DELEGATE_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// The plugin binaries this process has run so far, and the wall time they took.
+pub fn delegate_time() -> (u64, Duration) {
+    (DELEGATE_CALLS.load(Ordering::Relaxed), Duration::from_nanos(DELEGATE_NANOS.load(Ordering::Relaxed)))
+}
 
 /// The environment of one plugin call (what `CNI_*` will be for the child).
 #[derive(Debug, Clone)]
@@ -39,6 +50,7 @@ pub fn find_plugin(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniErro
 pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     let path = find_plugin(plugin_type, inv.cni_path)?;
     let netns = inv.netns.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let started = Instant::now();
     let mut child = std::process::Command::new(&path)
         .env("CNI_COMMAND", inv.command.as_str())
         .env("CNI_CONTAINERID", inv.container_id)
@@ -53,6 +65,8 @@ pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<
         .map_err(|e| CniError::new(code::DELEGATE_EXEC, format!("exec {}: {e}", path.display())))?;
     let (stdout, stderr, timed_out) = collect(&mut child, stdin, inv.timeout);
     let status = child.wait().map_err(|e| CniError::io(format!("wait for {plugin_type}"), e))?;
+    DELEGATE_CALLS.fetch_add(1, Ordering::Relaxed);
+    DELEGATE_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if !stderr.trim().is_empty() {
         log::debug!("{plugin_type} {} stderr: {}", inv.command.as_str(), stderr.trim());
     }

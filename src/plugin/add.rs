@@ -77,7 +77,7 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
                 return Err(e);
             }
         };
-        log::info!("ADD {} done: {} delegate call(s)", env.container_id, made.len());
+        log::debug!("ADD {}: {} device(s) made and recorded", env.container_id, made.len());
         Ok(out)
     });
     // The process ends once the answer is printed and the OS closes the connection then;

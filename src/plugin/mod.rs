@@ -67,7 +67,15 @@ pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniErr
         Command::Gc => gc::gc(&cfg, &env).map(|_| String::new()),
         Command::Version => Ok(String::new()),
     };
-    log::debug!("{} answered ({})", env.command.as_str(), own_usage());
+    let (calls, waited) = crate::cni::exec::delegate_time();
+    log::info!(
+        "{} {} answered ({}): {calls} delegate call(s) taking {:.2} ms",
+        env.command.as_str(),
+        env.container_id,
+        if answer.is_ok() { "ok" } else { "error" },
+        waited.as_secs_f64() * 1e3
+    );
+    log::debug!("{} {}: {}", env.command.as_str(), env.container_id, own_usage());
     answer
 }
 
