@@ -110,6 +110,11 @@ struct World {
     /// NAD configs as kactus sends them (name and cniVersion set), by index.
     nads: Vec<Value>,
     master: Value,
+    /// Each bench pod's annotations, by pod name.
+    annotations: std::collections::BTreeMap<String, Value>,
+    /// Whether ADDs get the pod's annotations in `runtimeConfig`, as containerd and CRI-O
+    /// pass them to a config declaring the capability (what the installer writes).
+    from_runtime: std::sync::atomic::AtomicBool,
 }
 
 fn nad_name(i: usize) -> String {
@@ -129,18 +134,31 @@ impl World {
         for (i, nad) in nads.iter().enumerate() {
             sb.apply(&Sandbox::nad_yaml("default", &nad_name(i), nad));
         }
+        let mut annotations = std::collections::BTreeMap::new();
         for n in ATTACHMENT_COUNTS {
             let list: Vec<Value> = (0..n).map(|i| json!({"name": nad_name(i)})).collect();
             let ann = if n == 0 { json!({}) } else { json!({"networks": Value::Array(list).to_string()}) };
             sb.apply(&Sandbox::pod_yaml("default", &pod_name(n), &ann));
             sb.pod(&pod_name(n));
+            annotations.insert(pod_name(n), ann);
         }
         let mut conf = sb.kactus_conf();
         // What a node would run: info, not the tests' debug.
         conf["logLevel"] = "info".into();
         let mut master = sb.bridge_net("cluster", "cni0", "10.244.0.0/24");
         master.as_object_mut().map(|m| m.remove("masterPlugin"));
-        World { sb, conf, nads, master }
+        World { sb, conf, nads, master, annotations, from_runtime: std::sync::atomic::AtomicBool::new(true) }
+    }
+
+    /// The config a runtime would send for `command` on `pod`: an ADD carries the pod's
+    /// annotations unless [`World::from_runtime`] is off.
+    fn conf_for(&self, command: &str, pod: &str) -> Value {
+        let mut conf = self.conf.clone();
+        if command == "ADD" && self.from_runtime.load(std::sync::atomic::Ordering::Relaxed) {
+            let annotations = self.annotations.get(pod).cloned().unwrap_or_else(|| json!({}));
+            conf["runtimeConfig"] = json!({ kactus::plugin::plan::POD_ANNOTATIONS_CAPABILITY: annotations });
+        }
+        conf
     }
 
     fn pod_netns(&self, n: usize) -> PathBuf {
@@ -150,7 +168,8 @@ impl World {
 
     fn kactus(&self, command: &str, container: &str, netns: &Path, pod: &str, cni_path: &str) -> Run {
         let env = cni_env(command, container, netns, "eth0", &pod_args("default", pod), cni_path);
-        let run = run_in(Some(&self.sb.node.path), kactus_binary(), &env, self.conf.to_string().as_bytes());
+        let conf = self.conf_for(command, pod);
+        let run = run_in(Some(&self.sb.node.path), kactus_binary(), &env, conf.to_string().as_bytes());
         assert!(run.ok, "kactus {command} {container}: {}\n{}", run.stdout, run.stderr);
         run
     }
@@ -428,8 +447,10 @@ fn concurrent(world: &mut World) {
     let first = world.sb.pods.len();
     for i in 0..CONCURRENT_PODS {
         let name = format!("conc{i}");
-        world.sb.apply(&Sandbox::pod_yaml("default", &name, &json!({"networks": r#"[{"name":"n0"}]"#})));
+        let ann = json!({"networks": r#"[{"name":"n0"}]"#});
+        world.sb.apply(&Sandbox::pod_yaml("default", &name, &ann));
         world.sb.pod(&name);
+        world.annotations.insert(name, ann);
     }
     let world = &*world;
     let phase = |command: &'static str| {
@@ -448,8 +469,8 @@ fn concurrent(world: &mut World) {
                             &pod_args("default", &name),
                             CNI_PATH,
                         );
-                        let r =
-                            run_in(Some(&world.sb.node.path), kactus_binary(), &env, world.conf.to_string().as_bytes());
+                        let conf = world.conf_for(command, &name).to_string();
+                        let r = run_in(Some(&world.sb.node.path), kactus_binary(), &env, conf.as_bytes());
                         if !r.ok {
                             eprintln!("{command} {name}: {} {}", r.stdout, r.stderr.trim());
                         }
@@ -515,6 +536,19 @@ fn main() {
     print_timing("The same with 5 ms added to every apiserver response", &slow);
     print_api("apiserver traffic per ADD (median; DEL reads the cache only)", &plain);
 
+    // Runtimes that do not pass the pod's annotations (and calls by hand): kactus GETs the pod.
+    world.from_runtime.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut unannotated = Vec::new();
+    for n in [0, 4] {
+        unannotated.push((n, measure(&world, n, reps, "u")));
+    }
+    world.from_runtime.store(true, std::sync::atomic::Ordering::Relaxed);
+    print_timing(
+        "Without the pod's annotations from the runtime (kactus GETs the pod), no added latency",
+        &unannotated,
+    );
+    print_api("apiserver traffic per ADD without them", &unannotated);
+
     // Peak RSS of kactus alone: stub delegates, so the figure is not a Go delegate's.
     let stub = stub_plugin_dir(&world);
     let netns = world.pod_netns(16);
@@ -562,7 +596,7 @@ fn profile(world: &World, spec: &str, reps: usize) {
     world.kactus("ADD", "warm", &netns, &pod, CNI_PATH);
     world.kactus("DEL", "warm", &netns, &pod, CNI_PATH);
     let log = "/tmp/kactus-bench-profile.log";
-    let mut conf = world.conf.clone();
+    let mut conf = world.conf_for("ADD", &pod);
     conf["logLevel"] = "debug".into();
     conf["logFile"] = log.into();
     let mut phases: Vec<(String, Vec<Duration>)> = Vec::new();

@@ -154,7 +154,9 @@ fn config_wraps_an_existing_conflist_as_master_delegate_with_its_capabilities() 
             "type": "kactus",
             "kubeconfig": kubeconfig,
             "cacheDir": "/var/lib/cni/kactus",
-            "capabilities": { "portMappings": true, "bandwidth": true },
+            "capabilities": {
+                "portMappings": true, "bandwidth": true, "io.kubernetes.cri.pod-annotations": true
+            },
             "delegates": [delegate],
         })
     );
@@ -179,7 +181,8 @@ fn config_wraps_a_single_plugin_conf() {
     let plugin = conf_as_sent_to_plugin(&node.kactus_config());
     assert_eq!(plugin["cniVersion"], "1.0.0");
     assert_eq!(plugin["type"], "kactus");
-    assert!(plugin.get("capabilities").is_none(), "bridge declares none");
+    // bridge declares none: kactus's own, for the pod's annotations from the runtime, only.
+    assert_eq!(plugin["capabilities"], json!({"io.kubernetes.cri.pod-annotations": true}));
     let mut delegate: Value = serde_json::from_str(BRIDGE_CONF).unwrap();
     delegate["masterPlugin"] = json!(true);
     assert_eq!(plugin["delegates"], json!([delegate]));

@@ -349,3 +349,35 @@ fn a_dynamic_del_removes_exactly_the_named_attachment_and_never_eth0() {
     sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
     assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty() && sb.cache_files().is_empty());
 }
+
+#[test]
+fn pod_annotations_from_the_runtime_spare_the_pod_read() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let networks = "green, blue";
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"k8s.v1.cni.cncf.io/networks": networks})));
+    let p = sb.pod("app1");
+    let args = pod_args("default", "app1");
+    // kactus may not read the pod: the runtime passed its annotations, as containerd and
+    // CRI-O do under this capability.
+    sb.api().faults().forbid("get", "pods");
+    let mut conf = sb.kactus_conf();
+    conf["runtimeConfig"] =
+        json!({"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": networks, "other": "x"}});
+    let before = sb.api().stats();
+    let r = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let after = sb.api().stats();
+    assert!(r["ips"][0]["address"].as_str().unwrap_or_default().starts_with("10."), "eth0's result: {r}");
+    // Both NADs, the status and the events over one connection (one TLS handshake), even
+    // though no request warmed it up before the NADs were fetched.
+    assert_eq!(after.connections - before.connections, 1, "connections per ADD");
+    assert!(sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(BLUE), "{:?}", sb.pod_devices(p));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty() && sb.cache_files().is_empty());
+    // Without them (an older runtime, or the config by hand) kactus reads the pod, which this
+    // apiserver refuses: the error says what was refused.
+    let (code, msg) = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &sb.kactus_conf()).err();
+    assert_eq!(code, 100, "{msg}");
+    assert!(msg.contains("get pod default/app1"), "{msg}");
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
+}

@@ -10,7 +10,10 @@
 //! Capabilities: a runtime passes `runtimeConfig` (kubelet's `portMappings`, `bandwidth`,
 //! `ipRanges`, `dns`, ...) only for capabilities the *invoked* plugin's config declares. kactus
 //! is the invoked plugin, so it declares the union of the capabilities its master delegate's
-//! plugins declare; otherwise e.g. hostPort would silently stop working behind kactus.
+//! plugins declare; otherwise e.g. hostPort would silently stop working behind kactus. It
+//! also declares `io.kubernetes.cri.pod-annotations`, under which containerd and CRI-O pass
+//! the pod's annotations, so an ADD need not read the pod from the apiserver (it is never
+//! forwarded to the master unless the master declares it too).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::default_network::DefaultNetwork;
 use super::InstallError;
+use crate::plugin::plan::POD_ANNOTATIONS_CAPABILITY;
 
 /// What the generated config needs besides the default network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +39,7 @@ pub struct RenderOptions {
 
 /// The kactus plugin conf wrapping `default` as its master delegate:
 /// `{"cniVersion","name","type":"kactus","kubeconfig","cacheDir","delegates":[..],
-/// "capabilities"?}`.
+/// "capabilities"}`.
 pub fn render_kactus_config(default: &DefaultNetwork, opts: &RenderOptions) -> Result<Value, InstallError> {
     let cni_version = match (&opts.cni_version, default.config.get("cniVersion")) {
         (Some(version), _) => version.clone(),
@@ -61,11 +65,10 @@ pub fn render_kactus_config(default: &DefaultNetwork, opts: &RenderOptions) -> R
         "cacheDir": opts.cache_dir,
         "delegates": [delegate],
     });
-    let capabilities = delegate_capabilities(&default.config);
-    if !capabilities.is_empty() {
-        if let Some(object) = config.as_object_mut() {
-            object.insert("capabilities".into(), Value::Object(capabilities));
-        }
+    let mut capabilities = delegate_capabilities(&default.config);
+    capabilities.insert(POD_ANNOTATIONS_CAPABILITY.into(), Value::Bool(true));
+    if let Some(object) = config.as_object_mut() {
+        object.insert("capabilities".into(), Value::Object(capabilities));
     }
     Ok(config)
 }
