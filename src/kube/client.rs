@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the server may keep a watch open when the caller does not say (kube-rs' choice:
@@ -47,6 +47,10 @@ impl Default for ClientOptions {
 /// A client of one apiserver. Cloning is cheap and clones share the connection pool: over
 /// HTTP/2 (ALPN `h2`, what apiservers speak) threads fetching concurrently multiplex their
 /// requests on one connection; over HTTP/1.1 they reuse idle connections.
+///
+/// Until a first request has had an answer, requests go one at a time: the pool learns that
+/// a connection is HTTP/2 only from its ALPN, so concurrent first requests would each open
+/// a connection (and pay a TLS handshake). After that first answer they run concurrently.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -57,6 +61,10 @@ struct Inner {
     access: ClusterAccess,
     options: ClientOptions,
     requests: AtomicU64,
+    /// Whether a request has had an answer over this client's pool (see [`Client`]).
+    connected: AtomicBool,
+    /// Held by the request that goes alone while `connected` is false.
+    first: Mutex<()>,
 }
 
 impl std::fmt::Debug for Client {
@@ -106,7 +114,16 @@ impl Client {
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| KubeError::config(format!("{}: building the HTTP client: {e}", access.origin)))?;
-        Ok(Client { inner: Arc::new(Inner { http, access, options, requests: AtomicU64::new(0) }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                access,
+                options,
+                requests: AtomicU64::new(0),
+                connected: AtomicBool::new(false),
+                first: Mutex::new(()),
+            }),
+        })
     }
 
     /// The namespace of the kubeconfig context or of the service account, if any.
@@ -286,7 +303,18 @@ impl Client {
             request = request.timeout(self.inner.options.timeout);
         }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        // Alone until the pool holds a connection (see [`Client`]); released once the answer's
+        // headers are in, before its body is read. Only bounded requests take the turn, so
+        // a watch whose headers never come cannot hold up the others.
+        let connected = || self.inner.connected.load(Ordering::Acquire);
+        let alone = match connected() || !bounded {
+            true => None,
+            // Whoever waited for the first answer goes on at once, beside the others.
+            false => Some(self.inner.first.lock().unwrap_or_else(|p| p.into_inner())).filter(|_| !connected()),
+        };
         let response = request.send().map_err(|e| self.transport_failure(&e))?;
+        self.inner.connected.store(true, Ordering::Release);
+        drop(alone);
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(response);

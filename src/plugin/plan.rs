@@ -197,29 +197,19 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
 }
 
 /// Fetches every attachment's network config, concurrently: the NADs of a pod cost one
-/// round trip of wall time, not one per attachment. On a client that has not connected yet
-/// (the runtime passed the pod's annotations, so nothing was read before), the first fetch
-/// goes alone: concurrent first requests would each open a connection and handshake, as the
-/// HTTP/2 pool learns the protocol from the first connection's ALPN.
+/// round trip of wall time, not one per attachment (two on a client that has not connected
+/// yet, whose first request goes alone: see [`kube::Client`]).
 fn fetch_networks(
     cfg: &KactusConfig,
     client: &kube::Client,
     atts: &[Attachment],
 ) -> Result<Vec<NetworkConfig>, CniError> {
-    let mut results: Vec<Result<NetworkConfig, CniError>> = Vec::with_capacity(atts.len());
-    let rest = match atts.split_first() {
-        Some((first, rest)) if client.request_count() == 0 && !rest.is_empty() => {
-            results.push(network_config(cfg, client, first));
-            rest
-        }
-        _ => atts,
-    };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = rest.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
-        for h in handles {
-            results
-                .push(h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "NAD fetch thread panicked"))));
-        }
+    let results: Vec<Result<NetworkConfig, CniError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = atts.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "NAD fetch thread panicked"))))
+            .collect()
     });
     results.into_iter().collect()
 }

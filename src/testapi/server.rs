@@ -65,6 +65,7 @@ impl Shared {
     /// for HTTP/1.1 and HTTP/2.
     pub(super) fn answer(&self, req: &Request) -> Reply {
         let ctx = Context { store: &self.store, faults: &self.faults, stats: &self.stats, token: &self.token };
+        self.stats.answering();
         let (reply, delayed) = router::handle(&ctx, req);
         if delayed {
             let latency = self.faults.latency();
@@ -72,6 +73,7 @@ impl Shared {
                 thread::sleep(latency);
             }
         }
+        self.stats.answered();
         reply
     }
 

@@ -18,6 +18,10 @@ pub struct Stats {
     /// (bodies) alone on HTTP/2, whose compressed headers the h2 crate writes.
     pub response_bytes: u64,
     pub connections: u64,
+    /// The most requests the server was answering at once (shows a client's concurrency).
+    pub peak_in_flight: u64,
+    #[serde(skip)]
+    in_flight: u64,
 }
 
 #[derive(Default)]
@@ -37,6 +41,18 @@ impl StatsCounter {
 
     pub fn bytes(&self, n: usize) {
         self.with(|s| s.response_bytes += n as u64);
+    }
+
+    /// A request is being answered until the matching [`StatsCounter::answered`].
+    pub fn answering(&self) {
+        self.with(|s| {
+            s.in_flight += 1;
+            s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
+        });
+    }
+
+    pub fn answered(&self) {
+        self.with(|s| s.in_flight = s.in_flight.saturating_sub(1));
     }
 
     pub fn connection(&self) {

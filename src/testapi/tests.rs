@@ -450,6 +450,25 @@ fn kube_client_multiplexes_concurrent_requests_on_one_http2_connection() {
 }
 
 #[test]
+fn a_fresh_kube_client_fanning_out_opens_one_connection() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let client = kube_client(&server, &dir);
+    // No request before the fan-out (kactus when the runtime passed the pod's annotations):
+    // the first goes alone, the other seven follow on its connection, all in flight at once.
+    server.faults().set_latency(Duration::from_millis(50));
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let client = client.clone();
+            scope.spawn(move || client.get_network_attachment_definition("default", "green").unwrap());
+        }
+    });
+    let stats = server.stats();
+    assert_eq!((stats.connections, stats.requests), (1, 8));
+    assert_eq!(stats.peak_in_flight, 7, "after the first, the others were answered at once");
+}
+
+#[test]
 fn kube_client_watches_over_http2_as_events_happen() {
     let server = server();
     let dir = tempfile::tempdir().unwrap();
