@@ -381,3 +381,26 @@ fn pod_annotations_from_the_runtime_spare_the_pod_read() {
     assert!(msg.contains("get pod default/app1"), "{msg}");
     assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
 }
+
+#[test]
+fn a_pod_without_networks_gets_its_status_over_one_early_connection() {
+    let mut sb = Sandbox::new();
+    sb.apply(&Sandbox::pod_yaml("default", "plain", &json!({})));
+    let p = sb.pod("plain");
+    let args = pod_args("default", "plain");
+    let mut conf = sb.kactus_conf();
+    conf["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations": {}});
+    let before = sb.api().stats();
+    sb.kactus("ADD", "c-plain", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let after = sb.api().stats();
+    // Connected while eth0 was made (GET /version), then the event and the status on it.
+    assert_eq!(after.connections - before.connections, 1);
+    let verbs = |s: &kactus::testapi::Stats, v: &str| s.per_verb.get(v).copied().unwrap_or(0);
+    assert_eq!(verbs(&after, "create") - verbs(&before, "create"), 1, "one AddedInterface event");
+    assert_eq!(verbs(&after, "patch") - verbs(&before, "patch"), 1, "one network-status write");
+    let pod = sb.api().store().get("pods", "default", "plain").unwrap();
+    let status = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().unwrap_or_default();
+    assert!(status.contains("\"interface\":\"eth0\""), "{status}");
+    sb.kactus("DEL", "c-plain", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty() && sb.cache_files().is_empty());
+}

@@ -48,9 +48,10 @@ impl Default for ClientOptions {
 /// HTTP/2 (ALPN `h2`, what apiservers speak) threads fetching concurrently multiplex their
 /// requests on one connection; over HTTP/1.1 they reuse idle connections.
 ///
-/// Until a first request has had an answer, requests go one at a time: the pool learns that
-/// a connection is HTTP/2 only from its ALPN, so concurrent first requests would each open
-/// a connection (and pay a TLS handshake). After that first answer they run concurrently.
+/// Until a first request has had its answer, requests wait for it: the pool learns that a
+/// connection is HTTP/2 only from its ALPN, so concurrent first requests would each open a
+/// connection (and pay a TLS handshake). After that first answer (or failure) they run
+/// concurrently.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -61,7 +62,7 @@ struct Inner {
     access: ClusterAccess,
     options: ClientOptions,
     requests: AtomicU64,
-    /// Whether a request has had an answer over this client's pool (see [`Client`]).
+    /// Whether a first request has had its answer (or failed) (see [`Client`]).
     connected: AtomicBool,
     /// Held by the request that goes alone while `connected` is false.
     first: Mutex<()>,
@@ -138,6 +139,23 @@ impl Client {
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, KubeError> {
         self.request_json(Method::GET, path, &[], None)
+    }
+
+    /// Opens the connection ahead of the requests that will need it (one `GET /version`,
+    /// which every apiserver serves to anyone, without retries), so a caller can overlap the
+    /// TCP and TLS handshakes with other work. Failing is fine: the real requests report.
+    pub fn connect_early(&self) {
+        let outcome = self.url("/version", &[]).and_then(|url| {
+            let response = self.attempt(&Method::GET, &url, None, true).map_err(|f| match f {
+                Failure::Final(e) => e,
+                Failure::Retryable { cause, .. } => KubeError::Transient { message: cause },
+            })?;
+            response.bytes().map(|_| ()).map_err(|e| KubeError::Transient { message: error_chain(&e) })
+        });
+        match outcome {
+            Ok(()) => log::debug!("connected to {}", self.inner.access.server),
+            Err(e) => log::debug!("early connection to {}: {e}", self.inner.access.server),
+        }
     }
 
     pub fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, KubeError> {
@@ -312,9 +330,12 @@ impl Client {
             // Whoever waited for the first answer goes on at once, beside the others.
             false => Some(self.inner.first.lock().unwrap_or_else(|p| p.into_inner())).filter(|_| !connected()),
         };
-        let response = request.send().map_err(|e| self.transport_failure(&e))?;
+        let response = request.send();
+        // Answered or failed, the turn is over: after a failure the others try on their own
+        // (one at a time, an unreachable server would cost each its own timeout in a row).
         self.inner.connected.store(true, Ordering::Release);
         drop(alone);
+        let response = response.map_err(|e| self.transport_failure(&e))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(response);

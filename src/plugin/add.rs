@@ -29,6 +29,12 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     // `AddedInterface` event per device, as soon as it exists) overlap the next delegates
     // and are all finished before the process answers.
     let answer = std::thread::scope(|s| {
+        if let Some((_, client)) = told.filter(|(_, c)| c.request_count() == 0) {
+            // Nothing was read from the apiserver (the runtime passed the pod's annotations and
+            // it asks for no network): connect now, while the delegates work, so the TLS
+            // handshake is not added to the pod's start when the status and events go out.
+            s.spawn(move || client.connect_early());
+        }
         let mut made: Vec<CacheEntry> = Vec::new();
         let mut step = Ok(());
         for (seq, call) in (cache.next_seq()..).zip(&plan.calls) {
