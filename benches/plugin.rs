@@ -201,8 +201,8 @@ impl World {
     }
 
     /// The wall time kactus says its delegates took in its last `verb` for `container`
-    /// (its `answered` log line).
-    fn delegate_time(&self, verb: &str, container: &str) -> Duration {
+    /// (its `answered` log line; builds before that line have none).
+    fn delegate_time(&self, verb: &str, container: &str) -> Option<Duration> {
         let log = std::fs::read_to_string(self.conf["logFile"].as_str().unwrap_or_default()).unwrap_or_default();
         let marker = format!("{verb} {container} answered");
         log.lines()
@@ -210,7 +210,6 @@ impl World {
             .find(|l| l.contains(&marker))
             .and_then(|l| l.rsplit_once(" taking ")?.1.strip_suffix(" ms")?.parse::<f64>().ok())
             .map(|ms| Duration::from_secs_f64(ms / 1e3))
-            .unwrap_or_else(|| panic!("no '{marker}' line in kactus's log"))
     }
 
     /// The delegates kactus would run for `n` attachments, as (ifname, config).
@@ -307,8 +306,12 @@ fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
         }
         row.kactus_add.push(add.wall);
         row.kactus_del.push(del.wall);
-        row.own_add.push(add.wall.saturating_sub(world.delegate_time("ADD", &container)));
-        row.own_del.push(del.wall.saturating_sub(world.delegate_time("DEL", &container)));
+        if let (Some(add_waited), Some(del_waited)) =
+            (world.delegate_time("ADD", &container), world.delegate_time("DEL", &container))
+        {
+            row.own_add.push(add.wall.saturating_sub(add_waited));
+            row.own_del.push(del.wall.saturating_sub(del_waited));
+        }
         row.direct_add.push(dadd);
         row.direct_del.push(ddel);
         row.requests.push(mid.requests - before.requests);
@@ -361,9 +364,10 @@ fn print_timing(title: &str, rows: &[(usize, Row)]) {
                 (0, _) | (_, None) => "-".to_string(),
                 (n, Some(b)) => format!("{:+.2} ms", (ovh - b) / *n as f64),
             };
-            let own = pct(if verb == "ADD" { &row.own_add } else { &row.own_del }).0;
+            let own = if verb == "ADD" { &row.own_add } else { &row.own_del };
+            let own = if own.is_empty() { "n/a".to_string() } else { format!("{:.1} ms", pct(own).0) };
             println!(
-                "| {n} | {verb} | {k50:.1} ms | {k99:.1} ms | {d50:.1} ms | {d99:.1} ms | {ovh:+.1} ms | {per_att} | {:.2} | {own:.1} ms |",
+                "| {n} | {verb} | {k50:.1} ms | {k99:.1} ms | {d50:.1} ms | {d99:.1} ms | {ovh:+.1} ms | {per_att} | {:.2} | {own} |",
                 ovh / d50
             );
         }
