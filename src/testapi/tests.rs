@@ -430,13 +430,8 @@ fn kube_client(server: &TestApiServer, dir: &tempfile::TempDir) -> crate::kube::
     crate::kube::Client::new(Some(&path), crate::kube::ClientOptions::default()).unwrap()
 }
 
-#[test]
-fn kube_client_multiplexes_concurrent_requests_on_one_http2_connection() {
-    let server = server();
-    let dir = tempfile::tempdir().unwrap();
-    let client = kube_client(&server, &dir);
-    client.get_pod("default", "app1").unwrap();
-    // Slow answers keep all eight in flight at once: HTTP/1.1 would need eight connections.
+/// Eight threads GET one NAD at once, each answer 50 ms late so they overlap.
+fn eight_slow_nad_gets(server: &TestApiServer, client: &crate::kube::Client) {
     server.faults().set_latency(Duration::from_millis(50));
     std::thread::scope(|scope| {
         for _ in 0..8 {
@@ -444,6 +439,16 @@ fn kube_client_multiplexes_concurrent_requests_on_one_http2_connection() {
             scope.spawn(move || client.get_network_attachment_definition("default", "green").unwrap());
         }
     });
+}
+
+#[test]
+fn kube_client_multiplexes_concurrent_requests_on_one_http2_connection() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let client = kube_client(&server, &dir);
+    client.get_pod("default", "app1").unwrap();
+    // Slow answers keep all eight in flight at once: HTTP/1.1 would need eight connections.
+    eight_slow_nad_gets(&server, &client);
     let stats = server.stats();
     assert_eq!((stats.connections, stats.requests), (1, 9));
     assert!(stats.response_bytes > 0);
@@ -456,13 +461,7 @@ fn a_fresh_kube_client_fanning_out_opens_one_connection() {
     let client = kube_client(&server, &dir);
     // No request before the fan-out (kactus when the runtime passed the pod's annotations):
     // the first goes alone, the other seven follow on its connection, all in flight at once.
-    server.faults().set_latency(Duration::from_millis(50));
-    std::thread::scope(|scope| {
-        for _ in 0..8 {
-            let client = client.clone();
-            scope.spawn(move || client.get_network_attachment_definition("default", "green").unwrap());
-        }
-    });
+    eight_slow_nad_gets(&server, &client);
     let stats = server.stats();
     assert_eq!((stats.connections, stats.requests), (1, 8));
     assert_eq!(stats.peak_in_flight, 7, "after the first, the others were answered at once");
