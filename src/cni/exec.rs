@@ -3,12 +3,13 @@
 
 use super::env::{CniArgs, Command};
 use super::error::{code, CniError};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::Value;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Delegate calls made by this process and their wall time (spawn to reap), so the plugin
@@ -87,38 +88,81 @@ pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<
     Err(plugin_error(plugin_type, &stdout, &stderr, status))
 }
 
-/// Writes stdin, reads stdout/stderr to EOF, with a watchdog that kills the child at the bound.
+/// Writes stdin and reads stdout and stderr to EOF, all on this thread with poll(2), and kills
+/// the child at the bound. One thread per call: an ADD runs a delegate per network, and a
+/// reader thread and a watchdog thread for each cost more than the I/O itself. A plugin that
+/// exits without reading stdin gives EPIPE, and its exit status tells the story; one whose
+/// own children keep its stdout open is killed at the bound all the same.
 fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, String, bool) {
-    let pid = child.id();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
-            // The child is not reaped until the caller's wait(), so the pid is still ours.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-            return true;
+    const CHUNK: usize = 4096; // PIPE_BUF: after POLLOUT, a write this size does not block.
+    let deadline = Instant::now() + timeout;
+    let mut input = child.stdin.take().filter(|_| !stdin.is_empty());
+    let mut pending = stdin;
+    let (mut out_pipe, mut err_pipe) = (child.stdout.take(), child.stderr.take());
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while out_pipe.is_some() || err_pipe.is_some() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let _ = child.kill();
+            return (stdout, String::from_utf8_lossy(&stderr).into_owned(), true);
         }
-        false
-    });
-    if let Some(mut input) = child.stdin.take() {
-        // A plugin that exits without reading stdin gives EPIPE; its exit status tells the story.
-        let _ = input.write_all(stdin);
-    }
-    let mut stderr_pipe = child.stderr.take();
-    let stderr_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(pipe) = stderr_pipe.as_mut() {
-            let _ = pipe.read_to_string(&mut s);
+        let wait = PollTimeout::try_from(left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let ready = {
+            let mut fds = Vec::with_capacity(3);
+            let mut slots = [None; 3];
+            if let Some(pipe) = &input {
+                slots[0] = Some(fds.len());
+                fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLOUT));
+            }
+            if let Some(pipe) = &out_pipe {
+                slots[1] = Some(fds.len());
+                fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(pipe) = &err_pipe {
+                slots[2] = Some(fds.len());
+                fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, wait) {
+                Ok(_) => slots.map(|slot| slot.and_then(|i| fds[i].revents()).is_some_and(|r| !r.is_empty())),
+                Err(nix::errno::Errno::EINTR) => [false; 3],
+                // Cannot wait on the pipes: let the bound decide rather than spin.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    [false; 3]
+                }
+            }
+        };
+        if ready[0] {
+            let chunk = &pending[..pending.len().min(CHUNK)];
+            match input.as_mut().map(|pipe| pipe.write(chunk)) {
+                Some(Ok(n)) if n < pending.len() => pending = &pending[n..],
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // All written (dropping the pipe closes it: EOF), or the plugin stopped reading.
+                _ => input = None,
+            }
         }
-        s
-    });
-    let mut stdout = Vec::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        let _ = pipe.read_to_end(&mut stdout);
+        if ready[1] && !read_some(&mut out_pipe, &mut stdout) {
+            out_pipe = None;
+        }
+        if ready[2] && !read_some(&mut err_pipe, &mut stderr) {
+            err_pipe = None;
+        }
     }
-    let stderr = stderr_reader.join().unwrap_or_default();
-    let _ = done_tx.send(());
-    let timed_out = watchdog.join().unwrap_or(false);
-    (stdout, stderr, timed_out)
+    (stdout, String::from_utf8_lossy(&stderr).into_owned(), false)
+}
+
+/// Reads what a ready pipe holds into `into`; false at EOF or on an error (the pipe is done).
+fn read_some<R: Read>(pipe: &mut Option<R>, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 16384];
+    match pipe.as_mut().map(|p| p.read(&mut buf)) {
+        Some(Ok(0)) | None => false,
+        Some(Ok(n)) => {
+            into.extend_from_slice(&buf[..n]);
+            true
+        }
+        Some(Err(e)) => e.kind() == std::io::ErrorKind::Interrupted,
+    }
 }
 
 fn plugin_error(plugin_type: &str, stdout: &[u8], stderr: &str, status: std::process::ExitStatus) -> CniError {
@@ -132,4 +176,58 @@ fn plugin_error(plugin_type: &str, stdout: &[u8], stderr: &str, status: std::pro
     let said = String::from_utf8_lossy(stdout);
     let said = if said.trim().is_empty() { stderr.trim().to_string() } else { said.trim().to_string() };
     CniError::new(code::DELEGATE_EXEC, format!("{plugin_type} failed ({status}): {said}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn call<'a>(dir: &'a str, args: &'a CniArgs, timeout: Duration) -> Invocation<'a> {
+        Invocation {
+            command: Command::Add,
+            container_id: "c1",
+            netns: None,
+            ifname: "eth0",
+            args,
+            cni_path: dir,
+            timeout,
+        }
+    }
+
+    #[test]
+    fn a_delegate_that_hangs_is_killed_at_the_bound_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "hang", "exec sleep 30");
+        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
+        let err = exec_plugin(&call(&path, &args, Duration::from_millis(200)), "hang", b"{}").unwrap_err();
+        assert_eq!(err.code, code::DELEGATE_EXEC);
+        assert!(err.msg.contains("hang did not answer ADD") && err.msg.contains("was killed"), "{}", err.msg);
+    }
+
+    #[test]
+    fn large_stdin_and_stdout_flow_both_ways_without_deadlock() {
+        // cat answers while it still reads: both pipes fill beyond their 64 KiB at once.
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "echo", "cat; echo chatter >&2");
+        let big = serde_json::json!({"cniVersion": "1.0.0", "blob": "x".repeat(300_000)});
+        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
+        let out = exec_plugin(&call(&path, &args, Duration::from_secs(10)), "echo", big.to_string().as_bytes());
+        assert_eq!(out.unwrap(), Some(big));
+    }
+
+    #[test]
+    fn a_plugin_that_ignores_stdin_is_judged_by_its_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "quiet", "exit 0");
+        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
+        let out = exec_plugin(&call(&path, &args, Duration::from_secs(10)), "quiet", &vec![b' '; 200_000]);
+        assert_eq!(out.unwrap(), None);
+    }
 }
