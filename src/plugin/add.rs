@@ -35,9 +35,13 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
             // handshake is not added to the pod's start when the status and events go out.
             s.spawn(move || client.connect_early());
         }
+        // What an earlier call left (a dynamic ADD adds to the pod's devices): read once, and
+        // with what this call makes, the network-status to publish.
+        let existing = cache.entries();
+        let first_seq = existing.iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0);
         let mut made: Vec<CacheEntry> = Vec::new();
         let mut step = Ok(());
-        for (seq, call) in (cache.next_seq()..).zip(&plan.calls) {
+        for (seq, call) in (first_seq..).zip(&plan.calls) {
             step = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call))).and_then(|entry| {
                 let written = cache.write(&entry);
                 if let Some((pod, client)) = told {
@@ -64,7 +68,7 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
             .and_then(|out| {
                 // network-status goes out while the last fsyncs finish: the PATCH's round trip
                 // and the disk's flush overlap instead of adding up.
-                let entries = cache.entries();
+                let entries: Vec<CacheEntry> = existing.iter().chain(&made).cloned().collect();
                 let sending = told.map(|(pod, client)| s.spawn(move || publish_status(client, pod, &entries)));
                 let synced = cache.sync();
                 status_sent = sending.map(|h| h.join().is_ok()).unwrap_or(false);
@@ -223,7 +227,7 @@ fn rollback(cfg: &KactusConfig, env: &CniEnv, cache: &ContainerCache, made: &[Ca
     for entry in made.iter().rev() {
         match del_entry(cfg, env, entry) {
             Ok(()) => {
-                let _ = cache.remove(&entry.if_name);
+                cache.remove(&entry.if_name);
             }
             Err(e) => {
                 log::error!("rollback of {} failed: {e}", entry.if_name);

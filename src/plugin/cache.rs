@@ -2,9 +2,10 @@
 //!
 //! One file per delegate call under `<cacheDir>/<containerID>/<ifname>.json`, in libcni's
 //! `cniCacheV1` shape (so existing tools read it) plus a `kactus` block. Writes are atomic
-//! (temp file, rename) and made durable before ADD reports success: each entry's fsync runs in
-//! the background while the next delegate works, and [`ContainerCache::sync`] waits for them.
-//! A per-container `flock` serialises calls for one container.
+//! (temp file, rename, fsync) and made durable before ADD reports success. Writes and removals
+//! run in order on one I/O thread of the cache while the next delegate works: on this
+//! project's test VM each file operation costs ~0.3 ms of journalled metadata, once per
+//! delegate. A per-container `flock` serialises calls for one container.
 
 use crate::cni::{CniArgs, CniError, NetworkConfig};
 use base64::Engine;
@@ -15,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 
 /// What a cached delegate call was for.
@@ -120,8 +121,56 @@ pub struct ContainerCache {
     dir: PathBuf,
     lock_path: PathBuf,
     _lock: Flock<File>,
-    /// fsyncs of entries written but not yet known durable (see [`ContainerCache::write`]).
-    syncing: Mutex<Vec<(PathBuf, JoinHandle<std::io::Result<()>>)>>,
+    /// The I/O thread with writes and removals not yet known done (see [`ContainerCache::write`]).
+    io: Mutex<Option<IoThread>>,
+    /// The first failure of a background write or removal, kept until it is reported.
+    failed: Mutex<Option<CniError>>,
+}
+
+/// One file operation of the cache's I/O thread.
+enum FileOp {
+    /// Write `bytes` to `tmp`, rename it to `path`, fsync it.
+    Write {
+        dir: PathBuf,
+        tmp: PathBuf,
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
+    Remove(PathBuf),
+}
+
+struct IoThread {
+    ops: mpsc::Sender<FileOp>,
+    done: JoinHandle<Result<(), CniError>>,
+}
+
+/// Runs the operations in the order given; the first failure is the answer.
+fn run_file_ops(ops: mpsc::Receiver<FileOp>) -> Result<(), CniError> {
+    let mut first = None;
+    for op in ops {
+        let outcome = match op {
+            FileOp::Write { dir, tmp, path, bytes } => {
+                let write = || -> std::io::Result<()> {
+                    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+                    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+                    f.write_all(&bytes)?;
+                    fs::rename(&tmp, &path)?;
+                    f.sync_all()
+                };
+                write().map_err(|e| CniError::io(format!("write cache {}", path.display()), e))
+            }
+            FileOp::Remove(path) => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(CniError::io(format!("remove {}", path.display()), e))
+                }
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = outcome {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 impl ContainerCache {
@@ -155,7 +204,8 @@ impl ContainerCache {
                     dir: cache_dir.join(container_id),
                     lock_path,
                     _lock: lock,
-                    syncing: Mutex::new(Vec::new()),
+                    io: Mutex::new(None),
+                    failed: Mutex::new(None),
                 });
             }
         }
@@ -164,6 +214,7 @@ impl ContainerCache {
     /// Every cached call, oldest first. Unreadable files are skipped with a warning rather
     /// than blocking DEL of the rest.
     pub fn entries(&self) -> Vec<CacheEntry> {
+        self.settle();
         let mut out = Vec::new();
         let Ok(dir) = fs::read_dir(&self.dir) else { return out };
         for item in dir.flatten() {
@@ -196,47 +247,72 @@ impl ContainerCache {
         by_key.or_else(by_ref).or_else(by_name).and_then(|i| attachments.into_iter().nth(i))
     }
 
-    pub fn next_seq(&self) -> u64 {
-        self.entries().iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0)
-    }
-
-    /// Records one call atomically: a crash of kactus leaves the old file or the new one,
-    /// never half of one. The file is renamed into place at once, so a DEL after a killed ADD
-    /// finds it; its fsync runs on a thread of its own, overlapping the next delegate, and
-    /// [`ContainerCache::sync`] waits for it. The benchmark showed the fsyncs, one per entry
-    /// in line with the delegates, as the largest share of kactus's own cost per attachment.
+    /// Records one call atomically: a crash leaves the old file or the new one, never half of
+    /// one. The write happens on the cache's I/O thread, in order with the other writes and
+    /// removals, while the caller goes on (the next delegate runs); [`ContainerCache::sync`]
+    /// waits for it and reports a failure, and every read waits for it first.
     pub fn write(&self, entry: &CacheEntry) -> Result<(), CniError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| CniError::io(format!("create {}", self.dir.display()), e))?;
-        let path = self.dir.join(format!("{}.json", entry.if_name));
-        let tmp = self.dir.join(format!(".{}.json.tmp", entry.if_name));
         let bytes = serde_json::to_vec_pretty(entry).map_err(|e| CniError::io("encode cache entry", e.into()))?;
-        let write = || -> std::io::Result<File> {
-            let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-            f.write_all(&bytes)?;
-            fs::rename(&tmp, &path)?;
-            Ok(f)
-        };
-        let file = write().map_err(|e| CniError::io(format!("write cache {}", path.display()), e))?;
-        let fsync = std::thread::spawn(move || file.sync_all());
-        self.syncing.lock().unwrap_or_else(|p| p.into_inner()).push((path, fsync));
+        self.in_background(FileOp::Write {
+            dir: self.dir.clone(),
+            tmp: self.dir.join(format!(".{}.json.tmp", entry.if_name)),
+            path: self.dir.join(format!("{}.json", entry.if_name)),
+            bytes,
+        });
         Ok(())
     }
 
-    /// Makes every entry written so far durable: waits for their fsyncs, then syncs the
-    /// container's directory and the cache dir (the renames). ADD calls it before it reports
-    /// success, so every entry the runtime can know about survives a crash of the node.
-    pub fn sync(&self) -> Result<(), CniError> {
-        let pending = std::mem::take(&mut *self.syncing.lock().unwrap_or_else(|p| p.into_inner()));
-        for (path, fsync) in pending {
-            fsync
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
-                .map_err(|e| CniError::io(format!("sync cache {}", path.display()), e))?;
+    /// Removes a call's record, in the background like [`ContainerCache::write`]; a failure
+    /// is reported by [`ContainerCache::settled`].
+    pub fn remove(&self, ifname: &str) {
+        self.in_background(FileOp::Remove(self.dir.join(format!("{ifname}.json"))));
+    }
+
+    fn in_background(&self, op: FileOp) {
+        let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        let thread = io.get_or_insert_with(|| {
+            let (ops, queue) = mpsc::channel();
+            IoThread { ops, done: std::thread::spawn(move || run_file_ops(queue)) }
+        });
+        if let Err(mpsc::SendError(op)) = thread.ops.send(op) {
+            // The thread is gone (it panicked): do the operation here.
+            let (ops, queue) = mpsc::channel();
+            let _ = ops.send(op);
+            drop(ops);
+            if let Err(e) = run_file_ops(queue) {
+                self.fail(e);
+            }
         }
+    }
+
+    /// Waits until every write and removal asked for so far is done.
+    fn settle(&self) {
+        let thread = self.io.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(IoThread { ops, done }) = thread {
+            drop(ops);
+            let outcome =
+                done.join().unwrap_or_else(|_| Err(CniError::io("cache I/O", std::io::Error::other("panicked"))));
+            if let Err(e) = outcome {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&self, e: CniError) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    }
+
+    /// Waits for the writes and removals asked for so far and reports the first that failed.
+    pub fn settled(&self) -> Result<(), CniError> {
+        self.settle();
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take().map_or(Ok(()), Err)
+    }
+
+    /// Makes every entry written so far durable: waits for the writes (each fsynced), then
+    /// syncs the container's directory and the cache dir (the renames). ADD calls it before it
+    /// reports success, so every entry the runtime can know about survives a crash of the node.
+    pub fn sync(&self) -> Result<(), CniError> {
+        self.settled()?;
         for dir in [Some(self.dir.as_path()), self.dir.parent()].into_iter().flatten() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -245,21 +321,73 @@ impl ContainerCache {
         Ok(())
     }
 
-    pub fn remove(&self, ifname: &str) -> Result<(), CniError> {
-        let path = self.dir.join(format!("{ifname}.json"));
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(CniError::io(format!("remove {}", path.display()), e))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Removes the container's directory and lock file once no entry is left.
     pub fn remove_if_empty(self) {
         if self.entries().is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
             let _ = fs::remove_file(&self.lock_path);
         }
+    }
+}
+
+impl Drop for ContainerCache {
+    /// The lock is released only once the I/O asked for under it is done.
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ifname: &str, seq: u64) -> CacheEntry {
+        CacheEntry {
+            kind: "cniCacheV1".into(),
+            container_id: "c1".into(),
+            config: String::new(),
+            if_name: ifname.into(),
+            network_name: "n".into(),
+            netns: String::new(),
+            cni_args: Vec::new(),
+            capability_args: Map::new(),
+            result: Value::Null,
+            kactus: KactusMeta {
+                seq,
+                role: Role::Attachment,
+                network: String::new(),
+                key: String::new(),
+                is_default: false,
+                gateways: Vec::new(),
+                replaced_routes: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn background_writes_and_removals_keep_their_order_and_reads_wait_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ContainerCache::lock(dir.path(), "c1").unwrap();
+        cache.write(&entry("a", 0)).unwrap();
+        cache.write(&entry("b", 1)).unwrap();
+        cache.remove("a");
+        cache.write(&entry("c", 2)).unwrap();
+        let names: Vec<String> = cache.entries().into_iter().map(|e| e.if_name).collect();
+        assert_eq!(names, ["b", "c"]);
+        cache.sync().unwrap();
+        let on_disk = fs::read_dir(dir.path().join("c1")).unwrap().count();
+        assert_eq!(on_disk, 2, "no temp file left");
+    }
+
+    #[test]
+    fn a_failed_background_write_is_reported_by_sync_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        // The container's directory cannot be made: a file has its name.
+        fs::write(dir.path().join("c1"), b"").unwrap();
+        let cache = ContainerCache::lock(dir.path(), "c1").unwrap();
+        cache.write(&entry("a", 0)).unwrap();
+        assert!(cache.entries().is_empty(), "a read settles, and keeps the failure");
+        let err = cache.sync().unwrap_err();
+        assert!(err.msg.contains("write cache"), "{}", err.msg);
     }
 }

@@ -24,7 +24,7 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let mut errors = Vec::new();
     for entry in entries.iter().rev() {
         match del_entry(cfg, env, entry) {
-            Ok(()) => cache.remove(&entry.if_name).unwrap_or_else(|e| errors.push(e)),
+            Ok(()) => cache.remove(&entry.if_name),
             Err(e) => errors.push(e.context(format!("delete {} ({})", entry.if_name, entry.network_name))),
         }
     }
@@ -38,6 +38,9 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
                 log::warn!("pod {}/{}: network-status not updated: {e}", pod.namespace, pod.name);
             }
         }
+    }
+    if let Err(e) = cache.settled() {
+        errors.push(e);
     }
     if errors.is_empty() {
         cache.remove_if_empty();

@@ -60,9 +60,10 @@ fn delete_stale(cfg: &KactusConfig, env: &CniEnv, container: &str) -> Vec<CniErr
                 e.context(format!("GC of container {container}: delete {} ({})", entry.if_name, entry.network_name)),
             );
         }
-        if let Err(e) = cache.remove(&entry.if_name) {
-            errors.push(e);
-        }
+        cache.remove(&entry.if_name);
+    }
+    if let Err(e) = cache.settled() {
+        errors.push(e);
     }
     cache.remove_if_empty();
     errors
