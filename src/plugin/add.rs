@@ -5,6 +5,7 @@ use super::cache::{CacheEntry, ContainerCache, KactusMeta};
 use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, PlannedCall};
+use super::status::publish_logged;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
 use crate::kube;
@@ -69,7 +70,8 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
                 // network-status goes out while the last fsyncs finish: the PATCH's round trip
                 // and the disk's flush overlap instead of adding up.
                 let entries: Vec<CacheEntry> = existing.iter().chain(&made).cloned().collect();
-                let sending = told.map(|(pod, client)| s.spawn(move || publish_status(client, pod, &entries)));
+                // The client that read the NADs has its connection open: no new handshake.
+                let sending = told.map(|(pod, client)| s.spawn(move || publish_logged(client, pod, &entries)));
                 let synced = cache.sync();
                 status_sent = sending.map(|h| h.join().is_ok()).unwrap_or(false);
                 synced.map(|()| out)
@@ -80,7 +82,7 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
                 let e = rollback(cfg, env, &cache, &made, e);
                 if let Some((pod, client)) = told.filter(|_| status_sent) {
                     // It was published with the devices just removed: say what is left.
-                    publish_status(client, pod, &cache.entries());
+                    publish_logged(client, pod, &cache.entries());
                 }
                 cache.remove_if_empty();
                 warn_pod(plan.client.as_ref(), plan.pod.as_ref(), &e);
@@ -95,16 +97,6 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     // politely, which only delays the pod's start (~0.3 ms in the benchmark).
     std::mem::forget(plan.client);
     answer
-}
-
-/// network-status from the cache, with the client that read the pod and its NADs (its
-/// connection is open, so no new TLS handshake lands on the pod's start-up path). Best
-/// effort: a failure is logged, the devices stay.
-fn publish_status(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) {
-    match super::status::publish(client, pod, entries) {
-        Ok(()) => log::debug!("network-status written: {} device(s)", entries.len()),
-        Err(e) => log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name),
-    }
 }
 
 /// podagent repeats a dynamic ADD while it cannot see the device in network-status (say the
@@ -126,10 +118,7 @@ fn repeated_dynamic_add(cfg: &KactusConfig, env: &CniEnv, pod: Option<&PodRef>) 
         env.container_id,
         entry.if_name
     );
-    match super::plan::kube_client(cfg) {
-        Ok(client) => publish_status(&client, pod, &cache.entries()),
-        Err(e) => log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name),
-    }
+    super::status::publish_logged_with_new_client(cfg, pod, &cache.entries());
     CniResult::convert(&entry.result, &cfg.cni_version).map(Some)
 }
 

@@ -145,7 +145,7 @@ struct IoThread {
 }
 
 /// Runs the operations in the order given; the first failure is the answer.
-fn run_file_ops(ops: mpsc::Receiver<FileOp>) -> Result<(), CniError> {
+fn run_file_ops(ops: impl IntoIterator<Item = FileOp>) -> Result<(), CniError> {
     let mut first = None;
     for op in ops {
         let outcome = match op {
@@ -276,10 +276,7 @@ impl ContainerCache {
         });
         if let Err(mpsc::SendError(op)) = thread.ops.send(op) {
             // The thread is gone (it panicked): do the operation here.
-            let (ops, queue) = mpsc::channel();
-            let _ = ops.send(op);
-            drop(ops);
-            if let Err(e) = run_file_ops(queue) {
+            if let Err(e) = run_file_ops([op]) {
                 self.fail(e);
             }
         }

@@ -30,13 +30,7 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     }
     if dynamic.is_some() {
         if let Some(pod) = env.args.pod() {
-            let published = super::plan::kube_client(cfg).and_then(|c| {
-                super::status::publish(&c, &pod, &cache.entries())
-                    .map_err(|e| super::plan::kube_error(e, "patch network-status"))
-            });
-            if let Err(e) = published {
-                log::warn!("pod {}/{}: network-status not updated: {e}", pod.namespace, pod.name);
-            }
+            super::status::publish_logged_with_new_client(cfg, &pod, &cache.entries());
         }
     }
     if let Err(e) = cache.settled() {

@@ -2,6 +2,7 @@
 //! always says what the pod really has, after ADD and after each dynamic add or delete.
 
 use super::cache::CacheEntry;
+use super::config::KactusConfig;
 use crate::cni::{CniResult, PodRef};
 use crate::kube;
 use serde_json::{json, Value};
@@ -51,4 +52,20 @@ pub fn publish(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) -> R
     let mut patch = BTreeMap::new();
     patch.insert(NETWORK_STATUS.to_string(), Some(status));
     client.patch_pod_annotations(&pod.namespace, &pod.name, &patch).map(|_| ())
+}
+
+/// [`publish`] as the plugin calls it: best effort, a failure is logged and the devices stay.
+pub fn publish_logged(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) {
+    match publish(client, pod, entries) {
+        Ok(()) => log::debug!("network-status written: {} device(s)", entries.len()),
+        Err(e) => log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name),
+    }
+}
+
+/// [`publish_logged`] for a call that has no apiserver client yet (a dynamic add or delete).
+pub fn publish_logged_with_new_client(cfg: &KactusConfig, pod: &PodRef, entries: &[CacheEntry]) {
+    match super::plan::kube_client(cfg) {
+        Ok(client) => publish_logged(&client, pod, entries),
+        Err(e) => log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name),
+    }
 }
