@@ -350,6 +350,42 @@ fn a_dynamic_del_removes_exactly_the_named_attachment_and_never_eth0() {
     assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty() && sb.cache_files().is_empty());
 }
 
+/// The cluster's plugin makes eth0 while the pod's networks are read, so their round trips
+/// cost the pod's start nothing. The apiserver holds the NADs' answers until the master
+/// delegate has started: read first, they would time the ADD out (code 11).
+#[test]
+fn eth0_is_made_while_the_pods_networks_are_read() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    let networks = "green, blue";
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"k8s.v1.cni.cncf.io/networks": networks})));
+    let p = sb.pod("app1");
+    let args = pod_args("default", "app1");
+    // Only the master is recorded; its log appears when it starts.
+    let log = recording_plugin(&mut sb, "bridge");
+    let mut conf = sb.kactus_conf();
+    conf["delegates"][0]["type"] = "rec-bridge".into();
+    sb.api().faults().hold("/network-attachment-definitions/", &log);
+    let mut from_runtime = conf.clone();
+    from_runtime["runtimeConfig"] =
+        json!({"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": networks}});
+    for (how, conf) in [("the runtime's annotations", from_runtime), ("a pod read", conf)] {
+        let r = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+        assert!(r["ips"][0]["address"].as_str().unwrap_or_default().starts_with("10."), "{how}: eth0's result: {r}");
+        assert!(sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(BLUE), "{how}: {:?}", sb.pod_devices(p));
+        let pod = sb.api().store().get("pods", "default", "app1").unwrap();
+        let status = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().unwrap_or_default();
+        assert_eq!(
+            serde_json::from_str::<Value>(status).ok().and_then(|s| s.as_array().map(Vec::len)),
+            Some(3),
+            "{how}: {status}"
+        );
+        sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+        assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty() && sb.cache_files().is_empty(), "{how}");
+        let _ = std::fs::remove_file(&log);
+    }
+}
+
 #[test]
 fn pod_annotations_from_the_runtime_spare_the_pod_read() {
     let mut sb = Sandbox::new();

@@ -16,11 +16,20 @@ fn missing_nad_is_code_101_naming_it_and_nothing_is_left() {
     let mut sb = Sandbox::new();
     sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"nosuchnet"}]"#})));
     let p = sb.pod("app1");
-    let out = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &sb.kactus_conf());
+    let log = recording_plugin(&mut sb, "bridge");
+    let mut conf = sb.kactus_conf();
+    conf["delegates"][0]["type"] = "rec-bridge".into();
+    let out = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf);
     let (code, msg) = out.err();
     assert_eq!(code, 101, "{msg}");
     assert!(msg.contains("default/nosuchnet"), "{msg}");
     assert_clean(&sb, p);
+    // eth0 is made while the networks are read; the missing one rolls it back.
+    let master: Vec<(String, String)> = recorded_calls(&log)
+        .iter()
+        .map(|c| (c["command"].as_str().unwrap_or_default().into(), c["ifname"].as_str().unwrap_or_default().into()))
+        .collect();
+    assert_eq!(master, [("ADD".into(), "eth0".into()), ("DEL".into(), "eth0".into())]);
 }
 
 #[test]

@@ -4,13 +4,14 @@
 use super::cache::{CacheEntry, ContainerCache, KactusMeta};
 use super::config::KactusConfig;
 use super::del::del_entry;
-use super::plan::{plan_add, PlannedCall};
+use super::plan::{plan_add, Plan, PlannedCall};
 use super::status::publish_logged;
 use crate::cni::env::K8S_POD_NETWORK;
-use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
+use crate::cni::{chain, code, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
 use crate::kube;
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
+use std::sync::OnceLock;
 
 /// One ADD, as the plugin process makes it (it leaves its apiserver client to the process's
 /// exit, so it is not meant to be called in a loop by a long-lived process).
@@ -20,42 +21,45 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
         return Ok(answer);
     }
     // Planning failed before a client was kept (a NAD missing, say): a fresh one reports it.
-    let plan = plan_add(cfg, env).inspect_err(|e| {
+    let mut plan = plan_add(cfg, env).inspect_err(|e| {
         let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
         warn_pod(client.as_ref(), pod.as_ref(), e)
     })?;
     let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
-    let told = plan.pod.as_ref().zip(plan.client.as_ref());
-    // Scoped so the best-effort writes to the apiserver started along the way (one
-    // `AddedInterface` event per device, as soon as it exists) overlap the next delegates
-    // and are all finished before the process answers.
+    // Planning's client if it read the pod; else built beside the first delegates.
+    let client = OnceLock::new();
+    if let Some(c) = plan.client.take() {
+        let _ = client.set(c);
+    }
+    let plan = &plan;
+    // Scoped so the apiserver work done beside the delegates, and the best-effort writes
+    // started along the way (one `AddedInterface` event per device, as soon as it exists),
+    // are all finished before the process answers.
     let answer = std::thread::scope(|s| {
-        if let Some((_, client)) = told.filter(|(_, c)| c.request_count() == 0) {
-            // Nothing was read from the apiserver (the runtime passed the pod's annotations and
-            // it asks for no network): connect now, while the delegates work, so the TLS
-            // handshake is not added to the pod's start when the status and events go out.
-            s.spawn(move || client.connect_early());
-        }
+        let apiserver = plan.pod.as_ref().map(|_| s.spawn(|| apiserver_side(cfg, plan, &client)));
+        let announce = |entry: &CacheEntry| {
+            if let (Some(pod), Some(client)) = (plan.pod.as_ref(), client.get()) {
+                let entry = entry.clone();
+                s.spawn(move || super::events::added_interface(client, pod, &entry));
+            }
+        };
         // What an earlier call left (a dynamic ADD adds to the pod's devices): read once, and
         // with what this call makes, the network-status to publish.
         let existing = cache.entries();
-        let first_seq = existing.iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0);
+        let mut seqs = existing.iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0)..;
         let mut made: Vec<CacheEntry> = Vec::new();
-        let mut step = Ok(());
-        for (seq, call) in (first_seq..).zip(&plan.calls) {
-            step = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call))).and_then(|entry| {
-                let written = cache.write(&entry);
-                if let Some((pod, client)) = told {
-                    let entry = entry.clone();
-                    s.spawn(move || super::events::added_interface(client, pod, &entry));
-                }
-                made.push(entry);
-                written
-            });
-            if step.is_err() {
-                break;
-            }
+        let mut step = make(cfg, env, &cache, &plan.ready, &mut seqs, &mut made, &|_| ());
+        let pending = apiserver
+            .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "apiserver thread panicked"))));
+        let pending = pending.unwrap_or_else(|| Ok(Vec::new()));
+        // The first devices are announced once the client exists, the rest as they are made;
+        // none when the pod's networks could not be read (eth0 is about to be rolled back,
+        // and the warning says why).
+        if pending.is_ok() {
+            made.iter().for_each(announce);
         }
+        step = step.and(pending).and_then(|calls| make(cfg, env, &cache, &calls, &mut seqs, &mut made, &announce));
+        let told = plan.pod.as_ref().zip(client.get());
         // Everything that can still fail happens before success is reported, under rollback:
         // the answer converted to the runtime's version (a result an older version cannot
         // hold is code 1, and must not leave devices behind), and the cache made durable.
@@ -85,7 +89,7 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
                     publish_logged(client, pod, &cache.entries());
                 }
                 cache.remove_if_empty();
-                warn_pod(plan.client.as_ref(), plan.pod.as_ref(), &e);
+                warn_pod(client.get(), plan.pod.as_ref(), &e);
                 return Err(e);
             }
         };
@@ -95,8 +99,55 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     // The process ends once the answer is printed and the OS closes the connection then;
     // dropping the client first would join its runtime thread and close the connection
     // politely, which only delays the pod's start (~0.3 ms in the benchmark).
-    std::mem::forget(plan.client);
+    std::mem::forget(client);
     answer
+}
+
+/// What an ADD needs from the apiserver after planning, done beside the first delegates
+/// (the master's `eth0` takes longer than all of it): the client, unless planning built one,
+/// then the pending attachments' networks. With none pending and nothing read yet (the
+/// runtime passed the pod's annotations and it asks for no network), the connection is
+/// opened, so the TLS handshake is not added to the pod's start when status and events go.
+fn apiserver_side(
+    cfg: &KactusConfig,
+    plan: &Plan,
+    client: &OnceLock<kube::Client>,
+) -> Result<Vec<PlannedCall>, CniError> {
+    let client = match client.get() {
+        Some(c) => c,
+        None => {
+            let built = super::plan::kube_client(cfg)?;
+            client.get_or_init(|| built)
+        }
+    };
+    if !plan.pending.is_empty() {
+        return plan.pending_calls(cfg, client);
+    }
+    if client.request_count() == 0 {
+        client.connect_early();
+    }
+    Ok(Vec::new())
+}
+
+/// Makes `calls` in order, each recorded in the cache (and passed to `made_one`) as soon as
+/// its device exists; stops at the first failure, leaving the rollback to the caller.
+fn make(
+    cfg: &KactusConfig,
+    env: &CniEnv,
+    cache: &ContainerCache,
+    calls: &[PlannedCall],
+    seqs: &mut std::ops::RangeFrom<u64>,
+    made: &mut Vec<CacheEntry>,
+    made_one: &dyn Fn(&CacheEntry),
+) -> Result<(), CniError> {
+    for (call, seq) in calls.iter().zip(seqs.by_ref()) {
+        let entry = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call)))?;
+        let written = cache.write(&entry);
+        made_one(&entry);
+        made.push(entry);
+        written?;
+    }
+    Ok(())
 }
 
 /// podagent repeats a dynamic ADD while it cannot see the device in network-status (say the

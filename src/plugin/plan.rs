@@ -1,5 +1,7 @@
 //! Parse, then act: from config, environment and apiserver objects to the exact list of
-//! delegate calls an ADD will make, validated before the first delegate runs.
+//! delegate calls an ADD will make. What needs no network config (the selection, device
+//! names, namespace isolation, devices in the way) is checked before the first delegate
+//! runs; the attachments' configs are read and checked while the master makes `eth0`.
 
 use super::cache::Role;
 use super::config::KactusConfig;
@@ -28,15 +30,34 @@ pub struct PlannedCall {
     pub set_mac: Option<String>,
 }
 
-/// What an ADD will do, and for which pod.
+/// What an ADD will do, and for which pod: the calls it can make at once, and the
+/// attachments whose network configs are still to be read from the apiserver.
+///
+/// The runtime's ADD makes the master's `eth0` (and the config delegates) while the
+/// attachments' NADs are read: the cluster's own plugin does not depend on them, and the
+/// apiserver's client, TLS handshake and NAD round trips then cost the pod's start nothing
+/// (they take 2-3 ms, the master's ADD takes longer). A NAD that turns out missing or invalid
+/// fails the ADD after `eth0` was made, and the usual rollback removes it.
 pub struct Plan {
     pub pod: Option<PodRef>,
-    pub calls: Vec<PlannedCall>,
+    /// Calls to make now, in order: the master (or the primary network replacing it) first.
+    pub ready: Vec<PlannedCall>,
+    /// Attachments to make after `ready`, once [`Plan::pending_calls`] has read their networks.
+    pub pending: Vec<Attachment>,
     /// `Some(key)` for a dynamic (`K8S_POD_NETWORK`) call on a running pod.
     pub dynamic: Option<String>,
-    /// The client that read the pod and its NADs, kept for the network-status PATCH so that
-    /// reuses its connection instead of a second kubeconfig read and TLS handshake.
+    /// The client that read the pod (when the runtime did not pass its annotations) or a
+    /// primary network, kept so the NAD reads and the network-status PATCH reuse its connection.
     pub client: Option<kube::Client>,
+    delegate_args: crate::cni::CniArgs,
+}
+
+impl Plan {
+    /// The pending attachments' calls: their networks read concurrently, their options
+    /// checked against what each network's plugins declare.
+    pub fn pending_calls(&self, cfg: &KactusConfig, client: &kube::Client) -> Result<Vec<PlannedCall>, CniError> {
+        attachment_calls(cfg, client, &self.pending, &self.delegate_args, false)
+    }
 }
 
 pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
@@ -54,6 +75,9 @@ pub fn kube_error(e: KubeError, what: &str) -> CniError {
     CniError::new(c, format!("{what}: {e}"))
 }
 
+/// Everything an ADD can know and check before its first delegate without reading networks:
+/// the pod's selection (from the runtime's annotations, else the apiserver), device names,
+/// namespace isolation, and that no device is in the way.
 pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     let pod = env.args.pod();
     let dynamic = env.args.get(K8S_POD_NETWORK).map(str::to_string);
@@ -82,16 +106,17 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         if dynamic.is_some() {
             return Err(CniError::invalid_env("K8S_POD_NETWORK needs K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS"));
         }
-        let mut calls = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
-        calls.extend(config_delegates());
-        return Ok(Plan { pod: None, calls, dynamic: None, client: None });
+        let mut ready = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
+        ready.extend(config_delegates());
+        return Ok(Plan { pod: None, ready, pending: Vec::new(), dynamic: None, client: None, delegate_args });
     };
 
-    let client = kube_client(cfg)?;
+    let mut client = None;
     let annotations = match runtime_pod_annotations(cfg).filter(|_| dynamic.is_none()) {
         Some(annotations) => annotations,
         None => {
-            let kpod = client
+            let c = client.insert(kube_client(cfg)?);
+            let kpod = c
                 .get_pod(&pod.namespace, &pod.name)
                 .map_err(|e| kube_error(e, &format!("get pod {}/{}", pod.namespace, pod.name)))?;
             log::debug!("pod {}/{} read", pod.namespace, pod.name);
@@ -109,26 +134,28 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     for att in &atts {
         check_namespace_allowed(cfg, &pod, att)?;
     }
-    let nets = fetch_networks(cfg, &client, &atts)?;
-    log::debug!("{} network config(s) read", nets.len());
 
-    let mut calls = Vec::new();
-    let primary = atts.iter().position(|a| a.selection.is_primary);
+    let mut ready = Vec::new();
     if dynamic.is_none() {
-        if primary.is_none() {
-            calls.push(master(cfg.master.clone(), cfg.runtime_config.clone()));
+        // The primary network replaces the master on eth0, so it goes first like the master:
+        // its network is read now, the others' while it is made.
+        match atts.iter().position(|a| a.selection.is_primary) {
+            Some(i) => {
+                let primary = atts.remove(i);
+                let c = match client {
+                    Some(ref c) => c,
+                    None => client.insert(kube_client(cfg)?),
+                };
+                ready.extend(attachment_calls(cfg, c, std::slice::from_ref(&primary), &delegate_args, true)?);
+            }
+            None => ready.push(master(cfg.master.clone(), cfg.runtime_config.clone())),
         }
-        calls.extend(config_delegates());
+        ready.extend(config_delegates());
     }
-    for (att, net) in atts.into_iter().zip(nets) {
-        let is_primary = att.selection.is_primary && dynamic.is_none();
-        calls.push(attachment_call(cfg, att, net, &delegate_args, is_primary)?);
-    }
-    // The primary network replaces the master on eth0, so it goes first like the master.
-    calls.sort_by_key(|c| !c.is_default);
-    check_devices_absent(env, &calls)?;
-    log::debug!("plan: {} delegate call(s), no device in the way", calls.len());
-    Ok(Plan { pod: Some(pod), calls, dynamic, client: Some(client) })
+    let devices = ready.iter().map(|c| (c.ifname.clone(), c.network.clone()));
+    check_devices_absent(env, devices.chain(atts.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
+    log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), atts.len());
+    Ok(Plan { pod: Some(pod), ready, pending: atts, dynamic, client, delegate_args })
 }
 
 /// The capability under which containerd and CRI-O hand a plugin the pod's annotations (from
@@ -196,22 +223,30 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
     ))
 }
 
-/// Fetches every attachment's network config, concurrently: the NADs of a pod cost one
-/// round trip of wall time, not one per attachment (two on a client that has not connected
-/// yet, whose first request goes alone: see [`kube::Client`]).
-fn fetch_networks(
+/// The attachments' calls. Their network configs are fetched concurrently: the NADs of a
+/// pod cost one round trip of wall time, not one per attachment (two on a client that has
+/// not connected yet, whose first request goes alone: see [`kube::Client`]).
+fn attachment_calls(
     cfg: &KactusConfig,
     client: &kube::Client,
     atts: &[Attachment],
-) -> Result<Vec<NetworkConfig>, CniError> {
-    let results: Vec<Result<NetworkConfig, CniError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = atts.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "NAD fetch thread panicked"))))
-            .collect()
-    });
-    results.into_iter().collect()
+    delegate_args: &crate::cni::CniArgs,
+    is_primary: bool,
+) -> Result<Vec<PlannedCall>, CniError> {
+    let results: Vec<Result<NetworkConfig, CniError>> = match atts {
+        [] => Vec::new(),
+        [att] => vec![network_config(cfg, client, att)],
+        _ => std::thread::scope(|s| {
+            let handles: Vec<_> = atts.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "NAD fetch thread panicked"))))
+                .collect()
+        }),
+    };
+    let nets = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    log::debug!("{} network config(s) read", nets.len());
+    atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att.clone(), net, delegate_args, is_primary)).collect()
 }
 
 /// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
@@ -359,19 +394,19 @@ fn attachment_call(
     })
 }
 
-/// "ADD must fail if the interface exists": checked for every device before any is made.
-fn check_devices_absent(env: &CniEnv, calls: &[PlannedCall]) -> Result<(), CniError> {
+/// "ADD must fail if the interface exists": checked for every device (its name, and the
+/// network it is for, empty for a config delegate) before any is made.
+fn check_devices_absent(env: &CniEnv, devices: Vec<(String, String)>) -> Result<(), CniError> {
     let Some(netns) = &env.netns else { return Ok(()) };
-    let names: Vec<String> = calls.iter().map(|c| c.ifname.clone()).collect();
+    let names: Vec<String> = devices.iter().map(|(name, _)| name.clone()).collect();
     let existing = crate::netns::first_existing(netns, &names).map_err(|e| {
         CniError::new(code::INVALID_ENVIRONMENT, format!("cannot enter CNI_NETNS {}: {e}", netns.display()))
     })?;
-    match existing.and_then(|i| calls.get(i)) {
+    match existing.and_then(|i| devices.get(i)) {
         None => Ok(()),
-        Some(call) => Err(CniError::invalid_config(format!(
-            "device {:?} already exists in the pod's network namespace{}",
-            call.ifname,
-            if call.network.is_empty() { String::new() } else { format!(" (network {})", call.network) }
+        Some((name, network)) => Err(CniError::invalid_config(format!(
+            "device {name:?} already exists in the pod's network namespace{}",
+            if network.is_empty() { String::new() } else { format!(" (network {network})") }
         ))),
     }
 }

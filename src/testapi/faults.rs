@@ -4,8 +4,9 @@
 //! `POST /_testapi/faults` (see [`Faults::apply_control`]).
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -35,7 +36,13 @@ struct FaultState {
     reset_next: u32,
     /// (verb, resource) pairs that get 403; "*" matches any.
     forbidden: HashSet<(String, String)>,
+    /// (path part, file): answers to matching requests wait until the file exists.
+    holds: Vec<(String, PathBuf)>,
 }
+
+/// How long a held answer waits at most, so a test whose file never appears fails instead
+/// of hanging.
+const HOLD_BOUND: Duration = Duration::from_secs(30);
 
 pub struct Faults {
     state: Mutex<FaultState>,
@@ -79,6 +86,13 @@ impl Faults {
         self.lock().forbidden.insert((verb.to_string(), resource.to_string()));
     }
 
+    /// Answers to requests whose path contains `path_contains` wait until `until` exists
+    /// (at most 30 s): lets a test prove that a client does something else (a process the
+    /// test controls creates the file) while its request is outstanding, with no clock.
+    pub fn hold(&self, path_contains: &str, until: &Path) {
+        self.lock().holds.push((path_contains.to_string(), until.to_path_buf()));
+    }
+
     /// Back to a well-behaved server.
     pub fn clear(&self) {
         *self.lock() = FaultState::default();
@@ -86,6 +100,24 @@ impl Faults {
 
     pub(crate) fn latency(&self) -> Duration {
         self.lock().latency
+    }
+
+    /// Whether an answer may wait (latency or a hold is set).
+    pub(crate) fn delays(&self) -> bool {
+        let state = self.lock();
+        !state.latency.is_zero() || !state.holds.is_empty()
+    }
+
+    /// Waits out the holds that match `path` (see [`Faults::hold`]).
+    pub(crate) fn wait_for_holds(&self, path: &str) {
+        let files: Vec<PathBuf> =
+            self.lock().holds.iter().filter(|(part, _)| path.contains(part.as_str())).map(|(_, f)| f.clone()).collect();
+        let deadline = Instant::now() + HOLD_BOUND;
+        for file in files {
+            while !file.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
     }
 
     /// Consumes and returns the fault for a request to `path`, if any is pending.
@@ -111,7 +143,8 @@ impl Faults {
 
     /// The control endpoint's body: `{"latencyMs":5,"failNext":{"count":2,"status":503,
     /// "pathContains":"..."},"resetNext":1,"expireWatches":true,"forbid":{"verb":"get",
-    /// "resource":"pods"},"clear":true}`; `clear` is applied first.
+    /// "resource":"pods"},"hold":{"pathContains":"...","untilFile":"/path"},"clear":true}`;
+    /// `clear` is applied first.
     pub fn apply_control(&self, body: &Value) -> Result<(), ApiError> {
         let Some(map) = body.as_object() else {
             return Err(ApiError::bad_request("faults body must be a JSON object"));
@@ -139,6 +172,10 @@ impl Faults {
                 "expireWatches" => {}
                 "forbid" => match (value["verb"].as_str(), value["resource"].as_str()) {
                     (Some(verb), Some(resource)) => self.forbid(verb, resource),
+                    _ => return Err(bad(key)),
+                },
+                "hold" => match (value["pathContains"].as_str(), value["untilFile"].as_str()) {
+                    (Some(part), Some(file)) => self.hold(part, Path::new(file)),
                     _ => return Err(bad(key)),
                 },
                 _ => return Err(ApiError::bad_request(format!("faults: unknown key {key:?}"))),
@@ -171,5 +208,22 @@ mod tests {
         faults.apply_control(&json!({"clear": true})).unwrap();
         assert_eq!(faults.take_injected("/x"), None);
         assert_eq!(faults.apply_control(&json!({"bogus": 1})).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn a_hold_delays_matching_answers_until_its_file_exists() {
+        let faults = Arc::new(Faults::new(Arc::new(Store::new())));
+        assert!(!faults.delays());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("go");
+        faults.apply_control(&json!({"hold": {"pathContains": "/nads/", "untilFile": file}})).unwrap();
+        assert!(faults.delays());
+        faults.wait_for_holds("/api/v1/pods/x"); // not held: returns at once
+        let held = faults.clone();
+        let waiting = std::thread::spawn(move || held.wait_for_holds("/nads/green"));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiting.is_finished(), "the held answer went out before its file existed");
+        std::fs::write(&file, "").unwrap();
+        waiting.join().unwrap();
     }
 }

@@ -55,10 +55,10 @@ impl Shared {
         !self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Whether answers are delayed (the latency fault is set), so the caller knows whether
-    /// [`Shared::answer`] may sleep.
+    /// Whether answers are delayed (the latency or hold fault is set), so the caller knows
+    /// whether [`Shared::answer`] may sleep.
     pub(super) fn delays(&self) -> bool {
-        !self.faults.latency().is_zero()
+        self.faults.delays()
     }
 
     /// The router's reply to `req`, after the injected latency where it applies; the same
@@ -67,6 +67,7 @@ impl Shared {
         let ctx = Context { store: &self.store, faults: &self.faults, stats: &self.stats, token: &self.token };
         self.stats.answering();
         let (reply, delayed) = router::handle(&ctx, req);
+        self.faults.wait_for_holds(&req.path);
         if delayed {
             let latency = self.faults.latency();
             if !latency.is_zero() {
