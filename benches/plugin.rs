@@ -617,8 +617,9 @@ fn profile(world: &World, spec: &str, reps: usize) {
         if let Some(usage) = text.lines().find_map(|l| l.split_once(&format!("ADD {container}: minor faults"))) {
             usages.push(format!("minor faults{}", usage.1));
         }
-        for (i, (name, took)) in log_phases(&text, add.wall).into_iter().enumerate() {
-            match phases.get_mut(i) {
+        // By name: the apiserver's side and the first delegate may log in either order.
+        for (name, took) in log_phases(&text, add.wall) {
+            match phases.iter_mut().find(|(known, _)| *known == name) {
                 Some((_, samples)) => samples.push(took),
                 None => phases.push((name, vec![took])),
             }
@@ -653,7 +654,9 @@ fn profile(world: &World, spec: &str, reps: usize) {
 
 /// The gaps between kactus's own debug log lines (rustls's and reqwest's are skipped): each
 /// phase is named by the line that ends it. The first phase is process start-up up to the
-/// first line: the wall time minus the log's span.
+/// first line: the wall time minus the log's span. After the plan, the apiserver's side (the
+/// client, the handshake, the NADs) runs beside the first delegates: its phases are timed
+/// from the plan and from each other, and shown as "beside the delegates".
 fn log_phases(log: &str, wall: Duration) -> Vec<(String, Duration)> {
     let stamped: Vec<(f64, &str)> = log
         .lines()
@@ -672,31 +675,42 @@ fn log_phases(log: &str, wall: Duration) -> Vec<(String, Duration)> {
     let span = Duration::from_secs_f64((last.0 - first.0).max(0.0));
     let mut out = vec![("process start-up and exit (wall - log span)".to_string(), wall.saturating_sub(span))];
     let mut delegates = 0;
-    for pair in stamped.windows(2) {
-        let (was, (now, msg)) = (pair[0].0, pair[1]);
-        let name = if msg.contains("starting new connection") {
-            "apiserver client built".to_string()
+    let (mut main_at, mut side_at, mut planned) = (first.0, None::<f64>, false);
+    for &(now, msg) in &stamped[1..] {
+        let (name, side) = if msg.contains("starting new connection") {
+            ("apiserver client built".to_string(), planned)
         } else if msg.contains("ALPN") {
-            "TCP + TLS handshake".to_string()
+            ("TCP + TLS handshake".to_string(), planned)
         } else if msg.contains(" added on ") {
             delegates += 1;
-            format!("delegate {delegates} (exec + cache write)")
+            (format!("delegate {delegates} (exec + cache write)"), false)
         } else if msg.starts_with("pod ") && msg.ends_with(" read") {
-            "GET pod".to_string()
+            ("GET pod".to_string(), planned)
         } else if msg.contains("network config(s) read") {
-            "GET NADs (concurrent)".to_string()
+            ("GET NADs (concurrent)".to_string(), planned)
         } else if msg.starts_with("plan:") {
-            "plan checked (no device in the way)".to_string()
+            planned = true;
+            ("plan checked (no device in the way)".to_string(), false)
         } else if msg.contains("durable") {
-            "cache fsyncs joined, directories synced".to_string()
+            ("cache fsyncs joined, directories synced".to_string(), false)
         } else if msg.contains("made and recorded") {
-            "events joined".to_string()
+            ("events joined".to_string(), false)
         } else if msg.contains(" answered (") {
-            "answer ready".to_string()
+            ("answer ready".to_string(), false)
         } else {
-            msg.chars().take(40).collect()
+            (msg.chars().take(40).collect(), false)
         };
-        out.push((name, Duration::from_secs_f64((now - was).max(0.0))));
+        let took = |since: f64| Duration::from_secs_f64((now - since).max(0.0));
+        if side {
+            out.push((format!("beside the delegates: {name}"), took(side_at.unwrap_or(main_at))));
+            side_at = Some(now);
+        } else {
+            if planned && side_at.is_none() {
+                side_at = Some(now); // the plan line: the apiserver's side starts here
+            }
+            out.push((name, took(main_at)));
+            main_at = now;
+        }
     }
     out
 }
