@@ -23,6 +23,16 @@ fn green_blue(sb: &Sandbox) {
     sb.apply(&Sandbox::nad_yaml("default", "blue", &blue));
 }
 
+/// A sandbox with green and blue, and pod default/app1 asking for `networks` (NPWG): the
+/// sandbox, the pod's index and its `CNI_ARGS`.
+fn app1_on(networks: &str) -> (Sandbox, usize, String) {
+    let mut sb = Sandbox::new();
+    green_blue(&sb);
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"k8s.v1.cni.cncf.io/networks": networks})));
+    let p = sb.pod("app1");
+    (sb, p, pod_args("default", "app1"))
+}
+
 fn first_addr(ns: &Netns, dev: &str) -> String {
     let addrs = ns.addrs(dev);
     assert_eq!(addrs.len(), 1, "{dev} in {}: {addrs:?}", ns.name);
@@ -355,12 +365,8 @@ fn a_dynamic_del_removes_exactly_the_named_attachment_and_never_eth0() {
 /// delegate has started: read first, they would time the ADD out (code 11).
 #[test]
 fn eth0_is_made_while_the_pods_networks_are_read() {
-    let mut sb = Sandbox::new();
-    green_blue(&sb);
     let networks = "green, blue";
-    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"k8s.v1.cni.cncf.io/networks": networks})));
-    let p = sb.pod("app1");
-    let args = pod_args("default", "app1");
+    let (mut sb, p, args) = app1_on(networks);
     // Only the master is recorded; its log appears when it starts.
     let log = recording_plugin(&mut sb, "bridge");
     let mut conf = sb.kactus_conf();
@@ -388,12 +394,8 @@ fn eth0_is_made_while_the_pods_networks_are_read() {
 
 #[test]
 fn pod_annotations_from_the_runtime_spare_the_pod_read() {
-    let mut sb = Sandbox::new();
-    green_blue(&sb);
     let networks = "green, blue";
-    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"k8s.v1.cni.cncf.io/networks": networks})));
-    let p = sb.pod("app1");
-    let args = pod_args("default", "app1");
+    let (sb, p, args) = app1_on(networks);
     // kactus may not read the pod: the runtime passed its annotations, as containerd and
     // CRI-O do under this capability.
     sb.api().faults().forbid("get", "pods");
