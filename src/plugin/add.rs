@@ -20,7 +20,8 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     if let Some(answer) = repeated_dynamic_add(cfg, env, pod.as_ref())? {
         return Ok(answer);
     }
-    // Planning failed before a client was kept (a NAD missing, say): a fresh one reports it.
+    // Planning failed before a client was kept (an invalid annotation, a device in the way):
+    // a fresh one reports it on the pod.
     let mut plan = plan_add(cfg, env).inspect_err(|e| {
         let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
         warn_pod(client.as_ref(), pod.as_ref(), e)
