@@ -44,8 +44,6 @@ pub struct Plan {
     pub ready: Vec<PlannedCall>,
     /// Attachments to make after `ready`, once [`Plan::pending_calls`] has read their networks.
     pub pending: Vec<Attachment>,
-    /// `Some(key)` for a dynamic (`K8S_POD_NETWORK`) call on a running pod.
-    pub dynamic: Option<String>,
     /// The client that read the pod (when the runtime did not pass its annotations) or a
     /// primary network, kept so the NAD reads and the network-status PATCH reuse its connection.
     pub client: Option<kube::Client>,
@@ -108,7 +106,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         }
         let mut ready = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
         ready.extend(config_delegates());
-        return Ok(Plan { pod: None, ready, pending: Vec::new(), dynamic: None, client: None, delegate_args });
+        return Ok(Plan { pod: None, ready, pending: Vec::new(), client: None, delegate_args });
     };
 
     let mut client = None;
@@ -155,7 +153,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     let devices = ready.iter().map(|c| (c.ifname.clone(), c.network.clone()));
     check_devices_absent(env, devices.chain(atts.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
     log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), atts.len());
-    Ok(Plan { pod: Some(pod), ready, pending: atts, dynamic, client, delegate_args })
+    Ok(Plan { pod: Some(pod), ready, pending: atts, client, delegate_args })
 }
 
 /// The capability under which containerd and CRI-O hand a plugin the pod's annotations (from
@@ -246,7 +244,7 @@ fn attachment_calls(
     };
     let nets = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     log::debug!("{} network config(s) read", nets.len());
-    atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att.clone(), net, delegate_args, is_primary)).collect()
+    atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, delegate_args, is_primary)).collect()
 }
 
 /// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
@@ -331,7 +329,7 @@ fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfi
 /// can take fails the attachment (NPWG), except `mac`, which kactus then sets itself.
 fn attachment_call(
     cfg: &KactusConfig,
-    att: Attachment,
+    att: &Attachment,
     mut net: NetworkConfig,
     delegate_args: &crate::cni::CniArgs,
     is_primary: bool,
@@ -386,7 +384,7 @@ fn attachment_call(
         key: att.key.clone(),
         is_default: is_primary,
         gateways: sel.default_route.clone(),
-        ifname: att.ifname,
+        ifname: att.ifname.clone(),
         net,
         runtime_config: rc,
         args,
