@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 scripts/install-deps.sh
-cargo build --quiet --bins
+cargo build --quiet --workspace --bins
 BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug"
 
 NODE=kactus-demo-node

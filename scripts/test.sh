@@ -13,7 +13,7 @@ fi
 scripts/install-deps.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 skips="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/tmp/kactus-test-skips.txt"
 rm -f "$skips"
@@ -22,7 +22,7 @@ trap 'rm -f "$log"' EXIT
 # A skipped test returns early, so cargo counts it as passed; the summary moves it to skipped.
 # No doc tests exist; --lib --bins --tests keeps an empty doc-test run from being the last word.
 set +e
-cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+cargo test --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 skipped=0

@@ -4,8 +4,8 @@
 //! the CNI protocol ([`cni`]), the apiserver client ([`kube`]), annotations to
 //! attachments ([`attachment`]), the ADD/DEL/CHECK story ([`plugin`]), network
 //! namespace and route helpers ([`netns`], [`netlink`]), the node daemon ([`podagent`]),
-//! the Service endpoints controller ([`endpoints`]), the DaemonSet installer ([`install`])
-//! and the project's own test apiserver ([`testapi`]).
+//! the Service endpoints controller ([`endpoints`]) and the DaemonSet installer ([`install`]).
+//! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
 pub mod cni;
@@ -17,4 +17,3 @@ pub mod netlink;
 pub mod netns;
 pub mod plugin;
 pub mod podagent;
-pub mod testapi;

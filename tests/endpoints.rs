@@ -3,7 +3,7 @@
 //! follow readiness, deletion and address changes; the seed's shape gets a Warning Event;
 //! a restarted controller adopts its own slices.
 
-use kactus::testapi::TestApiServer;
+use kactus_testapi::TestApiServer;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -182,7 +182,7 @@ fn granted() -> Vec<(String, String, String)> {
 /// Every test runs under the manifest's RBAC: any other call is a 403 (and a failure).
 fn forbid_what_rbac_does_not_grant(server: &TestApiServer) {
     let granted = granted();
-    for kind in kactus::testapi::resources::KINDS {
+    for kind in kactus_testapi::resources::KINDS {
         for verb in VERBS {
             let allowed = granted.iter().any(|(g, r, v)| g == kind.group && r == kind.resource && v == verb);
             if !allowed {

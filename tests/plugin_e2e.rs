@@ -433,7 +433,7 @@ fn a_pod_without_networks_gets_its_status_over_one_early_connection() {
     let after = sb.api().stats();
     // Connected while eth0 was made (GET /version), then the event and the status on it.
     assert_eq!(after.connections - before.connections, 1);
-    let verbs = |s: &kactus::testapi::Stats, v: &str| s.per_verb.get(v).copied().unwrap_or(0);
+    let verbs = |s: &kactus_testapi::Stats, v: &str| s.per_verb.get(v).copied().unwrap_or(0);
     assert_eq!(verbs(&after, "create") - verbs(&before, "create"), 1, "one AddedInterface event");
     assert_eq!(verbs(&after, "patch") - verbs(&before, "patch"), 1, "one network-status write");
     let pod = sb.api().store().get("pods", "default", "plain").unwrap();

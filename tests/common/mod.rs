@@ -5,7 +5,7 @@
 
 pub mod podagent;
 
-use kactus::testapi::TestApiServer;
+use kactus_testapi::TestApiServer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -170,7 +170,7 @@ fn valid_key(key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testapi::resources::by_resource;
+    use crate::resources::by_resource;
     use serde_json::json;
 
     fn pod() -> Value {

@@ -18,7 +18,6 @@ use super::patch::{merge_patch, Patch};
 use super::resources::{self, ResourceKind};
 use super::selector::Selector;
 use super::status::ApiError;
-use crate::kube::time::now as rfc3339_now;
 
 /// How many change events are kept for watches to resume from; older resourceVersions
 /// answer 410 Expired, as after an etcd compaction.
@@ -386,7 +385,7 @@ impl Store {
         meta["name"] = json!(name);
         meta["namespace"] = json!(namespace);
         meta["uid"] = json!(new_uid());
-        meta["creationTimestamp"] = json!(rfc3339_now());
+        meta["creationTimestamp"] = json!(now_in_seconds());
         meta["resourceVersion"] = json!(rv.to_string());
         if obj.get("spec").is_some() {
             obj["metadata"]["generation"] = json!(1);
@@ -546,6 +545,12 @@ fn generate_name(state: &State, kind: &ResourceKind, namespace: &str, prefix: &s
             return name;
         }
     }
+}
+
+/// Now as the apiserver writes `creationTimestamp`: RFC 3339, UTC, whole seconds.
+fn now_in_seconds() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
 }
 
 #[cfg(test)]

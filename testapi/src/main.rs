@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
-use kactus::testapi::{random_token, TestApiServer};
+use kactus_testapi::{random_token, TestApiServer};
 
 #[derive(Parser, Debug)]
 #[command(name = "kactus-test-apiserver", version, about = "Kubernetes REST over HTTPS for kactus tests")]
