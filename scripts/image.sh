@@ -40,9 +40,12 @@ case "$(uname -m)" in
     *) echo "image.sh: unsupported machine $(uname -m)" >&2; exit 1 ;;
 esac
 target="$(uname -m)-unknown-linux-musl"
-target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-target_dir="${target_dir:-target}"
-out="${out:-$target_dir/kactus-image.tar}"
+target_dir() {
+    local dir
+    dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    echo "${dir:-target}"
+}
+out="${out:-$(target_dir)/kactus-image.tar}"
 
 if [ -z "$prebuilt" ]; then
     if ! command -v musl-gcc >/dev/null; then
@@ -53,7 +56,7 @@ if [ -z "$prebuilt" ]; then
         rustup target add "$target"
     fi
     cargo build --locked --release --target "$target" $(printf -- '--bin %s ' "${BINARIES[@]}")
-    prebuilt="$target_dir/$target/release"
+    prebuilt="$(target_dir)/$target/release"
     for bin in "${BINARIES[@]}"; do
         # A binary the runtime execs on any node must not ask for a dynamic loader.
         if readelf -l "$prebuilt/$bin" 2>/dev/null | grep -q "program interpreter"; then

@@ -529,17 +529,24 @@ fn the_plugins_token_outlives_the_installer_pod_and_a_restart_reuses_it() {
     assert_eq!(node.api.tokens().issued(), issued);
 }
 
-#[test]
-fn a_token_is_replaced_once_half_its_lifetime_passed_before_it_expires() {
+/// A node whose apiserver grants tokens of 4 s whatever is asked for (as its
+/// `--service-account-max-token-expiration` would), installed by a long-running installer:
+/// the node, the installer's flags, the installer, the plugin's first token.
+fn installed_with_four_second_tokens() -> (Node, InstallArgs, Reconciler, String) {
     let node = Node::new();
     node.conf("10-flannel.conflist", FLANNEL);
-    // The apiserver grants 4 s whatever is asked (--service-account-max-token-expiration).
     node.api.tokens().set_max_lifetime(Some(Duration::from_secs(4)));
     let args = node.args(&[]);
     let mut installer = Reconciler::default();
     installer.reconcile(&args).unwrap();
     let first = node.plugin_token();
     assert!(expiry_of(&first) <= unix_now() + 4);
+    (node, args, installer, first)
+}
+
+#[test]
+fn a_token_is_replaced_once_half_its_lifetime_passed_before_it_expires() {
+    let (node, args, mut installer, first) = installed_with_four_second_tokens();
     reconcile_until(&mut installer, &args, "a second token", || node.plugin_token() != first);
     let second = node.plugin_token();
     assert!(node.accepts(&first), "replaced while the old one was still valid");
@@ -555,13 +562,7 @@ fn a_token_is_replaced_once_half_its_lifetime_passed_before_it_expires() {
 
 #[test]
 fn an_apiserver_failing_at_refresh_time_leaves_the_old_token_in_place_and_is_retried() {
-    let node = Node::new();
-    node.conf("10-flannel.conflist", FLANNEL);
-    node.api.tokens().set_max_lifetime(Some(Duration::from_secs(4)));
-    let args = node.args(&[]);
-    let mut installer = Reconciler::default();
-    installer.reconcile(&args).unwrap();
-    let first = node.plugin_token();
+    let (node, args, mut installer, first) = installed_with_four_second_tokens();
     let issued = node.api.tokens().issued();
 
     // Every TokenRequest fails from now on, past the point where the token is due and past

@@ -269,6 +269,16 @@ fn host_mounts(pod_spec: &Value, container: &Value) -> BTreeMap<String, (String,
         .collect()
 }
 
+/// [`host_mounts`] of exactly these host dirs, each read-write at its own path.
+fn read_write_at_the_same_path(dirs: &[&PathBuf]) -> BTreeMap<String, (String, bool, String)> {
+    dirs.iter()
+        .map(|dir| {
+            let dir = dir.display().to_string();
+            (dir.clone(), (dir, false, "None".to_string()))
+        })
+        .collect()
+}
+
 fn single_container(ds: &Value) -> (&Value, &Value) {
     let pod_spec = &ds["spec"]["template"]["spec"];
     let containers = pod_spec["containers"].as_array().unwrap();
@@ -312,15 +322,7 @@ fn kactus_daemonset_mounts_exactly_the_host_dirs_the_installer_writes() {
 
     // ...whose directories are the host's, mounted read-write at the same path (the paths
     // written into the config are read on the host), and nothing else is mounted.
-    let mounts = host_mounts(pod_spec, container);
-    let expected: BTreeMap<String, (String, bool, String)> = [&args.cni_bin_dir, &args.cni_conf_dir]
-        .iter()
-        .map(|dir| {
-            let dir = dir.display().to_string();
-            (dir.clone(), (dir, false, "None".to_string()))
-        })
-        .collect();
-    assert_eq!(mounts, expected);
+    assert_eq!(host_mounts(pod_spec, container), read_write_at_the_same_path(&[&args.cni_bin_dir, &args.cni_conf_dir]));
     assert_eq!(args.cni_bin_dir, Path::new("/opt/cni/bin"));
     assert_eq!(args.cni_conf_dir, Path::new("/etc/cni/net.d"));
 
@@ -379,16 +381,8 @@ fn uninstall_daemonset_mounts_what_kactus_put_on_the_node_and_probes_for_its_abs
         (&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir),
         (&installed.cni_bin_dir, &installed.cni_conf_dir, &installed.cache_dir)
     );
-    let mounts = host_mounts(pod_spec, container);
-    let expected: BTreeMap<String, (String, bool, String)> =
-        [&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir]
-            .iter()
-            .map(|dir| {
-                let dir = dir.display().to_string();
-                (dir.clone(), (dir, false, "None".to_string()))
-            })
-            .collect();
-    assert_eq!(mounts, expected);
+    let dirs = [&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir];
+    assert_eq!(host_mounts(pod_spec, container), read_write_at_the_same_path(&dirs));
 
     // Ready = `kactus uninstall --check` with the same paths.
     let probe = strings(&container["readinessProbe"]["exec"]["command"]);
