@@ -75,11 +75,9 @@ fn set_mac_here(ifname: &str, mac: [u8; 6]) -> io::Result<()> {
     for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
     }
-    // The SIOC* constants are c_ulong; ioctl's request is c_ulong with glibc, c_int with musl
-    // (the static build the image ships).
-    let ioctl = |request: libc::c_ulong, req: &mut libc::ifreq| -> io::Result<()> {
+    let ioctl = |request: libc::Ioctl, req: &mut libc::ifreq| -> io::Result<()> {
         // SAFETY: req points to a valid ifreq for the SIOC* requests used here.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request as libc::Ioctl, req as *mut libc::ifreq) };
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
         if rc < 0 {
             Err(io::Error::last_os_error())
         } else {
