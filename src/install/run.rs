@@ -13,7 +13,7 @@
 //! their secondary networks, and would send DEL for existing pods to a plugin that never
 //! set up their attachments, leaking their IPAM leases; with no other config the node would
 //! go NetworkNotReady. The DaemonSet pod is replaced on every rolling update, so it must not
-//! take the node's networking with it. Uninstalling is a deliberate step (see README).
+//! take the node's networking with it. Uninstalling is a deliberate step: [`super::uninstall`].
 //!
 //! A handler is installed because the installer is PID 1 in its container, and the kernel
 //! does not deliver a signal whose action is the default to PID 1 of a PID namespace: without
