@@ -27,6 +27,8 @@ pub enum Reply {
         headers: Vec<(&'static str, String)>,
     },
     Text(u16, String),
+    /// A JSON content type over bytes that may not be JSON (injected faults).
+    Raw(u16, Vec<u8>),
     Watch(Box<WatchRequest>),
     /// Close the connection without answering (injected fault).
     Reset,
@@ -71,23 +73,38 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
         }
         return (handle_control(ctx, control, req), false);
     }
-    match ctx.faults.take_injected(&req.path) {
+    let injected = ctx.faults.take_injected(&req.path);
+    match injected {
         Some(Injected::Reset) => return (Reply::Reset, true),
         Some(Injected::Fail(code)) => {
             ctx.stats.request(verb_guess(req));
             return (ApiError::injected(code).into(), true);
         }
-        None => {}
+        Some(Injected::Garbage) => {
+            ctx.stats.request(verb_guess(req));
+            return (Reply::Raw(200, b"<html><body>502 Bad Gateway</body></html>".to_vec()), true);
+        }
+        Some(Injected::Truncated) | None => {}
     }
     if !authorized(ctx, req) {
         ctx.stats.request(verb_guess(req));
         return (ApiError::unauthorized().into(), true);
     }
-    (handle_api(ctx, req), true)
+    let reply = handle_api(ctx, req);
+    match (injected, reply) {
+        (Some(Injected::Truncated), Reply::Json { code, body, .. }) => {
+            let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+            bytes.truncate(bytes.len() / 2);
+            (Reply::Raw(code, bytes), true)
+        }
+        (_, reply) => (reply, true),
+    }
 }
 
 fn authorized(ctx: &Context, req: &Request) -> bool {
-    req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == ctx.token)
+    let expected = ctx.faults.rotated_token();
+    let expected = expected.as_deref().unwrap_or(ctx.token);
+    req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == expected)
 }
 
 fn handle_control(ctx: &Context, control: &str, req: &Request) -> Reply {
