@@ -4,7 +4,7 @@
 pub mod naming;
 pub mod selection;
 
-pub use naming::{attachment_key, device_name_for, validate_ifname};
+pub use naming::{attachment_key, device_name_for};
 pub use selection::{
     parse_kactus_networks, parse_npwg_networks, NetworkSelection, SelectionError, KACTUS_NETWORKS, NPWG_NETWORKS,
 };
