@@ -39,6 +39,12 @@ pub fn cached_containers(cache_dir: &Path) -> Vec<String> {
     ids
 }
 
+/// A container's cache as it is now, read without its lock (a call in flight may be changing
+/// it): a look from outside the plugin, such as `kactus uninstall`'s.
+pub fn peek(cache_dir: &Path, container_id: &str) -> Result<Record, CniError> {
+    record::read(&cache_dir.join(container_id))
+}
+
 /// Removes `<cacheDir>/<containerID>.lock`, the lock file of kactus before the lock moved
 /// to the container's directory, so nodes upgraded with such files left lose them.
 pub fn remove_legacy_lock(cache_dir: &Path, container_id: &str) {
