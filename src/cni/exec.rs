@@ -232,30 +232,28 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn script(dir: &Path, name: &str, body: &str) {
+    /// Runs an ADD of plugin `name`, a shell script with `body` made in `dir`.
+    fn run(dir: &Path, name: &str, body: &str, timeout: Duration, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         let path = dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    fn call<'a>(dir: &'a str, args: &'a CniArgs, timeout: Duration) -> Invocation<'a> {
-        Invocation {
+        let (cni_path, args) = (dir.display().to_string(), CniArgs::default());
+        let inv = Invocation {
             command: Command::Add,
             container_id: "c1",
             netns: None,
             ifname: "eth0",
-            args,
-            cni_path: dir,
+            args: &args,
+            cni_path: &cni_path,
             timeout,
-        }
+        };
+        exec_plugin(&inv, name, stdin)
     }
 
     #[test]
     fn a_delegate_that_hangs_is_killed_at_the_bound_and_named() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "hang", "exec sleep 30");
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let err = exec_plugin(&call(&path, &args, Duration::from_millis(200)), "hang", b"{}").unwrap_err();
+        let err = run(dir.path(), "hang", "exec sleep 30", Duration::from_millis(200), b"{}").unwrap_err();
         assert_eq!(err.code, code::DELEGATE_EXEC);
         assert!(err.msg.contains("hang did not answer ADD") && err.msg.contains("was killed"), "{}", err.msg);
     }
@@ -264,9 +262,8 @@ mod tests {
     fn a_hung_delegates_children_are_killed_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("child.pid");
-        script(dir.path(), "ipam-hangs", &format!("sleep 30 & echo $! > {}; wait", pidfile.display()));
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let err = exec_plugin(&call(&path, &args, Duration::from_millis(300)), "ipam-hangs", b"{}").unwrap_err();
+        let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let err = run(dir.path(), "ipam-hangs", &body, Duration::from_millis(300), b"{}").unwrap_err();
         assert!(err.msg.contains("was killed"), "{}", err.msg);
         let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
         std::thread::sleep(Duration::from_millis(100));
@@ -277,9 +274,7 @@ mod tests {
     #[test]
     fn a_delegate_that_prints_without_end_is_killed_at_the_output_bound() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "chatty", "exec cat /dev/zero");
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let err = exec_plugin(&call(&path, &args, Duration::from_secs(20)), "chatty", b"{}").unwrap_err();
+        let err = run(dir.path(), "chatty", "exec cat /dev/zero", Duration::from_secs(20), b"{}").unwrap_err();
         assert_eq!(err.code, code::DELEGATE_EXEC);
         assert!(err.msg.contains("printed more than 8 MiB"), "{}", err.msg);
     }
@@ -288,19 +283,16 @@ mod tests {
     fn large_stdin_and_stdout_flow_both_ways_without_deadlock() {
         // cat answers while it still reads: both pipes fill beyond their 64 KiB at once.
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "echo", "cat; echo chatter >&2");
         let big = serde_json::json!({"cniVersion": "1.0.0", "blob": "x".repeat(300_000)});
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let out = exec_plugin(&call(&path, &args, Duration::from_secs(10)), "echo", big.to_string().as_bytes());
+        let body = "cat; echo chatter >&2";
+        let out = run(dir.path(), "echo", body, Duration::from_secs(10), big.to_string().as_bytes());
         assert_eq!(out.unwrap(), Some(big));
     }
 
     #[test]
     fn a_plugin_that_ignores_stdin_is_judged_by_its_exit_status() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "quiet", "exit 0");
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let out = exec_plugin(&call(&path, &args, Duration::from_secs(10)), "quiet", &vec![b' '; 200_000]);
+        let out = run(dir.path(), "quiet", "exit 0", Duration::from_secs(10), &vec![b' '; 200_000]);
         assert_eq!(out.unwrap(), None);
     }
 }

@@ -118,3 +118,30 @@ impl Intent {
         Intent { kind: Intent::KIND.into(), calls: calls.to_vec() }
     }
 }
+
+#[cfg(test)]
+impl CacheEntry {
+    /// An attachment's call on device `ifname` for tests (no config), with `result`.
+    pub(crate) fn sample(ifname: &str, seq: u64, result: Value) -> CacheEntry {
+        CacheEntry {
+            kind: CacheEntry::KIND.into(),
+            container_id: "c1".into(),
+            config: String::new(),
+            if_name: ifname.into(),
+            network_name: "n".into(),
+            netns: String::new(),
+            cni_args: Vec::new(),
+            capability_args: Map::new(),
+            result,
+            kactus: KactusMeta {
+                seq,
+                role: Role::Attachment,
+                network: format!("default/{ifname}"),
+                key: ifname.into(),
+                is_default: false,
+                gateways: Vec::new(),
+                replaced_routes: Vec::new(),
+            },
+        }
+    }
+}

@@ -276,33 +276,14 @@ impl Drop for ContainerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Map, Value};
+    use serde_json::{json, Value};
 
     fn entry(ifname: &str, seq: u64) -> CacheEntry {
-        CacheEntry {
-            kind: CacheEntry::KIND.into(),
-            container_id: "c1".into(),
-            config: String::new(),
-            if_name: ifname.into(),
-            network_name: "n".into(),
-            netns: String::new(),
-            cni_args: Vec::new(),
-            capability_args: Map::new(),
-            result: json!({"cniVersion": "1.0.0"}),
-            kactus: KactusMeta {
-                seq,
-                role: Role::Attachment,
-                network: String::new(),
-                key: String::new(),
-                is_default: false,
-                gateways: Vec::new(),
-                replaced_routes: Vec::new(),
-            },
-        }
+        CacheEntry::sample(ifname, seq, json!({"cniVersion": "1.0.0"}))
     }
 
     fn intended(ifname: &str, seq: u64) -> CacheEntry {
-        CacheEntry { result: Value::Null, ..entry(ifname, seq) }
+        CacheEntry::sample(ifname, seq, Value::Null)
     }
 
     fn files(dir: &Path) -> Vec<String> {

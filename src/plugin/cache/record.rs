@@ -137,31 +137,11 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
-    use super::super::entry::KactusMeta;
     use super::*;
-    use serde_json::{json, Map, Value};
+    use serde_json::{json, Value};
 
     fn call(ifname: &str, seq: u64, result: Value) -> CacheEntry {
-        CacheEntry {
-            kind: CacheEntry::KIND.into(),
-            container_id: "c1".into(),
-            config: String::new(),
-            if_name: ifname.into(),
-            network_name: "n".into(),
-            netns: String::new(),
-            cni_args: Vec::new(),
-            capability_args: Map::new(),
-            result,
-            kactus: KactusMeta {
-                seq,
-                role: Role::Attachment,
-                network: format!("default/{ifname}"),
-                key: ifname.into(),
-                is_default: false,
-                gateways: Vec::new(),
-                replaced_routes: Vec::new(),
-            },
-        }
+        CacheEntry::sample(ifname, seq, result)
     }
 
     fn write(dir: &Path, name: &str, value: &impl serde::Serialize) {
