@@ -61,11 +61,21 @@ impl World {
     }
 
     fn add(&self) -> CniOutput {
-        self.sb.kactus("ADD", CID, Some(self.netns()), "eth0", &self.args, &self.conf)
+        self.timed("ADD")
     }
 
     fn del(&self) -> CniOutput {
-        self.sb.kactus("DEL", CID, Some(self.netns()), "eth0", &self.args, &self.conf)
+        self.timed("DEL")
+    }
+
+    /// Runs one kactus call and prints how long it took (`--nocapture` shows the figures
+    /// README's reliability table gives).
+    fn timed(&self, command: &str) -> CniOutput {
+        let started = Instant::now();
+        let out = self.sb.kactus(command, CID, Some(self.netns()), "eth0", &self.args, &self.conf);
+        let code = if out.success { "ok".to_string() } else { format!("code {}", out.json()["code"]) };
+        eprintln!("fault matrix: {command} answered {code} in {} ms", started.elapsed().as_millis());
+        out
     }
 
     fn start_add(&self) -> std::process::Child {
@@ -120,6 +130,7 @@ const DELEGATE_FAULTS: [(&str, &str); 5] = [
 fn delegate_faults(place: &str, plugin: &str, set: impl Fn(&mut World, &str)) {
     for (what, fault) in DELEGATE_FAULTS {
         let case = format!("{place} {what}");
+        eprintln!("fault matrix: case {case}");
         let mut w = World::new("green, blue, data");
         w.faulty("faulty", plugin, fault);
         set(&mut w, "faulty");
@@ -169,6 +180,7 @@ fn a_delegate_whose_ipam_fails_after_it_made_its_device_is_sent_del() {
             json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "x-br", "ipam": {"type": "host-local"}}),
         ),
     ] {
+        eprintln!("fault matrix: case {case}");
         let w = World::new("green, broken");
         w.sb.apply(&Sandbox::nad_yaml("default", "broken", &config));
         let (_, msg) = w.add().err();
@@ -234,6 +246,7 @@ fn kactus_killed_at_each_stage_of_an_add_leaves_nothing_after_the_runtimes_del()
     ];
     for (stage, set_up) in stages {
         let case = format!("kactus killed {stage}");
+        eprintln!("fault matrix: case {case}");
         let mut w = World::new("green, blue, data");
         let kill_when = set_up(&mut w);
         let mut kactus = w.start_add();
@@ -285,6 +298,7 @@ fn a_damaged_cache_entry_is_rebuilt_from_its_intent_record() {
         ("an entry missing", &|dir| std::fs::remove_file(dir.join(format!("{GREEN}.json"))).unwrap()),
     ];
     for (case, damage) in cases {
+        eprintln!("fault matrix: case {case}");
         let w = damaged_cache(case, damage);
         w.assert_clean_after_del(case);
     }
@@ -299,6 +313,7 @@ fn damage_everything(dir: &Path) {
 #[test]
 fn a_cache_damaged_beyond_its_intents_is_rebuilt_from_the_pods_annotation_and_networks() {
     let case = "every entry and intent record truncated, apiserver up";
+    eprintln!("fault matrix: case {case}");
     let w = damaged_cache(case, damage_everything);
     w.assert_clean_after_del(case);
 }
@@ -308,6 +323,7 @@ fn a_cache_damaged_beyond_its_intents_is_rebuilt_from_the_pods_annotation_and_ne
 #[test]
 fn a_damaged_cache_with_the_apiserver_unreachable_is_code_11_until_it_answers() {
     let case = "every file truncated, apiserver unreachable";
+    eprintln!("fault matrix: case {case}");
     let w = damaged_cache(case, damage_everything);
     w.sb.api().faults().reset_next(1000);
     let (code, msg) = w.del().err();
@@ -323,6 +339,7 @@ fn a_damaged_cache_with_the_apiserver_unreachable_is_code_11_until_it_answers() 
 #[test]
 fn a_damaged_cache_of_a_deleted_pod_removes_the_devices_and_reports_the_leases() {
     let case = "every file truncated, pod deleted";
+    eprintln!("fault matrix: case {case}");
     let w = damaged_cache(case, damage_everything);
     let before = w.sb.leases();
     w.sb.api().store().delete("pods", "default", "app1").expect("delete pod");
@@ -397,6 +414,7 @@ fn world_on_tmpfs() -> (World, Tmpfs) {
 #[test]
 fn a_read_only_cache_dir_at_del_still_tears_everything_down_and_reports_after() {
     let case = "cacheDir read-only at DEL";
+    eprintln!("fault matrix: case {case}");
     let (w, disk) = world_on_tmpfs();
     w.add().ok();
     disk.remount("ro");
@@ -411,6 +429,7 @@ fn a_read_only_cache_dir_at_del_still_tears_everything_down_and_reports_after() 
 #[test]
 fn a_read_only_or_full_cache_dir_at_add_fails_before_anything_is_made() {
     for (case, fill) in [("cacheDir read-only at ADD", None), ("cacheDir full at ADD", Some(0))] {
+        eprintln!("fault matrix: case {case}");
         let (w, disk) = world_on_tmpfs();
         match fill {
             None => disk.remount("ro"),
@@ -429,6 +448,7 @@ fn a_read_only_or_full_cache_dir_at_add_fails_before_anything_is_made() {
 #[test]
 fn a_cache_dir_that_fills_during_an_add_rolls_it_back() {
     let case = "cacheDir fills during ADD";
+    eprintln!("fault matrix: case {case}");
     let (w, disk) = world_on_tmpfs();
     disk.fill_leaving(4096);
     let (code, msg) = w.add().err();
@@ -462,6 +482,7 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
         ),
     ];
     for (case, set_up, code) in cases {
+        eprintln!("fault matrix: case {case}");
         let w = World::new("green, blue");
         set_up(&w);
         let started = Instant::now();
@@ -489,6 +510,7 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
 #[test]
 fn a_rotated_token_fails_adds_cleanly_until_the_kubeconfig_has_the_new_one() {
     let case = "401 after token rotation";
+    eprintln!("fault matrix: case {case}");
     let w = World::new("green, blue");
     w.sb.api().faults().rotate_token("rotated-token");
     let (code, msg) = w.add().err();
