@@ -37,7 +37,7 @@ fn del_all(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, record: Reco
     let repair = repair::rebuild(cfg, env, &record, None);
     let mut calls = record.calls;
     calls.extend(repair.rebuilt.iter().cloned());
-    let (deleted, mut errors) = teardown(cfg, env, &calls);
+    let (deleted, mut errors) = teardown(cfg, env, &calls, &|call| cache.remove_entry(call));
     repair.release_gone(env);
     // What could not be rebuilt comes first: its code 11 tells the runtime to retry.
     errors.splice(0..0, repair.waiting);
@@ -96,15 +96,24 @@ fn del_dynamic(
     forgot
 }
 
-/// DELs `calls` newest first; returns those deleted and the errors of the others.
-pub fn teardown(cfg: &KactusConfig, env: &CniEnv, calls: &[CacheEntry]) -> (Vec<CacheEntry>, Vec<CniError>) {
+/// DELs `calls` newest first, passing each deleted one to `deleted_one`; returns those deleted
+/// and the errors of the others.
+pub fn teardown(
+    cfg: &KactusConfig,
+    env: &CniEnv,
+    calls: &[CacheEntry],
+    deleted_one: &dyn Fn(&CacheEntry),
+) -> (Vec<CacheEntry>, Vec<CniError>) {
     let mut ordered: Vec<&CacheEntry> = calls.iter().collect();
     // eth0 last, whatever order a rebuilt cache gives it.
     ordered.sort_by_key(|c| (c.kactus.role == Role::Master, std::cmp::Reverse(c.kactus.seq)));
     let (mut deleted, mut errors) = (Vec::new(), Vec::new());
     for call in ordered {
         match del_entry(cfg, env, call) {
-            Ok(()) => deleted.push(call.clone()),
+            Ok(()) => {
+                deleted_one(call);
+                deleted.push(call.clone());
+            }
             Err(e) => errors.push(e.context(format!("delete {} ({})", call.if_name, call.network_name))),
         }
     }

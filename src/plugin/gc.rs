@@ -73,7 +73,7 @@ fn delete_stale(cfg: &KactusConfig, env: &CniEnv, container: &str) -> Vec<CniErr
         args: first.args(),
         path: env.path.clone(),
     };
-    let (_, mut errors) = teardown(cfg, &stale_env, &record.calls);
+    let (_, mut errors) = teardown(cfg, &stale_env, &record.calls, &|call| cache.remove_entry(call));
     errors.extend(cache.remove().err());
     errors.into_iter().map(context).collect()
 }
