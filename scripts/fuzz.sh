@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Fuzzes kactus's parsers of outside input (fuzz/, see fuzz/README.md) with cargo-fuzz on the
+# nightly toolchain, and prints executions, speed, new inputs and crashes per target.
+#
+#   scripts/fuzz.sh [SECONDS-PER-TARGET] [TARGET...]   fuzz each target (default 60 s, all);
+#                                                       FUZZ_RUNS=N stops a target after N
+#                                                       executions if that comes first
+#   scripts/fuzz.sh --minimize [TARGET...]              merge what fuzzing found into the
+#                                                       committed corpora, minimised (cmin)
+#
+# Fuzzing reads the committed corpus (fuzz/corpus/<target>) and writes what it finds to
+# $CARGO_TARGET_DIR/fuzz-corpus/<target>, so a run leaves the repository as it was; crashes go
+# to fuzz/artifacts/<target>/ (git-ignored). Needs `cargo install cargo-fuzz` and nightly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+work="$CARGO_TARGET_DIR/fuzz-corpus"
+minimize=false
+if [ "${1:-}" = "--minimize" ]; then
+    minimize=true
+    shift
+fi
+seconds=60
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+    seconds=$1
+    shift
+fi
+targets=("$@")
+if [ "${#targets[@]}" -eq 0 ]; then
+    mapfile -t targets < <(ls fuzz/fuzz_targets | sed -n 's/\.rs$//p')
+fi
+
+command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
+# The targets build the dependency versions the product ships.
+[ -f fuzz/Cargo.lock ] && [ fuzz/Cargo.lock -nt Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+cargo +nightly fuzz build -O
+
+if $minimize; then
+    for t in "${targets[@]}"; do
+        [ -d "$work/$t" ] && cp -n "$work/$t"/* "fuzz/corpus/$t/" 2>/dev/null || true
+        cargo +nightly fuzz cmin -O "$t" "fuzz/corpus/$t" >/dev/null 2>&1
+        echo "$t: $(ls "fuzz/corpus/$t" | wc -l) inputs, $(du -sk "fuzz/corpus/$t" | cut -f1) KiB"
+    done
+    exit 0
+fi
+
+printf '%-16s %12s %9s %6s %8s %8s %s\n' target executions exec/s new corpus KiB crashes
+failed=0
+for t in "${targets[@]}"; do
+    mkdir -p "$work/$t"
+    dict=fuzz/dict/$t.dict
+    [ -f "$dict" ] || dict=fuzz/dict/cni.dict
+    log="$work/$t.log"
+    set +e
+    # -timeout: an input that takes 10 s is a hang, reported like a crash.
+    cargo +nightly fuzz run -O "$t" "$work/$t" "fuzz/corpus/$t" -- \
+        -max_total_time="$seconds" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
+        -dict="$dict" -print_final_stats=1 >"$log" 2>&1
+    status=$?
+    set -e
+    stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
+    crashes=$(ls "fuzz/artifacts/$t" 2>/dev/null | wc -l)
+    [ "$status" -eq 0 ] || failed=1
+    printf '%-16s %12s %9s %6s %8s %8s %s\n' "$t" "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" \
+        "$(stat new_units_added)" "$(find "$work/$t" "fuzz/corpus/$t" -type f | wc -l)" \
+        "$(du -sck "$work/$t" "fuzz/corpus/$t" | tail -1 | cut -f1)" \
+        "$crashes$([ "$status" -eq 0 ] || echo " (exit $status: see $log)")"
+done
+exit "$failed"
