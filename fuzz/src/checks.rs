@@ -10,10 +10,11 @@ pub fn own_error(e: &CniError, codes: &[u32]) {
     error_json(e);
 }
 
-/// The error as the runtime reads it from stdout, in every supported version.
+/// The error as the runtime reads it from stdout, in the oldest and newest versions (the
+/// version is only a string in it).
 pub fn error_json(e: &CniError) {
     assert!(!e.msg.trim().is_empty(), "an error without a message: {e:?}");
-    for v in version::SUPPORTED {
+    for v in [version::SUPPORTED[0], version::LATEST] {
         cni_error_json(&e.to_json(v), Some(v));
     }
 }

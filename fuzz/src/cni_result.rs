@@ -22,7 +22,6 @@ pub fn run(data: &[u8]) {
             Ok(out) => out,
         };
         assert_eq!(out["cniVersion"], *v);
-        assert_eq!(CniResult::convert(&value, v).as_ref(), Ok(&out));
         // The converted result reads back, and converts to itself again.
         let back = CniResult::parse(&out).unwrap_or_else(|e| panic!("converted to {v}, it does not parse: {e}\n{out}"));
         assert_eq!(back.to_version(v).as_ref(), Ok(&out), "converting to {v} is not stable");
