@@ -17,8 +17,11 @@ pub mod kubeconfig;
 pub mod network_config;
 pub mod stdin_config;
 
+/// A target's body: one input, checked; a failed check panics.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (of its `fuzz_targets/` file and its corpus directory) and body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("annotations", annotations::run),
     ("apiserver_body", apiserver_body::run),
     ("cni_env", cni_env::run),

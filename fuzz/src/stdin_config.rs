@@ -55,7 +55,7 @@ fn valid(cfg: &KactusConfig) {
             kactus::cni::conf::validate_plugin_type(net.plugin_type(i)).expect("plugin type checked");
         }
     }
-    assert_eq!(cfg.master.name.is_empty(), false, "the master is named after the config");
+    assert!(!cfg.master.name.is_empty(), "the master is named after the config");
     for net in &cfg.delegates {
         assert!(!net.name.is_empty(), "a config delegate without a name");
         let device = device_name_for(&net.name);
