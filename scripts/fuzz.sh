@@ -6,7 +6,9 @@
 #                                                       FUZZ_RUNS=N stops a target after N
 #                                                       executions if that comes first
 #   scripts/fuzz.sh --minimize [TARGET...]              merge what fuzzing found into the
-#                                                       committed corpora, minimised (cmin)
+#                                                       committed corpora, minimised (as cargo
+#                                                       fuzz cmin does, keeping the seed-* files)
+# FUZZ_NO_BUILD=1 uses the targets as last built (e.g. to minimise after the sources moved on).
 #
 # Fuzzing reads the committed corpus (fuzz/corpus/<target>) and writes what it finds to
 # $CARGO_TARGET_DIR/fuzz-corpus/<target>, so a run leaves the repository as it was; crashes go
@@ -36,13 +38,21 @@ fi
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
 # The targets build the dependency versions the product ships.
 [ -f fuzz/Cargo.lock ] && [ fuzz/Cargo.lock -nt Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
-cargo +nightly fuzz build -O
+[ -n "${FUZZ_NO_BUILD:-}" ] || cargo +nightly fuzz build -O
 
 if $minimize; then
     for t in "${targets[@]}"; do
-        [ -d "$work/$t" ] && cp -n "$work/$t"/* "fuzz/corpus/$t/" 2>/dev/null || true
-        cargo +nightly fuzz cmin -O "$t" "fuzz/corpus/$t" >/dev/null 2>&1
-        echo "$t: $(ls "fuzz/corpus/$t" | wc -l) inputs, $(du -sk "fuzz/corpus/$t" | cut -f1) KiB"
+        bin=$(ls "$CARGO_TARGET_DIR"/*/release/"$t" | head -1)
+        kept=$(mktemp -d)
+        # libFuzzer's merge keeps what is in the first directory (the named seeds) and adds
+        # the smallest inputs that reach new coverage: every edge, not every hit count, so the
+        # committed corpora stay small.
+        cp "fuzz/corpus/$t"/seed-* "$kept/"
+        "$bin" -merge=1 -use_counters=0 -max_len=8192 "$kept" "fuzz/corpus/$t" "$work/$t" >"$work/$t.merge.log" 2>&1
+        rm -f "fuzz/corpus/$t"/*
+        cp "$kept"/* "fuzz/corpus/$t/"
+        rm -rf "$kept"
+        echo "$t: $(ls "fuzz/corpus/$t" | wc -l) inputs, $(du -sk --apparent-size "fuzz/corpus/$t" | cut -f1) KiB"
     done
     exit 0
 fi
