@@ -198,8 +198,10 @@ fn seconds(obj: &Map<String, Value>, key: &str, default: f64) -> Result<Duration
     match obj.get(key) {
         None | Some(Value::Null) => Ok(Duration::from_secs_f64(default)),
         Some(v) => match v.as_f64() {
-            Some(s) if s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-            _ => Err(field(key, "must be a number of seconds between 0 and 3600")),
+            // From a millisecond: a smaller positive number rounds to a bound of zero, which
+            // fails every request or delegate at once.
+            Some(s) if (0.001..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+            _ => Err(field(key, "must be a number of seconds between 0.001 and 3600")),
         },
     }
 }
@@ -306,6 +308,19 @@ mod tests {
             "delegates": [{"type": "a", "masterPlugin": true}]}))
         .unwrap();
         assert_eq!((c.cache_dir.to_str(), c.conf_dir.to_str()), (Some(DEFAULT_CACHE_DIR), Some(DEFAULT_CONF_DIR)));
+    }
+
+    #[test]
+    fn bounds_are_never_zero() {
+        // The stdin_config fuzz target's check: 1e-10 was accepted and became a zero bound.
+        for key in ["apiTimeoutSeconds", "delegateTimeoutSeconds"] {
+            let mut c = json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}]});
+            c[key] = json!(1e-10);
+            let e = parse(c.clone()).unwrap_err();
+            assert!(e.code == 7 && e.msg.contains(key), "{}", e.msg);
+            c[key] = json!(0.001);
+            assert!(!parse(c).unwrap().api_timeout.is_zero());
+        }
     }
 
     #[test]
