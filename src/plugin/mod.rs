@@ -1,7 +1,7 @@
 //! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story, `gc.rs` and
 //! `readiness.rs` (STATUS) the CNI 1.1 ones; `plan.rs` turns inputs into validated delegate
-//! calls, `cache.rs` remembers them, `status.rs` and `events.rs` tell the apiserver what the
-//! pod has.
+//! calls, `cache/` remembers them (before they run and after), `repair.rs` rebuilds what a
+//! damaged cache lost, `status.rs` and `events.rs` tell the apiserver what the pod has.
 
 pub mod add;
 pub mod cache;
@@ -12,6 +12,7 @@ pub mod events;
 pub mod gc;
 pub mod plan;
 pub mod readiness;
+pub mod repair;
 pub mod status;
 
 pub use config::KactusConfig;
@@ -29,14 +30,19 @@ pub struct Outcome {
 pub fn run_from_process() -> Outcome {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
-    // The version to answer errors in: the config's if it parses that far.
-    let answer_version = stdin_version(&stdin)
-        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
-        .unwrap_or_else(|| version::LATEST.to_string());
     let result = match read {
         Ok(_) => run(&stdin, CniEnv::from_process()),
         Err(e) => Err(CniError::io("read stdin", e)),
     };
+    outcome(&stdin, result)
+}
+
+/// What the process prints for a call's result: the answer, or the error as CNI error JSON
+/// in the version of the config on `stdin` (if it parses that far).
+pub fn outcome(stdin: &[u8], result: Result<String, CniError>) -> Outcome {
+    let answer_version = stdin_version(stdin)
+        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
+        .unwrap_or_else(|| version::LATEST.to_string());
     match result {
         Ok(stdout) => Outcome { stdout, success: true },
         Err(e) => Outcome { stdout: e.to_json(&answer_version), success: false },
