@@ -211,3 +211,17 @@ fn idle_cost_with_100_pods() {
 fn idle_cost_with_1000_pods() {
     idle_cost(1000);
 }
+
+/// The lead's cluster is Kubernetes 1.20: podagent needs nothing newer (events.k8s.io/v1 is
+/// there from 1.19) and hot-plugs as on a current release.
+#[test]
+fn on_kubernetes_1_20_data_is_hot_plugged_too() {
+    let mut sb = Sandbox::new();
+    sb.api().emulate_kubernetes_minor(20);
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let agent = PodAgent::start(&sb, &node);
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert_data_appears(&sb, p);
+    assert_eq!(agent.metric("podagent_adds_total"), 1);
+}

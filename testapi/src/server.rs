@@ -16,6 +16,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::Value;
 
+use super::discovery::Emulation;
 use super::faults::Faults;
 use super::h2;
 use super::http::{write_response, ChunkedWriter, HttpError, Request, RequestReader};
@@ -42,6 +43,7 @@ pub(super) struct Shared {
     faults: Faults,
     pub(super) stats: StatsCounter,
     token: String,
+    emulation: Emulation,
     tls: tokio_rustls::TlsAcceptor,
     runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
@@ -64,7 +66,13 @@ impl Shared {
     /// The router's reply to `req`, after the injected latency where it applies; the same
     /// for HTTP/1.1 and HTTP/2.
     pub(super) fn answer(&self, req: &Request) -> Reply {
-        let ctx = Context { store: &self.store, faults: &self.faults, stats: &self.stats, token: &self.token };
+        let ctx = Context {
+            store: &self.store,
+            faults: &self.faults,
+            stats: &self.stats,
+            token: &self.token,
+            emulation: &self.emulation,
+        };
         self.stats.answering();
         let (reply, delayed) = router::handle(&ctx, req);
         self.faults.wait_for_holds(&req.path);
@@ -110,6 +118,7 @@ impl TestApiServer {
             store,
             stats: StatsCounter::default(),
             token: token.to_string(),
+            emulation: Emulation::default(),
             tls: identity.config.into(),
             runtime: runtime.handle().clone(),
             stopping: AtomicBool::new(false),
@@ -175,6 +184,12 @@ impl TestApiServer {
 
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
+    }
+
+    /// Plays Kubernetes 1.`minor`: `/version` says so, and the group versions that release
+    /// did not serve answer 404 (1.20: no `discovery.k8s.io/v1`).
+    pub fn emulate_kubernetes_minor(&self, minor: u32) {
+        self.shared.emulation.set_minor(minor);
     }
 
     pub fn stats(&self) -> Stats {
