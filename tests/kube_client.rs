@@ -115,7 +115,10 @@ fn the_daemons_client_watches_as_events_happen() {
         let first = events.next().await.unwrap().unwrap();
         assert!(matches!(first, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("app1")));
         let started = std::time::Instant::now();
-        server.store().apply_yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: app3}\nspec: {nodeName: node1}\n").unwrap();
+        server
+            .store()
+            .apply_yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: app3}\nspec: {nodeName: node1}\n")
+            .unwrap();
         let second = events.next().await.unwrap().unwrap();
         assert!(matches!(second, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("app3")));
         assert!(started.elapsed() < Duration::from_secs(1), "the event came as it happened");
@@ -129,7 +132,10 @@ fn the_daemons_watcher_lists_in_pages_and_sees_every_pod() {
     use kube::runtime::{watcher, WatchStreamExt};
     let server = server();
     for i in 0..7 {
-        let pod = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec: {{nodeName: node1}}\n", i % 3);
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec: {{nodeName: node1}}\n",
+            i % 3
+        );
         server.store().apply_yaml(&pod).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +167,8 @@ fn shutdown_ends_open_watches_at_once() {
         let mut events = pods.watch(&WatchParams::default(), "0").await.unwrap().boxed();
         assert!(events.next().await.unwrap().is_ok());
         let started = std::time::Instant::now();
-        server.shutdown();
+        // Stopped from a thread of its own: the server's runtime cannot be dropped in this one.
+        std::thread::spawn(move || server.shutdown()).join().unwrap();
         while let Some(Ok(_)) = events.next().await {}
         assert!(started.elapsed() < Duration::from_secs(3));
     });

@@ -40,10 +40,7 @@ pub fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
 /// network, not the CPU); blocking work (a CNI plugin, the runtime's socket) goes to the
 /// blocking pool.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the runtime: {e}"))
 }
 
 /// For `Controller::trigger_backoff`: no pause. The Controller's own backoff pauses every

@@ -202,20 +202,27 @@ impl Context {
 
 /// The Services a pod change concerns: those whose selector picks the pod now, and those
 /// whose slices list it (it may have been picked before the change, or be gone).
-pub fn services_for_pod(pod: &Pod, services: &Store<Service>, slices: &Store<EndpointSlice>) -> Vec<ObjectRef<Service>> {
+pub fn services_for_pod(
+    pod: &Pod,
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+) -> Vec<ObjectRef<Service>> {
     let namespace = pod.metadata.namespace.as_deref();
     let no_labels = Default::default();
     let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
-    let selecting = services.state().into_iter().filter(|s| s.metadata.namespace.as_deref() == namespace).filter(|s| {
-        match shape_of(s) {
-            Shape::Supported { selector, .. } => selects(&selector, labels),
-            _ => false,
-        }
-    });
+    let selecting =
+        services.state().into_iter().filter(|s| s.metadata.namespace.as_deref() == namespace).filter(
+            |s| match shape_of(s) {
+                Shape::Supported { selector, .. } => selects(&selector, labels),
+                _ => false,
+            },
+        );
     let mut refs: Vec<ObjectRef<Service>> = selecting.map(|s| ObjectRef::from_obj(s.as_ref())).collect();
-    let listing = slices.state().into_iter().filter(|s| s.metadata.namespace.as_deref() == namespace).filter(|s| {
-        s.endpoints.iter().any(|e| e.target_ref.as_ref().is_some_and(|r| r.name == pod.metadata.name))
-    });
+    let listing = slices
+        .state()
+        .into_iter()
+        .filter(|s| s.metadata.namespace.as_deref() == namespace)
+        .filter(|s| s.endpoints.iter().any(|e| e.target_ref.as_ref().is_some_and(|r| r.name == pod.metadata.name)));
     refs.extend(listing.filter_map(|s| service_of(&s)));
     refs
 }

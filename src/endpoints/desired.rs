@@ -40,8 +40,7 @@ pub fn ours_selector() -> String {
 /// names `<service>-kactus-<ipv4|ipv6>-<n>` so a restarted controller finds its own.
 pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) -> Vec<EndpointSlice> {
     let service_ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
-    let publish_not_ready =
-        service.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
+    let publish_not_ready = service.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
     let mut groups: BTreeMap<(&str, Vec<PortKey>), Vec<Endpoint>> = BTreeMap::new();
     let mut sorted: Vec<&Pod> = pods.to_vec();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -151,7 +150,10 @@ pub fn addresses_on(pod: &Pod, network: &NetworkRef) -> Vec<IpAddr> {
     let Some(raw) = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)) else { return Vec::new() };
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let Ok(entries) = serde_json::from_str::<Vec<Entry>>(raw) else {
-        log::debug!("pod {namespace}/{}: unreadable {NETWORK_STATUS}", pod.metadata.name.as_deref().unwrap_or_default());
+        log::debug!(
+            "pod {namespace}/{}: unreadable {NETWORK_STATUS}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
         return Vec::new();
     };
     let full = network.to_string();

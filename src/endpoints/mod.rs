@@ -144,12 +144,17 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
         }
     });
     {
-        let (slices, orphans_tx, metrics, mut leading) = (slices.clone(), orphans_tx.clone(), metrics.clone(), leading.clone());
+        let (slices, orphans_tx, metrics, mut leading) =
+            (slices.clone(), orphans_tx.clone(), metrics.clone(), leading.clone());
         tokio::spawn(async move {
             while leading.changed().await.is_ok() {
                 if *leading.borrow() {
                     metrics.leader.set(1);
-                    slices.state().iter().filter_map(|s| service_of(s)).for_each(|s| drop(orphans_tx.unbounded_send(s)));
+                    slices
+                        .state()
+                        .iter()
+                        .filter_map(|s| service_of(s))
+                        .for_each(|s| drop(orphans_tx.unbounded_send(s)));
                 }
             }
         });
@@ -185,7 +190,8 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
                 match outcome {
                     // A Service that is gone: its slices must go too (only the leader writes).
                     Err(kube::runtime::controller::Error::ObjectNotFound(gone)) if *ctx.leading.borrow() => {
-                        let gone = ObjectRef::<Service>::new(&gone.name).within(gone.namespace.as_deref().unwrap_or_default());
+                        let gone =
+                            ObjectRef::<Service>::new(&gone.name).within(gone.namespace.as_deref().unwrap_or_default());
                         remove_orphaned(&ctx, gone, orphans_tx).await;
                     }
                     Err(kube::runtime::controller::Error::QueueError(e)) => {

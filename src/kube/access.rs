@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn an_inline_token_wins_over_a_token_file_as_for_the_daemons() {
-        let (dir, path) = kubeconfig("    tokenFile: token\n    token: inline\n", "    insecure-skip-tls-verify: true\n");
+        let (dir, path) =
+            kubeconfig("    tokenFile: token\n    token: inline\n", "    insecure-skip-tls-verify: true\n");
         std::fs::write(dir.path().join("token"), "from-file").unwrap();
         assert_eq!(access(&path).unwrap().auth.header_value().unwrap().as_deref(), Some("Bearer inline"));
     }

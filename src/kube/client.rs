@@ -1,8 +1,8 @@
 //! The apiserver client: one keep-alive connection pool per [`Client`], per-request
 //! timeouts, bounded retries of what is worth retrying, and errors that say what was asked.
 
-use super::backoff;
 use super::access::ClusterAccess;
+use super::backoff;
 use super::config;
 use super::error::{self, error_chain, KubeError};
 use super::tls;
@@ -238,12 +238,7 @@ impl Client {
     }
 
     /// Sends one request; a success status returns the response with its body unread.
-    fn attempt(
-        &self,
-        method: &Method,
-        url: &Url,
-        body: Option<&(&'static str, String)>,
-    ) -> Result<Response, Failure> {
+    fn attempt(&self, method: &Method, url: &Url, body: Option<&(&'static str, String)>) -> Result<Response, Failure> {
         let access = &self.inner.access;
         let mut request = self.inner.http.request(method.clone(), url.clone()).header(ACCEPT, JSON);
         if let Some(auth) = access.auth.header_value()? {

@@ -4,8 +4,8 @@
 //! would only widen who can impersonate the apiserver). `insecure-skip-tls-verify` is honoured
 //! because kubeconfigs of test clusters use it, but it is announced once in the log.
 
-use super::error::KubeError;
 use super::access::ClusterAccess;
+use super::error::KubeError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};

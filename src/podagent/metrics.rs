@@ -22,7 +22,11 @@ impl Metrics {
             ("podagent_adds", "Networks added to running pods", &metrics.adds),
             ("podagent_dels", "Networks removed from running pods", &metrics.dels),
             ("podagent_failures", "Failed pod reconciliations", &metrics.failures),
-            ("podagent_watch_restarts", "Pod watches that failed or expired and were reopened or relisted", &metrics.watch_restarts),
+            (
+                "podagent_watch_restarts",
+                "Pod watches that failed or expired and were reopened or relisted",
+                &metrics.watch_restarts,
+            ),
             ("podagent_reconciles", "Pods compared with their annotations", &metrics.reconciles),
         ] {
             registry.register(name, help, counter.clone());

@@ -65,11 +65,11 @@ mod tests {
     /// namespace of its own (unshare -m) is the target, and the child reports its own.
     #[test]
     fn the_child_runs_in_the_mount_namespace_it_was_given() {
-        let mut holder = match Command::new("unshare").args(["--mount", "--propagation", "private", "sleep", "30"]).spawn()
-        {
-            Ok(child) => child,
-            Err(e) => panic!("unshare: {e}"),
-        };
+        let mut holder =
+            match Command::new("unshare").args(["--mount", "--propagation", "private", "sleep", "30"]).spawn() {
+                Ok(child) => child,
+                Err(e) => panic!("unshare: {e}"),
+            };
         // Wait until the holder has entered its new namespace (unshare execs sleep after it).
         let own = mount_ns_of(std::process::id());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -68,10 +68,8 @@ impl Emulation {
         let groups: Vec<Value> = groups
             .into_iter()
             .map(|(group, versions)| {
-                let versions: Vec<Value> = versions
-                    .iter()
-                    .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-                    .collect();
+                let versions: Vec<Value> =
+                    versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
                 json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
             })
             .collect();
@@ -96,7 +94,9 @@ impl Emulation {
             })
             .collect();
         let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+        )
     }
 }
 

@@ -26,18 +26,15 @@ pub fn is_events_v1(kind: &ResourceKind) -> bool {
 
 /// An events.k8s.io/v1 Event (or merge patch of one) in the core/v1 shape.
 pub fn to_core(v1: &Value) -> Value {
-    let mut core = rename(v1, |field| {
-        RENAMED.iter().chain([&REPORTING]).find(|(v1, _)| *v1 == field).map(|(_, core)| *core)
-    });
+    let mut core =
+        rename(v1, |field| RENAMED.iter().chain([&REPORTING]).find(|(v1, _)| *v1 == field).map(|(_, core)| *core));
     set_type(&mut core, "v1");
     core
 }
 
 /// A core/v1 Event in the events.k8s.io/v1 shape.
 pub fn from_core(core: &Value) -> Value {
-    let mut v1 = rename(core, |field| {
-        RENAMED.iter().chain([&REPORTING]).find(|(_, c)| *c == field).map(|(v1, _)| *v1)
-    });
+    let mut v1 = rename(core, |field| RENAMED.iter().chain([&REPORTING]).find(|(_, c)| *c == field).map(|(v1, _)| *v1));
     set_type(&mut v1, "events.k8s.io/v1");
     v1
 }

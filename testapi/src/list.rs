@@ -27,13 +27,21 @@ struct Continue {
 }
 
 /// The list body for a LIST request.
-pub fn list(store: &Store, kind: &ResourceKind, namespace: Option<&str>, selector: &Selector, req: &Request) -> Result<Value, ApiError> {
+pub fn list(
+    store: &Store,
+    kind: &ResourceKind,
+    namespace: Option<&str>,
+    selector: &Selector,
+    req: &Request,
+) -> Result<Value, ApiError> {
     let limit = match req.query("limit").filter(|l| !l.is_empty()) {
         Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?),
         None => None,
     };
     let requested_rv = match req.query("resourceVersion").filter(|rv| !rv.is_empty()) {
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?),
+        Some(rv) => {
+            Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?)
+        }
         None => None,
     };
     let rv_match = req.query("resourceVersionMatch").filter(|m| !m.is_empty());

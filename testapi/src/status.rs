@@ -128,7 +128,14 @@ impl ApiError {
     /// A LIST or GET at a resourceVersion the server has not reached yet.
     pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
         let message = format!("Too large resource version: {requested}, current: {current}");
-        ApiError::new(504, "Timeout", message, Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})))
+        ApiError::new(
+            504,
+            "Timeout",
+            message,
+            Some(
+                json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+            ),
+        )
     }
 
     /// A LIST `continue` token from before the retained history: the client must list again.

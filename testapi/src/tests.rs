@@ -427,7 +427,8 @@ fn shutdown_ends_open_watches_at_once() {
 fn lists_come_in_pages_chained_by_continue_at_one_resource_version() {
     let server = server();
     for i in 0..4 {
-        let pod = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: a-x}}\nspec: {{nodeName: node1}}\n");
+        let pod =
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: a-x}}\nspec: {{nodeName: node1}}\n");
         server.store().apply_yaml(&pod).unwrap();
     }
     let mut client = Client::connect(&server);
@@ -437,7 +438,9 @@ fn lists_come_in_pages_chained_by_continue_at_one_resource_version() {
         assert_eq!(page.code, 200, "{}", page.body);
         pages += 1;
         rvs.push(page.body["metadata"]["resourceVersion"].clone());
-        names.extend(page.body["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()));
+        names.extend(
+            page.body["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()),
+        );
         match page.body["metadata"]["continue"].as_str() {
             Some(token) => {
                 assert!(page.body["metadata"]["remainingItemCount"].as_u64().unwrap() > 0);
@@ -460,8 +463,10 @@ fn lists_come_in_pages_chained_by_continue_at_one_resource_version() {
 fn resource_version_match_is_checked_as_the_real_server_does() {
     let server = server();
     let mut client = Client::connect(&server);
-    let current = client.call("GET", "/api/v1/pods", "").body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let not_older = client.call("GET", &format!("/api/v1/pods?resourceVersion={current}&resourceVersionMatch=NotOlderThan"), "");
+    let current =
+        client.call("GET", "/api/v1/pods", "").body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let not_older =
+        client.call("GET", &format!("/api/v1/pods?resourceVersion={current}&resourceVersionMatch=NotOlderThan"), "");
     assert_eq!(not_older.code, 200);
     let exact = client.call("GET", &format!("/api/v1/pods?resourceVersion={current}&resourceVersionMatch=Exact"), "");
     assert_eq!(exact.code, 200);
@@ -512,10 +517,15 @@ fn a_plain_resource_name_in_a_rule_means_the_core_group_and_a_qualified_one_its_
     let v1 = json!({"metadata": {"name": "e1"}, "regarding": {"name": "app1"}, "note": "n"});
     let allowed = client.call("POST", "/apis/events.k8s.io/v1/namespaces/default/events", &v1.to_string());
     assert_eq!(allowed.code, 201, "{}", allowed.body);
-    let core = client.call("POST", "/api/v1/namespaces/default/events", &json!({"metadata": {"name": "e2"}}).to_string());
+    let core =
+        client.call("POST", "/api/v1/namespaces/default/events", &json!({"metadata": {"name": "e2"}}).to_string());
     assert_eq!(core.code, 403);
     server.faults().forbid("create", "events.events.k8s.io");
-    let denied = client.call("POST", "/apis/events.k8s.io/v1/namespaces/default/events", &json!({"metadata": {"name": "e3"}}).to_string());
+    let denied = client.call(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        &json!({"metadata": {"name": "e3"}}).to_string(),
+    );
     assert_eq!(denied.code, 403);
     assert!(denied.body["message"].as_str().unwrap().contains("in API group \"events.k8s.io\""), "{}", denied.body);
 }

@@ -7,8 +7,8 @@ pub mod api;
 
 use super::sandbox::{Sandbox, SandboxLocator};
 use api::{PodSandboxState, POD_UID_LABEL};
-use k8s_openapi::api::core::v1::Pod;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -34,11 +34,9 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
     let path = match endpoint.split_once("://") {
         None => endpoint,
         Some(("unix", path)) => path,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "{endpoint:?}: a CRI runtime is reached over a unix socket (unix:///path or a bare path), not {scheme}://"
-            ))
-        }
+        Some((scheme, _)) => return Err(format!(
+            "{endpoint:?}: a CRI runtime is reached over a unix socket (unix:///path or a bare path), not {scheme}://"
+        )),
     };
     if path.is_empty() || !path.starts_with('/') {
         return Err(format!("{endpoint:?}: the runtime's socket must be an absolute path"));
@@ -87,7 +85,8 @@ impl CriLocator {
         let meta = &pod.metadata;
         let uid = meta.uid.as_deref().unwrap_or_default();
         let context = |e: String| {
-            let (namespace, name) = (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+            let (namespace, name) =
+                (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
             format!("CRI {}: pod {namespace}/{name} (uid {uid}): {e}", self.socket.display())
         };
         if uid.is_empty() {
