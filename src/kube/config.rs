@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum Source {
     Kubeconfig(PathBuf),
     InCluster,
+    /// A service account's files at a path, with the apiserver's address given.
+    ServiceAccount(PathBuf),
 }
 
 impl std::fmt::Display for Source {
@@ -21,6 +23,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Kubeconfig(path) => write!(f, "kubeconfig {}", path.display()),
             Source::InCluster => f.write_str("in-cluster service account"),
+            Source::ServiceAccount(dir) => write!(f, "service account {}", dir.display()),
         }
     }
 }
@@ -44,6 +47,29 @@ pub fn load(kubeconfig: Option<&Path>) -> Result<(kube::Config, Source), KubeErr
             ))
         }),
     }
+}
+
+/// The service account mounted at `dir` (`ca.crt`, `token`, `namespace`, as in a pod) talking
+/// to `server`: for a pod that knows the apiserver's address better than its environment. Its
+/// token is read from the file on every request.
+pub fn service_account(server: &str, dir: &Path) -> Result<(kube::Config, Source), KubeError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let source = Source::ServiceAccount(dir.to_path_buf());
+    let fail = |what: String| KubeError::config(format!("{source}: {what}"));
+    let url = server.parse().map_err(|e| fail(format!("apiserver address {server:?}: {e}")))?;
+    let ca_path = dir.join("ca.crt");
+    let ca = std::fs::read(&ca_path).map_err(|e| fail(format!("reading {}: {e}", ca_path.display())))?;
+    let roots = CertificateDer::pem_slice_iter(&ca)
+        .map(|cert| cert.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("{} is not PEM: {e}", ca_path.display())))?;
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(roots);
+    config.auth_info.token_file = Some(dir.join("token").to_string_lossy().into_owned());
+    if let Ok(namespace) = std::fs::read_to_string(dir.join("namespace")) {
+        config.default_namespace = namespace.trim().to_string();
+    }
+    Ok((config, source))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod client;
 pub mod config;
 mod error;
 pub mod event;
-mod time;
+pub mod time;
 mod tls;
 mod types;
 

@@ -7,9 +7,11 @@
 //! pods `/status` subresource, for the kinds in [`resources::KINDS`]; core/v1 Events also in
 //! the events.k8s.io/v1 shape; discovery and `/version`, as a chosen Kubernetes 1.x
 //! ([`TestApiServer::emulate_kubernetes_minor`]); bearer-token auth; `Status` bodies for
-//! every error. Tests drive it through [`TestApiServer`]: [`Store`] to set state
-//! like kubectl would and [`Faults`] to misbehave; scripts use `POST /_testapi/faults` and
-//! `GET /_testapi/stats`.
+//! every error; TokenRequest on `serviceaccounts/<name>/token`, whose tokens are then
+//! accepted (until they expire or their account or pod goes) as far as the RBAC objects in the
+//! store allow. Tests drive it through [`TestApiServer`]: [`Store`] to set state like kubectl
+//! would, [`Faults`] to misbehave and [`Tokens`] to issue a pod's own token; scripts use
+//! `POST /_testapi/faults` and `GET /_testapi/stats`.
 //!
 //! Simplifications a client can notice: deletion is immediate (no graceful deletion or
 //! finalizers), later LIST pages show objects as they are now (see `list.rs`), list items keep
@@ -23,6 +25,7 @@ mod http;
 mod ids;
 mod list;
 mod patch;
+mod rbac;
 pub mod resources;
 mod router;
 mod selector;
@@ -31,6 +34,7 @@ mod stats;
 mod status;
 mod store;
 mod tls;
+mod tokens;
 mod watch;
 
 #[cfg(test)]
@@ -41,6 +45,7 @@ pub use server::TestApiServer;
 pub use stats::Stats;
 pub use status::ApiError;
 pub use store::{Store, StoreError};
+pub use tokens::{ServiceAccountRef, Tokens};
 
 /// A fresh random bearer token (32 hex digits) for a server started without one.
 pub fn random_token() -> String {

@@ -25,6 +25,7 @@ use super::stats::{Stats, StatsCounter};
 use super::status::ApiError;
 use super::store::Store;
 use super::tls::TlsIdentity;
+use super::tokens::Tokens;
 use super::watch;
 
 /// How long a blocked read waits before checking whether the server is stopping.
@@ -44,6 +45,7 @@ pub(super) struct Shared {
     pub(super) stats: StatsCounter,
     token: String,
     emulation: Emulation,
+    tokens: Tokens,
     tls: tokio_rustls::TlsAcceptor,
     runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
@@ -72,6 +74,7 @@ impl Shared {
             stats: &self.stats,
             token: &self.token,
             emulation: &self.emulation,
+            tokens: &self.tokens,
         };
         self.stats.answering();
         let (reply, delayed) = router::handle(&ctx, req);
@@ -119,6 +122,7 @@ impl TestApiServer {
             stats: StatsCounter::default(),
             token: token.to_string(),
             emulation: Emulation::default(),
+            tokens: Tokens::default(),
             tls: identity.config.into(),
             runtime: runtime.handle().clone(),
             stopping: AtomicBool::new(false),
@@ -190,6 +194,11 @@ impl TestApiServer {
     /// did not serve answer 404 (1.20: no `discovery.k8s.io/v1`).
     pub fn emulate_kubernetes_minor(&self, minor: u32) {
         self.shared.emulation.set_minor(minor);
+    }
+
+    /// The service-account tokens this server issued (TokenRequest).
+    pub fn tokens(&self) -> &Tokens {
+        &self.shared.tokens
     }
 
     pub fn stats(&self) -> Stats {
