@@ -540,6 +540,8 @@ fn played_as_kubernetes_1_20_there_is_no_discovery_v1() {
     assert_eq!(client.call("GET", "/apis/discovery.k8s.io/v1", "").code, 404);
     assert_eq!(client.call("GET", "/apis/events.k8s.io/v1", "").code, 200);
     assert_eq!(client.call("GET", "/version", "").body["minor"], "20");
+}
+
 const RBAC: &str = r#"
 apiVersion: v1
 kind: ServiceAccount

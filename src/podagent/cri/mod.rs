@@ -34,9 +34,11 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
     let path = match endpoint.split_once("://") {
         None => endpoint,
         Some(("unix", path)) => path,
-        Some((scheme, _)) => return Err(format!(
+        Some((scheme, _)) => {
+            return Err(format!(
             "{endpoint:?}: a CRI runtime is reached over a unix socket (unix:///path or a bare path), not {scheme}://"
-        )),
+        ))
+        }
     };
     if path.is_empty() || !path.starts_with('/') {
         return Err(format!("{endpoint:?}: the runtime's socket must be an absolute path"));
