@@ -8,32 +8,21 @@ pub mod listed;
 pub mod retry;
 
 use crate::kube::{config, error_chain};
-use kube::client::retry::RetryPolicy;
 use std::path::Path;
 use std::time::Duration;
 
-/// Retries of a request the apiserver answered 429, 503 or 504 (honouring `Retry-After`), as
-/// the plugin's client does: a blip costs little, and an apiserver that stays unavailable fails
-/// the reconcile, which the controller then retries with its own per-object backoff and counts.
-/// (kube-rs's default is 15 retries, up to many minutes inside one request.)
-const RETRIES: u32 = 3;
-const RETRY_BASE: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-
 /// A kube-rs client for the kubeconfig (or the in-cluster service account), read by the same
 /// loader as the plugin's. Must be called inside the runtime (the client spawns its I/O there).
+///
+/// A request that fails is not retried underneath the controller (kube-rs would by default
+/// retry a 429/503/504 up to 15 times, for minutes, inside one request): the reconcile fails,
+/// is counted and logged, and the controller retries that object with its own backoff, as
+/// client-go's controllers do; the watches back off on their own.
 pub fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
     let (mut config, source) = config::load(kubeconfig).map_err(|e| e.to_string())?;
-    let fail = |e: &dyn std::error::Error| format!("{source}: building the apiserver client: {}", error_chain(e));
     config.default_retry = false;
-    let retries = RetryPolicy::new(RETRY_BASE, RETRY_MAX, RETRIES, true).map_err(|e| fail(&e))?;
-    let client = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| fail(&e))?
-        // Retrying re-sends a request, so the stack below it must be shareable.
-        .with_layer(&tower::buffer::BufferLayer::new(1024))
-        .with_layer(&tower::retry::RetryLayer::new(retries))
-        .build();
-    Ok(client)
+    kube::Client::try_from(config)
+        .map_err(|e| format!("{source}: building the apiserver client: {}", error_chain(&e)))
 }
 
 /// The daemons' runtime: one thread drives every watch, reconcile and request (they wait on the

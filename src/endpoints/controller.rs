@@ -69,7 +69,7 @@ pub async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Actio
     }
 }
 
-/// Retries a failed Service after 200 ms, doubling to 30 s.
+/// Retries a failed Service after 50 ms, doubling to 30 s.
 pub fn error_policy(service: Arc<Service>, failed: &Failed, ctx: Arc<Context>) -> Action {
     ctx.metrics.failures.inc();
     let key = key_of(&service);

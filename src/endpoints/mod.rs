@@ -169,7 +169,7 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
         recorder,
         leading,
         fence,
-        retries: Retries::new(Duration::from_millis(200), Duration::from_secs(30)),
+        retries: Retries::new(Duration::from_millis(50), Duration::from_secs(30)),
         warned: Default::default(),
     });
     let (for_pods, for_slices) = (services.clone(), slices.clone());
