@@ -21,8 +21,7 @@ use std::time::Duration;
 pub fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
     let (mut config, source) = config::load(kubeconfig).map_err(|e| e.to_string())?;
     config.default_retry = false;
-    kube::Client::try_from(config)
-        .map_err(|e| format!("{source}: building the apiserver client: {}", error_chain(&e)))
+    kube::Client::try_from(config).map_err(|e| format!("{source}: building the apiserver client: {}", error_chain(&e)))
 }
 
 /// The daemons' runtime: one thread drives every watch, reconcile and request (they wait on the
