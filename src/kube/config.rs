@@ -49,6 +49,16 @@ pub fn load(kubeconfig: Option<&Path>) -> Result<(kube::Config, Source), KubeErr
     }
 }
 
+/// A kubeconfig's text, read as the file `path` would be (for the fuzz targets; relative file
+/// names in it are left as they are).
+pub(crate) fn from_text(text: &str, path: &Path) -> Result<(kube::Config, Source), KubeError> {
+    let source = Source::Kubeconfig(path.to_path_buf());
+    let fail = |e: &dyn std::error::Error| KubeError::config(format!("{source}: {}", error_chain(e)));
+    let file = kube::config::Kubeconfig::from_yaml(text).map_err(|e| fail(&e))?;
+    let config = kube::Config::try_from(file).map_err(|e| fail(&e))?;
+    Ok((config, source))
+}
+
 /// The service account mounted at `dir` (`ca.crt`, `token`, `namespace`, as in a pod) talking
 /// to `server`: for a pod that knows the apiserver's address better than its environment. Its
 /// token is read from the file on every request.

@@ -9,6 +9,8 @@ mod client;
 pub mod config;
 mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod time;
 mod tls;
 mod types;

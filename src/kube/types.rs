@@ -5,11 +5,11 @@
 //! Only the fields kactus uses are modelled; everything else the apiserver sends is ignored,
 //! so a newer cluster with more fields never breaks decoding.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Standard object metadata, reduced to what the plugin reads.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub name: String,
@@ -19,21 +19,21 @@ pub struct ObjectMeta {
 }
 
 /// A Pod, reduced to its identity and annotations.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Pod {
     pub metadata: ObjectMeta,
 }
 
 /// `k8s.cni.cncf.io/v1` NetworkAttachmentDefinition: a named CNI config.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetworkAttachmentDefinition {
     pub metadata: ObjectMeta,
     pub spec: NetworkAttachmentDefinitionSpec,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetworkAttachmentDefinitionSpec {
     /// The CNI conf or conflist as a JSON string; empty means "look in confDir".
@@ -41,7 +41,7 @@ pub struct NetworkAttachmentDefinitionSpec {
 }
 
 /// The apiserver's failure object (`kind: Status`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Status {
     pub code: u16,
