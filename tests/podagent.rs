@@ -49,6 +49,8 @@ fn data_is_hot_plugged_then_unplugged_and_a_restart_in_between_changes_nothing()
     let calls = node.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(calls[1].starts_with("DEL ") && calls[1].contains("K8S_POD_NETWORK=data"), "{calls:?}");
+    // Counted once the plugin call has returned, a moment after the device went.
+    assert!(wait_until(|| agent.metric("podagent_dels_total") == 1), "the DEL was never counted");
     assert_eq!((agent.metric("podagent_dels_total"), agent.metric("podagent_failures_total")), (1, 0));
 }
 
