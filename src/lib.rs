@@ -4,11 +4,13 @@
 //! the CNI protocol ([`cni`]), the apiserver client ([`kube`]), annotations to
 //! attachments ([`attachment`]), the ADD/DEL/CHECK story ([`plugin`]), network
 //! namespace and route helpers ([`netns`], [`netlink`]), the node daemon ([`podagent`]),
-//! the Service endpoints controller ([`endpoints`]) and the DaemonSet installer ([`install`]).
+//! the Service endpoints controller ([`endpoints`]), what those two daemons share on kube-rs
+//! ([`daemon`]) and the DaemonSet installer ([`install`]).
 //! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
 pub mod cni;
+pub mod daemon;
 pub mod endpoints;
 pub mod install;
 pub mod kube;
