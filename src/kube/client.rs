@@ -371,7 +371,7 @@ fn pod_path(namespace: &str, name: &str) -> String {
 
 /// Percent-encodes a name for use as one URL path segment, so a malformed name can only
 /// ever address a missing object, never a different one.
-fn segment(name: &str) -> String {
+pub fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {

@@ -11,13 +11,14 @@ mod tls;
 mod types;
 mod watch;
 
-pub use client::{error_chain, Client, ClientOptions};
+pub use client::{error_chain, segment as path_segment, Client, ClientOptions};
 pub use error::KubeError;
 pub use kubeconfig::SERVICE_ACCOUNT_DIR;
 pub use types::{
-    Container, ContainerPort, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Lease, LeaseSpec, List,
-    ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta, ObjectReference, Pod,
-    PodCondition, PodSpec, PodStatus, Service, ServicePort, ServiceSpec, Status,
+    Container, ContainerExtendedResourceRequest, ContainerPort, Endpoint, EndpointConditions, EndpointPort,
+    EndpointSlice, Lease, LeaseSpec, List, ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec,
+    ObjectMeta, ObjectReference, Pod, PodCondition, PodExtendedResourceClaimStatus, PodResourceClaim,
+    PodResourceClaimStatus, PodSpec, PodStatus, Service, ServicePort, ServiceSpec, Status,
 };
 pub use watch::{WatchEvent, WatchStream};
 

@@ -53,6 +53,48 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(skip_serializing_if = "is_false")]
     pub host_network: bool,
+    /// DRA: the claims the pod's containers may use (resource.k8s.io ResourceClaims).
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
+    pub resource_claims: Vec<PodResourceClaim>,
+}
+
+/// One of `spec.resourceClaims`: an existing claim, or a template the claim is made from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodResourceClaim {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_claim_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_claim_template_name: Option<String>,
+}
+
+/// One of `status.resourceClaimStatuses`: the claim made for a template entry (absent when
+/// none was needed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodResourceClaimStatus {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_claim_name: Option<String>,
+}
+
+/// `status.extendedResourceClaimStatus`: the claim that serves the pod's extended-resource
+/// requests (`intel.com/sriov: 2` in `resources`) through DRA, and which request is which.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodExtendedResourceClaimStatus {
+    pub resource_claim_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
+    pub request_mappings: Vec<ContainerExtendedResourceRequest>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ContainerExtendedResourceRequest {
+    pub container_name: String,
+    pub resource_name: String,
+    pub request_name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,6 +125,10 @@ pub struct PodStatus {
     pub pod_ip: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<PodCondition>,
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
+    pub resource_claim_statuses: Vec<PodResourceClaimStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extended_resource_claim_status: Option<PodExtendedResourceClaimStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
