@@ -3,6 +3,7 @@
 //! and guards that remove all of it, on failure too. Nothing touches the machine's own links.
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod podagent;
 
 use kactus_testapi::TestApiServer;
