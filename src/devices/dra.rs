@@ -118,8 +118,8 @@ fn pod_claims(pod: &kube::Pod) -> Vec<PodClaim> {
     claims
 }
 
-/// Every network device allocated in the pod's claims, by resource name, and how many
-/// claims the pod has (for messages).
+/// Every network device allocated in the pod's claims, by resource name, and what was asked
+/// (for messages).
 pub fn pod_devices(client: &kube::Client, pod: &kube::Pod) -> Result<(String, DevicesByResource), DeviceError> {
     let namespace = &pod.metadata.namespace;
     let claims = pod_claims(pod);
@@ -161,7 +161,11 @@ pub fn pod_devices(client: &kube::Client, pod: &kube::Pod) -> Result<(String, De
         }
     }
     log::debug!("DRA: pod {namespace}/{} has {found:?}", pod.metadata.name);
-    Ok((format!("{} claim(s)", claims.len()), found))
+    let asked = match claims.len() {
+        0 => "the pod has no DRA claims".to_string(),
+        n => format!("the pod's {n} DRA claim(s)"),
+    };
+    Ok((asked, found))
 }
 
 /// The ResourceSlices of each driver, listed once per call.

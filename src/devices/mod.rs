@@ -20,10 +20,10 @@ pub mod devinfo;
 pub mod dra;
 pub mod podresources;
 
-use crate::cni::{code, PodRef};
+use crate::cni::{code, NetworkConfig, PodRef};
 use crate::kube::{self, KubeError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,6 +87,23 @@ pub struct AllocatedDevice {
     /// The device-info the file held after the delegates ran: network-status's `device-info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_info: Option<Value>,
+}
+
+impl AllocatedDevice {
+    /// How the device reaches the attachment's delegates, as SR-IOV CNI, host-device and the
+    /// userspace CNIs read it (and as multus hands it over): `deviceID` in every plugin's
+    /// config, and `pciBusID` too when it is a PCI address; `runtimeConfig.deviceID` and
+    /// `runtimeConfig.CNIDeviceInfoFile` for the plugins declaring those capabilities.
+    pub fn hand_to_delegates(&self, net: &mut NetworkConfig, runtime_config: &mut Map<String, Value>) {
+        for plugin in &mut net.plugins {
+            plugin.insert("deviceID".into(), self.device_id.clone().into());
+            if is_pci_address(&self.device_id) {
+                plugin.insert("pciBusID".into(), self.device_id.clone().into());
+            }
+        }
+        runtime_config.insert("deviceID".into(), self.device_id.clone().into());
+        runtime_config.insert("CNIDeviceInfoFile".into(), self.device_info_file.display().to_string().into());
+    }
 }
 
 /// Why an attachment has no device.
@@ -176,6 +193,25 @@ impl Allocation {
     }
 }
 
+/// An attachment whose network names a resource.
+#[derive(Debug, Clone)]
+pub struct DeviceRequest {
+    /// `namespace/name` of the network.
+    pub network: String,
+    pub ifname: String,
+    pub resource: String,
+}
+
+/// Why an attachment got no device, naming the attachment and the resource.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("attachment {network} on {ifname}: resource {resource}: {cause}")]
+pub struct AttachmentDeviceError {
+    pub network: String,
+    pub ifname: String,
+    pub resource: String,
+    pub cause: Box<DeviceError>,
+}
+
 /// One ADD's view of the node's allocations for its pod.
 pub struct DeviceLookup<'a> {
     pub paths: &'a DevicePaths,
@@ -185,9 +221,64 @@ pub struct DeviceLookup<'a> {
     /// The pod as planning read it from the apiserver, if it did (saves a GET for DRA).
     pub known_pod: Option<&'a kube::Pod>,
     pub client: &'a kube::Client,
+    /// The container whose attachments get devices (it names their device-info files).
+    pub container_id: &'a str,
+    /// Devices the container's other attachments hold.
+    pub held: &'a [AllocatedDevice],
 }
 
 impl DeviceLookup<'_> {
+    /// A device for each request, in order: the lowest device ID of its resource no other
+    /// attachment holds. The pod's allocation is read once, and only if something is asked.
+    pub fn assign(
+        &self,
+        requests: &[Option<DeviceRequest>],
+    ) -> Result<Vec<Option<AllocatedDevice>>, AttachmentDeviceError> {
+        let Some(first) = requests.iter().flatten().next() else {
+            return Ok(requests.iter().map(|_| None).collect());
+        };
+        let failed = |request: &DeviceRequest, cause| AttachmentDeviceError {
+            network: request.network.clone(),
+            ifname: request.ifname.clone(),
+            resource: request.resource.clone(),
+            cause: Box::new(cause),
+        };
+        let wanted: BTreeSet<String> = requests.iter().flatten().map(|r| r.resource.clone()).collect();
+        let mut allocation = self.allocation(&wanted).map_err(|e| failed(first, e))?;
+        for held in self.held {
+            allocation.hold(held);
+        }
+        let mut devices = Vec::new();
+        for request in requests {
+            let Some(request) = request else {
+                devices.push(None);
+                continue;
+            };
+            let (device_id, source) = allocation.take(&request.resource).map_err(|e| failed(request, e))?;
+            log::info!(
+                "attachment {} on {}: device {device_id} of {} ({})",
+                request.network,
+                request.ifname,
+                request.resource,
+                source.describe()
+            );
+            let device_info_file = devinfo::attachment_file(
+                &self.paths.device_info_dir,
+                &request.network,
+                self.container_id,
+                &request.ifname,
+            );
+            devices.push(Some(AllocatedDevice {
+                resource_name: request.resource.clone(),
+                device_id,
+                source,
+                device_info_file,
+                device_info: None,
+            }));
+        }
+        Ok(devices)
+    }
+
     /// The pod's allocation of `resources`: what device plugins allocated (pod-resources API,
     /// else the checkpoint), and for any resource still missing, the pod's DRA claims.
     pub fn allocation(&self, resources: &BTreeSet<String>) -> Result<Allocation, DeviceError> {
@@ -208,8 +299,8 @@ impl DeviceLookup<'_> {
                 &fetched
             }
         };
-        let (claims, found) = dra::pod_devices(self.client, kpod)?;
-        allocation.consulted.push(format!("{} ({claims})", Source::Dra.describe()));
+        let (asked, found) = dra::pod_devices(self.client, kpod)?;
+        allocation.consulted.push(asked);
         allocation.add(Source::Dra, found);
         Ok(allocation)
     }

@@ -8,6 +8,7 @@ use super::plan::{plan_add, Plan, PlannedCall};
 use super::status::publish_logged;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, code, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
+use crate::devices::{devinfo, AllocatedDevice};
 use crate::kube;
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
@@ -33,20 +34,22 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
         let _ = client.set(c);
     }
     let plan = &plan;
+    // What an earlier call left (a dynamic ADD adds to the pod's devices): read once, and
+    // with what this call makes, the network-status to publish; the allocated devices its
+    // attachments hold are not given again.
+    let existing = cache.entries();
+    let held: Vec<AllocatedDevice> = existing.iter().filter_map(|e| e.kactus.device.clone()).collect();
     // Scoped so the apiserver work done beside the delegates, and the best-effort writes
     // started along the way (one `AddedInterface` event per device, as soon as it exists),
     // are all finished before the process answers.
     let answer = std::thread::scope(|s| {
-        let apiserver = plan.pod.as_ref().map(|_| s.spawn(|| apiserver_side(cfg, plan, &client)));
+        let apiserver = plan.pod.as_ref().map(|_| s.spawn(|| apiserver_side(cfg, plan, &client, &held)));
         let announce = |entry: &CacheEntry| {
             if let (Some(pod), Some(client)) = (plan.pod.as_ref(), client.get()) {
                 let entry = entry.clone();
                 s.spawn(move || super::events::added_interface(client, pod, &entry));
             }
         };
-        // What an earlier call left (a dynamic ADD adds to the pod's devices): read once, and
-        // with what this call makes, the network-status to publish.
-        let existing = cache.entries();
         let mut seqs = existing.iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0)..;
         let mut made: Vec<CacheEntry> = Vec::new();
         let mut step = make(cfg, env, &cache, &plan.ready, &mut seqs, &mut made, &|_| ());
@@ -113,6 +116,7 @@ fn apiserver_side(
     cfg: &KactusConfig,
     plan: &Plan,
     client: &OnceLock<kube::Client>,
+    held: &[AllocatedDevice],
 ) -> Result<Vec<PlannedCall>, CniError> {
     let client = match client.get() {
         Some(c) => c,
@@ -122,7 +126,7 @@ fn apiserver_side(
         }
     };
     if !plan.pending.is_empty() {
-        return plan.pending_calls(cfg, client);
+        return plan.pending_calls(cfg, client, held);
     }
     if client.request_count() == 0 {
         client.connect_early();
@@ -200,7 +204,14 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         cni_path: &env.path,
         timeout: cfg.delegate_timeout,
     };
-    let mut result = chain::add(&call.net, &inv, &call.runtime_config)?;
+    if let Some(device) = &call.device {
+        devinfo::prepare(&cfg.devices.device_info_dir, device)?;
+    }
+    let mut result = chain::add(&call.net, &inv, &call.runtime_config).inspect_err(|_| {
+        if let Some(device) = &call.device {
+            let _ = devinfo::remove(device);
+        }
+    })?;
     log::debug!("{} ({}) added on {}", call.net.name, call.net.types(), call.ifname);
     let mut meta = KactusMeta {
         seq,
@@ -210,6 +221,7 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         is_default: call.is_default,
         gateways: call.gateways.clone(),
         replaced_routes: Vec::new(),
+        device: call.device.clone(),
     };
     let entry = |result: Value, kactus: KactusMeta| CacheEntry {
         kind: "cniCacheV1".into(),
@@ -235,8 +247,16 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
             .map_err(|e| undo(CniError::io(format!("set MAC {mac} on {}", call.ifname), e), &result))?;
         set_result_mac(&mut result, &call.ifname, mac);
     }
+    // What the device plugin or the delegate wrote about the device, for network-status.
+    let device_info = match &call.device {
+        Some(device) => devinfo::collect(device).map_err(|e| undo(e, &result))?,
+        None => None,
+    };
     if !call.gateways.is_empty() {
         meta.replaced_routes = move_default_route(netns, call).map_err(|e| undo(e, &result))?;
+    }
+    if let Some(device) = meta.device.as_mut() {
+        device.device_info = device_info;
     }
     Ok(entry(result, meta))
 }

@@ -51,6 +51,10 @@ pub struct KactusMeta {
     /// Default routes this attachment's `default-route` took over, put back at its DEL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced_routes: Vec<crate::netlink::DefaultRoute>,
+    /// The allocated device backing the attachment: CHECK and DEL use this one, never a
+    /// new lookup, and its DEL removes its device-info file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::devices::AllocatedDevice>,
 }
 
 /// One cached delegate call, in libcni's `cniCacheV1` shape.
@@ -357,6 +361,7 @@ mod tests {
                 is_default: false,
                 gateways: Vec::new(),
                 replaced_routes: Vec::new(),
+                device: None,
             },
         }
     }

@@ -349,12 +349,19 @@ pub fn kernel_supports(kind: &str) -> bool {
 /// (command, interface, `CNI_ARGS`, stdin) as a JSON line, then execs the real plugin.
 /// Puts that dir first in the sandbox's `CNI_PATH`; returns the log path.
 pub fn recording_plugin(sb: &mut Sandbox, plugin: &str) -> PathBuf {
+    recording_plugin_filtered(sb, plugin, "")
+}
+
+/// [`recording_plugin`] whose real plugin gets stdin through `sed -E <filter>` (the record
+/// keeps what kactus sent): for hardware this machine lacks, say PCI addresses of VFs.
+pub fn recording_plugin_filtered(sb: &mut Sandbox, plugin: &str, filter: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let bin = sb.path("recbin");
     std::fs::create_dir_all(&bin).expect("recbin");
     let log = sb.path(&format!("rec-{plugin}.log"));
+    let feed = if filter.is_empty() { String::new() } else { format!(" | sed -E '{filter}'") };
     let script = format!(
-        "#!/bin/sh\nin=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\" | exec {CNI_PATH}/{plugin}\n",
+        "#!/bin/sh\nin=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\"{feed} | exec {CNI_PATH}/{plugin}\n",
         log = log.display()
     );
     let path = bin.join(format!("rec-{plugin}"));
