@@ -86,6 +86,8 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
         ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
+        ("examples/sriov-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
+        ("examples/sriov-pod.yaml", vec![("v1", "Pod")]),
     ]);
     let mut all = yaml_files("manifests");
     all.extend(yaml_files("examples"));
@@ -190,6 +192,9 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("", "pods", "patch"),
             ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
             ("", "events", "create"),
+            // DRA-allocated devices (src/devices/dra.rs): the pod's claims, their drivers' slices.
+            ("resource.k8s.io", "resourceclaims", "get"),
+            ("resource.k8s.io", "resourceslices", "list"),
         ])
     );
     assert_bound(file, "manifests/kactus-ds.yaml", "kactus");
@@ -323,7 +328,17 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     // delegate IPAM state under /var/lib/cni.
     expect("/var/lib/cni", false, "None");
     assert!(kactus::install::DEFAULT_CACHE_DIR.starts_with("/var/lib/cni/"));
-    assert_eq!(mounts.len(), 6, "{mounts:?}");
+    // Allocated devices: the plugin reads kubelet's allocations at the default paths of its
+    // config and writes device-info files.
+    let devices = kactus::devices::DevicePaths::default();
+    for (path, read_only) in [
+        (devices.pod_resources_socket.parent().unwrap(), true),
+        (devices.checkpoint_file.parent().unwrap(), true),
+        (devices.device_info_dir.as_path(), false),
+    ] {
+        expect(path.to_str().unwrap(), read_only, "None");
+    }
+    assert_eq!(mounts.len(), 9, "{mounts:?}");
 
     let env = container["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
@@ -375,7 +390,7 @@ fn nad_config(nad: &Value) -> Value {
 fn example_nads_carry_valid_cni_configs() {
     let nads = example_nads();
     let names: Vec<&str> = nads.keys().map(String::as_str).collect();
-    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1"]);
+    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1", "sriov-net"]);
     for (name, nad) in &nads {
         let config = nad_config(nad);
         assert!(config["cniVersion"].is_string(), "{name}: cniVersion");
@@ -407,6 +422,20 @@ fn example_nads_carry_valid_cni_configs() {
     assert_eq!(plugins[0]["ipam"]["type"], "static");
     assert_eq!(plugins[0]["capabilities"]["ips"], true);
     assert_eq!(plugins[1]["capabilities"]["mac"], true);
+}
+
+#[test]
+fn the_sriov_example_pod_asks_kubelet_for_a_device_per_attachment_of_the_nads_resource() {
+    let nad = &example_nads()["sriov-net"];
+    let resource = str_of(&nad["metadata"]["annotations"][kactus::devices::RESOURCE_NAME_ANNOTATION], "resourceName");
+    let pod = one("examples/sriov-pod.yaml", "Pod");
+    let networks = str_of(&pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"], "networks annotation");
+    let selections = kactus::attachment::parse_npwg_networks(networks).unwrap();
+    assert!(selections.iter().all(|s| s.name == "sriov-net"), "{selections:?}");
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    for bound in ["requests", "limits"] {
+        assert_eq!(resources[bound][resource], selections.len().to_string(), "{bound}");
+    }
 }
 
 #[test]
