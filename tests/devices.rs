@@ -331,6 +331,23 @@ fn a_dynamic_add_takes_the_first_device_no_attachment_of_the_pod_holds() {
 }
 
 #[test]
+fn a_primary_network_on_eth0_takes_the_first_device_and_the_others_the_next() {
+    let node = Node::new(&["vfa", "vfb"]);
+    let (kubelet, _server) = node.kubelet();
+    kubelet.allocate("app1", "app", SRIOV, &[VF2, VF1]);
+    node.nad("sriov-a", "vfa", SRIOV, json!({}), "10.56.1.0/24");
+    node.nad("sriov-b", "vfb", SRIOV, json!({}), "10.56.2.0/24");
+    // kactus's annotation: sriov-b is the pod's eth0, read and made before the others.
+    let networks = r#"[{"name": "sriov-a"}, {"name": "sriov-b", "isPrimary": true}]"#;
+    node.sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": networks})));
+    node.cni("ADD", "").ok();
+    assert_eq!(node.received("ADD", "eth0")[0]["deviceID"], VF1);
+    assert_eq!(node.received("ADD", &dev("sriov-a"))[0]["deviceID"], VF2);
+    node.cni("DEL", "").ok();
+    node.assert_clean(&["vfa", "vfb"]);
+}
+
+#[test]
 fn a_kaloom_network_naming_a_resource_gets_its_device_the_same_way() {
     let node = Node::new(&["vfa"]);
     let (kubelet, _server) = node.kubelet();
