@@ -5,13 +5,11 @@
 //! plugin moving a veth of the node into the pod, behind a wrapper that records what it got.
 
 mod common;
-use common::grpc::{unary, FakeDaemon, UnixGrpcServer};
+use common::grpc::{unary, Answer, FakeDaemon, UnixGrpcServer};
 use common::*;
 use kactus::devices::podresources::{self, ContainerDevices, ContainerResources, PodResources};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tonic::body::Body;
 
@@ -53,11 +51,7 @@ impl FakeKubelet {
 impl FakeDaemon for FakeKubelet {
     const SERVICE: &'static str = podresources::SERVICE;
 
-    fn answer(
-        self,
-        path: &str,
-        request: http::Request<Body>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<Body>> + Send>> {
+    fn answer(self, path: &str, request: http::Request<Body>) -> Answer {
         let path = path.to_string();
         Box::pin(async move {
             match path.as_str() {
@@ -168,6 +162,17 @@ impl Node {
             assert!(self.sb.node.has_link(vf), "{vf} is not back on the node: {:?}", self.sb.node.links());
         }
     }
+}
+
+/// Two networks of one resource, sriov-a on VF vfa and sriov-b on vfb, and a kubelet that
+/// allocated the pod `devices` of it.
+fn two_networks_of_one_resource(devices: &[&str]) -> (Node, UnixGrpcServer) {
+    let node = Node::new(&["vfa", "vfb"]);
+    let (kubelet, server) = node.kubelet();
+    kubelet.allocate("app1", "app", SRIOV, devices);
+    node.nad("sriov-a", "vfa", SRIOV, json!({}), "10.56.1.0/24");
+    node.nad("sriov-b", "vfb", SRIOV, json!({}), "10.56.2.0/24");
+    (node, server)
 }
 
 fn dev(name: &str) -> String {
@@ -306,11 +311,7 @@ fn dra_claims_give_the_device_of_a_resource_no_device_plugin_allocated() {
 
 #[test]
 fn a_dynamic_add_takes_the_first_device_no_attachment_of_the_pod_holds() {
-    let node = Node::new(&["vfa", "vfb"]);
-    let (kubelet, _server) = node.kubelet();
-    kubelet.allocate("app1", "app", SRIOV, &[VF1, VF2]);
-    node.nad("sriov-a", "vfa", SRIOV, json!({}), "10.56.1.0/24");
-    node.nad("sriov-b", "vfb", SRIOV, json!({}), "10.56.2.0/24");
+    let (node, _kubelet) = two_networks_of_one_resource(&[VF1, VF2]);
     node.pod_networks("sriov-b");
     let (a, b) = (dev("sriov-a"), dev("sriov-b"));
     node.cni("ADD", "").ok();
@@ -332,11 +333,7 @@ fn a_dynamic_add_takes_the_first_device_no_attachment_of_the_pod_holds() {
 
 #[test]
 fn a_primary_network_on_eth0_takes_the_first_device_and_the_others_the_next() {
-    let node = Node::new(&["vfa", "vfb"]);
-    let (kubelet, _server) = node.kubelet();
-    kubelet.allocate("app1", "app", SRIOV, &[VF2, VF1]);
-    node.nad("sriov-a", "vfa", SRIOV, json!({}), "10.56.1.0/24");
-    node.nad("sriov-b", "vfb", SRIOV, json!({}), "10.56.2.0/24");
+    let (node, _kubelet) = two_networks_of_one_resource(&[VF2, VF1]);
     // kactus's annotation: sriov-b is the pod's eth0, read and made before the others.
     let networks = r#"[{"name": "sriov-a"}, {"name": "sriov-b", "isPrimary": true}]"#;
     node.sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": networks})));
@@ -395,11 +392,7 @@ fn a_resource_the_pod_was_not_allocated_is_code_104_naming_attachment_and_resour
 
 #[test]
 fn more_attachments_than_devices_is_code_104_and_leaves_nothing() {
-    let node = Node::new(&["vfa", "vfb"]);
-    let (kubelet, _server) = node.kubelet();
-    kubelet.allocate("app1", "app", SRIOV, &[VF1]);
-    node.nad("sriov-a", "vfa", SRIOV, json!({}), "10.56.1.0/24");
-    node.nad("sriov-b", "vfb", SRIOV, json!({}), "10.56.2.0/24");
+    let (node, _kubelet) = two_networks_of_one_resource(&[VF1]);
     node.pod_networks("sriov-a, sriov-b");
     assert_fails_clean(&node, 104, &["default/sriov-b", SRIOV, VF1, "all taken"], &["vfa", "vfb"]);
 }

@@ -4,16 +4,14 @@
 //! of its reach, hot-plugs through what the runtime says.
 
 mod common;
-use common::grpc::{unary, FakeDaemon, UnixGrpcServer};
+use common::grpc::{unary, Answer, FakeDaemon, UnixGrpcServer};
 use common::podagent::*;
 use common::*;
 use kactus::podagent::cri::api::{self, PodSandboxState};
 use kactus::podagent::cri::{CriError, CriLocator};
 use kactus::podagent::locator::{sandbox_locator, Sandbox as PodSandbox, SandboxLookup};
 use serde_json::json;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,11 +80,7 @@ impl FakeRuntime {
 impl FakeDaemon for FakeRuntime {
     const SERVICE: &'static str = api::SERVICE;
 
-    fn answer(
-        self,
-        path: &str,
-        request: http::Request<Body>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<Body>> + Send>> {
+    fn answer(self, path: &str, request: http::Request<Body>) -> Answer {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let path = path.to_string();
         Box::pin(async move {

@@ -133,6 +133,14 @@ mod tests {
         }
     }
 
+    /// Writes `content` where the device plugin would describe device `id`.
+    fn device_plugin_wrote(dir: &Path, id: &str, content: &str) -> PathBuf {
+        let dp = device_plugin_file(dir, "intel.com/sriov", id);
+        std::fs::create_dir_all(dp.parent().unwrap()).unwrap();
+        std::fs::write(&dp, content).unwrap();
+        dp
+    }
+
     #[test]
     fn file_names_follow_the_spec_and_multus() {
         let dir = Path::new("/var/run/k8s.cni.cncf.io/devinfo");
@@ -150,11 +158,9 @@ mod tests {
     fn the_device_plugins_description_is_copied_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(dir.path(), "0000:03:02.1");
-        let dp = device_plugin_file(dir.path(), "intel.com/sriov", "0000:03:02.1");
-        std::fs::create_dir_all(dp.parent().unwrap()).unwrap();
         let info = json!({"type": "pci", "version": "1.1.0",
             "pci": {"pci-address": "0000:03:02.1", "pf-pci-address": "0000:03:00.0", "rdma-device": "mlx5_3"}});
-        std::fs::write(&dp, info.to_string()).unwrap();
+        let dp = device_plugin_wrote(dir.path(), "0000:03:02.1", &info.to_string());
         prepare(dir.path(), &dev).unwrap();
         assert_eq!(collect(&dev).unwrap(), Some(info));
         remove(&dev).unwrap();
@@ -181,9 +187,7 @@ mod tests {
     fn what_a_delegate_wrote_wins_and_a_broken_plugin_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(dir.path(), "0000:03:02.1");
-        let dp = device_plugin_file(dir.path(), "intel.com/sriov", "0000:03:02.1");
-        std::fs::create_dir_all(dp.parent().unwrap()).unwrap();
-        std::fs::write(&dp, "{\"no\": \"type\"}").unwrap();
+        device_plugin_wrote(dir.path(), "0000:03:02.1", "{\"no\": \"type\"}");
         std::fs::create_dir_all(dev.device_info_file.parent().unwrap()).unwrap();
         std::fs::write(&dev.device_info_file, "stale").unwrap();
         prepare(dir.path(), &dev).unwrap();

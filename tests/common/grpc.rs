@@ -13,15 +13,14 @@ use std::time::Duration;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+/// A fake daemon's answer to one request.
+pub type Answer = Pin<Box<dyn Future<Output = http::Response<Body>> + Send>>;
+
 /// A fake daemon: the gRPC service it serves and how it answers a request to a method path
 /// (`/package.Service/Method`).
 pub trait FakeDaemon: Clone + Send + Sync + 'static {
     const SERVICE: &'static str;
-    fn answer(
-        self,
-        path: &str,
-        request: http::Request<Body>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<Body>> + Send>>;
+    fn answer(self, path: &str, request: http::Request<Body>) -> Answer;
 }
 
 /// A daemon as tonic's server drives it.
