@@ -425,6 +425,24 @@ fn more_attachments_than_devices_is_code_104_and_leaves_nothing() {
 }
 
 #[test]
+fn a_delegate_failing_on_its_device_leaves_no_device_info_file() {
+    let node = Node::new(&["vfa"]);
+    let (kubelet, _server) = node.kubelet();
+    kubelet.allocate("app1", "app", SRIOV, &[VF1]);
+    let info = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": VF1}});
+    write_json(&node.devinfo().join("dp").join(format!("intel.com-sriov-{VF1}-device.json")), &info);
+    // The VF named in the NAD is not on the node: host-device fails after kactus copied the
+    // device plugin's description into the attachment's file.
+    node.nad("sriov-a", "vf-gone", SRIOV, json!({}), "10.56.1.0/24");
+    node.pod_networks("sriov-a");
+    let (code, msg) = node.cni("ADD", "").err();
+    assert!(msg.contains("default/sriov-a") && msg.contains("failed to find host device"), "{code}: {msg}");
+    assert_eq!(node.received("ADD", &dev("sriov-a"))[0]["deviceID"], VF1, "the delegate ran");
+    node.assert_clean(&["vfa"]);
+    node.cni("DEL", "").ok();
+}
+
+#[test]
 fn a_kubelet_socket_that_refuses_is_code_11_and_leaves_nothing() {
     let node = Node::new(&["vfa"]);
     // A socket file nobody listens on any more (kubelet restarting).
