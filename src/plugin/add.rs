@@ -207,6 +207,7 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
     if let Some(device) = &call.device {
         devinfo::prepare(&cfg.devices.device_info_dir, device)?;
     }
+    // A delegate that fails on its device may fail its DEL too: the file goes now.
     let mut result = chain::add(&call.net, &inv, &call.runtime_config).inspect_err(|_| {
         if let Some(device) = &call.device {
             let _ = devinfo::remove(device);
