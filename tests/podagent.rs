@@ -29,7 +29,12 @@ fn data_is_hot_plugged_then_unplugged_and_a_restart_in_between_changes_nothing()
     for pair in kubelet_args(&sb, "app1").split(';') {
         assert!(calls[0].contains(pair), "{pair} missing: {calls:?}");
     }
-    assert_eq!(agent.metric("podagent_adds_total"), 1);
+    // The device and its status are out before kactus exits and podagent counts the call.
+    assert!(
+        wait_until(|| agent.metric("podagent_adds_total") == 1),
+        "adds_total: {}",
+        agent.metric("podagent_adds_total")
+    );
 
     // A restarted podagent finds the pod in sync: nothing re-added, nothing dropped.
     let (devices, leases) = (sb.pod_devices(p), sb.leases());
@@ -49,7 +54,12 @@ fn data_is_hot_plugged_then_unplugged_and_a_restart_in_between_changes_nothing()
     let calls = node.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(calls[1].starts_with("DEL ") && calls[1].contains("K8S_POD_NETWORK=data"), "{calls:?}");
-    assert_eq!((agent.metric("podagent_dels_total"), agent.metric("podagent_failures_total")), (1, 0));
+    assert!(
+        wait_until(|| agent.metric("podagent_dels_total") == 1),
+        "dels_total: {}",
+        agent.metric("podagent_dels_total")
+    );
+    assert_eq!(agent.metric("podagent_failures_total"), 0);
 }
 
 #[test]

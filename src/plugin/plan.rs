@@ -3,7 +3,7 @@
 //! names, namespace isolation, devices in the way) is checked before the first delegate
 //! runs; the attachments' configs are read and checked while the master makes `eth0`.
 
-use super::cache::Role;
+use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
 use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
@@ -73,7 +73,7 @@ impl Plan {
             known_pod: self.known_pod.as_ref(),
             container_id: &self.container_id,
             delegate_args: &self.delegate_args,
-            held: &held,
+            held: Some(&held),
         };
         attachment_calls(cfg, client, &target, &self.pending, false)
     }
@@ -81,12 +81,14 @@ impl Plan {
 
 /// Whom the attachments' calls are for: the pod and its delegate args, and what choosing
 /// allocated devices needs (the container, the devices its attachments hold already).
-struct Target<'a> {
-    pod: Option<&'a PodRef>,
-    known_pod: Option<&'a kube::Pod>,
-    container_id: &'a str,
-    delegate_args: &'a CniArgs,
-    held: &'a [AllocatedDevice],
+pub struct Target<'a> {
+    pub pod: Option<&'a PodRef>,
+    pub known_pod: Option<&'a kube::Pod>,
+    pub container_id: &'a str,
+    pub delegate_args: &'a CniArgs,
+    /// `None`: no device is looked up. A DEL rebuilding a lost entry does not know the device
+    /// its ADD chose, and a lookup now could choose another (or fail with the pod going).
+    pub held: Option<&'a [AllocatedDevice]>,
 }
 
 pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
@@ -111,33 +113,13 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     let pod = env.args.pod();
     let dynamic = env.args.get(K8S_POD_NETWORK).map(str::to_string);
     let delegate_args = env.args.for_delegate();
-    let master = |net: NetworkConfig, rc: Map<String, Value>| PlannedCall {
-        role: Role::Master,
-        net,
-        ifname: env.ifname.clone(),
-        runtime_config: rc,
-        args: delegate_args.clone(),
-        network: String::new(),
-        key: String::new(),
-        is_default: true,
-        gateways: Vec::new(),
-        set_mac: None,
-        device: None,
-    };
-    let config_delegates = || {
-        cfg.delegates.iter().map(|net| PlannedCall {
-            role: Role::Delegate,
-            ifname: attachment::device_name_for(&net.name),
-            key: net.name.clone(),
-            ..master(net.clone(), Map::new())
-        })
-    };
     let Some(pod) = pod else {
         if dynamic.is_some() {
             return Err(CniError::invalid_env("K8S_POD_NETWORK needs K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS"));
         }
-        let mut ready = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
-        ready.extend(config_delegates());
+        let mut ready = vec![master_call(cfg, env)];
+        ready.extend(config_delegate_calls(cfg, env));
+        check_devices_absent(env, ready.iter().map(|c| (c.ifname.clone(), String::new())).collect())?;
         let container_id = env.container_id.clone();
         return Ok(Plan {
             pod: None,
@@ -163,10 +145,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
             known_pod.insert(kpod).metadata.annotations.clone()
         }
     };
-    let selections = attachment::selections_from_annotations(&annotations)
-        .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
-    let mut atts = attachment::resolve(&pod.namespace, selections, &env.ifname)
-        .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
+    let mut atts = pod_attachments(&pod, &annotations, &env.ifname)?;
 
     if let Some(name) = &dynamic {
         atts = vec![dynamic_attachment(&pod, atts, name, env.args.get(K8S_POD_IFMAC))?];
@@ -191,19 +170,93 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
                     known_pod: known_pod.as_ref(),
                     container_id: &env.container_id,
                     delegate_args: &delegate_args,
-                    held: &[],
+                    held: Some(&[]),
                 };
                 ready.extend(attachment_calls(cfg, c, &target, std::slice::from_ref(&primary), true)?);
             }
-            None => ready.push(master(cfg.master.clone(), cfg.runtime_config.clone())),
+            None => ready.push(master_call(cfg, env)),
         }
-        ready.extend(config_delegates());
+        ready.extend(config_delegate_calls(cfg, env));
     }
     let devices = ready.iter().map(|c| (c.ifname.clone(), c.network.clone()));
     check_devices_absent(env, devices.chain(atts.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
     log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), atts.len());
     let container_id = env.container_id.clone();
     Ok(Plan { pod: Some(pod), ready, pending: atts, client, known_pod, container_id, delegate_args })
+}
+
+/// The master delegate's call: the cluster network on `CNI_IFNAME`, with kubelet's
+/// runtime config.
+pub fn master_call(cfg: &KactusConfig, env: &CniEnv) -> PlannedCall {
+    PlannedCall {
+        role: Role::Master,
+        net: cfg.master.clone(),
+        ifname: env.ifname.clone(),
+        runtime_config: cfg.runtime_config.clone(),
+        args: env.args.for_delegate(),
+        network: String::new(),
+        key: String::new(),
+        is_default: true,
+        gateways: Vec::new(),
+        set_mac: None,
+        device: None,
+    }
+}
+
+/// The config's other delegates, attached to every pod, each on the device its name hashes to.
+pub fn config_delegate_calls(cfg: &KactusConfig, env: &CniEnv) -> Vec<PlannedCall> {
+    cfg.delegates
+        .iter()
+        .map(|net| PlannedCall {
+            role: Role::Delegate,
+            net: net.clone(),
+            ifname: attachment::device_name_for(&net.name),
+            runtime_config: Map::new(),
+            key: net.name.clone(),
+            is_default: false,
+            ..master_call(cfg, env)
+        })
+        .collect()
+}
+
+/// The pod's attachments from its annotations (`isPrimary` ones get `primary_ifname`).
+pub fn pod_attachments(
+    pod: &PodRef,
+    annotations: &std::collections::BTreeMap<String, String>,
+    primary_ifname: &str,
+) -> Result<Vec<Attachment>, CniError> {
+    let invalid =
+        |e: String| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name));
+    let selections = attachment::selections_from_annotations(annotations).map_err(|e| invalid(e.to_string()))?;
+    attachment::resolve(&pod.namespace, selections, primary_ifname).map_err(invalid)
+}
+
+impl PlannedCall {
+    /// The call as its intent record holds it (no result yet), `seq` its place in the
+    /// container's order.
+    pub fn intent(&self, env: &CniEnv, seq: u64) -> CacheEntry {
+        CacheEntry {
+            kind: CacheEntry::KIND.into(),
+            container_id: env.container_id.clone(),
+            config: CacheEntry::encode_config(&self.net),
+            if_name: self.ifname.clone(),
+            network_name: self.net.name.clone(),
+            netns: env.netns.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            cni_args: self.args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            capability_args: self.runtime_config.clone(),
+            result: Value::Null,
+            kactus: KactusMeta {
+                seq,
+                role: self.role,
+                network: self.network.clone(),
+                key: self.key.clone(),
+                is_default: self.is_default,
+                gateways: self.gateways.clone(),
+                replaced_routes: Vec::new(),
+                device: self.device.clone(),
+            },
+        }
+    }
 }
 
 /// The capability under which containerd and CRI-O hand a plugin the pod's annotations (from
@@ -219,20 +272,18 @@ fn runtime_pod_annotations(cfg: &KactusConfig) -> Option<std::collections::BTree
     Some(passed.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
 }
 
-/// A dynamic call names one network: find it among the pod's selections (by key, by
-/// `namespace/name`, by name); absent from the annotation, it is taken as a bare reference
-/// so the plugin can be driven by hand.
+/// A dynamic call names one network: find it among the pod's selections in any form an ADD
+/// accepts (see [`attachment::DynamicTarget`]); absent from the annotation, it is taken as a
+/// bare reference so the plugin can be driven by hand.
 fn dynamic_attachment(
     pod: &PodRef,
     atts: Vec<Attachment>,
     name: &str,
     mac: Option<&str>,
 ) -> Result<Attachment, CniError> {
-    let found = atts
-        .iter()
-        .position(|a| a.key == name)
-        .or_else(|| atts.iter().position(|a| a.network_ref() == name))
-        .or_else(|| atts.iter().position(|a| a.selection.name == name));
+    let target = attachment::DynamicTarget::parse(&pod.namespace, name);
+    let refs: Vec<String> = atts.iter().map(Attachment::network_ref).collect();
+    let found = target.position(atts.iter().zip(&refs).map(|(a, r)| (a.key.as_str(), r.as_str(), a.ifname.as_str())));
     let mut att = match found {
         Some(i) => atts.into_iter().nth(i).ok_or_else(|| CniError::invalid_env("attachment vanished"))?,
         None => {
@@ -274,7 +325,7 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
 /// The attachments' calls. Their network configs are fetched concurrently: the NADs of a
 /// pod cost one round trip of wall time, not one per attachment (two on a client that has
 /// not connected yet, whose first request goes alone: see [`kube::Client`]).
-fn attachment_calls(
+pub fn attachment_calls(
     cfg: &KactusConfig,
     client: &kube::Client,
     target: &Target,
@@ -329,9 +380,9 @@ fn assign_devices(
             Some(DeviceRequest { network: att.network_ref(), ifname: att.ifname.clone(), resource })
         })
         .collect();
-    if requests.iter().all(Option::is_none) {
+    let Some(held) = target.held.filter(|_| requests.iter().any(Option::is_some)) else {
         return Ok(());
-    }
+    };
     let pod =
         target.pod.ok_or_else(|| CniError::invalid_env("allocated devices need the pod's identity in CNI_ARGS"))?;
     let lookup = DeviceLookup {
@@ -341,7 +392,7 @@ fn assign_devices(
         known_pod: target.known_pod,
         client,
         container_id: target.container_id,
-        held: target.held,
+        held,
     };
     let devices = lookup.assign(&requests).map_err(|e| match &*e.cause {
         DeviceError::Apiserver { what, error } => kube_error(

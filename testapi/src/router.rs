@@ -29,6 +29,8 @@ pub enum Reply {
         headers: Vec<(&'static str, String)>,
     },
     Text(u16, String),
+    /// A JSON content type over bytes that may not be JSON (injected faults).
+    Raw(u16, Vec<u8>),
     Watch(Box<WatchRequest>),
     /// Close the connection without answering (injected fault).
     Reset,
@@ -96,25 +98,40 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
         }
         return (handle_control(ctx, control, req), false);
     }
-    match ctx.faults.take_injected(&req.path) {
+    let injected = ctx.faults.take_injected(&req.path);
+    match injected {
         Some(Injected::Reset) => return (Reply::Reset, true),
         Some(Injected::Fail(code)) => {
             ctx.stats.request(verb_guess(req));
             return (ApiError::injected(code).into(), true);
         }
-        None => {}
+        Some(Injected::Garbage) => {
+            ctx.stats.request(verb_guess(req));
+            return (Reply::Raw(200, b"<html><body>502 Bad Gateway</body></html>".to_vec()), true);
+        }
+        Some(Injected::Truncated) | None => {}
     }
     let Some(caller) = caller(ctx, req) else {
         ctx.stats.request(verb_guess(req));
         return (ApiError::unauthorized().into(), true);
     };
-    (handle_api(ctx, req, &caller), true)
+    let reply = handle_api(ctx, req, &caller);
+    match (injected, reply) {
+        (Some(Injected::Truncated), Reply::Json { code, body, .. }) => {
+            let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+            bytes.truncate(bytes.len() / 2);
+            (Reply::Raw(code, bytes), true)
+        }
+        (_, reply) => (reply, true),
+    }
 }
 
-/// The caller a bearer token authenticates, if it does.
+/// The caller a bearer token authenticates, if it does. The admin token is the server's
+/// first one until a test rotates it (see [`Faults::rotate_token`]).
 fn caller(ctx: &Context, req: &Request) -> Option<Caller> {
     let token = req.header("authorization")?.strip_prefix("Bearer ")?.trim();
-    if token == ctx.token {
+    let admin = ctx.faults.rotated_token();
+    if token == admin.as_deref().unwrap_or(ctx.token) {
         return Some(Caller::Admin);
     }
     ctx.tokens.authenticate(ctx.store, token).map(Caller::Account)

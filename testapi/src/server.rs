@@ -201,6 +201,8 @@ impl TestApiServer {
 
     fn stop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        // Hung answers end now rather than at their bound.
+        self.shared.faults.clear();
         for stream in self.shared.connections().values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -310,6 +312,11 @@ fn serve_http1(
             Reply::Text(code, text) => {
                 let n =
                     write_response(&mut stream, code, "text/plain; charset=utf-8", &[], text.as_bytes(), keep_alive)?;
+                shared.stats.bytes(n);
+                code
+            }
+            Reply::Raw(code, body) => {
+                let n = write_response(&mut stream, code, "application/json", &[], &body, keep_alive)?;
                 shared.stats.bytes(n);
                 code
             }

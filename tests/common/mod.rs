@@ -257,9 +257,29 @@ impl Sandbox {
         cni_args: &str,
         stdin: &[u8],
     ) -> CniOutput {
+        let child = self.start_kactus(command, container, netns, ifname, cni_args, stdin);
+        let out = child.wait_with_output().expect("wait kactus");
+        CniOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts kactus inside the node netns and returns at once (`ip netns exec` execs it, so
+    /// killing the child kills kactus: what a runtime's timeout or the OOM killer does).
+    pub fn start_kactus(
+        &self,
+        command: &str,
+        container: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        cni_args: &str,
+        stdin: &[u8],
+    ) -> std::process::Child {
         use std::io::Write;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.node.name, env!("CARGO_BIN_EXE_kactus")])
+        cmd.args(["netns", "exec", &self.node.name, &kactus_binary()])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
@@ -275,12 +295,7 @@ impl Sandbox {
         }
         let mut child = cmd.spawn().expect("spawn kactus");
         child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-        let out = child.wait_with_output().expect("wait kactus");
-        CniOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        child
     }
 
     /// host-local lease files (one per allocated IP) left in the IPAM data dir.
@@ -298,20 +313,48 @@ impl Sandbox {
         out
     }
 
-    /// Files left in the kactus cache dir (lock files included).
+    /// Everything left under the kactus cache dir (lock files, container directories and the
+    /// files in them), as paths relative to it.
     pub fn cache_files(&self) -> Vec<String> {
-        std::fs::read_dir(self.cache_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = format!("{rel}{}", entry.file_name().to_string_lossy());
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), &format!("{name}/"), out);
+                }
+                out.push(name);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.cache_dir(), "", &mut out);
+        out
     }
 
     /// Device links in a pod netns other than lo.
     pub fn pod_devices(&self, pod: usize) -> Vec<String> {
         self.pods[pod].links().into_iter().filter(|l| l != "lo").collect()
     }
+
+    /// Host ends of pod veths in the node netns (the bridge plugin names them `veth...`;
+    /// masters the tests make are named otherwise).
+    pub fn node_veths(&self) -> Vec<String> {
+        self.node.links().into_iter().filter(|l| l.starts_with("veth")).collect()
+    }
+
+    /// Nothing of pod `pod` is left: no device in it, no veth end on the node, no IPAM lease,
+    /// no file under the cache dir.
+    pub fn assert_nothing_left(&self, pod: usize, case: &str) {
+        assert!(self.pod_devices(pod).is_empty(), "{case}: devices left: {:?}", self.pod_devices(pod));
+        assert!(self.node_veths().is_empty(), "{case}: veths left on the node: {:?}", self.node_veths());
+        assert!(self.leases().is_empty(), "{case}: leases left: {:?}", self.leases());
+        assert!(self.cache_files().is_empty(), "{case}: cache left: {:?}", self.cache_files());
+    }
+}
+
+/// The kactus binary the tests run: this build's, or `KACTUS_TEST_BINARY` (to show that a
+/// test fails on another build, e.g. one without a fix).
+pub fn kactus_binary() -> String {
+    std::env::var("KACTUS_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kactus").to_string())
 }
 
 pub fn pod_args(namespace: &str, name: &str) -> String {
@@ -345,6 +388,22 @@ pub fn kernel_supports(kind: &str) -> bool {
     Command::new("ip").args(&all).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
+/// A plugin `name` in a bin dir of the sandbox, a shell script with `body`; puts that dir
+/// first in the sandbox's `CNI_PATH` (once). Returns the script's path.
+pub fn wrapper_plugin(sb: &mut Sandbox, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = sb.path("recbin");
+    std::fs::create_dir_all(&bin).expect("recbin");
+    let path = bin.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write wrapper plugin");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let first = format!("{}:", bin.display());
+    if !sb.cni_path.starts_with(&first) {
+        sb.cni_path = format!("{first}{}", sb.cni_path);
+    }
+    path
+}
+
 /// A delegate named `rec-<plugin>` in a bin dir of the sandbox that records every call
 /// (command, interface, `CNI_ARGS`, stdin) as a JSON line, then execs the real plugin.
 /// Puts that dir first in the sandbox's `CNI_PATH`; returns the log path.
@@ -355,19 +414,13 @@ pub fn recording_plugin(sb: &mut Sandbox, plugin: &str) -> PathBuf {
 /// [`recording_plugin`] whose real plugin gets stdin through `sed -E <filter>` (the record
 /// keeps what kactus sent): for hardware this machine lacks, say PCI addresses of VFs.
 pub fn recording_plugin_filtered(sb: &mut Sandbox, plugin: &str, filter: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = sb.path("recbin");
-    std::fs::create_dir_all(&bin).expect("recbin");
     let log = sb.path(&format!("rec-{plugin}.log"));
     let feed = if filter.is_empty() { String::new() } else { format!(" | sed -E '{filter}'") };
     let script = format!(
-        "#!/bin/sh\nin=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\"{feed} | exec {CNI_PATH}/{plugin}\n",
+        "in=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\"{feed} | exec {CNI_PATH}/{plugin}\n",
         log = log.display()
     );
-    let path = bin.join(format!("rec-{plugin}"));
-    std::fs::write(&path, script).expect("write recording plugin");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    sb.cni_path = format!("{}:{CNI_PATH}", bin.display());
+    wrapper_plugin(sb, &format!("rec-{plugin}"), &script);
     log
 }
 
