@@ -16,7 +16,16 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
 /// Sends logs to `file` (appended) or, without one, to stderr. Failing to open the file
 /// falls back to stderr rather than failing the CNI call: logs must never cost a pod.
 pub fn init(file: Option<&Path>, level: LevelFilter) {
-    let config = ConfigBuilder::new().set_time_format_rfc3339().set_thread_level(LevelFilter::Off).build();
+    // The HTTP and TLS stacks log every connection at debug: what kactus and kube-rs say about
+    // each request is enough, and their failures reach the log as kactus's errors.
+    let config = ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(LevelFilter::Off)
+        .add_filter_ignore_str("hyper")
+        .add_filter_ignore_str("rustls")
+        .add_filter_ignore_str("tower")
+        .add_filter_ignore_str("h2")
+        .build();
     let sink: Box<dyn std::io::Write + Send> = match file {
         // One write(2) per line: the logger writes a line in many pieces, and every kactus
         // process on the node appends to the same file, so unbuffered pieces of concurrent

@@ -56,10 +56,23 @@ pub fn find_plugin(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniErro
 /// Execs the plugin and returns what it printed on success (`None` when it printed
 /// nothing, as DEL and CHECK do). A plugin's own error JSON keeps its code and message.
 pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    exec_plugin_with(inv, plugin_type, stdin, &|_| {})
+}
+
+/// [`exec_plugin`], with `prepare` given the command before it is spawned (podagent runs
+/// the node's plugin in the host's mount namespace this way).
+pub fn exec_plugin_with(
+    inv: &Invocation,
+    plugin_type: &str,
+    stdin: &[u8],
+    prepare: &dyn Fn(&mut std::process::Command),
+) -> Result<Option<Value>, CniError> {
     let path = find_plugin(plugin_type, inv.cni_path)?;
     let netns = inv.netns.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let started = Instant::now();
-    let mut child = std::process::Command::new(&path)
+    let mut command = std::process::Command::new(&path);
+    prepare(&mut command);
+    let mut child = command
         .env("CNI_COMMAND", inv.command.as_str())
         .env("CNI_CONTAINERID", inv.container_id)
         .env("CNI_NETNS", netns)

@@ -1,28 +1,26 @@
-//! The apiserver client: kubeconfig and in-cluster credentials, rustls TLS, GET / PATCH /
-//! POST / LIST / WATCH with timeouts and bounded retries, and the few API types kactus uses.
+//! The apiserver, as the crate reaches it: the one loader of kubeconfig and in-cluster
+//! credentials ([`config`]), which every binary uses, and the plugin's lean blocking client
+//! (rustls, HTTP/2, per-request timeouts, bounded retries, the few API types the plugin reads,
+//! core/v1 Events). The daemons talk to the apiserver through kube-rs (see `crate::daemon`).
 
+mod access;
 mod backoff;
 mod client;
+pub mod config;
 mod error;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
-mod kubeconfig;
 pub mod time;
 mod tls;
 mod types;
-mod watch;
 
-pub use client::{error_chain, segment as path_segment, Client, ClientOptions};
-pub use error::KubeError;
-pub use kubeconfig::SERVICE_ACCOUNT_DIR;
+pub use client::{segment as path_segment, Client, ClientOptions};
+pub use error::{error_chain, KubeError};
 pub use types::{
-    Container, ContainerExtendedResourceRequest, ContainerPort, Endpoint, EndpointConditions, EndpointPort,
-    EndpointSlice, Lease, LeaseSpec, List, ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec,
-    ObjectMeta, ObjectReference, Pod, PodCondition, PodExtendedResourceClaimStatus, PodResourceClaim,
-    PodResourceClaimStatus, PodSpec, PodStatus, Service, ServicePort, ServiceSpec, Status,
+    ContainerExtendedResourceRequest, List, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta,
+    Pod, PodExtendedResourceClaimStatus, PodResourceClaim, PodResourceClaimStatus, PodSpec, PodStatus, Status,
 };
-pub use watch::{WatchEvent, WatchStream};
 
 #[cfg(test)]
 mod live_tests;
