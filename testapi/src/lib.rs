@@ -9,7 +9,8 @@
 //! `GET /_testapi/stats`.
 //!
 //! Simplifications a client can notice: deletion is immediate (no graceful deletion or
-//! finalizers), LIST ignores `limit`/`continue` and returns everything, list items keep their
+//! finalizers), the garbage collector (off unless a test turns it on) deletes dependents in
+//! the same step as their owner, LIST ignores `limit`/`continue` and returns everything, list items keep their
 //! `kind`/`apiVersion`, and strategic merge patch merges lists as merge patch does.
 
 mod faults;

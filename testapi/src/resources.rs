@@ -43,7 +43,13 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "networks", group: "kaloom.com", version: "v1", kind: "Network", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "nodes", group: "", version: "v1", kind: "Node", has_status: true, extra_fields: &[] },
+    ResourceKind { resource: "sliceclaims", group: "kactus.io", version: "v1alpha1", kind: "SliceClaim", has_status: false, extra_fields: &[] },
 ];
+
+/// Kinds whose objects belong to no namespace: served at `/apis/{group}/{version}/{resource}/{name}`,
+/// never under `/namespaces/`, and stored without `metadata.namespace`.
+const CLUSTER_SCOPED: &[&str] = &["nodes", "sliceclaims"];
 
 impl ResourceKind {
     /// `apiVersion` of objects of this kind: `v1` or `group/version`.
@@ -66,6 +72,10 @@ impl ResourceKind {
 
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
+    }
+
+    pub fn namespaced(&self) -> bool {
+        !CLUSTER_SCOPED.contains(&self.resource)
     }
 
     pub fn allows_field(&self, field: &str) -> bool {

@@ -12,7 +12,7 @@ use super::resources::{self, ResourceKind};
 use super::selector::Selector;
 use super::stats::StatsCounter;
 use super::status::ApiError;
-use super::store::{Part, Store};
+use super::store::{Part, Preconditions, Store};
 use super::watch::WatchRequest;
 
 /// A watch with no `timeoutSeconds` ends after this long, like the real server's
@@ -151,26 +151,27 @@ fn route(path: &str) -> Option<Target> {
         _ => return None,
     };
     let kind_at = |resource: &str| resources::by_path(group, version, resource);
-    match rest {
-        [resource] => Some(Target::Collection { kind: kind_at(resource)?, namespace: None }),
-        ["namespaces", ns, resource] => {
-            Some(Target::Collection { kind: kind_at(resource)?, namespace: Some(ns.to_string()) })
-        }
-        ["namespaces", ns, resource, name] => Some(Target::Object {
-            kind: kind_at(resource)?,
+    // Namespaced kinds live under `namespaces/{ns}/` (and list across namespaces without it);
+    // cluster-scoped ones only at the top, as the real server routes them.
+    let namespaced_kind = |resource: &str| kind_at(resource).filter(|k| k.namespaced());
+    let cluster_kind = |resource: &str| kind_at(resource).filter(|k| !k.namespaced());
+    let object = |kind: &'static ResourceKind, ns: &str, name: &str, part: Part| {
+        (part == Part::Main || kind.has_status).then(|| Target::Object {
+            kind,
             namespace: ns.to_string(),
             name: name.to_string(),
-            part: Part::Main,
-        }),
-        ["namespaces", ns, resource, name, "status"] => {
-            let kind = kind_at(resource)?;
-            kind.has_status.then(|| Target::Object {
-                kind,
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                part: Part::Status,
-            })
+            part,
+        })
+    };
+    match rest {
+        [resource] => Some(Target::Collection { kind: kind_at(resource)?, namespace: None }),
+        [resource, name] => object(cluster_kind(resource)?, "", name, Part::Main),
+        [resource, name, "status"] => object(cluster_kind(resource)?, "", name, Part::Status),
+        ["namespaces", ns, resource] => {
+            Some(Target::Collection { kind: namespaced_kind(resource)?, namespace: Some(ns.to_string()) })
         }
+        ["namespaces", ns, resource, name] => object(namespaced_kind(resource)?, ns, name, Part::Main),
+        ["namespaces", ns, resource, name, "status"] => object(namespaced_kind(resource)?, ns, name, Part::Status),
         _ => None,
     }
 }
@@ -181,6 +182,7 @@ fn verb_for(target: &Target, req: &Request) -> Result<&'static str, ApiError> {
         (Target::Collection { .. }, "GET") if watch => "watch",
         (Target::Collection { .. }, "GET") => "list",
         (Target::Collection { namespace: Some(_), .. }, "POST") => "create",
+        (Target::Collection { kind, namespace: None }, "POST") if !kind.namespaced() => "create",
         (Target::Object { .. }, "GET") => "get",
         (Target::Object { .. }, "PUT") => "update",
         (Target::Object { .. }, "PATCH") => "patch",
@@ -251,7 +253,7 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                     let patch = Patch::parse(content_type, &req.body)?;
                     ctx.store.patch(kind, &namespace, &name, &patch, part)?
                 }
-                _ => ctx.store.delete_kind(kind, &namespace, &name)?,
+                _ => ctx.store.delete_if(kind, &namespace, &name, &Preconditions::from_delete_body(&req.body)?)?,
             };
             Ok(Reply::ok(object))
         }
