@@ -2,7 +2,6 @@
 //! `kactus install`, the installer DaemonSet's entrypoint.
 
 use clap::Parser;
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -27,15 +26,7 @@ fn main() -> ExitCode {
         };
     }
     one_malloc_arena();
-    let outcome = kactus::plugin::run_from_process();
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(outcome.stdout.as_bytes());
-    let _ = stdout.flush();
-    if outcome.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    kactus::plugin::run_from_process().print()
 }
 
 /// The plugin lives for milliseconds but starts a dozen short threads (NAD fetches, events,

@@ -24,6 +24,9 @@ pub mod code {
     pub const INVALID_ANNOTATION: u32 = 102;
     /// A delegate plugin could not be run (not found, killed, timed out, garbage output).
     pub const DELEGATE_EXEC: u32 = 103;
+    /// node-local IPAM: no free address in the node's ranges, or no free slice of a cluster
+    /// range for a node that needs one.
+    pub const ADDRESSES_EXHAUSTED: u32 = 104;
 }
 
 /// A CNI error as the spec prints it: `{"cniVersion","code","msg","details"}`.

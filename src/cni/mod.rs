@@ -7,6 +7,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod result;
+pub mod skel;
 #[cfg(test)]
 pub mod test_plugin;
 pub mod version;

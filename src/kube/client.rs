@@ -208,6 +208,18 @@ impl Client {
         self.request_json::<serde_json::Value>(Method::DELETE, path, &[], None).map(|_| ())
     }
 
+    /// DELETE the object at `path` only if it still has this uid and resourceVersion
+    /// (`DeleteOptions.preconditions`): one that was replaced or changed since it was read
+    /// stays, and the answer is a [`KubeError::Conflict`].
+    pub fn delete_if_unchanged(&self, path: &str, uid: &str, resource_version: &str) -> Result<(), KubeError> {
+        let options = serde_json::json!({
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": { "uid": uid, "resourceVersion": resource_version },
+        });
+        self.request_json::<serde_json::Value>(Method::DELETE, path, &[], Some((JSON, &options))).map(|_| ())
+    }
+
     /// One page of a collection; `query` carries e.g. `labelSelector`, `fieldSelector`,
     /// `limit`, `continue`.
     pub fn list<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<List<T>, KubeError> {

@@ -16,7 +16,7 @@ pub use error::KubeError;
 pub use kubeconfig::SERVICE_ACCOUNT_DIR;
 pub use types::{
     Container, ContainerPort, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Lease, LeaseSpec, List,
-    ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta, ObjectReference, Pod,
+    ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, Node, ObjectMeta, ObjectReference, Pod,
     PodCondition, PodSpec, PodStatus, Service, ServicePort, ServiceSpec, Status,
 };
 pub use watch::{WatchEvent, WatchStream};

@@ -232,6 +232,13 @@ pub struct LeaseSpec {
     pub lease_transitions: Option<i32>,
 }
 
+/// A core/v1 Node, reduced to its identity: node-local IPAM owns its slice claims by it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Node {
+    pub metadata: ObjectMeta,
+}
+
 /// The answer of a LIST: the items plus the resourceVersion to start a watch from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, bound(deserialize = "T: Deserialize<'de>"))]

@@ -16,45 +16,21 @@ pub mod status;
 
 pub use config::KactusConfig;
 
-use crate::cni::{version, CniEnv, CniError, Command};
-use std::io::Read;
+use crate::cni::skel;
+use crate::cni::{CniEnv, CniError, Command};
 
-/// What the process prints and its exit status.
-pub struct Outcome {
-    pub stdout: String,
-    pub success: bool,
-}
+pub use crate::cni::skel::Outcome;
 
 /// Runs one CNI call from the process's stdin and environment.
 pub fn run_from_process() -> Outcome {
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
-    // The version to answer errors in: the config's if it parses that far.
-    let answer_version = stdin_version(&stdin)
-        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
-        .unwrap_or_else(|| version::LATEST.to_string());
-    let result = match read {
-        Ok(_) => run(&stdin, CniEnv::from_process()),
-        Err(e) => Err(CniError::io("read stdin", e)),
-    };
-    match result {
-        Ok(stdout) => Outcome { stdout, success: true },
-        Err(e) => Outcome { stdout: e.to_json(&answer_version), success: false },
-    }
-}
-
-/// The `cniVersion` of whatever JSON is on stdin, valid config or not.
-fn stdin_version(stdin: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(stdin).ok()?;
-    v.get("cniVersion")?.as_str().map(str::to_string)
+    skel::run_from_process(run)
 }
 
 /// One CNI call: VERSION needs no valid config; the rest parse it fully first.
 pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniError> {
     let env = env?;
     if env.command == Command::Version {
-        let asked = stdin_version(stdin).unwrap_or_else(|| version::LATEST.to_string());
-        return Ok(version::version_info(&asked).to_string());
+        return Ok(skel::version_answer(stdin));
     }
     let cfg = KactusConfig::from_bytes(stdin)?;
     crate::logging::init(cfg.log_file.as_deref(), cfg.log_level);
