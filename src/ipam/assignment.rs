@@ -48,8 +48,11 @@ pub struct Record {
     pub node_uid: String,
     /// The node file this was last checked against (see [`NodeIdentity::fingerprint`]).
     pub node_file: String,
-    /// Unix time after which an ADD checks the record with the apiserver.
-    pub next_check: u64,
+    /// Unix time of the last check with the apiserver.
+    pub checked_at: u64,
+    /// Unix time of the next try after a check that could not reach the apiserver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
     pub slices: Vec<HeldSlice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_index: Option<u32>,
@@ -132,15 +135,31 @@ impl<'a> Holder<'a> {
 
     /// The recorded state, if it is this node's and fresh: nothing to ask the apiserver.
     fn fresh(&self) -> Option<&Record> {
+        let due = |r: &Record| match r.retry_at {
+            Some(at) => at,
+            None => r.checked_at.saturating_add(self.cfg.revalidate.as_secs()),
+        };
         self.record
             .as_ref()
-            .filter(|r| r.node == self.node.name && r.node_file == self.node.fingerprint && self.now < r.next_check)
+            .filter(|r| r.node == self.node.name && r.node_file == self.node.fingerprint && self.now < due(r))
     }
 
-    fn save(&self, mut record: Record, next_check: Duration) -> Result<(), CniError> {
+    /// Records what the apiserver just confirmed.
+    fn save(&self, mut record: Record) -> Result<(), CniError> {
+        record.checked_at = self.now;
+        record.retry_at = None;
+        self.write(record)
+    }
+
+    /// Keeps the record after a check that failed, and tries again soon.
+    fn keep(&self, mut record: Record) -> Result<(), CniError> {
+        record.retry_at = Some(self.now + self.cfg.revalidate.min(RETRY_CHECK).as_secs());
+        self.write(record)
+    }
+
+    fn write(&self, mut record: Record) -> Result<(), CniError> {
         record.node = self.node.name.clone();
         record.node_file = self.node.fingerprint.clone();
-        record.next_check = self.now + next_check.as_secs();
         let bytes = serde_json::to_vec_pretty(&record).unwrap_or_default();
         self.store.replace(RECORD_FILE, &bytes, true)
     }
@@ -160,25 +179,25 @@ impl<'a> Holder<'a> {
             match self.check(record, ranges) {
                 Ok(record) => {
                     let slices = held(&record, ranges).unwrap_or_else(|| slices.clone());
-                    self.save(record, self.cfg.revalidate)?;
+                    self.save(record)?;
                     return Ok(slices);
                 }
                 Err(e) if e.code == code::TRY_AGAIN_LATER => {
                     log::warn!("network {}: keeping the recorded slices, the check failed: {}", self.network(), e.msg);
-                    self.save(record.clone(), self.cfg.revalidate.min(RETRY_CHECK))?;
+                    self.keep(record.clone())?;
                     return Ok(slices.clone());
                 }
                 Err(e) => return Err(e),
             }
         }
-        let api = ClaimApi::connect(&self.node.kubeconfig, self.cfg.api_timeout)?;
-        let node = self.node_object(&api)?;
-        let record = self.assign(&api, &node, ranges).map_err(|e| match &self.unreadable {
-            Some(why) => e.context(why),
-            None => e,
-        })?;
+        let record = ClaimApi::connect(&self.node.kubeconfig, self.cfg.api_timeout)
+            .and_then(|api| self.assign(&api, &self.node_object(&api)?, ranges))
+            .map_err(|e| match &self.unreadable {
+                Some(why) => e.context(why),
+                None => e,
+            })?;
         let slices = held(&record, ranges).unwrap_or_default();
-        self.save(record, self.cfg.revalidate)?;
+        self.save(record)?;
         Ok(slices)
     }
 
@@ -377,13 +396,12 @@ impl<'a> Holder<'a> {
                     log::warn!("network {}: node index changed from {recorded:?} to {index}", self.network());
                 }
                 let record = Record { node_uid: node.metadata.uid, node_index: Some(index), ..Record::default() };
-                self.save(record, self.cfg.revalidate)?;
+                self.save(record)?;
                 Ok(index)
             }
             (Err(e), Some(index)) if e.code == code::TRY_AGAIN_LATER => {
                 log::warn!("network {}: keeping node index {index}, the check failed: {}", self.network(), e.msg);
-                let record = self.record.clone().unwrap_or_default();
-                self.save(record, self.cfg.revalidate.min(RETRY_CHECK))?;
+                self.keep(self.record.clone().unwrap_or_default())?;
                 Ok(index)
             }
             (Err(e), _) => Err(e),

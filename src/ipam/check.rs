@@ -36,8 +36,8 @@ pub fn check(cfg: &Config, env: &CniEnv) -> Result<(), CniError> {
             )));
         }
     }
-    for ip in told.iter().filter(|ip| leases.iter().any(|l| l.ip == **ip) && !mine.contains(ip)) {
-        return Err(unknown(format!("{ip} of the result is leased to another attachment")));
+    match told.iter().find(|ip| leases.iter().any(|l| l.ip == **ip) && !mine.contains(ip)) {
+        Some(ip) => Err(unknown(format!("{ip} of the result is leased to another attachment"))),
+        None => Ok(()),
     }
-    Ok(())
 }

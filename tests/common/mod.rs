@@ -3,6 +3,7 @@
 //! and guards that remove all of it, on failure too. Nothing touches the machine's own links.
 #![allow(dead_code)]
 
+pub mod nodes;
 pub mod podagent;
 
 use kactus_testapi::TestApiServer;
@@ -157,7 +158,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let tag = format!("k{}x{}", std::process::id() % 100000, COUNTER.fetch_add(1, Ordering::SeqCst));
+        let tag = unique_tag();
         let node = Netns::new(&format!("{tag}-node"));
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = kactus::netns::run_in(&node.path, || std::net::TcpListener::bind("127.0.0.1:0"))
@@ -256,30 +257,8 @@ impl Sandbox {
         cni_args: &str,
         stdin: &[u8],
     ) -> CniOutput {
-        use std::io::Write;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.node.name, env!("CARGO_BIN_EXE_kactus")])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_ARGS", cni_args)
-            .env("CNI_PATH", &self.cni_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        let mut child = cmd.spawn().expect("spawn kactus");
-        child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-        let out = child.wait_with_output().expect("wait kactus");
-        CniOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let env = cni_env(command, container, netns, ifname, cni_args, &self.cni_path);
+        run_plugin(&self.node.name, env!("CARGO_BIN_EXE_kactus"), &env, stdin)
     }
 
     /// host-local lease files (one per allocated IP) left in the IPAM data dir.
@@ -311,6 +290,55 @@ impl Sandbox {
     pub fn pod_devices(&self, pod: usize) -> Vec<String> {
         self.pods[pod].links().into_iter().filter(|l| l != "lo").collect()
     }
+}
+
+/// The `CNI_*` environment of one call.
+pub fn cni_env(
+    command: &str,
+    container: &str,
+    netns: Option<&Path>,
+    ifname: &str,
+    cni_args: &str,
+    cni_path: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", container.to_string()),
+        ("CNI_IFNAME", ifname.to_string()),
+        ("CNI_ARGS", cni_args.to_string()),
+        ("CNI_PATH", cni_path.to_string()),
+    ];
+    if let Some(ns) = netns {
+        env.push(("CNI_NETNS", ns.display().to_string()));
+    }
+    env
+}
+
+/// Runs a plugin binary inside the network namespace `node` (by name), as the runtime
+/// would: a clean environment with only `PATH` and `env`, `stdin` fed, everything captured.
+pub fn run_plugin(node: &str, binary: &str, env: &[(&str, String)], stdin: &[u8]) -> CniOutput {
+    use std::io::Write;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", node, binary])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    let out = child.wait_with_output().expect("wait for the plugin");
+    CniOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A tag unique to this process and call, for names of namespaces and links.
+pub fn unique_tag() -> String {
+    format!("k{}x{}", std::process::id() % 100000, COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 pub fn pod_args(namespace: &str, name: &str) -> String {
