@@ -84,13 +84,13 @@ fn set_mac_here(ifname: &str, mac: [u8; 6]) -> io::Result<()> {
             Ok(())
         }
     };
-    ioctl(libc::SIOCGIFFLAGS, &mut req)?;
+    ioctl(libc::SIOCGIFFLAGS as libc::Ioctl, &mut req)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     let was_up = flags & libc::IFF_UP as libc::c_short != 0;
     if was_up {
         req.ifr_ifru.ifru_flags = flags & !(libc::IFF_UP as libc::c_short);
-        ioctl(libc::SIOCSIFFLAGS, &mut req)?;
+        ioctl(libc::SIOCSIFFLAGS as libc::Ioctl, &mut req)?;
     }
     // SAFETY: writing the hwaddr member of the union, which SIOCSIFHWADDR reads.
     unsafe {
@@ -99,10 +99,10 @@ fn set_mac_here(ifname: &str, mac: [u8; 6]) -> io::Result<()> {
             *dst = src as libc::c_char;
         }
     }
-    let set = ioctl(libc::SIOCSIFHWADDR, &mut req);
+    let set = ioctl(libc::SIOCSIFHWADDR as libc::Ioctl, &mut req);
     if was_up {
         req.ifr_ifru.ifru_flags = flags;
-        ioctl(libc::SIOCSIFFLAGS, &mut req)?;
+        ioctl(libc::SIOCSIFFLAGS as libc::Ioctl, &mut req)?;
     }
     set
 }
