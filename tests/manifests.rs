@@ -48,6 +48,7 @@ fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
 fn every_yaml_parses_and_has_the_expected_kinds() {
     let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
         ("manifests/network-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
+        ("manifests/sliceclaim-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
         (
             "manifests/kactus-serviceaccount-and-rbac.yaml",
             vec![
@@ -117,6 +118,26 @@ fn namespaced_manifests_live_in_kube_system() {
             }
         }
     }
+}
+
+#[test]
+fn the_slice_claim_crd_is_what_node_local_writes() {
+    let crd = one("manifests/sliceclaim-crd.yaml", "CustomResourceDefinition");
+    let spec = &crd["spec"];
+    let (group, version) = kactus::ipam::claims::API_VERSION.split_once('/').unwrap();
+    assert_eq!(crd["metadata"]["name"], format!("sliceclaims.{group}"));
+    assert_eq!((spec["group"].as_str(), spec["scope"].as_str()), (Some(group), Some("Cluster")));
+    assert_eq!(spec["names"]["kind"], kactus::ipam::claims::KIND);
+    assert_eq!(spec["versions"][0]["name"], version);
+    let schema = &spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let fields: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let claim = serde_json::to_value(kactus::ipam::claims::SliceClaimSpec::default()).unwrap();
+    let written: BTreeSet<&str> = claim.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, written, "the schema has exactly the fields node-local writes");
+    // The test apiserver serves it the same way.
+    let served =
+        kactus_testapi::resources::by_kind(kactus::ipam::claims::API_VERSION, kactus::ipam::claims::KIND).unwrap();
+    assert_eq!((served.resource, served.namespaced()), ("sliceclaims", false));
 }
 
 #[test]
@@ -190,6 +211,12 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("", "pods", "patch"),
             ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
             ("", "events", "create"),
+            // node-local IPAM's slice claims (src/ipam/claims.rs).
+            ("", "nodes", "get"),
+            ("kactus.io", "sliceclaims", "list"),
+            ("kactus.io", "sliceclaims", "create"),
+            ("kactus.io", "sliceclaims", "update"),
+            ("kactus.io", "sliceclaims", "delete"),
         ])
     );
     assert_bound(file, "manifests/kactus-ds.yaml", "kactus");
@@ -347,7 +374,8 @@ fn the_image_holds_the_binaries_the_daemonsets_run() {
     let dockerfile = fs::read_to_string(repo("Dockerfile")).unwrap();
     assert!(dockerfile.contains("AS build"), "multi-stage");
     assert!(dockerfile.contains("unknown-linux-musl"), "static binary: it runs on the host");
-    assert!(dockerfile.contains("COPY --from=build /out/kactus /out/podagent /usr/local/bin/"));
+    // node-local beside kactus: the installer copies it from the running binary's directory.
+    assert!(dockerfile.contains("COPY --from=build /out/kactus /out/node-local /out/podagent /usr/local/bin/"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/kactus", "install"]"#));
     for ds in ["manifests/kactus-ds.yaml", "manifests/podagent-ds.yaml"] {
         let ds = one(ds, "DaemonSet");
