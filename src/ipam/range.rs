@@ -27,7 +27,7 @@ fn bits(net: &IpNet) -> u8 {
 }
 
 /// A subnet given with host bits set (`11.0.4.5/24`) is a typo for its network, as host-local
-/// says; `prefix_limit` is the longest prefix that still leaves addresses to hand out.
+/// says; a /31 or /32 (/127, /128) leaves no address to hand out beside the network's own.
 fn check_subnet(subnet: &IpNet) -> Result<(), String> {
     if subnet.addr() != subnet.network() {
         return Err(format!("subnet {subnet} has host bits set (did you mean {}?)", subnet.trunc()));

@@ -96,7 +96,7 @@ impl Template {
         let ipam = conf.get("ipam").and_then(Value::as_object).ok_or_else(|| {
             invalid(format!("{at}: no \"ipam\" object (the template is a host-local network config)"))
         })?;
-        if ipam.contains_key("cfg") || json_has_key(ipam, "nodeSliceSize") {
+        if ipam.contains_key("cfg") || mentions_key(&conf["ipam"], "nodeSliceSize") {
             return Err(invalid(format!(
                 "{at}: a template is a host-local config; cfg and nodeSliceSize belong in the network config"
             )));
@@ -105,15 +105,13 @@ impl Template {
     }
 }
 
-fn json_has_key(obj: &Map<String, Value>, key: &str) -> bool {
-    fn walk(v: &Value, key: &str) -> bool {
-        match v {
-            Value::Object(m) => m.contains_key(key) || m.values().any(|v| walk(v, key)),
-            Value::Array(a) => a.iter().any(|v| walk(v, key)),
-            _ => false,
-        }
+/// Whether `key` appears anywhere in `v`.
+fn mentions_key(v: &Value, key: &str) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key(key) || m.values().any(|v| mentions_key(v, key)),
+        Value::Array(a) => a.iter().any(|v| mentions_key(v, key)),
+        _ => false,
     }
-    obj.values().any(|v| walk(v, key)) || obj.contains_key(key)
 }
 
 /// `nodeIndex`: `{"from": "hostname"}`, `{"from": "label", "key": ...}` or
