@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use kactus::install::default_network::{check_cni_config, is_kactus_config};
-use kactus::install::InstallArgs;
+use kactus::install::{InstallArgs, UninstallArgs};
 use serde_json::Value;
 
 fn repo(rel: &str) -> PathBuf {
@@ -40,6 +40,14 @@ fn one(rel: &str, kind: &str) -> Value {
     found.remove(0)
 }
 
+/// The object of `kind` named `name` in a file.
+fn named(rel: &str, kind: &str, name: &str) -> Value {
+    let mut found: Vec<Value> =
+        docs(rel).into_iter().filter(|d| d["kind"] == kind && d["metadata"]["name"] == name).collect();
+    assert_eq!(found.len(), 1, "{rel}: expected one {kind} {name}");
+    found.remove(0)
+}
+
 fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
     v.as_str().unwrap_or_else(|| panic!("{what} is not a string: {v}"))
 }
@@ -55,6 +63,9 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
                 ("v1", "ServiceAccount"),
                 ("rbac.authorization.k8s.io/v1", "ClusterRole"),
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+                ("v1", "ServiceAccount"),
+                ("rbac.authorization.k8s.io/v1", "Role"),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding"),
             ],
         ),
         (
@@ -66,6 +77,7 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
             ],
         ),
         ("manifests/kactus-ds.yaml", vec![("apps/v1", "DaemonSet")]),
+        ("manifests/kactus-uninstall.yaml", vec![("apps/v1", "DaemonSet")]),
         ("manifests/podagent-ds.yaml", vec![("apps/v1", "DaemonSet")]),
         (
             "manifests/endpoints-controller.yaml",
@@ -120,6 +132,16 @@ fn namespaced_manifests_live_in_kube_system() {
     }
 }
 
+/// The installer copies node-local from beside the running kactus: the image has both there.
+#[test]
+fn node_local_ships_beside_kactus_in_the_image() {
+    let (binaries, entrypoint) = dockerfile_image();
+    assert_eq!(entrypoint[0], "/usr/local/bin/kactus");
+    for bin in ["usr/local/bin/kactus", "usr/local/bin/node-local"] {
+        assert!(binaries.contains(bin), "{bin} is not in {binaries:?}");
+    }
+}
+
 #[test]
 fn the_slice_claim_crd_is_what_node_local_writes() {
     let crd = one("manifests/sliceclaim-crd.yaml", "CustomResourceDefinition");
@@ -161,19 +183,24 @@ fn the_crd_is_the_npwg_network_attachment_definition() {
 
 type Rule = (String, String, String);
 
-/// (apiGroup, resource, verb) for every combination a ClusterRole grants.
-fn granted(rbac_file: &str) -> BTreeSet<Rule> {
-    let role = one(rbac_file, "ClusterRole");
+/// (apiGroup, resource, verb) for every combination a role grants; a rule limited to
+/// `resourceNames` gives `resource/name` as its resource.
+fn granted_by(role: &Value) -> BTreeSet<Rule> {
     let mut set = BTreeSet::new();
     for rule in role["rules"].as_array().unwrap() {
+        let names: Vec<&str> =
+            rule["resourceNames"].as_array().into_iter().flatten().map(|n| n.as_str().unwrap()).collect();
         for group in rule["apiGroups"].as_array().unwrap() {
             for resource in rule["resources"].as_array().unwrap() {
-                for verb in rule["verbs"].as_array().unwrap() {
-                    set.insert((
-                        str_of(group, "apiGroup").into(),
-                        str_of(resource, "resource").into(),
-                        str_of(verb, "verb").into(),
-                    ));
+                let resource = str_of(resource, "resource");
+                let resources: Vec<String> = match names.as_slice() {
+                    [] => vec![resource.to_string()],
+                    names => names.iter().map(|n| format!("{resource}/{n}")).collect(),
+                };
+                for resource in resources {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        set.insert((str_of(group, "apiGroup").into(), resource.clone(), str_of(verb, "verb").into()));
+                    }
                 }
             }
         }
@@ -181,22 +208,30 @@ fn granted(rbac_file: &str) -> BTreeSet<Rule> {
     set
 }
 
+/// What the one ClusterRole of a file grants.
+fn granted(rbac_file: &str) -> BTreeSet<Rule> {
+    granted_by(&one(rbac_file, "ClusterRole"))
+}
+
 fn rules(list: &[(&str, &str, &str)]) -> BTreeSet<Rule> {
     list.iter().map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string())).collect()
 }
 
-/// The binding ties the role to the service account the DaemonSet runs as.
-fn assert_bound(rbac_file: &str, ds_file: &str, name: &str) {
-    let sa = one(rbac_file, "ServiceAccount");
-    let role = one(rbac_file, "ClusterRole");
-    let binding = one(rbac_file, "ClusterRoleBinding");
-    assert_eq!(sa["metadata"]["name"], name);
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+/// `binding` (of `role_kind`) ties the role named like the service account `name` to it.
+fn assert_binding(rbac_file: &str, binding_kind: &str, role_kind: &str, name: &str) {
+    named(rbac_file, "ServiceAccount", name);
+    let binding = named(rbac_file, binding_kind, name);
+    assert_eq!(binding["roleRef"]["kind"], role_kind);
+    assert_eq!(binding["roleRef"]["name"], named(rbac_file, role_kind, name)["metadata"]["name"]);
     assert_eq!(
         binding["subjects"],
         serde_json::json!([{ "kind": "ServiceAccount", "name": name, "namespace": "kube-system" }])
     );
+}
+
+/// The binding ties the role to the service account the DaemonSet runs as.
+fn assert_bound(rbac_file: &str, ds_file: &str, name: &str) {
+    assert_binding(rbac_file, "ClusterRoleBinding", "ClusterRole", name);
     let ds = one(ds_file, "DaemonSet");
     assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], name);
 }
@@ -210,6 +245,7 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("", "pods", "get"),
             ("", "pods", "patch"),
             ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+            ("kaloom.com", "networks", "get"),
             ("", "events", "create"),
             // node-local IPAM's slice claims (src/ipam/claims.rs).
             ("", "nodes", "get"),
@@ -219,7 +255,22 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("kactus.io", "sliceclaims", "delete"),
         ])
     );
-    assert_bound(file, "manifests/kactus-ds.yaml", "kactus");
+    assert_binding(file, "ClusterRoleBinding", "ClusterRole", "kactus");
+}
+
+/// The installer may do one thing: create tokens of the plugin's service account, in its own
+/// namespace. Its DaemonSet runs as it; the plugin's token comes from the TokenRequest API.
+#[test]
+fn the_installer_may_only_request_the_plugins_token() {
+    let file = "manifests/kactus-serviceaccount-and-rbac.yaml";
+    let role = named(file, "Role", "kactus-installer");
+    assert_eq!(role["metadata"]["namespace"], "kube-system");
+    assert_eq!(granted_by(&role), rules(&[("", "serviceaccounts/token/kactus", "create")]));
+    assert_binding(file, "RoleBinding", "Role", "kactus-installer");
+    let ds = one("manifests/kactus-ds.yaml", "DaemonSet");
+    assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], "kactus-installer");
+    let defaults = Cli::try_parse_from(["kactus-install"]).unwrap().install;
+    assert_eq!(defaults.plugin_service_account, "kactus");
 }
 
 #[test]
@@ -255,6 +306,16 @@ fn host_mounts(pod_spec: &Value, container: &Value) -> BTreeMap<String, (String,
         .collect()
 }
 
+/// [`host_mounts`] of exactly these host dirs, each read-write at its own path.
+fn read_write_at_the_same_path(dirs: &[&PathBuf]) -> BTreeMap<String, (String, bool, String)> {
+    dirs.iter()
+        .map(|dir| {
+            let dir = dir.display().to_string();
+            (dir.clone(), (dir, false, "None".to_string()))
+        })
+        .collect()
+}
+
 fn single_container(ds: &Value) -> (&Value, &Value) {
     let pod_spec = &ds["spec"]["template"]["spec"];
     let containers = pod_spec["containers"].as_array().unwrap();
@@ -286,11 +347,6 @@ fn kactus_daemonset_mounts_exactly_the_host_dirs_the_installer_writes() {
     let (pod_spec, container) = single_container(&ds);
 
     // The container's command line is a valid `kactus install` invocation...
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        install: InstallArgs,
-    }
     let command: Vec<&str> = container["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(command, ["/usr/local/bin/kactus", "install"]);
     let mut argv = vec!["kactus-install".to_string()];
@@ -299,21 +355,16 @@ fn kactus_daemonset_mounts_exactly_the_host_dirs_the_installer_writes() {
     assert!(!args.once, "the DaemonSet keeps watching");
     assert!(args.binary.is_none() && args.master_config.is_none());
 
+    assert_eq!(args.plugin_service_account, "kactus");
+
     // ...whose directories are the host's, mounted read-write at the same path (the paths
     // written into the config are read on the host), and nothing else is mounted.
-    let mounts = host_mounts(pod_spec, container);
-    let expected: BTreeMap<String, (String, bool, String)> = [&args.cni_bin_dir, &args.cni_conf_dir]
-        .iter()
-        .map(|dir| {
-            let dir = dir.display().to_string();
-            (dir.clone(), (dir, false, "None".to_string()))
-        })
-        .collect();
-    assert_eq!(mounts, expected);
+    assert_eq!(host_mounts(pod_spec, container), read_write_at_the_same_path(&[&args.cni_bin_dir, &args.cni_conf_dir]));
     assert_eq!(args.cni_bin_dir, Path::new("/opt/cni/bin"));
     assert_eq!(args.cni_conf_dir, Path::new("/etc/cni/net.d"));
 
-    // The token and CA come from the automounted service account at the default path.
+    // The installer's own token (to request the plugin's) and the CA come from the
+    // automounted service account at the default path.
     assert_ne!(pod_spec["automountServiceAccountToken"], false);
     assert_eq!(args.service_account_dir, Path::new("/var/run/secrets/kubernetes.io/serviceaccount"));
 
@@ -326,6 +377,58 @@ fn kactus_daemonset_mounts_exactly_the_host_dirs_the_installer_writes() {
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert!(security["capabilities"]["add"].is_null());
     assert!(pod_spec["hostPID"].is_null());
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    install: InstallArgs,
+}
+
+#[derive(Parser)]
+struct UninstallCli {
+    #[command(flatten)]
+    uninstall: UninstallArgs,
+}
+
+/// The uninstall DaemonSet: `kactus uninstall` on every node with the installer's host dirs
+/// and kactus's cache, no API access, Ready once kactus is off the node.
+#[test]
+fn uninstall_daemonset_mounts_what_kactus_put_on_the_node_and_probes_for_its_absence() {
+    let ds = one("manifests/kactus-uninstall.yaml", "DaemonSet");
+    assert_runs_everywhere_early(&ds);
+    let (pod_spec, container) = single_container(&ds);
+    assert_eq!(pod_spec["automountServiceAccountToken"], false, "it needs no API access");
+    let strings =
+        |v: &Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| str_of(s, "arg").to_string()).collect() };
+    let command = strings(&container["command"]);
+    assert_eq!(command, ["/usr/local/bin/kactus", "uninstall"]);
+    let args = strings(&container["args"]);
+    let mut argv = vec!["kactus-uninstall".to_string()];
+    argv.extend(args.iter().cloned());
+    let parsed = UninstallCli::try_parse_from(argv).unwrap().uninstall;
+    assert!(!parsed.once && !parsed.force && !parsed.check, "it waits for pods, and never forces");
+
+    let install_ds = one("manifests/kactus-ds.yaml", "DaemonSet");
+    let (_, installer) = single_container(&install_ds);
+    let mut installer_argv = vec!["kactus-install".to_string()];
+    installer_argv.extend(strings(&installer["args"]));
+    let installed = Cli::try_parse_from(installer_argv).unwrap().install;
+    assert_eq!(
+        (&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir),
+        (&installed.cni_bin_dir, &installed.cni_conf_dir, &installed.cache_dir)
+    );
+    let dirs = [&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir];
+    assert_eq!(host_mounts(pod_spec, container), read_write_at_the_same_path(&dirs));
+
+    // Ready = `kactus uninstall --check` with the same paths.
+    let probe = strings(&container["readinessProbe"]["exec"]["command"]);
+    let mut expected_probe = command.clone();
+    expected_probe.push("--check".into());
+    expected_probe.extend(args);
+    assert_eq!(probe, expected_probe);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(container["securityContext"]["privileged"], false);
 }
 
 #[test]
@@ -369,18 +472,89 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     }
 }
 
-#[test]
-fn the_image_holds_the_binaries_the_daemonsets_run() {
+/// The Dockerfile's image, as far as it can be read without docker: the binaries it builds
+/// (all copied to /usr/local/bin) and its entrypoint.
+fn dockerfile_image() -> (BTreeSet<String>, Value) {
     let dockerfile = fs::read_to_string(repo("Dockerfile")).unwrap();
     assert!(dockerfile.contains("AS build"), "multi-stage");
     assert!(dockerfile.contains("unknown-linux-musl"), "static binary: it runs on the host");
-    // node-local beside kactus: the installer copies it from the running binary's directory.
-    assert!(dockerfile.contains("COPY --from=build /out/kactus /out/node-local /out/podagent /usr/local/bin/"));
-    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/kactus", "install"]"#));
-    for ds in ["manifests/kactus-ds.yaml", "manifests/podagent-ds.yaml"] {
-        let ds = one(ds, "DaemonSet");
-        let (_, container) = single_container(&ds);
-        assert_eq!(container["image"], "kactus:0.1.0");
+    assert!(dockerfile.contains("COPY --from=build /out/ /usr/local/bin/"));
+    let binaries = dockerfile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ARG BINARIES="))
+        .expect("ARG BINARIES")
+        .trim_matches('"')
+        .split_whitespace()
+        .map(|b| format!("usr/local/bin/{b}"))
+        .collect();
+    let entrypoint = dockerfile.lines().find_map(|l| l.strip_prefix("ENTRYPOINT ")).expect("ENTRYPOINT");
+    (binaries, serde_json::from_str(entrypoint).unwrap())
+}
+
+/// scripts/image.sh, run on stand-in binaries, makes the Dockerfile's image: the same
+/// binaries at the same paths and the same entrypoint, in an archive `ctr images import` reads;
+/// and every command a manifest runs is in it.
+#[test]
+fn the_image_script_and_the_dockerfile_make_the_same_image_with_what_the_manifests_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (binaries, entrypoint) = dockerfile_image();
+    let stand_ins = dir.path().join("bin");
+    fs::create_dir_all(&stand_ins).unwrap();
+    for bin in &binaries {
+        let name = Path::new(bin).file_name().unwrap();
+        fs::write(stand_ins.join(name), format!("stand-in for {bin}")).unwrap();
+    }
+    let archive = dir.path().join("image.tar");
+    let built = std::process::Command::new(repo("scripts/image.sh"))
+        .args(["--binaries", stand_ins.to_str().unwrap(), "--out", archive.to_str().unwrap(), "--tag", "kactus:0.1.0"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let unpacked = dir.path().join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    let tar = |args: &[&str]| {
+        let out = std::process::Command::new("tar").args(args).output().unwrap();
+        assert!(out.status.success(), "tar {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    tar(&["-xf", archive.to_str().unwrap(), "-C", unpacked.to_str().unwrap()]);
+
+    let manifest: Value = serde_json::from_slice(&fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["kactus:0.1.0"]));
+    let config: Value =
+        serde_json::from_slice(&fs::read(unpacked.join(str_of(&manifest[0]["Config"], "Config"))).unwrap()).unwrap();
+    assert_eq!(config["config"]["Entrypoint"], entrypoint);
+    assert_eq!(config["os"], "linux");
+    let layers = manifest[0]["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    let layer = unpacked.join(str_of(&layers[0], "layer"));
+    let files: BTreeSet<String> = tar(&["-tf", layer.to_str().unwrap()])
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .filter(|l| l.starts_with("usr/local/bin/") && !l.ends_with('/'))
+        .collect();
+    assert_eq!(files, binaries, "image.sh and the Dockerfile hold the same binaries");
+    let listing = tar(&["-tvf", layer.to_str().unwrap()]);
+    for bin in &binaries {
+        assert!(listing.lines().any(|l| l.starts_with("-rwxr-xr-x 0/0") && l.ends_with(bin.as_str())), "{listing}");
+    }
+
+    // What each workload runs is in the image (the image tag they name is the one built).
+    let mut workloads = Vec::new();
+    for file in yaml_files("manifests") {
+        for doc in docs(&file) {
+            if matches!(doc["kind"].as_str(), Some("DaemonSet" | "Deployment")) {
+                workloads.push((file.clone(), doc));
+            }
+        }
+    }
+    assert_eq!(workloads.len(), 4, "kactus, podagent, uninstall DaemonSets and the endpoints Deployment");
+    for (file, workload) in workloads {
+        for container in workload["spec"]["template"]["spec"]["containers"].as_array().unwrap() {
+            assert_eq!(container["image"], "kactus:0.1.0", "{file}");
+            let command = str_of(&container["command"][0], "command");
+            assert!(binaries.contains(command.trim_start_matches('/')), "{file}: {command} is not in the image");
+        }
     }
 }
 

@@ -308,6 +308,32 @@ fn a_missing_network_is_a_network_not_found_warning_on_the_pod() {
     assert_clean(&sb, p);
 }
 
+/// The Kaloom fallback source denied (RBAC without its rule) or absent (no CRD: 404) must not
+/// hide the real answer: the NAD is missing.
+#[test]
+fn a_missing_network_is_network_not_found_whatever_the_kaloom_source_answers() {
+    for denied in [true, false] {
+        let mut sb = Sandbox::new();
+        if denied {
+            sb.api().faults().forbid("get", "networks");
+        } else {
+            sb.api().faults().fail_next(1, 404, Some("/apis/kaloom.com/"));
+        }
+        sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "nosuch" })));
+        let p = sb.pod("app1");
+        let args = pod_args("default", "app1");
+        let (code, msg) = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &sb.kactus_conf()).err();
+        assert_eq!(code, 101, "denied={denied}: {msg}");
+        assert!(msg.contains("no NetworkAttachmentDefinition default/nosuch"), "{msg}");
+        assert!(!msg.contains("forbidden"), "{msg}");
+        let events = pod_events(&sb, "default", "app1");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!((events[0].0.as_str(), events[0].1.as_str()), ("Warning", "NetworkNotFound"));
+        assert!(events[0].2.contains("default/nosuch"), "{events:?}");
+        assert_clean(&sb, p);
+    }
+}
+
 #[test]
 fn a_kaloom_network_object_is_the_second_source_of_network_configs() {
     let mut sb = Sandbox::new();

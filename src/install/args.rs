@@ -22,6 +22,12 @@ pub const KACTUS_SUBDIR: &str = "kactus.d";
 pub const KUBECONFIG_FILE_NAME: &str = "kactus-kubeconfig.yaml";
 /// The node-local IPAM plugin, shipped beside kactus in the image and installed beside it.
 pub const NODE_LOCAL_BINARY: &str = "node-local";
+/// The service account whose token the plugin uses (manifests/kactus-serviceaccount-and-rbac.yaml).
+pub const DEFAULT_PLUGIN_SERVICE_ACCOUNT: &str = "kactus";
+/// Where the plugin's service account lives when the installer's pod does not say.
+pub const DEFAULT_PLUGIN_NAMESPACE: &str = "kube-system";
+/// Lifetime asked for the plugin's token: a day, as Calico asks for its CNI plugin's.
+pub const DEFAULT_TOKEN_EXPIRATION_SECONDS: u64 = 24 * 60 * 60;
 
 /// `kactus install`: put the kactus binary, its kubeconfig and its CNI config on this node,
 /// and keep them current.
@@ -60,9 +66,29 @@ pub struct InstallArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
 
-    /// Directory holding the service-account `token` and `ca.crt`.
+    /// Directory holding the installer's own service-account `token`, `ca.crt` and
+    /// `namespace` (the token is used only to request the plugin's).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SERVICE_ACCOUNT_DIR)]
     pub service_account_dir: PathBuf,
+
+    /// Service account the plugin's token is requested for (TokenRequest API).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_PLUGIN_SERVICE_ACCOUNT)]
+    pub plugin_service_account: String,
+
+    /// Namespace of that service account; defaults to the installer pod's own.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub plugin_service_account_namespace: Option<String>,
+
+    /// Lifetime to ask for the plugin's token (at least 600); it is replaced once half of
+    /// whatever the apiserver granted has passed.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TOKEN_EXPIRATION_SECONDS,
+          value_parser = clap::value_parser!(u64).range(600..))]
+    pub token_expiration_seconds: u64,
+
+    /// Seconds between checks that the apiserver still accepts the plugin's token (a
+    /// `GET /version`; a token revoked early is then replaced).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub token_check_seconds: u64,
 
     /// Apiserver URL for the kubeconfig; defaults to
     /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
@@ -85,6 +111,58 @@ pub struct InstallArgs {
     /// kubeconfig's path to kactus.d/node.json for the node-local IPAM plugin.
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+}
+
+/// `kactus uninstall`: take kactus off this node once no pod needs it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UninstallArgs {
+    /// Host CNI binary directory kactus was installed into.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_BIN_DIR)]
+    pub cni_bin_dir: PathBuf,
+
+    /// Host CNI config directory holding the kactus config and kactus.d/.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_CONF_DIR)]
+    pub cni_conf_dir: PathBuf,
+
+    /// File name of the kactus config inside the conf dir.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONFIG_FILE_NAME)]
+    pub config_file_name: String,
+
+    /// kactus's cache dir, when the config (which names it) is already gone.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+
+    /// Seconds between looks while pods still need kactus.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub poll_interval: u64,
+
+    /// Remove kactus even though pods still have attachments (their leases leak).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Try once and exit: 0 once removed, 1 while pods still need kactus.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Only say whether kactus is off this node (exit 0) or not (1): the readiness probe.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Log level: off, error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+impl UninstallArgs {
+    /// The kactus config's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.cni_conf_dir.join(&self.config_file_name)
+    }
+
+    /// The poll interval, at least one second.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval.max(1))
+    }
 }
 
 impl InstallArgs {
@@ -117,5 +195,23 @@ impl InstallArgs {
     /// The poll interval, at least one second so a typo cannot spin the CPU.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.poll_interval.max(1))
+    }
+
+    /// How often the plugin's token is checked with the apiserver, at least every second.
+    pub fn token_check_interval(&self) -> Duration {
+        Duration::from_secs(self.token_check_seconds.max(1))
+    }
+
+    /// The plugin's service account's namespace: the flag, else the installer pod's own (the
+    /// manifests keep both in one namespace), else kube-system.
+    pub fn plugin_namespace(&self) -> String {
+        if let Some(namespace) = &self.plugin_service_account_namespace {
+            return namespace.clone();
+        }
+        std::fs::read_to_string(self.service_account_dir.join("namespace"))
+            .ok()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| DEFAULT_PLUGIN_NAMESPACE.to_string())
     }
 }

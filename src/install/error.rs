@@ -33,9 +33,13 @@ pub enum InstallError {
     )]
     InvalidDefaultNetwork { path: PathBuf, reason: String },
 
-    /// The service-account token or CA is missing or empty.
+    /// The service-account CA is missing or empty.
     #[error("service-account {what} {path}: {reason} (the pod needs an automounted service-account token; see manifests/kactus-ds.yaml)")]
     ServiceAccount { what: &'static str, path: PathBuf, reason: String },
+
+    /// No token for the plugin's service account could be had from the TokenRequest API.
+    #[error("token for the plugin's service account {account}: {reason}")]
+    PluginToken { account: String, reason: String },
 
     /// The apiserver address could not be determined.
     #[error("apiserver address unknown: {0} (run in a pod, or pass --api-server https://HOST:PORT)")]
@@ -44,6 +48,18 @@ pub enum InstallError {
     /// Rendering the kubeconfig failed (should not happen with valid input).
     #[error("render kubeconfig {path}: {reason}")]
     RenderKubeconfig { path: PathBuf, reason: String },
+
+    /// `kactus uninstall --check`: kactus is still on the node.
+    #[error("kactus is still installed: {file} exists")]
+    StillInstalled { file: PathBuf },
+
+    /// `kactus uninstall` waits: these pods' attachments need kactus's DEL.
+    #[error(
+        "not removing kactus yet: pods on this node have kactus attachments, whose addresses only \
+         kactus can release when the pods go: {pods} (delete or move them; --force removes kactus \
+         anyway and their leases leak)"
+    )]
+    PodsNeedKactus { pods: String },
 
     /// Installing the SIGTERM handler failed.
     #[error("install the SIGTERM handler: {0}")]

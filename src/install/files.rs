@@ -16,6 +16,11 @@ use super::InstallError;
 /// Suffix of temp files; not `.conf`/`.conflist`/`.json`, so runtimes never load one.
 const TEMP_SUFFIX: &str = ".kactus-tmp";
 
+/// Whether a file name is one of [`write_atomic`]'s temp files.
+pub(crate) fn is_temp_file_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
 /// The temp file used while replacing `path`: hidden, in the same directory.
 fn temp_path_for(path: &Path) -> Result<PathBuf, InstallError> {
     let name = path.file_name().ok_or_else(|| {
@@ -58,8 +63,8 @@ fn write_atomic_from(path: &Path, source: &mut dyn Read, mode: u32) -> Result<()
     sync_parent_dir(path)
 }
 
-/// Fsyncs the directory holding `path`, making a rename into it durable.
-fn sync_parent_dir(path: &Path) -> Result<(), InstallError> {
+/// Fsyncs the directory holding `path`, making a rename into it (or a removal) durable.
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), InstallError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -1,9 +1,9 @@
-//! The plugin's kubeconfig, rendered from the installer pod's service-account credentials.
+//! The plugin's kubeconfig: the apiserver, its CA (the installer pod's) and the plugin's own
+//! token (see [`super::token`]).
 //!
 //! The kactus plugin runs on the host (exec'd by the runtime), where there is no in-cluster
-//! environment, so it needs a kubeconfig file. The token is embedded rather than referenced by
-//! path because the pod's token file lives in a kubelet-private directory the host process
-//! cannot count on; the installer rewrites the file whenever the projected token rotates.
+//! environment, so it needs a kubeconfig file. The token is embedded, so one atomic rename
+//! replaces server, CA and token together; the plugin reads the file afresh on every call.
 
 use std::fs;
 use std::path::Path;
@@ -16,27 +16,17 @@ use super::InstallError;
 /// Mode of the kubeconfig: it holds a bearer token, so root only.
 pub const KUBECONFIG_MODE: u32 = 0o600;
 
-/// The service-account credentials as read from the pod.
+/// What the plugin's kubeconfig carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccountCredentials {
-    /// The bearer token, trimmed.
+    /// The plugin's bearer token.
     pub token: String,
     /// The apiserver CA bundle, PEM.
     pub ca_pem: Vec<u8>,
 }
 
-/// Reads `token` and `ca.crt` from the service-account dir; both must be non-empty.
-pub fn read_service_account(dir: &Path) -> Result<ServiceAccountCredentials, InstallError> {
-    let token_path = dir.join("token");
-    let token = fs::read_to_string(&token_path).map_err(|e| InstallError::ServiceAccount {
-        what: "token",
-        path: token_path.clone(),
-        reason: e.to_string(),
-    })?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        return Err(InstallError::ServiceAccount { what: "token", path: token_path, reason: "file is empty".into() });
-    }
+/// Reads `ca.crt` from the installer pod's service-account dir; it must not be empty.
+pub fn read_ca(dir: &Path) -> Result<Vec<u8>, InstallError> {
     let ca_path = dir.join("ca.crt");
     let ca_pem = fs::read(&ca_path).map_err(|e| InstallError::ServiceAccount {
         what: "CA",
@@ -46,7 +36,15 @@ pub fn read_service_account(dir: &Path) -> Result<ServiceAccountCredentials, Ins
     if ca_pem.iter().all(u8::is_ascii_whitespace) {
         return Err(InstallError::ServiceAccount { what: "CA", path: ca_path, reason: "file is empty".into() });
     }
-    Ok(ServiceAccountCredentials { token, ca_pem })
+    Ok(ca_pem)
+}
+
+/// The token in a kubeconfig this installer wrote (its one user's), if it can be read.
+pub fn token_in(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let config: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
+    let token = config["users"][0]["user"]["token"].as_str()?.trim();
+    (!token.is_empty()).then(|| token.to_string())
 }
 
 /// `https://HOST:PORT`, with an IPv6 literal host in brackets (`https://[fd00::1]:443`).

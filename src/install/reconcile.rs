@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use super::default_network::{config_files, find_default_network, DefaultNetwork};
 use super::files::{install_binary_as, with_newline, write_atomic, write_if_changed};
 use super::kactus_config::{render_kactus_config, render_kactus_conflist, RenderOptions};
-use super::kubeconfig::{api_server_from_env, read_service_account, render_kubeconfig, KUBECONFIG_MODE};
+use super::kubeconfig::{self, api_server_from_env, read_ca, render_kubeconfig, KUBECONFIG_MODE};
+use super::token::TokenKeeper;
 use super::{InstallArgs, InstallError, NODE_LOCAL_BINARY};
 use crate::ipam::node::NodeFile;
 
@@ -60,20 +61,24 @@ fn fingerprint(src: &Path, dest: &Path) -> Option<BinaryFingerprint> {
     Some(BinaryFingerprint { src: stat(src)?, dest: stat(dest)? })
 }
 
-/// Runs passes, remembering what the last one verified.
+/// Runs passes, remembering what the last one verified and the plugin's token.
 #[derive(Debug, Default)]
 pub struct Reconciler {
     verified_binary: Option<BinaryFingerprint>,
     verified_node_local: Option<BinaryFingerprint>,
     /// Whether this process wrote the node file yet (see [`Reconciler::install_node_file`]).
     node_file_written: bool,
+    token: TokenKeeper,
 }
 
 impl Reconciler {
     /// One pass; see the module docs for the order.
     pub fn reconcile(&mut self, args: &InstallArgs) -> Result<Changes, InstallError> {
-        let mut changes =
-            Changes { binary: self.install_binary(args)?, kubeconfig: install_kubeconfig(args)?, ..Changes::default() };
+        let mut changes = Changes {
+            binary: self.install_binary(args)?,
+            kubeconfig: self.install_kubeconfig(args)?,
+            ..Changes::default()
+        };
         changes.node_local = self.install_node_local(args)?;
         changes.node_file = self.install_node_file(args)?;
 
@@ -108,6 +113,28 @@ impl Reconciler {
             return Ok(false);
         }
         install_if_changed(&mut self.verified_node_local, &src, &args.cni_bin_dir, NODE_LOCAL_BINARY)
+    }
+
+    /// Writes the plugin's kubeconfig: the apiserver, the pod's CA and the plugin's token.
+    fn install_kubeconfig(&mut self, args: &InstallArgs) -> Result<bool, InstallError> {
+        let ca_pem = read_ca(&args.service_account_dir)?;
+        let server = match &args.api_server {
+            Some(url) => url.clone(),
+            None => api_server_from_env()?,
+        };
+        let path = args.kubeconfig_path();
+        let on_disk = kubeconfig::token_in(&path);
+        let token = self.token.token(args, &server, on_disk.as_deref(), &path)?;
+        let credentials = kubeconfig::ServiceAccountCredentials { token: token.token, ca_pem };
+        let text = render_kubeconfig(&server, &credentials, &path)?;
+        let dir = args.kactus_dir();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| InstallError::io("create directory", &dir, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(KACTUS_DIR_MODE))
+                .map_err(|e| InstallError::io("chmod", &dir, e))?;
+        }
+        write_if_changed(&path, &with_newline(text), KUBECONFIG_MODE)
     }
 
     /// Writes `kactus.d/node.json` (this node's name and the kubeconfig) for node-local. The
@@ -157,25 +184,6 @@ fn install_if_changed(
 /// One pass with nothing remembered: the full comparison of every file.
 pub fn reconcile_once(args: &InstallArgs) -> Result<Changes, InstallError> {
     Reconciler::default().reconcile(args)
-}
-
-/// Writes the plugin's kubeconfig from the current service-account token and CA.
-fn install_kubeconfig(args: &InstallArgs) -> Result<bool, InstallError> {
-    let credentials = read_service_account(&args.service_account_dir)?;
-    let server = match &args.api_server {
-        Some(url) => url.clone(),
-        None => api_server_from_env()?,
-    };
-    let path = args.kubeconfig_path();
-    let text = render_kubeconfig(&server, &credentials, &path)?;
-    let dir = args.kactus_dir();
-    if !dir.is_dir() {
-        fs::create_dir_all(&dir).map_err(|e| InstallError::io("create directory", &dir, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(KACTUS_DIR_MODE))
-            .map_err(|e| InstallError::io("chmod", &dir, e))?;
-    }
-    write_if_changed(&path, &with_newline(text), KUBECONFIG_MODE)
 }
 
 /// The first config file in lexical order when it is not `own`: the runtime would use it.

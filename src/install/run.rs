@@ -3,8 +3,9 @@
 //! Polling, not inotify: the inputs are a handful of small files (token, CA, the default
 //! network's config) checked every few seconds, the projected token changes by a symlink swap
 //! in a kubelet-managed directory that inotify follows poorly, and a few seconds' delay in
-//! picking up a rotated token (valid for at least an hour) or a re-rendered default network
-//! is harmless. Polling needs no extra dependency and cannot miss an event.
+//! picking up a re-rendered default network is harmless. Polling needs no extra dependency
+//! and cannot miss an event. (The plugin's token is the installer's to renew: see
+//! [`super::token`].)
 //!
 //! On SIGTERM the installer exits and leaves the binary, kubeconfig and config in place.
 //! Removing the config would not uninstall kactus cleanly: the runtime would fall back to the
@@ -12,7 +13,7 @@
 //! their secondary networks, and would send DEL for existing pods to a plugin that never
 //! set up their attachments, leaking their IPAM leases; with no other config the node would
 //! go NetworkNotReady. The DaemonSet pod is replaced on every rolling update, so it must not
-//! take the node's networking with it. Uninstalling is a deliberate step (see README).
+//! take the node's networking with it. Uninstalling is a deliberate step: [`super::uninstall`].
 //!
 //! A handler is installed because the installer is PID 1 in its container, and the kernel
 //! does not deliver a signal whose action is the default to PID 1 of a PID namespace: without
@@ -33,7 +34,12 @@ extern "C" fn request_termination(_: libc::c_int) {
     TERMINATE.store(true, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() -> Result<(), InstallError> {
+/// Whether SIGTERM or SIGINT arrived (after [`install_signal_handlers`]).
+pub(super) fn terminated() -> bool {
+    TERMINATE.load(Ordering::SeqCst)
+}
+
+pub(super) fn install_signal_handlers() -> Result<(), InstallError> {
     let action = SigAction::new(SigHandler::Handler(request_termination), SaFlags::SA_RESTART, SigSet::empty());
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -44,7 +50,7 @@ fn install_signal_handlers() -> Result<(), InstallError> {
 
 /// Sends log records to stderr (what `kubectl logs` shows); a logger already set by the
 /// caller wins.
-fn init_logging(level: log::LevelFilter) {
+pub(super) fn init_logging(level: log::LevelFilter) {
     let _already_set = simplelog::WriteLogger::init(level, simplelog::Config::default(), std::io::stderr());
 }
 
@@ -119,7 +125,7 @@ fn report(args: &InstallArgs, changes: &Changes) {
     }
 }
 
-fn sleep_unless_terminated(interval: Duration) {
+pub(super) fn sleep_unless_terminated(interval: Duration) {
     let deadline = Instant::now() + interval;
     while !TERMINATE.load(Ordering::SeqCst) {
         let now = Instant::now();

@@ -97,6 +97,16 @@ impl Client {
         Client::from_access(access, opts)
     }
 
+    /// The service account mounted at `service_account_dir` (as in a pod) talking to
+    /// `server`: for a pod that knows the apiserver's address better than its environment.
+    pub fn for_service_account(
+        server: &str,
+        service_account_dir: &Path,
+        opts: ClientOptions,
+    ) -> Result<Client, KubeError> {
+        Client::from_access(kubeconfig::service_account_at(server.to_string(), service_account_dir)?, opts)
+    }
+
     fn from_access(access: ClusterAccess, options: ClientOptions) -> Result<Client, KubeError> {
         // reqwest always wants a TLS backend; a plain http:// server never handshakes.
         let tls = if access.server.starts_with("https://") {

@@ -298,6 +298,12 @@ fn in_cluster_from(host: Option<String>, port: Option<String>, dir: &Path) -> Re
     };
     // An IPv6 service address needs brackets in a URL.
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+    service_account_at(format!("https://{host}:{port}"), dir)
+}
+
+/// The service account mounted at `dir` (token re-read per request, CA, namespace), for the
+/// apiserver at `server`.
+pub(crate) fn service_account_at(server: String, dir: &Path) -> Result<ClusterAccess, KubeError> {
     let ca_path = dir.join("ca.crt");
     let ca_pem = std::fs::read(&ca_path)
         .map_err(|e| KubeError::config(format!("reading in-cluster CA {}: {e}", ca_path.display())))?;
@@ -308,7 +314,7 @@ fn in_cluster_from(host: Option<String>, port: Option<String>, dir: &Path) -> Re
     let namespace =
         std::fs::read_to_string(dir.join("namespace")).ok().map(|ns| ns.trim().to_string()).filter(|ns| !ns.is_empty());
     Ok(ClusterAccess {
-        server: format!("https://{host}:{port}"),
+        server: server.trim_end_matches('/').to_string(),
         ca_pem: Some(ca_pem),
         insecure_skip_tls_verify: false,
         tls_server_name: None,

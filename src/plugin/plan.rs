@@ -249,7 +249,8 @@ fn attachment_calls(
 
 /// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
 /// whose `name` is the NAD's name. Without a NAD, Kaloom's `kaloom.com/v1` `Network` of
-/// that name is the second source, so clusters coming from the original kactus keep working.
+/// that name is the second source, so clusters coming from the original kactus keep working
+/// (the shipped ClusterRole lets the plugin read them).
 fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -> Result<NetworkConfig, CniError> {
     let (ns, name) = (&att.namespace, &att.selection.name);
     let config = match client.get_network_attachment_definition(ns, name) {
@@ -286,11 +287,17 @@ fn kaloom_network_config(
     name: &str,
 ) -> Result<NetworkConfig, CniError> {
     let path = format!("/apis/kaloom.com/v1/namespaces/{ns}/networks/{name}");
+    // The NAD is missing: that is the answer, unless the fallback source has the network. A
+    // fallback that is not there (404: no such object, or the CRD is not installed) or not
+    // readable (403: RBAC without the rule) must not hide it behind its own error.
     let net: KaloomNetwork = client.get(&path).map_err(|e| match e {
-        KubeError::NotFound { .. } => CniError::new(
-            code::NETWORK_NOT_FOUND,
-            format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
-        ),
+        KubeError::NotFound { .. } | KubeError::Forbidden { .. } => {
+            log::info!("network {ns}/{name}: no NetworkAttachmentDefinition; kaloom.com/v1 Network: {e}");
+            CniError::new(
+                code::NETWORK_NOT_FOUND,
+                format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
+            )
+        }
         e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
     })?;
     if net.spec.config.trim().is_empty() {

@@ -4,9 +4,11 @@
 //! Served: GET, LIST and WATCH (label/field selectors, resourceVersion, bookmarks, timeouts),
 //! POST, PUT, PATCH (merge, strategic-merge as merge, JSON patch), DELETE and the pods
 //! `/status` subresource, for the kinds in [`resources::KINDS`]; bearer-token auth; `Status`
-//! bodies for every error. Tests drive it through [`TestApiServer`]: [`Store`] to set state
-//! like kubectl would and [`Faults`] to misbehave; scripts use `POST /_testapi/faults` and
-//! `GET /_testapi/stats`.
+//! bodies for every error; TokenRequest on `serviceaccounts/<name>/token`, whose tokens are
+//! then accepted (until they expire or their account or pod goes) as far as the RBAC objects
+//! in the store allow. Tests drive it through [`TestApiServer`]: [`Store`] to set state like
+//! kubectl would, [`Faults`] to misbehave and [`Tokens`] to issue a pod's own token; scripts
+//! use `POST /_testapi/faults` and `GET /_testapi/stats`.
 //!
 //! Simplifications a client can notice: deletion is immediate (no graceful deletion or
 //! finalizers), the garbage collector (off unless a test turns it on) deletes dependents in
@@ -18,6 +20,7 @@ mod h2;
 mod http;
 mod ids;
 mod patch;
+mod rbac;
 pub mod resources;
 mod router;
 mod selector;
@@ -26,6 +29,7 @@ mod stats;
 mod status;
 mod store;
 mod tls;
+mod tokens;
 mod watch;
 
 #[cfg(test)]
@@ -36,6 +40,7 @@ pub use server::TestApiServer;
 pub use stats::Stats;
 pub use status::ApiError;
 pub use store::{Store, StoreError};
+pub use tokens::{ServiceAccountRef, Tokens};
 
 /// A fresh random bearer token (32 hex digits) for a server started without one.
 pub fn random_token() -> String {

@@ -43,6 +43,12 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "networks", group: "kaloom.com", version: "v1", kind: "Network", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "serviceaccounts", group: "", version: "v1", kind: "ServiceAccount", has_status: false, extra_fields: &[] },
+    // RBAC, for service-account callers (see rbac.rs); cluster-scoped ones are only stored.
+    ResourceKind { resource: "roles", group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "rolebindings", group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "clusterroles", group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "clusterrolebindings", group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "nodes", group: "", version: "v1", kind: "Node", has_status: true, extra_fields: &[] },
     ResourceKind { resource: "sliceclaims", group: "kactus.io", version: "v1alpha1", kind: "SliceClaim", has_status: false, extra_fields: &[] },
 ];

@@ -8,11 +8,13 @@ use serde_json::{json, Value};
 use super::faults::{Faults, Injected};
 use super::http::Request;
 use super::patch::Patch;
+use super::rbac::{self, Access};
 use super::resources::{self, ResourceKind};
 use super::selector::Selector;
 use super::stats::StatsCounter;
 use super::status::ApiError;
 use super::store::{Part, Preconditions, Store};
+use super::tokens::{ServiceAccountRef, Tokens};
 use super::watch::WatchRequest;
 
 /// A watch with no `timeoutSeconds` ends after this long, like the real server's
@@ -54,19 +56,42 @@ pub struct Context<'a> {
     pub faults: &'a Faults,
     pub stats: &'a StatsCounter,
     pub token: &'a str,
+    pub tokens: &'a Tokens,
+}
+
+/// Who sent a request.
+enum Caller {
+    /// The server's own bearer token: allowed everything, like a cluster admin.
+    Admin,
+    /// A token from TokenRequest: as far as RBAC allows.
+    Account(ServiceAccountRef),
 }
 
 /// A request's target, once the URL is understood.
 enum Target {
-    Collection { kind: &'static ResourceKind, namespace: Option<String> },
-    Object { kind: &'static ResourceKind, namespace: String, name: String, part: Part },
+    Collection {
+        kind: &'static ResourceKind,
+        namespace: Option<String>,
+    },
+    Object {
+        kind: &'static ResourceKind,
+        namespace: String,
+        name: String,
+        part: Part,
+    },
+    /// `serviceaccounts/<name>/token`: TokenRequest.
+    Token {
+        kind: &'static ResourceKind,
+        namespace: String,
+        name: String,
+    },
 }
 
 /// Handles one request; the second value says whether the latency fault applies.
 pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
     if let Some(control) = req.path.strip_prefix("/_testapi/") {
         ctx.stats.request("other");
-        if !authorized(ctx, req) {
+        if !matches!(caller(ctx, req), Some(Caller::Admin)) {
             return (ApiError::unauthorized().into(), false);
         }
         return (handle_control(ctx, control, req), false);
@@ -79,15 +104,20 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
         }
         None => {}
     }
-    if !authorized(ctx, req) {
+    let Some(caller) = caller(ctx, req) else {
         ctx.stats.request(verb_guess(req));
         return (ApiError::unauthorized().into(), true);
-    }
-    (handle_api(ctx, req), true)
+    };
+    (handle_api(ctx, req, &caller), true)
 }
 
-fn authorized(ctx: &Context, req: &Request) -> bool {
-    req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == ctx.token)
+/// The caller a bearer token authenticates, if it does.
+fn caller(ctx: &Context, req: &Request) -> Option<Caller> {
+    let token = req.header("authorization")?.strip_prefix("Bearer ")?.trim();
+    if token == ctx.token {
+        return Some(Caller::Admin);
+    }
+    ctx.tokens.authenticate(ctx.store, token).map(Caller::Account)
 }
 
 fn handle_control(ctx: &Context, control: &str, req: &Request) -> Reply {
@@ -107,7 +137,7 @@ fn handle_control(ctx: &Context, control: &str, req: &Request) -> Reply {
     }
 }
 
-fn handle_api(ctx: &Context, req: &Request) -> Reply {
+fn handle_api(ctx: &Context, req: &Request, caller: &Caller) -> Reply {
     match req.path.as_str() {
         "/healthz" | "/readyz" | "/livez" => {
             ctx.stats.request("other");
@@ -133,7 +163,7 @@ fn handle_api(ctx: &Context, req: &Request) -> Reply {
         }
     };
     ctx.stats.request(verb);
-    if let Some(denied) = forbidden(ctx, &target, verb) {
+    if let Some(denied) = forbidden(ctx, caller, &target, verb) {
         return denied.into();
     }
     match serve(ctx, target, verb, req) {
@@ -170,6 +200,9 @@ fn route(path: &str) -> Option<Target> {
         ["namespaces", ns, resource] => {
             Some(Target::Collection { kind: namespaced_kind(resource)?, namespace: Some(ns.to_string()) })
         }
+        ["namespaces", ns, "serviceaccounts", name, "token"] if group.is_empty() => {
+            Some(Target::Token { kind: kind_at("serviceaccounts")?, namespace: ns.to_string(), name: name.to_string() })
+        }
         ["namespaces", ns, resource, name] => object(namespaced_kind(resource)?, ns, name, Part::Main),
         ["namespaces", ns, resource, name, "status"] => object(namespaced_kind(resource)?, ns, name, Part::Status),
         _ => None,
@@ -187,6 +220,7 @@ fn verb_for(target: &Target, req: &Request) -> Result<&'static str, ApiError> {
         (Target::Object { .. }, "PUT") => "update",
         (Target::Object { .. }, "PATCH") => "patch",
         (Target::Object { part: Part::Main, .. }, "DELETE") => "delete",
+        (Target::Token { .. }, "POST") => "create",
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(verb)
@@ -205,21 +239,37 @@ fn verb_guess(req: &Request) -> &'static str {
     }
 }
 
-fn forbidden(ctx: &Context, target: &Target, verb: &str) -> Option<ApiError> {
-    let (kind, namespace, name, part) = match target {
-        Target::Collection { kind, namespace } => (*kind, namespace.as_deref(), None, Part::Main),
-        Target::Object { kind, namespace, name, part } => (*kind, Some(namespace.as_str()), Some(name.as_str()), *part),
+/// A 403 for what an injected fault or, for a service account, RBAC does not allow.
+fn forbidden(ctx: &Context, caller: &Caller, target: &Target, verb: &str) -> Option<ApiError> {
+    let (kind, namespace, name, subresource) = match target {
+        Target::Collection { kind, namespace } => (*kind, namespace.as_deref(), None, None),
+        Target::Object { kind, namespace, name, part } => {
+            let namespace = Some(namespace.as_str()).filter(|_| kind.namespaced());
+            (*kind, namespace, Some(name.as_str()), (*part == Part::Status).then_some("status"))
+        }
+        Target::Token { kind, namespace, name } => {
+            (*kind, Some(namespace.as_str()), Some(name.as_str()), Some("token"))
+        }
     };
-    let subresource = (part == Part::Status).then_some("status");
     let resource = match subresource {
         Some(sub) => format!("{}/{sub}", kind.resource),
         None => kind.resource.to_string(),
     };
-    ctx.faults.is_forbidden(verb, &resource).then(|| ApiError::forbidden(kind, subresource, verb, namespace, name))
+    if ctx.faults.is_forbidden(verb, &resource) {
+        return Some(ApiError::forbidden(kind, subresource, verb, namespace, name));
+    }
+    let Caller::Account(account) = caller else { return None };
+    let access = Access { verb, group: kind.group, resource: &resource, namespace, name };
+    (!rbac::allows(ctx.store, account, &access))
+        .then(|| ApiError::forbidden_for(&account.user(), kind, subresource, verb, namespace, name))
 }
 
 fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Reply, ApiError> {
     match target {
+        Target::Token { namespace, name, .. } => {
+            let answer = ctx.tokens.request(ctx.store, &namespace, &name, &json_body(req)?)?;
+            Ok(Reply::Json { code: 201, body: answer, headers: Vec::new() })
+        }
         Target::Collection { kind, namespace } => {
             let selector = Selector::parse(
                 kind,

@@ -24,6 +24,7 @@ use super::stats::{Stats, StatsCounter};
 use super::status::ApiError;
 use super::store::Store;
 use super::tls::TlsIdentity;
+use super::tokens::Tokens;
 use super::watch;
 
 /// How long a blocked read waits before checking whether the server is stopping.
@@ -42,6 +43,7 @@ pub(super) struct Shared {
     faults: Faults,
     pub(super) stats: StatsCounter,
     token: String,
+    tokens: Tokens,
     tls: tokio_rustls::TlsAcceptor,
     runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
@@ -64,7 +66,13 @@ impl Shared {
     /// The router's reply to `req`, after the injected latency where it applies; the same
     /// for HTTP/1.1 and HTTP/2.
     pub(super) fn answer(&self, req: &Request) -> Reply {
-        let ctx = Context { store: &self.store, faults: &self.faults, stats: &self.stats, token: &self.token };
+        let ctx = Context {
+            store: &self.store,
+            faults: &self.faults,
+            stats: &self.stats,
+            token: &self.token,
+            tokens: &self.tokens,
+        };
         self.stats.answering();
         let (reply, delayed) = router::handle(&ctx, req);
         self.faults.wait_for_holds(&req.path);
@@ -110,6 +118,7 @@ impl TestApiServer {
             store,
             stats: StatsCounter::default(),
             token: token.to_string(),
+            tokens: Tokens::default(),
             tls: identity.config.into(),
             runtime: runtime.handle().clone(),
             stopping: AtomicBool::new(false),
@@ -175,6 +184,11 @@ impl TestApiServer {
 
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
+    }
+
+    /// The service-account tokens this server issued (TokenRequest).
+    pub fn tokens(&self) -> &Tokens {
+        &self.shared.tokens
     }
 
     pub fn stats(&self) -> Stats {

@@ -95,6 +95,18 @@ impl ApiError {
         namespace: Option<&str>,
         name: Option<&str>,
     ) -> ApiError {
+        ApiError::forbidden_for("system:serviceaccount:kube-system:kactus", kind, subresource, verb, namespace, name)
+    }
+
+    /// RBAC denial of `user`, with the real message shape.
+    pub fn forbidden_for(
+        user: &str,
+        kind: &ResourceKind,
+        subresource: Option<&str>,
+        verb: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> ApiError {
         let subject = match name {
             Some(name) => format!("{} \"{name}\"", kind.qualified()),
             None => kind.qualified(),
@@ -108,8 +120,8 @@ impl ApiError {
             None => "at the cluster scope".to_string(),
         };
         let message = format!(
-            "{subject} is forbidden: User \"system:serviceaccount:kube-system:kactus\" cannot \
-             {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+            "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API \
+             group \"{}\" {scope}",
             kind.group
         );
         ApiError::new(403, "Forbidden", message, Some(details(kind, name.unwrap_or(""))))

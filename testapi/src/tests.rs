@@ -492,3 +492,87 @@ fn the_garbage_collector_deletes_dependents_only_when_turned_on() {
     let both = store.get("sliceclaims", "", "both").unwrap();
     assert_eq!(both["metadata"]["ownerReferences"], json!([owner(&n3)]), "the dangling reference is dropped");
 }
+
+const RBAC: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: plugin, namespace: kube-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: installer, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: installer, namespace: kube-system}
+rules:
+  - {apiGroups: [""], resources: ["serviceaccounts/token"], resourceNames: ["plugin"], verbs: ["create"]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: installer, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: installer}
+subjects: [{kind: ServiceAccount, name: installer, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: plugin}
+rules:
+  - {apiGroups: [""], resources: ["pods"], verbs: ["get"]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: plugin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: plugin}
+subjects: [{kind: ServiceAccount, name: plugin, namespace: kube-system}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: installer-pod, namespace: kube-system}
+spec: {serviceAccountName: installer}
+"#;
+
+#[test]
+fn token_requests_issue_tokens_that_rbac_governs_and_that_die_with_their_pod() {
+    let server = server();
+    server.store().apply_yaml(RBAC).unwrap();
+    let pod_token = server.tokens().issue_for_pod(
+        server.store(),
+        "kube-system",
+        "installer",
+        "installer-pod",
+        Duration::from_secs(3600),
+    );
+    let pod_token = pod_token.unwrap();
+    let mut c = Client::connect(&server);
+    let mut as_ = |token: &str, method: &str, path: &str, body: &str| {
+        c.send(method, path, Some(token), "application/json", body);
+        c.read_response()
+    };
+    let token_path = "/api/v1/namespaces/kube-system/serviceaccounts/plugin/token";
+
+    let short = as_(&pod_token, "POST", token_path, r#"{"spec":{"expirationSeconds":599}}"#);
+    assert_eq!(short.code, 422, "{}", short.body);
+    let granted = as_(&pod_token, "POST", token_path, r#"{"spec":{"expirationSeconds":86400}}"#);
+    assert_eq!(granted.code, 201, "{}", granted.body);
+    assert_eq!(granted.body["kind"], "TokenRequest");
+    assert!(granted.body["status"]["expirationTimestamp"].as_str().unwrap().ends_with('Z'));
+    let plugin_token = granted.body["status"]["token"].as_str().unwrap().to_string();
+    assert_eq!(plugin_token.split('.').count(), 3, "JWT-shaped");
+
+    // RBAC: only what the roles grant; the message names the caller.
+    let other = as_(&pod_token, "POST", "/api/v1/namespaces/kube-system/serviceaccounts/installer/token", "{}");
+    assert_eq!(other.code, 403);
+    assert!(other.body["message"].as_str().unwrap().contains("system:serviceaccount:kube-system:installer"));
+    assert_eq!(as_(&plugin_token, "GET", "/api/v1/namespaces/default/pods/app1", "").code, 200);
+    assert_eq!(as_(&plugin_token, "GET", "/api/v1/namespaces/default/pods", "").code, 403);
+    assert_eq!(as_(&plugin_token, "GET", "/version", "").code, 200);
+
+    // The pod goes: its token dies, the unbound one lives; its account goes: it dies too.
+    server.store().delete("pods", "kube-system", "installer-pod").unwrap();
+    assert_eq!(as_(&pod_token, "GET", "/version", "").code, 401);
+    assert_eq!(as_(&plugin_token, "GET", "/version", "").code, 200);
+    server.store().delete("serviceaccounts", "kube-system", "plugin").unwrap();
+    assert_eq!(as_(&plugin_token, "GET", "/version", "").code, 401);
+    assert_eq!(as_("forged.eyJ9.token", "GET", "/version", "").code, 401);
+}
