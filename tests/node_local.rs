@@ -411,6 +411,48 @@ fn a_node_registered_again_keeps_its_slice_or_says_it_moved() {
     assert!(slice[0].contains(&first));
 }
 
+/// Slice assignment as the `kactus` service account of manifests/kactus-serviceaccount-and-rbac.yaml
+/// (a TokenRequest token, RBAC enforced by the test apiserver): every call node-local makes,
+/// including the rare ones (taking a claim over, reclaiming a deleted Node's slice), is granted.
+#[test]
+fn the_shipped_rbac_allows_every_call_slice_assignment_makes() {
+    let cluster = Cluster::new(3);
+    let store = cluster.api().store();
+    let rbac =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/kactus-serviceaccount-and-rbac.yaml"));
+    store.apply_yaml(&rbac.unwrap()).unwrap();
+    store
+        .apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kactus-x", "namespace": "kube-system"}}))
+        .unwrap();
+    let token = cluster.api().tokens().issue_for_pod(
+        store,
+        "kube-system",
+        "kactus",
+        "kactus-x",
+        std::time::Duration::from_secs(3600),
+    );
+    for node in &cluster.nodes {
+        node.use_token(token.as_ref().unwrap());
+    }
+    let ipam = json!({"ranges": [[{"subnet": "11.10.0.0/23", "nodeSliceSize": 24}]]});
+    let add = |i: usize, c: &str| {
+        let node = cluster.node(i);
+        node.node_local("ADD", c, "net1", &ipam_conf(node, "rbac", &ipam))
+    };
+    add(0, "c1").ok(); // get nodes, list and create sliceclaims
+    add(1, "c1").ok();
+    cluster.recreate_node_object(0);
+    cluster.node(0).write_node_file();
+    add(0, "c2").ok(); // the check, and update: the claim taken over for the new Node
+    store.delete("nodes", "", "node-b").unwrap();
+    add(2, "c1").ok(); // the range is full: get node-b, delete its claim, create it anew
+    assert_eq!(slices_of(&cluster, "node-c").len(), 1);
+    let stats = cluster.api().stats();
+    for verb in ["get", "list", "create", "update", "delete"] {
+        assert!(stats.per_verb.get(verb).copied().unwrap_or(0) > 0, "{verb} was exercised: {stats:?}");
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_cni_error_and_leaves_nothing_behind() {
     let mut cluster = Cluster::new(2);

@@ -151,6 +151,20 @@ impl SimNode {
         self.root.join("ipam")
     }
 
+    /// Makes the node's kubeconfig use `token` instead of the apiserver's all-powerful one.
+    pub fn use_token(&self, token: &str) {
+        let path = self.root.join("kubeconfig.yaml");
+        let text = std::fs::read_to_string(&path).expect("kubeconfig");
+        let text = text.lines().map(|l| {
+            if l.trim_start().starts_with("token: ") {
+                format!("    token: {token}")
+            } else {
+                l.to_string()
+            }
+        });
+        std::fs::write(&path, text.collect::<Vec<_>>().join("\n") + "\n").expect("kubeconfig");
+    }
+
     /// What `kactus install` writes (and writes again when its pod starts).
     pub fn write_node_file(&self) {
         let text = json!({"nodeName": self.name, "kubeconfig": self.root.join("kubeconfig.yaml")}).to_string();
