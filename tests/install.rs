@@ -802,6 +802,10 @@ fn node_local_is_installed_beside_kactus_with_a_node_file_rewritten_by_each_new_
     assert_eq!(kactus::ipam::node::NodeIdentity::read(&file).unwrap(), identity);
     assert!(reconcile_once(&args).unwrap().node_file);
     assert_ne!(kactus::ipam::node::NodeIdentity::read(&file).unwrap().fingerprint, identity.fingerprint);
+
+    // And uninstall takes both off the node with kactus.
+    kactus::install::uninstall(&uninstall_args(&node, &["--once"])).unwrap();
+    assert!(!installed.exists() && !file.exists());
 }
 
 #[test]
