@@ -99,6 +99,13 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
         ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
+        (
+            "examples/node-local-net.yaml",
+            vec![
+                ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"),
+                ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"),
+            ],
+        ),
     ]);
     let mut all = yaml_files("manifests");
     all.extend(yaml_files("examples"));
@@ -129,6 +136,22 @@ fn namespaced_manifests_live_in_kube_system() {
                 assert_eq!(d["metadata"]["namespace"], "kube-system", "{file}: {kind}");
             }
         }
+    }
+}
+
+/// The node-local example NADs are valid node-local configs (the seed one with its template
+/// from examples/node-local/ in place of /etc/cni/node-local).
+#[test]
+fn the_node_local_examples_pass_node_locals_parser() {
+    let nads = example_nads();
+    for name in ["slices", "seed"] {
+        let mut config = nad_config(&nads[name]);
+        config["ipam"]["templateDir"] = repo("examples/node-local").display().to_string().into();
+        let parsed = kactus::ipam::Config::parse(config.to_string().as_bytes(), &Default::default());
+        assert_eq!(
+            parsed.unwrap_or_else(|e| panic!("{name}: {e}")).network,
+            if name == "seed" { "default" } else { name }
+        );
     }
 }
 
@@ -577,7 +600,7 @@ fn nad_config(nad: &Value) -> Value {
 fn example_nads_carry_valid_cni_configs() {
     let nads = example_nads();
     let names: Vec<&str> = nads.keys().map(String::as_str).collect();
-    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1"]);
+    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1", "seed", "slices"]);
     for (name, nad) in &nads {
         let config = nad_config(nad);
         assert!(config["cniVersion"].is_string(), "{name}: cniVersion");

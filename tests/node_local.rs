@@ -251,21 +251,7 @@ fn gc_frees_leases_of_attachments_no_longer_alive_and_reports_corrupt_files() {
 }
 
 /// The seeds' `default` template, as the seed README has it.
-const SEED_DEFAULT: &str = r#"{
-  "cniVersion": "0.3.1",
-  "name": "default",
-  "ipam": {
-     "type": "host-local",
-     "ranges": [
-       [
-          {
-            "subnet": "11.0.x.0/24",
-            "gateway": "11.0.x.1"
-          }
-       ]
-     ]
-  }
-}"#;
+const SEED_DEFAULT: &str = include_str!("../examples/node-local/default");
 
 /// A template dir holding the seed's `default`, and a config using it with leases in `data`.
 fn seed_conf(cluster: &Cluster, node: &SimNode, index: Value) -> Value {

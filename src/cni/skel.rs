@@ -3,7 +3,7 @@
 //! result on stdout and exit 0, or the error JSON on stdout and exit 1. Shared by the plugin
 //! binaries (`kactus`, `node-local`), so every one of them answers errors the same way.
 
-use super::env::CniEnv;
+use super::env::{CniEnv, Command};
 use super::error::CniError;
 use super::version;
 use std::io::{Read, Write};
@@ -30,19 +30,21 @@ impl Outcome {
     }
 }
 
-/// Runs one call with the process's stdin and environment. `run` gets the raw config and
-/// the environment (an invalid environment is its to report, after VERSION, which needs
-/// none) and returns what to print on success.
-pub fn run_from_process(run: impl FnOnce(&[u8], Result<CniEnv, CniError>) -> Result<String, CniError>) -> Outcome {
+/// Runs one call with the process's stdin and environment: VERSION is answered here (it
+/// needs no valid config), every other command by `run`, which gets the raw config and the
+/// validated environment and returns what to print on success.
+pub fn run_from_process(run: impl FnOnce(&[u8], CniEnv) -> Result<String, CniError>) -> Outcome {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     // The version to answer errors in: the config's if it parses that far.
     let answer_version = stdin_version(&stdin)
         .filter(|v| version::SUPPORTED.contains(&v.as_str()))
         .unwrap_or_else(|| version::LATEST.to_string());
-    let result = match read {
-        Ok(_) => run(&stdin, CniEnv::from_process()),
-        Err(e) => Err(CniError::io("read stdin", e)),
+    let result = match (read, CniEnv::from_process()) {
+        (Err(e), _) => Err(CniError::io("read stdin", e)),
+        (Ok(_), Err(e)) => Err(e),
+        (Ok(_), Ok(env)) if env.command == Command::Version => Ok(version_answer(&stdin)),
+        (Ok(_), Ok(env)) => run(&stdin, env),
     };
     match result {
         Ok(stdout) => Outcome { stdout, success: true },
@@ -57,7 +59,7 @@ pub fn stdin_version(stdin: &[u8]) -> Option<String> {
 }
 
 /// The VERSION answer for a call whose stdin asked in some version (the latest without one).
-pub fn version_answer(stdin: &[u8]) -> String {
+fn version_answer(stdin: &[u8]) -> String {
     let asked = stdin_version(stdin).unwrap_or_else(|| version::LATEST.to_string());
     version::version_info(&asked).to_string()
 }

@@ -38,12 +38,8 @@ pub fn run_from_process() -> Outcome {
     skel::run_from_process(run)
 }
 
-/// One CNI call: VERSION needs no valid config; the rest parse it fully first.
-pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniError> {
-    let env = env?;
-    if env.command == Command::Version {
-        return Ok(skel::version_answer(stdin));
-    }
+/// One CNI call (VERSION is answered by [`skel`]): the config is parsed fully first.
+pub fn run(stdin: &[u8], env: CniEnv) -> Result<String, CniError> {
     crate::logging::init(None, log_level());
     let cfg = Config::parse(stdin, &env.args)?;
     let answer = match env.command {

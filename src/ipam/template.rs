@@ -168,22 +168,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The seed's "default" template, byte for byte in structure.
-    pub const SEED_DEFAULT: &str = r#"{
-  "cniVersion": "0.3.1",
-  "name": "default",
-  "ipam": {
-     "type": "host-local",
-     "ranges": [
-       [
-          {
-            "subnet": "11.0.x.0/24",
-            "gateway": "11.0.x.1"
-          }
-       ]
-     ]
-  }
-}"#;
+    /// The seed's "default" template, as the seed README has it.
+    const SEED_DEFAULT: &str = include_str!("../../examples/node-local/default");
 
     fn template(dir: &Path, text: &str, ipam: Value) -> Result<Template, CniError> {
         std::fs::write(dir.join("default"), text).unwrap();

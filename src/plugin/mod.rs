@@ -26,12 +26,8 @@ pub fn run_from_process() -> Outcome {
     skel::run_from_process(run)
 }
 
-/// One CNI call: VERSION needs no valid config; the rest parse it fully first.
-pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniError> {
-    let env = env?;
-    if env.command == Command::Version {
-        return Ok(skel::version_answer(stdin));
-    }
+/// One CNI call (VERSION is answered by [`skel`]): the config is parsed fully first.
+pub fn run(stdin: &[u8], env: CniEnv) -> Result<String, CniError> {
     let cfg = KactusConfig::from_bytes(stdin)?;
     crate::logging::init(cfg.log_file.as_deref(), cfg.log_level);
     log::debug!("{} container={} ifname={} args={}", env.command.as_str(), env.container_id, env.ifname, redact(&env));
