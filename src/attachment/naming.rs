@@ -26,7 +26,8 @@ pub fn attachment_key(pod_namespace: &str, namespace: &str, name: &str, repeat: 
 }
 
 /// The kernel's rules for a device name (`dev_valid_name`): 1-15 bytes, not `.`/`..`,
-/// no `/`, `:` or white space.
+/// no `/`, `:` or white space; and no `%` (the kernel takes it as a template and names the
+/// device something else) or NUL (netlink's name would end there).
 pub fn validate_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("interface name is empty".into());
@@ -34,7 +35,7 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
     if name.len() > MAX_IFNAME_LEN {
         return Err(format!("interface name {name:?} is longer than {MAX_IFNAME_LEN} bytes"));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name == "." || name == ".." || name.chars().any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace()) {
         return Err(format!("interface name {name:?} is not a valid Linux device name"));
     }
     Ok(())
@@ -67,7 +68,7 @@ mod tests {
     fn kernel_name_rules() {
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("net9f27410725ab").is_ok());
-        for bad in ["", "a/b", "a b", "toolongname12345", "..", "eth0:1"] {
+        for bad in ["", "a/b", "a b", "toolongname12345", "..", "eth0:1", "net%d", "a\0b"] {
             assert!(validate_ifname(bad).is_err(), "{bad:?}");
         }
     }

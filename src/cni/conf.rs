@@ -56,14 +56,18 @@ impl NetworkConfig {
                 CniError::invalid_config(format!("network {name:?}: {at}: {e}"))
             })?;
         }
-        let flag = |key: &str| obj.get(key).and_then(Value::as_bool).unwrap_or(false);
+        // List-level settings, as libcni reads them; a single conf has none.
+        let list_flag = |key: &str| match is_list {
+            true => flag(obj, key).map_err(|e| CniError::invalid_config(format!("network {name:?}: \"{key}\" {e}"))),
+            false => Ok(false),
+        };
         Ok(NetworkConfig {
+            disable_check: list_flag("disableCheck")?,
+            disable_gc: list_flag("disableGC")?,
             name,
             cni_version,
             plugins,
             is_list,
-            disable_check: is_list && flag("disableCheck"),
-            disable_gc: is_list && flag("disableGC"),
         })
     }
 
@@ -160,6 +164,19 @@ fn plugin_capabilities(plugin: &Map<String, Value>) -> Vec<String> {
     }
 }
 
+/// A boolean setting, read as libcni reads a conflist's: `true`/`false`, or those words in a
+/// string (any case). Anything else is refused rather than read as false, so a quoted or
+/// misspelt value cannot quietly switch off what the operator switched on.
+pub fn flag(obj: &Map<String, Value>, key: &str) -> Result<bool, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(format!("must be true or false, not {other}")),
+    }
+}
+
 fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -216,6 +233,19 @@ mod tests {
         for t in ["../../bin/sh", "/usr/bin/id", ""] {
             let e = NetworkConfig::parse(&json!({"type": t}), "n", "1.0.0").unwrap_err();
             assert_eq!(e.code, 7, "{t}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn list_flags_are_read_as_libcni_reads_them() {
+        let list = |v: Value| json!({"name": "n", "disableCheck": v, "plugins": [{"type": "bridge"}]});
+        for (v, want) in [(json!(true), true), (json!("True"), true), (json!("false"), false), (json!(null), false)] {
+            assert_eq!(NetworkConfig::parse(&list(v.clone()), "n", "1.0.0").unwrap().disable_check, want, "{v}");
+        }
+        // The network_config fuzz target's check: these were read as false, so CHECK ran.
+        for v in [json!("yes"), json!(1), json!(["true"])] {
+            let e = NetworkConfig::parse(&list(v.clone()), "n", "1.0.0").unwrap_err();
+            assert!(e.code == 7 && e.msg.contains("disableCheck"), "{v}: {}", e.msg);
         }
     }
 

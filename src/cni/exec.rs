@@ -77,15 +77,26 @@ pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<
             format!("{plugin_type} did not answer {} within {:?} and was killed", inv.command.as_str(), inv.timeout),
         ));
     }
+    decode_answer(plugin_type, &stdout, &stderr, status)
+}
+
+/// What a plugin that exited with `status` told us: its result JSON (`None` when it printed
+/// nothing, as DEL and CHECK do), or its failure as a CNI error.
+pub fn decode_answer(
+    plugin_type: &str,
+    stdout: &[u8],
+    stderr: &str,
+    status: std::process::ExitStatus,
+) -> Result<Option<Value>, CniError> {
     if status.success() {
         if stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        return serde_json::from_slice(&stdout).map(Some).map_err(|e| {
+        return serde_json::from_slice(stdout).map(Some).map_err(|e| {
             CniError::new(code::DECODING_FAILURE, format!("{plugin_type} printed a result that is not JSON: {e}"))
         });
     }
-    Err(plugin_error(plugin_type, &stdout, &stderr, status))
+    Err(plugin_error(plugin_type, stdout, stderr, status))
 }
 
 /// Writes stdin and reads stdout and stderr to EOF, all on this thread with poll(2), and kills
@@ -168,7 +179,10 @@ fn read_some<R: Read>(pipe: &mut Option<R>, into: &mut Vec<u8>) -> bool {
 fn plugin_error(plugin_type: &str, stdout: &[u8], stderr: &str, status: std::process::ExitStatus) -> CniError {
     if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(stdout) {
         if let Some(msg) = obj.get("msg").and_then(Value::as_str) {
-            let c = obj.get("code").and_then(Value::as_u64).unwrap_or(code::DELEGATE_EXEC as u64) as u32;
+            // The delegate's own code, unless it is none a CNI error can carry (0, or beyond
+            // the spec's unsigned int, which a cast would wrap into another code).
+            let own = obj.get("code").and_then(Value::as_u64).and_then(|c| u32::try_from(c).ok());
+            let c = own.filter(|&c| c != 0).unwrap_or(code::DELEGATE_EXEC);
             let details = obj.get("details").and_then(Value::as_str).unwrap_or_default();
             return CniError::new(c, format!("{plugin_type}: {msg}")).with_details(details);
         }
@@ -198,6 +212,21 @@ mod tests {
             args,
             cni_path: dir,
             timeout,
+        }
+    }
+
+    #[test]
+    fn a_delegates_error_keeps_its_code_only_when_it_is_one() {
+        use std::os::unix::process::ExitStatusExt;
+        let failed = |stdout: &str| {
+            decode_answer("macvlan", stdout.as_bytes(), "", std::process::ExitStatus::from_raw(1 << 8)).unwrap_err()
+        };
+        assert_eq!(failed(r#"{"code": 999, "msg": "no master"}"#).code, 999);
+        // The delegate_answer fuzz target's check: 2^32 + 7 was cast to 7 ("invalid network
+        // config"), and 0 was passed on, which is no error code.
+        for given in ["4294967303", "0", "-1", "\"7\""] {
+            let e = failed(&format!(r#"{{"code": {given}, "msg": "no master"}}"#));
+            assert_eq!((e.code, e.msg.as_str()), (code::DELEGATE_EXEC, "macvlan: no master"), "code {given}");
         }
     }
 

@@ -33,9 +33,14 @@ pub struct IpConfig {
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// Index into `interfaces`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Index into `interfaces`. 0.3.x plugins may say `-1` for "no interface" (the spec's
+    /// upgrade notes ask runtimes to accept it); any negative index reads as none.
+    #[serde(default, deserialize_with = "interface_index", skip_serializing_if = "Option::is_none")]
     pub interface: Option<usize>,
+}
+
+fn interface_index<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<usize>, D::Error> {
+    Ok(Option::<i64>::deserialize(de)?.and_then(|i| usize::try_from(i).ok()))
 }
 
 impl IpConfig {
@@ -276,6 +281,16 @@ mod tests {
         let older = CniResult::convert(&v, "1.0.0").unwrap();
         assert!(older["interfaces"][0].get("mtu").is_none());
         assert!(older["routes"][0].get("priority").is_none());
+    }
+
+    #[test]
+    fn a_0_3_plugins_interface_minus_one_means_no_interface() {
+        // Found seeding the fuzz corpus from the spec's upgrade notes: it was code 6, so such a
+        // plugin failed every ADD behind kactus.
+        let r = json!({"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "10.1.0.5/16", "interface": -1}]});
+        let parsed = CniResult::parse(&r).unwrap();
+        assert_eq!(parsed.ips[0].interface, None);
+        assert!(CniResult::convert(&r, "1.0.0").unwrap()["ips"][0].get("interface").is_none());
     }
 
     #[test]

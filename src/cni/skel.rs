@@ -36,16 +36,21 @@ impl Outcome {
 pub fn run_from_process(run: impl FnOnce(&[u8], CniEnv) -> Result<String, CniError>) -> Outcome {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
-    // The version to answer errors in: the config's if it parses that far.
-    let answer_version = stdin_version(&stdin)
-        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
-        .unwrap_or_else(|| version::LATEST.to_string());
     let result = match (read, CniEnv::from_process()) {
         (Err(e), _) => Err(CniError::io("read stdin", e)),
         (Ok(_), Err(e)) => Err(e),
         (Ok(_), Ok(env)) if env.command == Command::Version => Ok(version_answer(&stdin)),
         (Ok(_), Ok(env)) => run(&stdin, env),
     };
+    outcome(&stdin, result)
+}
+
+/// What the process prints for a call's result: the answer, or the error as CNI error JSON
+/// in the version of the config on `stdin` (if it parses that far).
+pub fn outcome(stdin: &[u8], result: Result<String, CniError>) -> Outcome {
+    let answer_version = stdin_version(stdin)
+        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
+        .unwrap_or_else(|| version::LATEST.to_string());
     match result {
         Ok(stdout) => Outcome { stdout, success: true },
         Err(e) => Outcome { stdout: e.to_json(&answer_version), success: false },

@@ -164,7 +164,13 @@ struct User {
 pub(crate) fn from_kubeconfig(path: &Path) -> Result<ClusterAccess, KubeError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| KubeError::config(format!("reading kubeconfig {}: {e}", path.display())))?;
-    let config: Kubeconfig = serde_saphyr::from_str(&text)
+    from_text(&text, path)
+}
+
+/// Parses a kubeconfig's text as if read from `path` (relative file names are resolved
+/// beside it) and resolves its current context.
+pub(crate) fn from_text(text: &str, path: &Path) -> Result<ClusterAccess, KubeError> {
+    let config: Kubeconfig = serde_saphyr::from_str(text)
         .map_err(|e| KubeError::config(format!("parsing kubeconfig {}: {e}", path.display())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     resolve(config, path, dir)

@@ -5,6 +5,8 @@ mod backoff;
 mod client;
 mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kubeconfig;
 pub mod time;
 mod tls;

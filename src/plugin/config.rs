@@ -1,5 +1,6 @@
 //! The kactus network configuration read from stdin, validated before anything runs.
 
+use crate::cni::conf::flag;
 use crate::cni::{CniError, NetworkConfig, Version};
 use log::LevelFilter;
 use serde_json::{Map, Value};
@@ -73,8 +74,11 @@ impl KactusConfig {
         let mut delegates = Vec::new();
         for (i, d) in delegates_raw.iter().enumerate() {
             let mut d = d.as_object().cloned().ok_or_else(|| field(&format!("delegates[{i}]"), "must be an object"))?;
-            let is_master =
-                [d.remove("masterPlugin"), d.remove("masterplugin")].into_iter().flatten().any(|v| v == true);
+            let is_master = ["masterPlugin", "masterplugin"].iter().try_fold(false, |any, key| {
+                let set = flag(&d, key).map_err(|e| field(&format!("delegates[{i}].{key}"), &e))?;
+                d.remove(*key);
+                Ok::<_, CniError>(any || set)
+            })?;
             let default_name = if is_master { name.clone() } else { String::new() };
             let net = NetworkConfig::parse(&Value::Object(d), &default_name, &cni_version)
                 .map_err(|e| e.context(format!("delegates[{i}]")))?;
@@ -90,11 +94,17 @@ impl KactusConfig {
                         "is required for a delegate that is not the masterPlugin (its device is named after it)",
                     ));
                 }
+                if delegates.iter().any(|d: &NetworkConfig| d.name == net.name) {
+                    return Err(field(
+                        &format!("delegates[{i}].name"),
+                        &format!("{:?} names another delegate too: both would be the same device", net.name),
+                    ));
+                }
                 delegates.push(net);
             }
         }
         let master = master.ok_or_else(|| field("delegates", "no delegate has masterPlugin: true"))?;
-        let cache_dir = string(obj, "cacheDir")?.or(string(obj, "cniDir")?).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        let cache_dir = path(obj, "cacheDir")?.or(path(obj, "cniDir")?).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
         let log_level = match string(obj, "logLevel")? {
             None => LevelFilter::Warn,
             Some(l) => crate::logging::parse_level(&l).ok_or_else(|| {
@@ -110,21 +120,21 @@ impl KactusConfig {
         Ok(KactusConfig {
             cni_version,
             name,
-            kubeconfig: string(obj, "kubeconfig")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            kubeconfig: path(obj, "kubeconfig")?,
             master,
             delegates,
-            cache_dir: PathBuf::from(cache_dir),
-            conf_dir: PathBuf::from(string(obj, "confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.into())),
-            log_file: string(obj, "logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            cache_dir,
+            conf_dir: path(obj, "confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
+            log_file: path(obj, "logFile")?,
             log_level,
             api_timeout: seconds(obj, "apiTimeoutSeconds", DEFAULT_API_TIMEOUT_SECS)?,
             delegate_timeout: seconds(obj, "delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT_SECS)?,
-            namespace_isolation: obj.get("namespaceIsolation").and_then(Value::as_bool).unwrap_or(false),
+            namespace_isolation: flag(obj, "namespaceIsolation").map_err(|e| field("namespaceIsolation", &e))?,
             global_namespaces,
             runtime_config: obj.get("runtimeConfig").and_then(Value::as_object).cloned().unwrap_or_default(),
             prev_result: obj.get("prevResult").filter(|v| !v.is_null()).cloned(),
-            disable_check: obj.get("disableCheck").and_then(Value::as_bool).unwrap_or(false),
-            disable_gc: obj.get("disableGC").and_then(Value::as_bool).unwrap_or(false),
+            disable_check: flag(obj, "disableCheck").map_err(|e| field("disableCheck", &e))?,
+            disable_gc: flag(obj, "disableGC").map_err(|e| field("disableGC", &e))?,
             valid_attachments: crate::cni::chain::valid_attachments(obj)?,
         })
     }
@@ -164,12 +174,20 @@ fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniErro
     }
 }
 
+/// A path setting; an empty one means unset, as for `kubeconfig` and `logFile` (an empty
+/// `cacheDir` would otherwise put the cache in whatever directory the runtime runs in).
+fn path(obj: &Map<String, Value>, key: &str) -> Result<Option<PathBuf>, CniError> {
+    Ok(string(obj, key)?.filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
 fn seconds(obj: &Map<String, Value>, key: &str, default: f64) -> Result<Duration, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(Duration::from_secs_f64(default)),
         Some(v) => match v.as_f64() {
-            Some(s) if s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-            _ => Err(field(key, "must be a number of seconds between 0 and 3600")),
+            // From a millisecond: a smaller positive number rounds to a bound of zero, which
+            // fails every request or delegate at once.
+            Some(s) if (0.001..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+            _ => Err(field(key, "must be a number of seconds between 0.001 and 3600")),
         },
     }
 }
@@ -246,6 +264,49 @@ mod tests {
         assert_eq!((c.name.as_str(), c.cni_version.as_str()), ("kactus-net", "1.0.0"));
         assert_eq!(c.master.types(), "flannel");
         assert_eq!(c.cache_dir, PathBuf::from("/tmp/k"));
+    }
+
+    #[test]
+    fn booleans_are_booleans() {
+        let with = |key: &str, v: Value| {
+            let mut c = json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}]});
+            c[key] = v;
+            parse(c)
+        };
+        assert!(with("namespaceIsolation", json!("true")).unwrap().namespace_isolation);
+        // The stdin_config fuzz target's check: each of these was read as false, so a quoted
+        // or misspelt "namespaceIsolation" quietly let pods use other namespaces' networks.
+        for key in ["namespaceIsolation", "disableCheck", "disableGC"] {
+            let e = with(key, json!("yes")).unwrap_err();
+            assert!(e.code == 7 && e.msg.contains(key), "{}", e.msg);
+        }
+        let e = parse(json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": 1}]})).unwrap_err();
+        assert!(e.msg.contains("delegates[0].masterPlugin"), "{}", e.msg);
+    }
+
+    #[test]
+    fn config_delegates_have_distinct_names_and_empty_paths_mean_the_default() {
+        let two = json!({"name": "k", "cacheDir": "", "confDir": "", "delegates": [{"type": "a", "masterPlugin": true},
+            {"name": "side", "type": "b"}, {"name": "side", "type": "c"}]});
+        let e = parse(two).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("delegates[2].name"), "{}", e.msg);
+        let c = parse(json!({"name": "k", "cacheDir": "", "cniDir": "", "confDir": "",
+            "delegates": [{"type": "a", "masterPlugin": true}]}))
+        .unwrap();
+        assert_eq!((c.cache_dir.to_str(), c.conf_dir.to_str()), (Some(DEFAULT_CACHE_DIR), Some(DEFAULT_CONF_DIR)));
+    }
+
+    #[test]
+    fn bounds_are_never_zero() {
+        // The stdin_config fuzz target's check: 1e-10 was accepted and became a zero bound.
+        for key in ["apiTimeoutSeconds", "delegateTimeoutSeconds"] {
+            let mut c = json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}]});
+            c[key] = json!(1e-10);
+            let e = parse(c.clone()).unwrap_err();
+            assert!(e.code == 7 && e.msg.contains(key), "{}", e.msg);
+            c[key] = json!(0.001);
+            assert!(!parse(c).unwrap().api_timeout.is_zero());
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use config::KactusConfig;
 use crate::cni::skel;
 use crate::cni::{CniEnv, CniError, Command};
 
-pub use crate::cni::skel::Outcome;
+pub use crate::cni::skel::{outcome, Outcome};
 
 /// Runs one CNI call from the process's stdin and environment.
 pub fn run_from_process() -> Outcome {
