@@ -120,7 +120,7 @@ impl<'a> Holder<'a> {
         let node = NodeIdentity::read(&cfg.node_file)?;
         let (record, unreadable) = match store.read_file(RECORD_FILE)? {
             None => (None, None),
-            Some(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+            Some(text) => match serde_json::from_str::<Record>(&text) {
                 Ok(record) => (Some(record), None),
                 Err(e) => {
                     let why = format!("{} is corrupt ({e})", store.dir().join(RECORD_FILE).display());

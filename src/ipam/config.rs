@@ -286,9 +286,24 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.split('/').next()?.trim().parse().ok()
 }
 
+/// The most a file named by a config (a template, a resolv.conf, the node file) may hold: a
+/// path to `/dev/zero` or a log file must not make the plugin read forever.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Reads a small text file a config names, refusing one larger than [`MAX_CONFIG_FILE`].
+pub(super) fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_CONFIG_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(std::io::Error::other(format!("larger than {MAX_CONFIG_FILE} bytes")));
+    }
+    Ok(text)
+}
+
 /// DNS from a resolv.conf, as host-local reads `resolvConf`.
 fn resolv_conf(path: &Path) -> Result<Dns, CniError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CniError::io(format!("resolvConf {}", path.display()), e))?;
+    let text = read_small(path).map_err(|e| CniError::io(format!("resolvConf {}", path.display()), e))?;
     let mut dns = Dns::default();
     for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.starts_with(';')) {
         let mut words = line.split_whitespace();

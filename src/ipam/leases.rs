@@ -9,6 +9,7 @@
 //! hard-linked into place, which fails if the address is taken. A file named like an address
 //! whose content is not a lease is reported as corrupt, never reused and never guessed at.
 
+use super::config::read_small;
 use crate::cni::{code, CniError};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
@@ -145,7 +146,7 @@ impl LeaseStore {
 
     /// The address last handed out from range set `set`, where round-robin goes on from.
     pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
-        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED}{set}"))).ok()?.trim().parse().ok()
+        read_small(&self.dir.join(format!("{LAST_RESERVED}{set}"))).ok()?.trim().parse().ok()
     }
 
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), CniError> {
@@ -153,10 +154,10 @@ impl LeaseStore {
     }
 
     /// A state file of this network's directory, if it exists.
-    pub fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, CniError> {
+    pub fn read_file(&self, name: &str) -> Result<Option<String>, CniError> {
         let path = self.dir.join(name);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
+        match read_small(&path) {
+            Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CniError::io(format!("read {}", path.display()), e)),
         }
@@ -218,6 +219,12 @@ fn read_owner(path: &Path) -> Result<Owner, String> {
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(|_| "not text".to_string())?;
+    parse_owner(&text)
+}
+
+/// A lease file's content: `<container ID>\r\n<interface>`, or host-local's older
+/// `<container ID>` alone.
+pub fn parse_owner(text: &str) -> Result<Owner, String> {
     // host-local writes `\r\n`; a file edited by hand may have a plain `\n`.
     let mut lines = text.trim().lines();
     let container_id = lines.next().unwrap_or_default().trim();
@@ -226,7 +233,7 @@ fn read_owner(path: &Path) -> Result<Owner, String> {
         && container_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     let valid_if = ifname.is_none_or(|i| crate::attachment::validate_ifname(i).is_ok());
     if !valid_id || !valid_if || lines.next().is_some() {
-        return Err(format!("content {:?} is not \"<container ID>\\r\\n<interface>\"", truncate(&text)));
+        return Err(format!("content {:?} is not \"<container ID>\\r\\n<interface>\"", truncate(text)));
     }
     Ok(Owner { container_id: container_id.to_string(), ifname: ifname.map(str::to_string) })
 }

@@ -48,8 +48,8 @@ impl NodeIdentity {
             ))
         };
         let meta = std::fs::metadata(path).map_err(missing)?;
-        let bytes = std::fs::read(path).map_err(missing)?;
-        let file: NodeFile = serde_json::from_slice(&bytes).map_err(|e| {
+        let text = super::config::read_small(path).map_err(missing)?;
+        let file: NodeFile = serde_json::from_str(&text).map_err(|e| {
             CniError::new(
                 code::DECODING_FAILURE,
                 format!("node file {} is not {{\"nodeName\", \"kubeconfig\"}}: {e}", path.display()),

@@ -15,7 +15,7 @@
 //! never from a guess: the seed's hostname rule (`vm-004` -> 4), or a label or annotation of
 //! the node's Node object.
 
-use super::config::{invalid, opt_str, Pools, DEFAULT_DATA_DIR};
+use super::config::{invalid, opt_str, read_small, Pools, DEFAULT_DATA_DIR};
 use crate::cni::CniError;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ impl Template {
         let index = index_source(ipam.get("nodeIndex"))?;
         let dir = opt_str(ipam, "templateDir", "ipam.templateDir")?.unwrap_or(DEFAULT_TEMPLATE_DIR);
         let path = Path::new(dir).join(cfg);
-        let text = std::fs::read_to_string(&path)
+        let text = read_small(&path)
             .map_err(|e| invalid(format!("ipam.cfg {cfg:?}: template {} cannot be read ({e})", path.display())))?;
         // The template is JSON before substitution too (`.x` sits inside strings): where its
         // leases live must not depend on the index, or DEL could not find them.
@@ -216,6 +216,9 @@ mod tests {
         let mut ipam = Map::new();
         ipam.insert("nodeIndex".into(), json!({"from": "hostname"}));
         assert!(Template::load(&ipam, "../etc/passwd").unwrap_err().msg.contains("must be a file name"));
+        ipam.insert("templateDir".into(), json!("/dev"));
+        let endless = Template::load(&ipam, "zero").unwrap_err();
+        assert!(endless.msg.contains("larger than 1048576 bytes"), "{}", endless.msg);
         ipam.insert("templateDir".into(), json!(dir.path().join("none")));
         assert!(Template::load(&ipam, "default").unwrap_err().msg.contains("cannot be read"));
     }
