@@ -4,12 +4,13 @@
 //! the CNI protocol ([`cni`]), the apiserver client ([`kube`]), annotations to
 //! attachments ([`attachment`]), the ADD/DEL/CHECK story ([`plugin`]), network
 //! namespace and route helpers ([`netns`], [`netlink`]), the node daemon ([`podagent`]),
-//! the Service endpoints controller ([`endpoints`]), the DaemonSet installer ([`install`])
-//! and the node-local IPAM plugin ([`ipam`]).
+//! the Service endpoints controller ([`endpoints`]), what those two daemons share on kube-rs
+//! ([`daemon`]), the DaemonSet installer ([`install`]) and the node-local IPAM plugin ([`ipam`]).
 //! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
 pub mod cni;
+pub mod daemon;
 pub mod endpoints;
 pub mod install;
 pub mod ipam;

@@ -1,11 +1,13 @@
-//! Routes in a pod's network namespace over rtnetlink (a synchronous `NETLINK_ROUTE` socket,
-//! never an exec of `ip`): moving the default route onto an attachment (NPWG
-//! `default-route`) and putting back what was there when that attachment goes away.
+//! Routes and links in a pod's network namespace over rtnetlink (a synchronous
+//! `NETLINK_ROUTE` socket, never an exec of `ip`): moving the default route onto an attachment
+//! (NPWG `default-route`) and putting back what was there when that attachment goes away;
+//! removing a device whose delegate can no longer be asked to.
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
+use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -97,6 +99,21 @@ fn restore_here(rtnl: &mut Rtnl, routes: &[DefaultRoute]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes the device `ifname` in the namespace at `netns`; `false` if there is none.
+pub fn delete_link(netns: &Path, ifname: &str) -> io::Result<bool> {
+    let ifname = ifname.to_string();
+    crate::netns::run_in(netns, move || {
+        let Ok(index) = nix::net::if_::if_nametoindex(ifname.as_str()) else { return Ok(false) };
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match Rtnl::open()?.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK) {
+            // Gone between the look-up and the request: the same outcome.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            other => other.map(|_| true).map_err(|e| io::Error::new(e.kind(), format!("delete device {ifname}: {e}"))),
+        }
+    })?
 }
 
 fn index_of(ifname: &str) -> io::Result<u32> {
@@ -289,6 +306,16 @@ mod tests {
         let _ = Command::new("ip").args(["-n", &ns.0, "link", "del", "vc"]).status();
         restore_default_routes(&ns.path(), &replaced).unwrap();
         assert!(ns.defaults().starts_with("default via 10.1.0.1 dev va"), "{}", ns.defaults());
+    }
+
+    #[test]
+    fn a_device_is_deleted_by_name_and_a_missing_one_is_no_error() {
+        let ns = Ns::new("dellink");
+        assert!(delete_link(&ns.path(), "vc").unwrap());
+        assert!(!delete_link(&ns.path(), "vc").unwrap());
+        let out = Command::new("ip").args(["-n", &ns.0, "-o", "link", "show"]).output().unwrap();
+        let links = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(links.contains("va@vb") && !links.contains("vc@"), "{links}");
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn forbid_what_rbac_does_not_grant(server: &TestApiServer) {
         for verb in VERBS {
             let allowed = granted.iter().any(|(g, r, v)| g == kind.group && r == kind.resource && v == verb);
             if !allowed {
-                server.faults().forbid(verb, kind.resource);
+                server.faults().forbid(verb, &kind.qualified());
             }
         }
     }
@@ -197,7 +197,6 @@ fn rbac_grants_exactly_the_verbs_used() {
     let mut granted: Vec<String> = granted().iter().map(|(g, r, v)| format!("{g}/{r}:{v}")).collect();
     granted.sort();
     let want = [
-        "/events:create",
         "/pods:list",
         "/pods:watch",
         "/services:list",
@@ -210,6 +209,8 @@ fn rbac_grants_exactly_the_verbs_used() {
         "discovery.k8s.io/endpointslices:list",
         "discovery.k8s.io/endpointslices:update",
         "discovery.k8s.io/endpointslices:watch",
+        "events.k8s.io/events:create",
+        "events.k8s.io/events:patch",
     ];
     assert_eq!(granted, want);
 }
@@ -496,4 +497,27 @@ fn convergence_time_with_1000_pods() {
         pct(99),
         times[times.len() - 1]
     );
+}
+
+/// On Kubernetes 1.20 (no discovery.k8s.io/v1) the controller exits at once with a message
+/// an operator can act on, instead of retrying a 404 forever and never getting ready.
+#[test]
+fn on_kubernetes_1_20_it_exits_at_once_naming_the_api_and_the_release_that_has_it() {
+    let server = TestApiServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), "endpoints-test-token").unwrap();
+    server.emulate_kubernetes_minor(20);
+    let dir = tempfile::tempdir().unwrap();
+    server.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_kactus-endpoints"))
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .expect("run kactus-endpoints");
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for part in ["discovery.k8s.io/v1", "endpointslices", "1.21", "v1.20.0"] {
+        assert!(stderr.contains(part), "{part} missing from: {stderr}");
+    }
 }

@@ -1,5 +1,6 @@
-//! kactus's own apiserver client against the test apiserver: HTTP/2 multiplexing, one
-//! connection for a fresh client's fan-out, watches, stream resets and shutdown.
+//! The apiserver clients against the test apiserver: the plugin's own (HTTP/2 multiplexing,
+//! one connection for a fresh client's fan-out, stream resets) and the daemons' kube-rs client
+//! built by the same credential loader (watches as events happen, paginated lists, shutdown).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -77,25 +78,6 @@ fn a_fresh_kube_client_fanning_out_opens_one_connection() {
 }
 
 #[test]
-fn kube_client_watches_over_http2_as_events_happen() {
-    let server = server();
-    let dir = tempfile::tempdir().unwrap();
-    let client = kube_client(&server, &dir);
-    let query = [("fieldSelector", "spec.nodeName=node1"), ("timeoutSeconds", "5")];
-    let mut events = client.watch::<kactus::kube::Pod>("/api/v1/pods", &query, "").unwrap();
-    let first = events.next().unwrap().unwrap();
-    assert!(matches!(first, kactus::kube::WatchEvent::Added(p) if p.metadata.name == "app1"));
-    let started = std::time::Instant::now();
-    server.store().apply_yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: app3}\nspec: {nodeName: node1}\n").unwrap();
-    let second = events.next().unwrap().unwrap();
-    assert!(matches!(second, kactus::kube::WatchEvent::Added(p) if p.metadata.name == "app3"));
-    assert!(started.elapsed() < Duration::from_secs(1), "the event came as it happened");
-    // The pod GET goes on the watch's connection, beside the open stream.
-    client.get_pod("default", "app3").unwrap();
-    assert_eq!(server.stats().connections, 1);
-}
-
-#[test]
 fn an_injected_reset_on_http2_resets_the_stream_and_the_client_retries() {
     let server = server();
     let dir = tempfile::tempdir().unwrap();
@@ -107,15 +89,87 @@ fn an_injected_reset_on_http2_resets_the_stream_and_the_client_retries() {
     assert_eq!((stats.connections, stats.requests), (1, 1), "one stream reset, the connection kept");
 }
 
+/// The daemons' client, through the same kubeconfig and the crate's one loader.
+fn daemon_client(server: &TestApiServer, dir: &tempfile::TempDir) -> kube::Client {
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).unwrap();
+    kactus::daemon::client(Some(&path)).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    kactus::daemon::runtime().unwrap()
+}
+
 #[test]
-fn shutdown_ends_open_http2_watches_at_once() {
+fn the_daemons_client_watches_as_events_happen() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, WatchEvent, WatchParams};
     let server = server();
     let dir = tempfile::tempdir().unwrap();
-    let client = kube_client(&server, &dir);
-    let mut events = client.watch::<kactus::kube::Pod>("/api/v1/namespaces/default/pods", &[], "").unwrap();
-    assert!(events.next().unwrap().is_ok());
-    let started = std::time::Instant::now();
-    server.shutdown();
-    for _ in events.by_ref() {}
-    assert!(started.elapsed() < Duration::from_secs(3));
+    runtime().block_on(async {
+        let client = daemon_client(&server, &dir);
+        let pods: Api<Pod> = Api::all(client);
+        let params = WatchParams::default().fields("spec.nodeName=node1").timeout(5);
+        let mut events = pods.watch(&params, "0").await.unwrap().boxed();
+        let first = events.next().await.unwrap().unwrap();
+        assert!(matches!(first, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("app1")));
+        let started = std::time::Instant::now();
+        server
+            .store()
+            .apply_yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: app3}\nspec: {nodeName: node1}\n")
+            .unwrap();
+        let second = events.next().await.unwrap().unwrap();
+        assert!(matches!(second, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("app3")));
+        assert!(started.elapsed() < Duration::from_secs(1), "the event came as it happened");
+    });
+}
+
+#[test]
+fn the_daemons_watcher_lists_in_pages_and_sees_every_pod() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let server = server();
+    for i in 0..7 {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec: {{nodeName: node1}}\n",
+            i % 3
+        );
+        server.store().apply_yaml(&pod).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let pods: kube::Api<Pod> = kube::Api::all(daemon_client(&server, &dir));
+        let config = watcher::Config::default().page_size(3);
+        let mut names: Vec<String> = watcher(pods, config)
+            .applied_objects()
+            .take(8)
+            .map_ok(|p| p.metadata.name.unwrap_or_default())
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        assert_eq!(names, ["app1", "p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+    });
+    assert_eq!(server.stats().per_verb.get("list"), Some(&3), "three pages of three: {:?}", server.stats());
+}
+
+#[test]
+fn shutdown_ends_open_watches_at_once() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, WatchParams};
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let pods: Api<Pod> = Api::namespaced(daemon_client(&server, &dir), "default");
+        let mut events = pods.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+        assert!(events.next().await.unwrap().is_ok());
+        let started = std::time::Instant::now();
+        // Stopped from a thread of its own: the server's runtime cannot be dropped in this one.
+        std::thread::spawn(move || server.shutdown()).join().unwrap();
+        while let Some(Ok(_)) = events.next().await {}
+        assert!(started.elapsed() < Duration::from_secs(3));
+    });
 }

@@ -301,7 +301,13 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
     let file = "manifests/podagent-serviceaccount-and-rbac.yaml";
     assert_eq!(
         granted(file),
-        rules(&[("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create"),])
+        rules(&[
+            ("", "pods", "get"),
+            ("", "pods", "list"),
+            ("", "pods", "watch"),
+            ("events.k8s.io", "events", "create"),
+            ("events.k8s.io", "events", "patch"),
+        ])
     );
     assert_bound(file, "manifests/podagent-ds.yaml", "podagent");
 }
@@ -469,7 +475,14 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     };
     expect("/run/containerd", false, "None");
     expect("/var/run/crio", false, "None");
-    expect("/var/run/netns", false, "HostToContainer");
+    // The runtime's netns bind mounts, made after podagent started, under the path runtimes
+    // name (/var/run/netns/cni-...), from the host's /run/netns: containerd checks the
+    // propagation of the hostPath itself and does not follow the /var/run -> /run symlink.
+    assert_eq!(
+        mounts.get("/var/run/netns"),
+        Some(&("/run/netns".to_string(), false, "HostToContainer".to_string())),
+        "{mounts:?}"
+    );
     expect("/opt/cni/bin", true, "None");
     expect("/etc/cni/net.d", true, "None");
     // The plugin podagent invokes writes its cache (the installer's default cacheDir) and
@@ -480,6 +493,10 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
 
     let env = container["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
+    // The node's plugin runs in the host's filesystem, as under the runtime: in the mount
+    // namespace of the host's init, which hostPID makes /proc/1.
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(args.contains(&"--plugin-mount-namespace=/proc/1/ns/mnt"), "{args:?}");
     // Every flag the DaemonSet passes is one the real podagent binary accepts.
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_podagent")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
@@ -684,7 +701,7 @@ fn the_kactus_conf_example_is_a_kactus_config_with_one_master() {
 #[test]
 fn the_hello1_example_service_is_in_the_shape_the_endpoints_controller_serves() {
     let svc = one("examples/mp1-service.yaml", "Service");
-    let svc: kactus::kube::Service = serde_json::from_value(svc).unwrap();
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(svc).unwrap();
     match kactus::endpoints::shape::shape_of(&svc) {
         kactus::endpoints::shape::Shape::Supported { network, selector } => {
             assert_eq!(format!("{network}"), "mep/mp1");

@@ -422,3 +422,34 @@ fn every_delegate_gets_the_pod_args_cni_args_reach_args_cni_and_del_repeats_add_
     }
     assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
 }
+
+/// Every form a dynamic ADD accepts is deletable by the same form: podagent (or an operator)
+/// deletes with what it added. A dynamic DEL that matches nothing says so in the log.
+#[test]
+fn a_dynamic_del_finds_what_its_add_made_in_every_form_the_add_accepts() {
+    let mut sb = Sandbox::new();
+    let n0 = sb.bridge_net("n0", "n0-br", "10.30.0.0/24");
+    sb.apply(&Sandbox::nad_yaml("default", "n0", &n0));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({NPWG: "n0@eth7"})));
+    let p = sb.pod("app1");
+    let (conf, args) = (sb.kactus_conf(), pod_args("default", "app1"));
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &pod_args("default", "app1"), &conf).ok();
+    assert_eq!(sorted(sb.pod_devices(p)), ["eth0", "eth7"]);
+    let dynamic = |form: &str| format!("{args};K8S_POD_NETWORK={form}");
+    let json_form = json!([{"name": "n0", "interface": "eth7"}]).to_string();
+    for form in ["n0@eth7", "default/n0@eth7", json_form.as_str()] {
+        // The runtime's ADD made it for the first form; podagent's dynamic ADD for the others.
+        if !sb.pods[p].has_link("eth7") {
+            sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &dynamic(form), &conf).ok();
+            assert!(sb.pods[p].has_link("eth7"), "{form}: ADD made eth7");
+        }
+        sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", &dynamic(form), &conf).ok();
+        assert_eq!(sb.pod_devices(p), ["eth0"], "{form}: DEL removed eth7");
+        assert_eq!(sb.leases().len(), 1, "{form}: eth7's lease released: {:?}", sb.leases());
+    }
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", &dynamic("n0@eth9"), &conf).ok();
+    let log = std::fs::read_to_string(sb.path("kactus.log")).unwrap_or_default();
+    assert!(log.contains("K8S_POD_NETWORK=n0@eth9 matches no attachment"), "the log says so");
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}

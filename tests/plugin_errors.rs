@@ -136,3 +136,88 @@ fn a_result_the_runtimes_version_cannot_hold_is_code_1_and_rolled_back() {
     assert!(msg.contains("0.2.0"), "{msg}");
     assert_clean(&sb, p);
 }
+
+/// The kernel reads a name with `%` as a template (`eth%d` -> `eth0`): handed one, a delegate
+/// makes a device under another name, fails, and leaves it. Refused in every place a name is
+/// taken, before anything is made.
+#[test]
+fn a_device_name_with_percent_is_refused_wherever_it_comes_from_and_nothing_is_made() {
+    let mut sb = Sandbox::new();
+    let data = sb.bridge_net("data", "data-br", "10.10.0.0/24");
+    sb.apply(&Sandbox::nad_yaml("default", "data", &data));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"k8s.v1.cni.cncf.io/networks": "data@net%d"})));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth%d", "", &conf).err();
+    assert_eq!(code, 4, "CNI_IFNAME: {msg}");
+    assert!(msg.contains("eth%d"), "{msg}");
+    sb.assert_nothing_left(p, "CNI_IFNAME eth%d");
+    let args = pod_args("default", "app1");
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).err();
+    assert_eq!(code, 102, "@ifname in the annotation: {msg}");
+    assert!(msg.contains("net%d"), "{msg}");
+    sb.assert_nothing_left(p, "data@net%d");
+    let valid = json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": "data"}}});
+    sb.api().store().merge_patch("pods", "default", "app1", &valid).unwrap();
+    let dynamic = format!("{args};K8S_POD_NETWORK=data@e%d");
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &dynamic, &conf).err();
+    assert_eq!(code, 4, "K8S_POD_NETWORK: {msg}");
+    sb.assert_nothing_left(p, "K8S_POD_NETWORK=data@e%d");
+    let selection = json!([{"name": "data", "interface": "%d"}]).to_string();
+    let dynamic = format!("{args};K8S_POD_NETWORK={selection}");
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &dynamic, &conf).err();
+    assert_eq!(code, 4, "interface in a JSON selection: {msg}");
+    sb.assert_nothing_left(p, "interface %d");
+}
+
+/// Nothing kactus creates outlives the container: a DEL that finds no cache (a container never
+/// added, a second DEL, a DEL after a failed ADD) creates nothing, not even a lock file.
+#[test]
+fn a_del_that_finds_no_cache_leaves_no_file_behind() {
+    let mut sb = Sandbox::new();
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({"networks": r#"[{"name":"nosuchnet"}]"#})));
+    let p = sb.pod("app1");
+    let (conf, args) = (sb.kactus_conf(), pod_args("default", "app1"));
+    sb.kactus("DEL", "c-never", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(sb.cache_files().is_empty(), "after a DEL of a container never added: {:?}", sb.cache_files());
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).err();
+    for attempt in ["first", "second"] {
+        sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+        sb.kactus("DEL", "c1", None, "eth0", &args, &conf).ok();
+        sb.assert_nothing_left(p, &format!("{attempt} DELs after a failed ADD"));
+    }
+}
+
+/// The device-exists check runs under the container's lock: of two ADDs of one container at
+/// once, the second fails with kactus's code 7 before anything runs, instead of reaching the
+/// delegate (its own "already exists" error) and rolling back the first one's eth0.
+#[test]
+fn of_two_concurrent_adds_of_one_container_the_second_gets_code_7_and_the_first_keeps_its_eth0() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("app1");
+    // A master slow enough that the second ADD arrives while the first is making eth0.
+    wrapper_plugin(
+        &mut sb,
+        "slow-bridge",
+        &format!("[ \"$CNI_COMMAND\" = ADD ] && sleep 0.5\nexec {CNI_PATH}/bridge\n"),
+    );
+    let mut conf = sb.kactus_conf();
+    conf["delegates"][0]["type"] = "slow-bridge".into();
+    let stdin = conf.to_string();
+    let start = || sb.start_kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", "", stdin.as_bytes());
+    let (first, second) = (start(), start());
+    let outs: Vec<(bool, String)> = [first, second]
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait kactus"))
+        .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned()))
+        .collect();
+    let failed: Vec<&String> = outs.iter().filter(|(ok, _)| !ok).map(|(_, out)| out).collect();
+    assert_eq!(failed.len(), 1, "exactly one ADD fails: {outs:?}");
+    let err: serde_json::Value = serde_json::from_str(failed[0]).expect("error JSON");
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(err["msg"].as_str().unwrap_or_default().contains("already exists"), "{err}");
+    assert_eq!(sb.pod_devices(p), ["eth0"], "the first ADD's eth0 survives the second");
+    assert_eq!(sb.leases().len(), 1);
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    sb.assert_nothing_left(p, "after the DEL");
+}

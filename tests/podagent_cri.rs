@@ -8,7 +8,8 @@ use common::podagent::*;
 use common::*;
 use kactus::podagent::cri::api::{self, PodSandboxState};
 use kactus::podagent::cri::{CriError, CriLocator};
-use kactus::podagent::locator::{sandbox_locator, Sandbox as PodSandbox, SandboxLookup};
+use kactus::podagent::locator::{sandbox_locator, SandboxLookup};
+use kactus::podagent::sandbox::Sandbox as PodSandbox;
 use serde_json::json;
 use std::convert::Infallible;
 use std::future::Future;
@@ -174,7 +175,7 @@ impl Drop for RuntimeSocket {
     }
 }
 
-fn pod(namespace: &str, name: &str, uid: &str) -> kactus::kube::Pod {
+fn pod(namespace: &str, name: &str, uid: &str) -> k8s_openapi::api::core::v1::Pod {
     serde_json::from_value(json!({"metadata": {"namespace": namespace, "name": name, "uid": uid}})).unwrap()
 }
 

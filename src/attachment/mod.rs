@@ -1,10 +1,12 @@
 //! From a pod's annotations to the list of attachments to make: selection parsing,
 //! device naming, and the pod-level rules (one primary, unique device names).
 
+pub mod dynamic;
 pub mod naming;
 pub mod selection;
 
-pub use naming::{attachment_key, device_name_for, validate_ifname};
+pub use dynamic::DynamicTarget;
+pub use naming::{attachment_key, device_name_for};
 pub use selection::{
     parse_kactus_networks, parse_npwg_networks, NetworkSelection, SelectionError, KACTUS_NETWORKS, NPWG_NETWORKS,
 };

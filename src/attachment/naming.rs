@@ -5,9 +5,6 @@
 
 use md5::{Digest, Md5};
 
-/// Linux's IFNAMSIZ minus the terminating NUL.
-pub const MAX_IFNAME_LEN: usize = 15;
-
 /// `green` -> `net9f27410725ab`, exactly as Kaloom's kactus names them.
 pub fn device_name_for(key: &str) -> String {
     let digest = Md5::digest(key.as_bytes());
@@ -23,22 +20,6 @@ pub fn attachment_key(pod_namespace: &str, namespace: &str, name: &str, repeat: 
     } else {
         format!("{base}#{repeat}")
     }
-}
-
-/// The kernel's rules for a device name (`dev_valid_name`): 1-15 bytes, not `.`/`..`,
-/// no `/`, `:` or white space; and no `%` (the kernel takes it as a template and names the
-/// device something else) or NUL (netlink's name would end there).
-pub fn validate_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("interface name is empty".into());
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(format!("interface name {name:?} is longer than {MAX_IFNAME_LEN} bytes"));
-    }
-    if name == "." || name == ".." || name.chars().any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace()) {
-        return Err(format!("interface name {name:?} is not a valid Linux device name"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -61,15 +42,6 @@ mod tests {
         assert_eq!(device_name_for("mep/mp1"), "netc890d403fb27");
         assert_eq!(device_name_for("green#1"), "net898f8541f0ab");
         assert_ne!(device_name_for("mep/mp1"), device_name_for("mp1"));
-        assert_eq!(device_name_for("green").len(), MAX_IFNAME_LEN);
-    }
-
-    #[test]
-    fn kernel_name_rules() {
-        assert!(validate_ifname("eth0").is_ok());
-        assert!(validate_ifname("net9f27410725ab").is_ok());
-        for bad in ["", "a/b", "a b", "toolongname12345", "..", "eth0:1", "net%d", "a\0b"] {
-            assert!(validate_ifname(bad).is_err(), "{bad:?}");
-        }
+        assert_eq!(device_name_for("green").len(), crate::cni::ifname::MAX_IFNAME_LEN);
     }
 }

@@ -4,7 +4,7 @@
 //! `ifMac`, `isPrimary`) and the NPWG `k8s.v1.cni.cncf.io/networks` (a comma list
 //! `[ns/]name[@ifname]` or a JSON list of selection elements). Both become [`NetworkSelection`]s.
 
-use super::naming::validate_ifname;
+use crate::cni::validate_ifname;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;

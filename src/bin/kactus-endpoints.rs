@@ -2,7 +2,7 @@
 //! ask for a network (see `kactus::endpoints`).
 
 use clap::Parser;
-use kactus::endpoints::leader::LeaderElection;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -16,7 +16,7 @@ struct Args {
     namespace: Option<String>,
     /// Where /healthz and /metrics are served.
     #[arg(long, default_value = "127.0.0.1:9649")]
-    metrics_addr: String,
+    metrics_addr: SocketAddr,
     /// Reconcile only while holding a coordination.k8s.io Lease (for more than one replica).
     #[arg(long)]
     leader_elect: bool,
@@ -48,21 +48,12 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let client = kactus::kube::Client::new(args.kubeconfig.as_deref(), kactus::kube::ClientOptions::default())
-        .map_err(|e| e.to_string())?;
-    let metrics = std::net::TcpListener::bind(&args.metrics_addr)
-        .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
-    let leader_election = args.leader_elect.then(|| LeaderElection {
-        namespace: args
-            .lease_namespace
-            .clone()
-            .or_else(|| client.default_namespace().map(str::to_string))
-            .unwrap_or_else(|| "default".into()),
-        client: client.clone(),
-        name: args.lease_name.clone(),
-        identity: LeaderElection::default_identity(),
+    let leader_election = args.leader_elect.then(|| kactus::endpoints::LeaderOptions {
+        namespace: args.lease_namespace,
+        name: args.lease_name,
         lease_duration: std::time::Duration::from_secs(args.lease_duration.max(1)),
     });
-    let options = kactus::endpoints::Options { namespace: args.namespace, metrics, leader_election };
-    kactus::endpoints::run(client, options).map_err(|e| format!("starting threads: {e}"))
+    let options =
+        kactus::endpoints::Options { namespace: args.namespace, metrics_addr: args.metrics_addr, leader_election };
+    kactus::endpoints::run(args.kubeconfig.as_deref(), options)
 }

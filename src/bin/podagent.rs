@@ -30,10 +30,19 @@ struct Cli {
     /// runtime when its socket answers and the cache otherwise.
     #[arg(long, value_enum, default_value = "auto")]
     sandbox_lookup: kactus::podagent::locator::SandboxLookup,
-    /// The runtime's CRI socket (default: the first that exists of
-    /// /run/containerd/containerd.sock, /var/run/crio/crio.sock).
-    #[arg(long)]
+    /// The runtime's CRI endpoint, `unix:///run/containerd/containerd.sock` or a bare path
+    /// (default: the first that exists of /run/containerd/containerd.sock,
+    /// /var/run/crio/crio.sock).
+    #[arg(long, value_parser = kactus::podagent::cri::socket_path)]
     cri_socket: Option<PathBuf>,
+    /// The mount namespace the node's CNI plugin runs in, so it and its delegates run in the
+    /// host's filesystem as under the runtime: with hostPID, /proc/1/ns/mnt is the host's.
+    /// "none": podagent's own.
+    #[arg(long, default_value = "/proc/1/ns/mnt")]
+    plugin_mount_namespace: String,
+    /// Pods reconciled at once (one pod's hung plugin never holds up the others).
+    #[arg(long, default_value_t = 4)]
+    concurrent_pods: u16,
     /// Address of /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1:9648")]
     metrics_addr: SocketAddr,
@@ -68,6 +77,8 @@ fn main() {
         kactus_cache_dir: cli.kactus_cache_dir,
         sandbox_lookup: cli.sandbox_lookup,
         cri_socket: cli.cri_socket,
+        plugin_mount_namespace: Some(cli.plugin_mount_namespace).filter(|p| p != "none").map(PathBuf::from),
+        concurrent_pods: cli.concurrent_pods.max(1),
         metrics_addr: cli.metrics_addr,
         resync: Duration::from_secs(cli.resync_seconds.max(1)),
         plugin_timeout: Duration::from_secs(cli.plugin_timeout_seconds.max(1)),

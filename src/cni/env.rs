@@ -177,8 +177,7 @@ impl CniEnv {
         if self.ifname.is_empty() {
             return Err(CniError::invalid_env("CNI_IFNAME is not set"));
         }
-        crate::attachment::validate_ifname(&self.ifname)
-            .map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
+        super::ifname::validate_ifname(&self.ifname).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME: {e}")))?;
         if self.path.is_empty() {
             return Err(CniError::invalid_env("CNI_PATH is not set (where are the delegate plugins?)"));
         }

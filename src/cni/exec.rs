@@ -7,10 +7,17 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The most a delegate may print on stdout: a CNI result is a few KiB, and a plugin that
+/// prints without end must not take the node's memory with it.
+pub const MAX_STDOUT: usize = 8 << 20;
+/// How much of a delegate's stderr is kept for the log (the rest is read and dropped).
+const MAX_STDERR: usize = 64 << 10;
 
 /// Delegate calls made by this process and their wall time (spawn to reap), so the plugin
 /// can log how much of its own time was spent waiting for delegates.
@@ -49,10 +56,23 @@ pub fn find_plugin(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniErro
 /// Execs the plugin and returns what it printed on success (`None` when it printed
 /// nothing, as DEL and CHECK do). A plugin's own error JSON keeps its code and message.
 pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    exec_plugin_with(inv, plugin_type, stdin, &|_| {})
+}
+
+/// [`exec_plugin`], with `prepare` given the command before it is spawned (podagent runs
+/// the node's plugin in the host's mount namespace this way).
+pub fn exec_plugin_with(
+    inv: &Invocation,
+    plugin_type: &str,
+    stdin: &[u8],
+    prepare: &dyn Fn(&mut std::process::Command),
+) -> Result<Option<Value>, CniError> {
     let path = find_plugin(plugin_type, inv.cni_path)?;
     let netns = inv.netns.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let started = Instant::now();
-    let mut child = std::process::Command::new(&path)
+    let mut command = std::process::Command::new(&path);
+    prepare(&mut command);
+    let mut child = command
         .env("CNI_COMMAND", inv.command.as_str())
         .env("CNI_CONTAINERID", inv.container_id)
         .env("CNI_NETNS", netns)
@@ -62,20 +82,40 @@ pub fn exec_plugin(inv: &Invocation, plugin_type: &str, stdin: &[u8]) -> Result<
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a kill at the bound takes the plugins it runs (its IPAM)
+        // with it.
+        .process_group(0)
         .spawn()
         .map_err(|e| CniError::new(code::DELEGATE_EXEC, format!("exec {}: {e}", path.display())))?;
-    let (stdout, stderr, timed_out) = collect(&mut child, stdin, inv.timeout);
+    let (stdout, stderr, stopped) = collect(&mut child, stdin, inv.timeout);
     let status = child.wait().map_err(|e| CniError::io(format!("wait for {plugin_type}"), e))?;
     DELEGATE_CALLS.fetch_add(1, Ordering::Relaxed);
     DELEGATE_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if !stderr.trim().is_empty() {
         log::debug!("{plugin_type} {} stderr: {}", inv.command.as_str(), stderr.trim());
     }
-    if timed_out {
-        return Err(CniError::new(
-            code::DELEGATE_EXEC,
-            format!("{plugin_type} did not answer {} within {:?} and was killed", inv.command.as_str(), inv.timeout),
-        ));
+    match stopped {
+        Some(Stopped::Timeout) => {
+            return Err(CniError::new(
+                code::DELEGATE_EXEC,
+                format!(
+                    "{plugin_type} did not answer {} within {:?} and was killed",
+                    inv.command.as_str(),
+                    inv.timeout
+                ),
+            ))
+        }
+        Some(Stopped::TooMuchOutput) => {
+            return Err(CniError::new(
+                code::DELEGATE_EXEC,
+                format!(
+                    "{plugin_type} printed more than {} MiB on {} and was killed",
+                    MAX_STDOUT >> 20,
+                    inv.command.as_str()
+                ),
+            ))
+        }
+        None => {}
     }
     decode_answer(plugin_type, &stdout, &stderr, status)
 }
@@ -99,12 +139,20 @@ pub fn decode_answer(
     Err(plugin_error(plugin_type, stdout, stderr, status))
 }
 
+/// Why a delegate was killed before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    Timeout,
+    TooMuchOutput,
+}
+
 /// Writes stdin and reads stdout and stderr to EOF, all on this thread with poll(2), and kills
-/// the child at the bound. One thread per call: an ADD runs a delegate per network, and a
-/// reader thread and a watchdog thread for each cost more than the I/O itself. A plugin that
-/// exits without reading stdin gives EPIPE, and its exit status tells the story; one whose
-/// own children keep its stdout open is killed at the bound all the same.
-fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, String, bool) {
+/// the child's process group at the bound or when stdout outgrows [`MAX_STDOUT`]. One thread
+/// per call: an ADD runs a delegate per network, and a reader thread and a watchdog thread for
+/// each cost more than the I/O itself. A plugin that exits without reading stdin gives EPIPE,
+/// and its exit status tells the story; one whose own children keep its stdout open is killed
+/// at the bound all the same.
+fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, String, Option<Stopped>) {
     const CHUNK: usize = 4096; // PIPE_BUF: after POLLOUT, a write this size does not block.
     let deadline = Instant::now() + timeout;
     let mut input = child.stdin.take().filter(|_| !stdin.is_empty());
@@ -113,9 +161,14 @@ fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, Stri
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     while out_pipe.is_some() || err_pipe.is_some() {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let _ = child.kill();
-            return (stdout, String::from_utf8_lossy(&stderr).into_owned(), true);
+        let stop = match () {
+            _ if left.is_zero() => Some(Stopped::Timeout),
+            _ if stdout.len() > MAX_STDOUT => Some(Stopped::TooMuchOutput),
+            _ => None,
+        };
+        if stop.is_some() {
+            kill_group(child);
+            return (stdout, String::from_utf8_lossy(&stderr).into_owned(), stop);
         }
         let wait = PollTimeout::try_from(left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
             .unwrap_or(PollTimeout::MAX);
@@ -159,8 +212,17 @@ fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, Stri
         if ready[2] && !read_some(&mut err_pipe, &mut stderr) {
             err_pipe = None;
         }
+        stderr.truncate(MAX_STDERR);
     }
-    (stdout, String::from_utf8_lossy(&stderr).into_owned(), false)
+    (stdout, String::from_utf8_lossy(&stderr).into_owned(), None)
+}
+
+/// Kills the child and every process of its group (see [`exec_plugin`]).
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = child.kill();
 }
 
 /// Reads what a ready pipe holds into `into`; false at EOF or on an error (the pipe is done).
@@ -197,22 +259,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn script(dir: &Path, name: &str, body: &str) {
+    /// Runs an ADD of plugin `name`, a shell script with `body` made in `dir`.
+    fn run(dir: &Path, name: &str, body: &str, timeout: Duration, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         let path = dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    fn call<'a>(dir: &'a str, args: &'a CniArgs, timeout: Duration) -> Invocation<'a> {
-        Invocation {
+        let (cni_path, args) = (dir.display().to_string(), CniArgs::default());
+        let inv = Invocation {
             command: Command::Add,
             container_id: "c1",
             netns: None,
             ifname: "eth0",
-            args,
-            cni_path: dir,
+            args: &args,
+            cni_path: &cni_path,
             timeout,
-        }
+        };
+        exec_plugin(&inv, name, stdin)
     }
 
     #[test]
@@ -233,30 +295,46 @@ mod tests {
     #[test]
     fn a_delegate_that_hangs_is_killed_at_the_bound_and_named() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "hang", "exec sleep 30");
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let err = exec_plugin(&call(&path, &args, Duration::from_millis(200)), "hang", b"{}").unwrap_err();
+        let err = run(dir.path(), "hang", "exec sleep 30", Duration::from_millis(200), b"{}").unwrap_err();
         assert_eq!(err.code, code::DELEGATE_EXEC);
         assert!(err.msg.contains("hang did not answer ADD") && err.msg.contains("was killed"), "{}", err.msg);
+    }
+
+    #[test]
+    fn a_hung_delegates_children_are_killed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let err = run(dir.path(), "ipam-hangs", &body, Duration::from_millis(300), b"{}").unwrap_err();
+        assert!(err.msg.contains("was killed"), "{}", err.msg);
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        std::thread::sleep(Duration::from_millis(100));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z "), "the delegate's child {pid} still runs: {state}");
+    }
+
+    #[test]
+    fn a_delegate_that_prints_without_end_is_killed_at_the_output_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run(dir.path(), "chatty", "exec cat /dev/zero", Duration::from_secs(20), b"{}").unwrap_err();
+        assert_eq!(err.code, code::DELEGATE_EXEC);
+        assert!(err.msg.contains("printed more than 8 MiB"), "{}", err.msg);
     }
 
     #[test]
     fn large_stdin_and_stdout_flow_both_ways_without_deadlock() {
         // cat answers while it still reads: both pipes fill beyond their 64 KiB at once.
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "echo", "cat; echo chatter >&2");
         let big = serde_json::json!({"cniVersion": "1.0.0", "blob": "x".repeat(300_000)});
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let out = exec_plugin(&call(&path, &args, Duration::from_secs(10)), "echo", big.to_string().as_bytes());
+        let body = "cat; echo chatter >&2";
+        let out = run(dir.path(), "echo", body, Duration::from_secs(10), big.to_string().as_bytes());
         assert_eq!(out.unwrap(), Some(big));
     }
 
     #[test]
     fn a_plugin_that_ignores_stdin_is_judged_by_its_exit_status() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "quiet", "exit 0");
-        let (path, args) = (dir.path().display().to_string(), CniArgs::default());
-        let out = exec_plugin(&call(&path, &args, Duration::from_secs(10)), "quiet", &vec![b' '; 200_000]);
+        let out = run(dir.path(), "quiet", "exit 0", Duration::from_secs(10), &vec![b' '; 200_000]);
         assert_eq!(out.unwrap(), None);
     }
 }

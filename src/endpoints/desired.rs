@@ -2,11 +2,11 @@
 //! rules are tested directly and every reconcile arrives at the same answer.
 
 use super::shape::NetworkRef;
-use crate::kube::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectMeta, ObjectReference, Pod, Service, ServicePort,
-};
 use crate::plugin::status::NETWORK_STATUS;
-use serde_json::{json, Value};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -21,9 +21,17 @@ pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 /// Address families as `addressType` names them, in slice-name order.
 const FAMILIES: [(&str, &str); 2] = [("IPv4", "ipv4"), ("IPv6", "ipv6")];
 
+/// A resolved port as a sortable key: (name, protocol, port, appProtocol).
+type PortKey = (Option<String>, Option<String>, Option<i32>, Option<String>);
+
 /// The label selector that finds our slices of one Service.
 pub fn slices_selector(service_name: &str) -> String {
     format!("{SERVICE_NAME_LABEL}={service_name},{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// The label selector that finds all our slices.
+pub fn ours_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
 /// Desired slices of `service`, from the pods its selector picked. Endpoints are grouped
@@ -31,35 +39,33 @@ pub fn slices_selector(service_name: &str) -> String {
 /// Kubernetes allows), at most [`MAX_ENDPOINTS_PER_SLICE`] per slice, sorted by pod, with
 /// names `<service>-kactus-<ipv4|ipv6>-<n>` so a restarted controller finds its own.
 pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) -> Vec<EndpointSlice> {
-    let mut groups: BTreeMap<(&str, Vec<EndpointPort>), Vec<Endpoint>> = BTreeMap::new();
+    let service_ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let publish_not_ready = service.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
+    let mut groups: BTreeMap<(&str, Vec<PortKey>), Vec<Endpoint>> = BTreeMap::new();
     let mut sorted: Vec<&Pod> = pods.to_vec();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     for pod in sorted {
-        if matches!(pod.status.phase.as_str(), "Succeeded" | "Failed") {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+        if matches!(phase, "Succeeded" | "Failed") {
             continue;
         }
         let addresses = addresses_on(pod, network);
-        let ports = resolved_ports(&service.spec.ports, pod);
+        let ports = resolved_ports(service_ports, pod);
         for (family, _) in FAMILIES {
             let first = addresses.iter().find(|a| family_of(a) == family);
             if let Some(address) = first {
-                let endpoint = endpoint_for(pod, address, service.spec.publish_not_ready_addresses);
+                let endpoint = endpoint_for(pod, address, publish_not_ready);
                 groups.entry((family, ports.clone())).or_default().push(endpoint);
             }
         }
     }
+    let name = service.metadata.name.clone().unwrap_or_default();
     let mut slices = Vec::new();
     for (family, short) in FAMILIES {
         let mut n = 0;
         for ((_, ports), endpoints) in groups.iter().filter(|((f, _), _)| *f == family) {
             for chunk in endpoints.chunks(MAX_ENDPOINTS_PER_SLICE) {
-                slices.push(slice(
-                    service,
-                    format!("{}-kactus-{short}-{n}", service.metadata.name),
-                    family,
-                    chunk,
-                    ports,
-                ));
+                slices.push(slice(service, format!("{name}-kactus-{short}-{n}"), family, chunk, ports));
                 n += 1;
             }
         }
@@ -67,57 +73,67 @@ pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) ->
     slices
 }
 
-fn slice(
-    service: &Service,
-    name: String,
-    family: &str,
-    endpoints: &[Endpoint],
-    ports: &[EndpointPort],
-) -> EndpointSlice {
+fn slice(service: &Service, name: String, family: &str, endpoints: &[Endpoint], ports: &[PortKey]) -> EndpointSlice {
     let labels = BTreeMap::from([
-        (SERVICE_NAME_LABEL.to_string(), service.metadata.name.clone()),
+        (SERVICE_NAME_LABEL.to_string(), service.metadata.name.clone().unwrap_or_default()),
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
     ]);
+    let ports = ports
+        .iter()
+        .map(|(name, protocol, port, app_protocol)| EndpointPort {
+            name: name.clone(),
+            protocol: protocol.clone(),
+            port: *port,
+            app_protocol: app_protocol.clone(),
+        })
+        .collect();
     EndpointSlice {
         metadata: ObjectMeta {
-            name,
+            name: Some(name),
             namespace: service.metadata.namespace.clone(),
-            labels,
-            owner_references: vec![owner_reference(service)],
+            labels: Some(labels),
+            owner_references: Some(vec![owner_reference(service)]),
             ..Default::default()
         },
         address_type: family.to_string(),
         endpoints: endpoints.to_vec(),
-        ports: ports.to_vec(),
+        ports: Some(ports),
     }
 }
 
 /// The Service owns its slices: garbage collection removes them with it.
-pub fn owner_reference(service: &Service) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service", "name": service.metadata.name, "uid": service.metadata.uid,
-        "controller": true, "blockOwnerDeletion": true,
-    })
+pub fn owner_reference(service: &Service) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        uid: service.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
 fn endpoint_for(pod: &Pod, address: &IpAddr, publish_not_ready: bool) -> Endpoint {
-    let pod_ready = pod.status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let pod_ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
     let terminating = pod.metadata.deletion_timestamp.is_some();
     Endpoint {
         addresses: vec![address.to_string()],
-        conditions: EndpointConditions {
+        conditions: Some(EndpointConditions {
             // As Kubernetes: a terminating pod is never ready, but may still be serving.
             ready: Some(publish_not_ready || (pod_ready && !terminating)),
             serving: Some(publish_not_ready || pod_ready),
             terminating: Some(terminating),
-        },
-        node_name: Some(pod.spec.node_name.clone()).filter(|n| !n.is_empty()),
+        }),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         target_ref: Some(ObjectReference {
-            kind: "Pod".into(),
+            kind: Some("Pod".into()),
             namespace: pod.metadata.namespace.clone(),
             name: pod.metadata.name.clone(),
             uid: pod.metadata.uid.clone(),
+            ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -131,13 +147,17 @@ pub fn addresses_on(pod: &Pod, network: &NetworkRef) -> Vec<IpAddr> {
         #[serde(default)]
         ips: Vec<String>,
     }
-    let Some(raw) = pod.metadata.annotations.get(NETWORK_STATUS) else { return Vec::new() };
+    let Some(raw) = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)) else { return Vec::new() };
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let Ok(entries) = serde_json::from_str::<Vec<Entry>>(raw) else {
-        log::debug!("pod {}/{}: unreadable {NETWORK_STATUS}", pod.metadata.namespace, pod.metadata.name);
+        log::debug!(
+            "pod {namespace}/{}: unreadable {NETWORK_STATUS}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
         return Vec::new();
     };
     let full = network.to_string();
-    let matches = |name: &str| name == full || (name == network.name && pod.metadata.namespace == network.namespace);
+    let matches = |name: &str| name == full || (name == network.name && namespace == network.namespace);
     entries
         .iter()
         .filter(|e| matches(&e.name))
@@ -156,18 +176,13 @@ fn family_of(address: &IpAddr) -> &'static str {
 
 /// The Service's ports as this pod serves them. A named `targetPort` the pod does not
 /// declare leaves that port out for this pod, as Kubernetes does.
-fn resolved_ports(ports: &[ServicePort], pod: &Pod) -> Vec<EndpointPort> {
-    let mut out: Vec<EndpointPort> = ports
+fn resolved_ports(ports: &[ServicePort], pod: &Pod) -> Vec<PortKey> {
+    let mut out: Vec<PortKey> = ports
         .iter()
         .filter_map(|sp| {
             let protocol = sp.protocol.clone().unwrap_or_else(|| "TCP".to_string());
             let port = target_port(sp, &protocol, pod)?;
-            Some(EndpointPort {
-                name: Some(sp.name.clone()),
-                protocol: Some(protocol),
-                port: Some(port),
-                app_protocol: sp.app_protocol.clone(),
-            })
+            Some((Some(sp.name.clone().unwrap_or_default()), Some(protocol), Some(port), sp.app_protocol.clone()))
         })
         .collect();
     out.sort();
@@ -177,15 +192,14 @@ fn resolved_ports(ports: &[ServicePort], pod: &Pod) -> Vec<EndpointPort> {
 fn target_port(sp: &ServicePort, protocol: &str, pod: &Pod) -> Option<i32> {
     let named = match &sp.target_port {
         None => return Some(sp.port),
-        Some(Value::Number(n)) => return Some(n.as_i64().filter(|p| *p > 0).map_or(sp.port, |p| p as i32)),
-        Some(Value::String(s)) if s.parse::<i32>().is_ok() => return s.parse().ok(),
-        Some(Value::String(s)) => s,
-        Some(_) => return None,
+        Some(IntOrString::Int(n)) => return Some(if *n > 0 { *n } else { sp.port }),
+        Some(IntOrString::String(s)) if s.parse::<i32>().is_ok() => return s.parse().ok(),
+        Some(IntOrString::String(s)) => s,
     };
-    pod.spec
-        .containers
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    containers
         .iter()
-        .flat_map(|c| c.ports.iter())
+        .flat_map(|c| c.ports.iter().flatten())
         .find(|p| p.name.as_deref() == Some(named.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
         .map(|p| p.container_port)
 }
@@ -193,42 +207,37 @@ fn target_port(sp: &ServicePort, protocol: &str, pod: &Pod) -> Option<i32> {
 /// Whether an existing slice already says what `desired` says (labels we own included);
 /// fields others may add (more labels, annotations) do not count.
 pub fn up_to_date(existing: &EndpointSlice, desired: &EndpointSlice) -> bool {
+    let labels = |s: &EndpointSlice| s.metadata.labels.clone().unwrap_or_default();
+    let (have, want) = (labels(existing), labels(desired));
     existing.address_type == desired.address_type
         && existing.endpoints == desired.endpoints
-        && existing.ports == desired.ports
+        && existing.ports.as_deref().unwrap_or_default() == desired.ports.as_deref().unwrap_or_default()
         && existing.metadata.owner_references == desired.metadata.owner_references
-        && desired.metadata.labels.iter().all(|(k, v)| existing.metadata.labels.get(k) == Some(v))
+        && want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::{Container, ContainerPort, PodCondition};
+    use serde_json::{json, Value};
 
     fn pod(name: &str, status: &str, ready: bool, http_port: i32) -> Pod {
-        let mut p = Pod::default();
-        p.metadata.name = name.into();
-        p.metadata.namespace = "default".into();
-        p.metadata.uid = format!("uid-{name}");
-        p.metadata.annotations.insert(NETWORK_STATUS.into(), status.into());
-        p.spec.node_name = "node1".into();
-        p.spec.containers = vec![Container {
-            name: "hello".into(),
-            ports: vec![ContainerPort { name: Some("http".into()), container_port: http_port, protocol: None }],
-        }];
-        p.status.conditions =
-            vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into() }];
-        p
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "annotations": {NETWORK_STATUS: status}},
+            "spec": {"nodeName": "node1", "containers": [
+                {"name": "hello", "ports": [{"name": "http", "containerPort": http_port}]}]},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap()
     }
 
     fn service(target: Value) -> Service {
-        let mut s = Service::default();
-        s.metadata.name = "hello1".into();
-        s.metadata.namespace = "default".into();
-        s.metadata.uid = "svc-uid".into();
-        s.spec.ports =
-            vec![ServicePort { name: "web".into(), port: 8080, target_port: Some(target), ..Default::default() }];
-        s
+        serde_json::from_value(json!({
+            "metadata": {"name": "hello1", "namespace": "default", "uid": "svc-uid"},
+            "spec": {"ports": [{"name": "web", "port": 8080, "targetPort": target}]}
+        }))
+        .unwrap()
     }
 
     fn mp1() -> NetworkRef {
@@ -243,6 +252,14 @@ mod tests {
         .to_string()
     }
 
+    fn ready(e: &Endpoint) -> Option<bool> {
+        e.conditions.as_ref().and_then(|c| c.ready)
+    }
+
+    fn first_port(s: &EndpointSlice) -> Option<i32> {
+        s.ports.as_ref().and_then(|p| p[0].port)
+    }
+
     #[test]
     fn secondary_addresses_with_named_ports_resolved() {
         let a = pod("a", &status(&["200.1.1.2", "fd00::2"]), true, 80);
@@ -250,16 +267,16 @@ mod tests {
         let slices = desired_slices(&service(json!("http")), &mp1(), &[&b, &a]);
         assert_eq!(slices.len(), 2);
         let v4 = &slices[0];
-        assert_eq!(v4.metadata.name, "hello1-kactus-ipv4-0");
+        assert_eq!(v4.metadata.name.as_deref(), Some("hello1-kactus-ipv4-0"));
         assert_eq!(v4.address_type, "IPv4");
         let addrs: Vec<_> = v4.endpoints.iter().map(|e| e.addresses[0].as_str()).collect();
         assert_eq!(addrs, ["200.1.1.2", "200.1.1.3"]);
-        assert_eq!(v4.endpoints[0].conditions.ready, Some(true));
-        assert_eq!(v4.endpoints[1].conditions.ready, Some(false));
-        assert_eq!(v4.endpoints[0].target_ref.as_ref().unwrap().uid, "uid-a");
-        assert_eq!(v4.ports[0].port, Some(80));
-        assert_eq!(v4.metadata.labels[MANAGED_BY_LABEL], MANAGED_BY);
-        assert_eq!(slices[1].metadata.name, "hello1-kactus-ipv6-0");
+        assert_eq!(ready(&v4.endpoints[0]), Some(true));
+        assert_eq!(ready(&v4.endpoints[1]), Some(false));
+        assert_eq!(v4.endpoints[0].target_ref.as_ref().unwrap().uid.as_deref(), Some("uid-a"));
+        assert_eq!(first_port(v4), Some(80));
+        assert_eq!(v4.metadata.labels.as_ref().unwrap()[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(slices[1].metadata.name.as_deref(), Some("hello1-kactus-ipv6-0"));
         assert_eq!(slices[1].endpoints[0].addresses, ["fd00::2"]);
     }
 
@@ -268,18 +285,18 @@ mod tests {
         let a = pod("a", &status(&["200.1.1.2"]), true, 80);
         let b = pod("b", &status(&["200.1.1.3"]), true, 8000);
         let slices = desired_slices(&service(json!("http")), &mp1(), &[&a, &b]);
-        let ports: Vec<_> = slices.iter().map(|s| (s.metadata.name.as_str(), s.ports[0].port)).collect();
-        assert_eq!(ports, [("hello1-kactus-ipv4-0", Some(80)), ("hello1-kactus-ipv4-1", Some(8000))]);
+        let ports: Vec<_> = slices.iter().map(|s| (s.metadata.name.clone().unwrap(), first_port(s))).collect();
+        assert_eq!(ports, [("hello1-kactus-ipv4-0".into(), Some(80)), ("hello1-kactus-ipv4-1".into(), Some(8000))]);
         let numeric = desired_slices(&service(json!(9090)), &mp1(), &[&a, &b]);
         assert_eq!(numeric.len(), 1);
-        assert_eq!(numeric[0].ports[0].port, Some(9090));
+        assert_eq!(first_port(&numeric[0]), Some(9090));
     }
 
     #[test]
     fn pods_without_the_network_or_finished_are_left_out_and_slices_hold_100() {
         let other = pod("x", &json!([{"name": "mep/other", "ips": ["1.2.3.4"]}]).to_string(), true, 80);
         let mut done = pod("y", &status(&["200.1.1.9"]), true, 80);
-        done.status.phase = "Succeeded".into();
+        done.status.get_or_insert_default().phase = Some("Succeeded".into());
         assert!(desired_slices(&service(json!("http")), &mp1(), &[&other, &done]).is_empty());
         let many: Vec<Pod> = (0..250)
             .map(|i| pod(&format!("p{i:03}"), &status(&[&format!("10.9.{}.{}", i / 200, i % 200)]), true, 80))
@@ -293,9 +310,9 @@ mod tests {
     #[test]
     fn terminating_pods_are_not_ready_but_serving() {
         let mut a = pod("a", &status(&["200.1.1.2"]), true, 80);
-        a.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
+        a.metadata.deletion_timestamp = serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
         let slices = desired_slices(&service(json!("http")), &mp1(), &[&a]);
-        let c = &slices[0].endpoints[0].conditions;
+        let c = slices[0].endpoints[0].conditions.clone().unwrap();
         assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(true), Some(true)));
     }
 }

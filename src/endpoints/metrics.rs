@@ -1,26 +1,11 @@
-//! Counters and the health endpoint: `GET /healthz` (200 once every watch has listed,
-//! 503 before) and `GET /metrics` in the Prometheus text format.
+//! The controller's counters and its leader gauge, registered with `prometheus-client` and
+//! served on `/metrics` (see `crate::daemon::health`).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Metrics {
     /// Reconciles of one Service finished without error.
     pub syncs: Counter,
@@ -28,66 +13,24 @@ pub struct Metrics {
     pub slice_writes: Counter,
     /// Reconciles that failed (and were requeued) and Events that could not be written.
     pub failures: Counter,
-    /// Watches reopened, after a server timeout, an error or a relist.
+    /// Watches that failed or expired and were reopened or relisted.
     pub watch_restarts: Counter,
-    /// Whether this replica reconciles (always, without leader election).
-    leader: std::sync::atomic::AtomicBool,
+    /// 1 while this replica reconciles (always, without leader election).
+    pub leader: Gauge,
 }
 
 impl Metrics {
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::SeqCst);
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics::default();
         for (name, help, counter) in [
-            ("endpoints_syncs_total", "Service reconciles completed.", &self.syncs),
-            ("endpoints_slice_writes_total", "EndpointSlice creates, updates and deletes.", &self.slice_writes),
-            ("endpoints_failures_total", "Failed reconciles and event writes.", &self.failures),
-            ("endpoints_watch_restarts_total", "Watches reopened.", &self.watch_restarts),
+            ("endpoints_syncs", "Service reconciles completed", &metrics.syncs),
+            ("endpoints_slice_writes", "EndpointSlice creates, updates and deletes", &metrics.slice_writes),
+            ("endpoints_failures", "Failed reconciles and event writes", &metrics.failures),
+            ("endpoints_watch_restarts", "Watches that failed or expired and were reopened", &metrics.watch_restarts),
         ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", counter.get()));
+            registry.register(name, help, counter.clone());
         }
-        let leader = u8::from(self.leader.load(Ordering::SeqCst));
-        out.push_str(&format!(
-            "# HELP endpoints_leader Whether this replica reconciles.\n# TYPE endpoints_leader gauge\nendpoints_leader {leader}\n"
-        ));
-        out
+        registry.register("endpoints_leader", "Whether this replica reconciles", metrics.leader.clone());
+        metrics
     }
-}
-
-/// Serves `/healthz` and `/metrics` on `listener`, one request per connection, forever.
-pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, healthy: impl Fn() -> bool) {
-    for stream in listener.incoming().flatten() {
-        if let Err(e) = answer(stream, &metrics, &healthy) {
-            log::debug!("metrics request: {e}");
-        }
-    }
-}
-
-fn answer(mut stream: TcpStream, metrics: &Metrics, healthy: &impl Fn() -> bool) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&request);
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = match path {
-        "/healthz" if healthy() => ("200 OK", "ok\n".to_string()),
-        "/healthz" => ("503 Service Unavailable", "watches not listed yet\n".to_string()),
-        "/metrics" => ("200 OK", metrics.render()),
-        _ => ("404 Not Found", "not found\n".to_string()),
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }

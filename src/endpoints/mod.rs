@@ -7,148 +7,223 @@
 //! carry `endpointslice.kubernetes.io/managed-by: kactus.io/endpoints-controller`, which its
 //! endpointslice controller never touches; kube-proxy serves the ClusterIP from them.
 //!
-//! Layout: [`informer`] (list + watch + local copy) feeds a [`queue`] of Service keys;
-//! [`controller`] reconciles one key: [`shape`] decides, [`desired`] computes, the
-//! difference is written. [`metrics`] serves `/healthz` and `/metrics`; with several
+//! Layout: [`run`] wires kube-rs's watchers, reflectors and `Controller` (Services, and the
+//! pods and our slices that trigger them); [`controller`] reconciles one Service: [`shape`]
+//! decides, [`desired`] computes, the difference is written. [`metrics`] counts; with several
 //! replicas, [`leader`] lets only the Lease holder write.
 
 pub mod controller;
 pub mod desired;
-mod event;
-pub mod informer;
 pub mod leader;
 pub mod metrics;
-pub mod queue;
 pub mod shape;
 
-use crate::kube::{Client, EndpointSlice, Pod, Service};
-use controller::{service_of, Controller};
-use informer::{Cache, Change, Informer, Object};
+use crate::daemon::{self, api::Needed, listed::Listed, retry::Retries};
+use controller::{service_of, services_for_pod, Context};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::Api;
 use metrics::Metrics;
-use queue::WorkQueue;
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the binary's flags decide.
 pub struct Options {
     /// Only this namespace (else all).
     pub namespace: Option<String>,
-    pub metrics: TcpListener,
+    pub metrics_addr: SocketAddr,
     /// With more than one replica: reconcile only while holding this Lease.
-    pub leader_election: Option<leader::LeaderElection>,
+    pub leader_election: Option<LeaderOptions>,
 }
 
-/// Starts the watches, the metrics server and the worker; returns only if a thread
-/// cannot be started.
-pub fn run(client: Client, options: Options) -> std::io::Result<()> {
-    let metrics = Arc::new(Metrics::default());
-    let services: Arc<Cache<Service>> = Cache::new();
-    let pods: Arc<Cache<Pod>> = Cache::new();
-    let slices: Arc<Cache<EndpointSlice>> = Cache::new();
-    let queue = Arc::new(WorkQueue::default());
-    let controller =
-        Arc::new(Controller::new(client.clone(), services.clone(), pods.clone(), queue.clone(), metrics.clone()));
+pub struct LeaderOptions {
+    /// `None`: the namespace of the kubeconfig context or service account.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub lease_duration: Duration,
+}
 
-    let prefix = match &options.namespace {
-        Some(ns) => format!("namespaces/{ns}/"),
-        None => String::new(),
+/// What the controller cannot work without.
+const NEEDED: [Needed; 3] = [
+    Needed { group_version: "v1", resource: "services", since: "1.0", for_what: "the Services that ask for a network" },
+    Needed {
+        group_version: "discovery.k8s.io/v1",
+        resource: "endpointslices",
+        since: "1.21",
+        for_what: "the EndpointSlices it publishes",
+    },
+    Needed {
+        group_version: "events.k8s.io/v1",
+        resource: "events",
+        since: "1.19",
+        for_what: "Warning Events on Services in a shape it does not serve",
+    },
+];
+const LEASES: Needed =
+    Needed { group_version: "coordination.k8s.io/v1", resource: "leases", since: "1.14", for_what: "leader election" };
+
+/// Sets everything up (failing fast on a bad kubeconfig, an API the apiserver does not serve
+/// or a taken port), then runs until the process is killed.
+pub fn run(kubeconfig: Option<&std::path::Path>, options: Options) -> Result<(), String> {
+    daemon::runtime()?.block_on(serve(kubeconfig, options))
+}
+
+async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result<(), String> {
+    let client = daemon::client(kubeconfig)?;
+    daemon::api::require(&client, "kactus-endpoints", &NEEDED).await?;
+    if options.leader_election.is_some() {
+        daemon::api::require(&client, "kactus-endpoints", &[LEASES]).await?;
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let api = |client: &kube::Client| match &options.namespace {
+        Some(ns) => (Api::<Service>::namespaced(client.clone(), ns), Api::<Pod>::namespaced(client.clone(), ns), {
+            Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        }),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
-    fn informer<T: Object>(
-        client: &Client,
-        metrics: &Arc<Metrics>,
-        path: String,
-        label_selector: Option<String>,
-        cache: &Arc<Cache<T>>,
-    ) -> Informer<T> {
-        Informer { client: client.clone(), path, label_selector, cache: cache.clone(), metrics: metrics.clone() }
+    let (services_api, pods_api, slices_api) = api(&client);
+
+    // One watch and one local copy per resource; the copies serve both the triggers and the
+    // reconciles. Only our own slices are watched.
+    let (services, services_writer) = reflector::store();
+    let (pods, pods_writer) = reflector::store();
+    let (slices, slices_writer) = reflector::store();
+    let listed = [Listed::default(), Listed::default(), Listed::default()];
+    let service_events = watcher(services_api, watcher::Config::default()).default_backoff().reflect(services_writer);
+    let service_events = listed[0].track(service_events, || {}).touched_objects();
+    let pod_events = watcher(pods_api, watcher::Config::default()).default_backoff().reflect(pods_writer);
+    let pod_events = listed[1].track(pod_events, || {}).touched_objects();
+    let ours = watcher::Config::default().labels(&desired::ours_selector());
+    let slice_events = watcher(slices_api, ours).default_backoff().reflect(slices_writer);
+    let slice_events = listed[2].track(slice_events, || {}).touched_objects();
+
+    let (leading_tx, leading) = tokio::sync::watch::channel(options.leader_election.is_none());
+    // Healthy once every watch has listed: before that, an empty copy means "unknown", not "none".
+    let all_listed = listed.clone();
+    let ready: daemon::health::Readiness = Arc::new(move || match all_listed.iter().all(Listed::is_done) {
+        true => Ok(()),
+        false => Err("watches not listed yet".into()),
+    });
+    daemon::health::serve(options.metrics_addr, registry, ready).await?;
+    let (orphans_tx, orphans) = futures::channel::mpsc::unbounded::<ObjectRef<Service>>();
+    let fence = match options.leader_election {
+        Some(_) => leader::Fence::closed(),
+        None => leader::Fence::open(),
+    };
+    match options.leader_election {
+        Some(election) => {
+            let namespace = election.namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let election = leader::LeaderElection {
+                api: Api::namespaced(client.clone(), &namespace),
+                lease: format!("{namespace}/{}", election.name),
+                name: election.name,
+                identity: leader::LeaderElection::default_identity(),
+                lease_duration: election.lease_duration,
+                fence: fence.clone(),
+            };
+            tokio::spawn(election.lead(leading_tx.clone()));
+        }
+        None => {
+            metrics.leader.set(1);
+        }
+    }
+    // On taking over: every Service, and the Services of all our slices (their Service may
+    // have been deleted while another replica, or none, was leading).
+    let took_over = futures::stream::unfold(leading.clone(), |mut leading| async move {
+        loop {
+            leading.changed().await.ok()?;
+            if *leading.borrow() {
+                return Some(((), leading));
+            }
+        }
+    });
+    {
+        let (slices, orphans_tx, metrics, mut leading) =
+            (slices.clone(), orphans_tx.clone(), metrics.clone(), leading.clone());
+        tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                if *leading.borrow() {
+                    metrics.leader.set(1);
+                    slices
+                        .state()
+                        .iter()
+                        .filter_map(|s| service_of(s))
+                        .for_each(|s| drop(orphans_tx.unbounded_send(s)));
+                }
+            }
+        });
     }
 
-    let service_informer = informer(&client, &metrics, format!("/api/v1/{prefix}services"), None, &services);
-    let (q, all_services) = (queue.clone(), services.clone());
-    spawn("watch-services", move || {
-        // Only Services that ask (or asked) for a network: the others cost nothing. One that
-        // stopped asking while we were away is found through its slices instead.
-        service_informer.run(|change| match change {
-            Change::Applied { old, new } => {
-                if asks(new) || old.is_some_and(asks) {
-                    q.add(&new.key())
-                }
-            }
-            Change::Deleted(old) => {
-                if asks(old) {
-                    q.add(&old.key())
-                }
-            }
-            // Services deleted while the watch was down need their slices removed too.
-            Change::Relisted { previous } => previous
-                .values()
-                .filter(|s| asks(s))
-                .map(Object::key)
-                .chain(all_services.all().iter().filter(|s| asks(s)).map(Object::key))
-                .for_each(|k| q.add(&k)),
-        })
-    })?;
-
-    let pod_informer = informer(&client, &metrics, format!("/api/v1/{prefix}pods"), None, &pods);
-    let (c, q) = (controller.clone(), queue.clone());
-    spawn("watch-pods", move || {
-        pod_informer.run(|change| {
-            let keys = match change {
-                Change::Applied { old, new } => {
-                    let mut labels = vec![&new.metadata.labels];
-                    labels.extend(old.map(|o| &o.metadata.labels));
-                    c.services_selecting(&new.metadata.namespace, &labels)
-                }
-                Change::Deleted(old) => c.services_selecting(&old.metadata.namespace, &[&old.metadata.labels]),
-                Change::Relisted { .. } => c.services.all().iter().filter(|s| asks(s)).map(Object::key).collect(),
-            };
-            keys.iter().for_each(|k| q.add(k));
-        })
-    })?;
-
-    let slice_informer = informer(
-        &client,
-        &metrics,
-        format!("/apis/discovery.k8s.io/v1/{prefix}endpointslices"),
-        Some(format!("{}={}", desired::MANAGED_BY_LABEL, desired::MANAGED_BY)),
-        &slices,
-    );
-    let (q, all_slices) = (queue.clone(), slices.clone());
-    spawn("watch-slices", move || {
-        slice_informer.run(|change| match change {
-            Change::Applied { new, .. } => service_of(new).iter().for_each(|k| q.add(k)),
-            Change::Deleted(old) => service_of(old).iter().for_each(|k| q.add(k)),
-            // Slices of Services deleted while we were away are found here.
-            Change::Relisted { previous } => {
-                previous.values().chain(all_slices.all().iter()).filter_map(service_of).for_each(|k| q.add(&k))
-            }
-        })
-    })?;
-
-    let ready = {
-        let (s, p, e) = (services.clone(), pods.clone(), slices.clone());
-        move || s.synced() && p.synced() && e.synced()
-    };
-    let metrics_listener = options.metrics;
-    let (m, r) = (metrics.clone(), ready.clone());
-    spawn("metrics", move || metrics::serve(metrics_listener, m, r))?;
+    let recorder = Recorder::new(client.clone(), Reporter::from("kactus-endpoints"));
+    let ctx = Arc::new(Context {
+        client,
+        pods,
+        pods_listed: listed[1].clone(),
+        metrics: metrics.clone(),
+        recorder,
+        leading,
+        fence,
+        retries: Retries::new(Duration::from_millis(50), Duration::from_secs(30)),
+        warned: Default::default(),
+    });
+    let (for_pods, for_slices) = (services.clone(), slices.clone());
     log::info!(
         "kactus-endpoints watching {}",
         options.namespace.as_deref().map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"))
     );
-    match options.leader_election {
-        Some(election) => election.acquire_and_hold(metrics.clone())?,
-        None => metrics.set_leader(true),
+    Controller::for_stream(service_events, services)
+        .watches_stream(pod_events, move |pod| services_for_pod(&pod, &for_pods, &for_slices))
+        .watches_stream(slice_events, |slice| service_of(&slice))
+        .reconcile_all_on(took_over)
+        .reconcile_on(orphans)
+        .trigger_backoff(daemon::EachWatchBacksOff)
+        .run(controller::reconcile, controller::error_policy, ctx.clone())
+        .for_each(|outcome| {
+            let (ctx, orphans_tx) = (ctx.clone(), orphans_tx.clone());
+            async move {
+                match outcome {
+                    // A Service that is gone: its slices must go too (only the leader writes).
+                    Err(kube::runtime::controller::Error::ObjectNotFound(gone)) if *ctx.leading.borrow() => {
+                        let gone =
+                            ObjectRef::<Service>::new(&gone.name).within(gone.namespace.as_deref().unwrap_or_default());
+                        remove_orphaned(&ctx, gone, orphans_tx).await;
+                    }
+                    Err(kube::runtime::controller::Error::QueueError(e)) => {
+                        ctx.metrics.watch_restarts.inc();
+                        log::warn!("watch: {e}");
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    Err("the watches stopped".into())
+}
+
+/// Removes the slices of a deleted Service; on failure, asks again after a growing delay
+/// (the Service is then looked up again, so one recreated meanwhile is reconciled instead).
+async fn remove_orphaned(
+    ctx: &Context,
+    service: ObjectRef<Service>,
+    retry: futures::channel::mpsc::UnboundedSender<ObjectRef<Service>>,
+) {
+    let key = format!("{}/{}", service.namespace.as_deref().unwrap_or_default(), service.name);
+    match ctx.remove_slices_of(&service).await {
+        Ok(()) => ctx.retries.succeeded(&key),
+        Err(e) => {
+            ctx.metrics.failures.inc();
+            let delay = ctx.retries.failed(&key, "");
+            log::warn!("service {key} (deleted): removing its slices: {e}; retrying in {delay:?}");
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = retry.unbounded_send(service);
+            });
+        }
     }
-    controller.run(ready);
-    Ok(())
-}
-
-/// Whether a Service has the network annotation (in any shape).
-fn asks(service: &Service) -> bool {
-    service.metadata.annotations.contains_key(shape::NETWORKS_ANNOTATION)
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    std::thread::Builder::new().name(name.to_string()).spawn(f).map(|_| ())
 }

@@ -5,7 +5,7 @@
 //! pod selector moves into the `kactus.io/selector` annotation and the slices written here
 //! are the only ones.
 
-use crate::kube::Service;
+use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
 
 /// The network a Service's endpoints are taken from (NPWG annotation, as on pods).
@@ -39,15 +39,17 @@ impl std::fmt::Display for NetworkRef {
 }
 
 pub fn shape_of(service: &Service) -> Shape {
-    let annotations = &service.metadata.annotations;
+    let Some(annotations) = &service.metadata.annotations else { return Shape::NotOurs };
     let Some(networks) = annotations.get(NETWORKS_ANNOTATION) else { return Shape::NotOurs };
-    let network = match parse_network(networks, &service.metadata.namespace) {
+    let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
+    let network = match parse_network(networks, namespace) {
         Ok(network) => network,
         Err(message) => return Shape::Unsupported { message },
     };
     let annotated = annotations.get(SELECTOR_ANNOTATION).map(|s| parse_selector(s));
-    if !service.spec.selector.is_empty() {
-        let selector_json = serde_json::to_string(&service.spec.selector).unwrap_or_default();
+    let spec_selector = service.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
+    if let Some(spec_selector) = spec_selector {
+        let selector_json = serde_json::to_string(spec_selector).unwrap_or_default();
         return Shape::Unsupported {
             message: format!(
                 "Service asks for network {network} but has spec.selector, so Kubernetes' own endpoints \
@@ -145,16 +147,21 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::ObjectMeta;
+    use k8s_openapi::api::core::v1::ServiceSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn service(annotations: &[(&str, &str)], selector: &[(&str, &str)]) -> Service {
-        let mut s = Service {
-            metadata: ObjectMeta { name: "hello1".into(), namespace: "default".into(), ..Default::default() },
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Service {
+            metadata: ObjectMeta {
+                name: Some("hello1".into()),
+                namespace: Some("default".into()),
+                annotations: Some(map(annotations)),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec { selector: Some(map(selector)), ..Default::default() }),
             ..Default::default()
-        };
-        s.metadata.annotations = annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        s.spec.selector = selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        s
+        }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

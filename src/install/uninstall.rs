@@ -34,7 +34,7 @@ use super::files::write_atomic;
 use super::reconcile::CONFIG_MODE;
 use super::run::{init_logging, install_signal_handlers, sleep_unless_terminated, terminated};
 use super::InstallError;
-use crate::plugin::cache::{self, CacheEntry, ContainerCache, Role};
+use crate::plugin::cache::{self, ContainerCache, Role};
 
 /// How long a kactus call exec'd just before the config went has to take its container's lock.
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(500);
@@ -174,32 +174,31 @@ fn cache_dir_of(config: &[u8]) -> Option<PathBuf> {
     Some(PathBuf::from(dir))
 }
 
-/// The containers whose DEL needs kactus: any cached call but the cluster network's on eth0
-/// (an `isPrimary` network on eth0 counts, and so does an entry that cannot be read). With
-/// `wait_for_calls`, each container's lock is taken while it is read, so a call in flight is
-/// waited for (once the config is gone no new one starts).
+/// The containers whose DEL needs kactus: any recorded call but the cluster network's on eth0
+/// (an `isPrimary` network on eth0 counts, so does a call whose ADD is in flight or never
+/// completed, and so does a file that cannot be read). With `wait_for_calls`, each
+/// container's lock is taken while it is read, so a call in flight is waited for (once the
+/// config is gone no new one starts).
 pub fn pending_containers(cache_dir: &Path, wait_for_calls: bool) -> Vec<Pending> {
-    let mut containers = cache::cached_containers(cache_dir);
-    containers.extend(locked_only(cache_dir, &containers));
     let mut pending = Vec::new();
-    for container in containers {
-        let dir = cache_dir.join(&container);
+    for container in cache::cached_containers(cache_dir) {
         // Waits for a kactus call on this container; only then is its cache what it will be.
-        let held = wait_for_calls.then(|| ContainerCache::lock(cache_dir, &container));
+        let held = wait_for_calls.then(|| ContainerCache::open(cache_dir, &container));
         let mut found = Pending { container: container.clone(), pod: String::new(), attachments: Vec::new() };
-        for file in json_files(&dir) {
-            match fs::read(&file).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()) {
-                Some(entry) => {
-                    let args = entry.args();
+        match cache::peek(cache_dir, &container) {
+            Ok(record) => {
+                for call in &record.calls {
+                    let args = call.args();
                     if let (Some(ns), Some(name)) = (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) {
                         found.pod = format!("{ns}/{name}");
                     }
-                    if entry.kactus.role != Role::Master || !entry.kactus.network.is_empty() {
-                        found.attachments.push(format!("{} on {}", entry.shown_network(), entry.if_name));
+                    if call.kactus.role != Role::Master || !call.kactus.network.is_empty() {
+                        found.attachments.push(format!("{} on {}", call.shown_network(), call.if_name));
                     }
                 }
-                None => found.attachments.push(format!("unreadable cache entry {}", file.display())),
+                found.attachments.extend(record.damaged.iter().map(|d| format!("unreadable {}", d.describe())));
             }
+            Err(e) => found.attachments.push(format!("unreadable cache: {e}")),
         }
         drop(held);
         if !found.attachments.is_empty() {
@@ -207,29 +206,6 @@ pub fn pending_containers(cache_dir: &Path, wait_for_calls: bool) -> Vec<Pending
         }
     }
     pending
-}
-
-/// Containers with a lock file and no cache yet: a first ADD in flight.
-fn locked_only(cache_dir: &Path, known: &[String]) -> Vec<String> {
-    fs::read_dir(cache_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".lock").map(str::to_string))
-        .filter(|id| !known.contains(id))
-        .collect()
-}
-
-fn json_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {

@@ -169,7 +169,7 @@ impl ClaimApi {
 
     /// The node's Node, or `None` if there is none of that name.
     pub fn node(&self, name: &str) -> Result<Option<Node>, CniError> {
-        match self.client.get::<Node>(&format!("/api/v1/nodes/{}", segment(name))) {
+        match self.client.get_node(name) {
             Ok(node) => Ok(Some(node)),
             Err(KubeError::NotFound { .. }) => Ok(None),
             Err(e) => Err(kube_error(e, &format!("get node {name}"))),
@@ -184,7 +184,7 @@ impl ClaimApi {
         }
         let list = self
             .client
-            .list::<SliceClaim>(CLAIMS_PATH, &[("labelSelector", &selector)])
+            .list::<SliceClaim>(CLAIMS_PATH, &selector)
             .map_err(|e| api_error(e, &format!("list the slice claims of network {network}")))?;
         Ok(list
             .items
@@ -235,12 +235,7 @@ fn owner_reference(node: &Node) -> serde_json::Value {
 }
 
 fn claim_path(name: &str) -> String {
-    format!("{CLAIMS_PATH}/{}", segment(name))
-}
-
-/// Object names are DNS subdomains; anything else is refused before it reaches a URL.
-fn segment(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).collect()
+    format!("{CLAIMS_PATH}/{}", kube::segment(name))
 }
 
 /// A missing SliceClaim API is an installation step left out; say which.

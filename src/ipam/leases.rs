@@ -231,7 +231,7 @@ pub fn parse_owner(text: &str) -> Result<Owner, String> {
     let ifname = lines.next().map(str::trim);
     let valid_id = !container_id.is_empty()
         && container_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    let valid_if = ifname.is_none_or(|i| crate::attachment::validate_ifname(i).is_ok());
+    let valid_if = ifname.is_none_or(|i| crate::cni::validate_ifname(i).is_ok());
     if !valid_id || !valid_if || lines.next().is_some() {
         return Err(format!("content {:?} is not \"<container ID>\\r\\n<interface>\"", truncate(text)));
     }

@@ -1,33 +1,29 @@
 //! The apiserver client: one keep-alive connection pool per [`Client`], per-request
 //! timeouts, bounded retries of what is worth retrying, and errors that say what was asked.
 
+use super::access::ClusterAccess;
 use super::backoff;
-use super::error::{self, KubeError};
-use super::kubeconfig::{self, ClusterAccess};
+use super::config;
+use super::error::{self, error_chain, KubeError};
 use super::tls;
-use super::types::{List, NetworkAttachmentDefinition, Pod};
-use super::watch::WatchStream;
+use super::types::{List, NetworkAttachmentDefinition, Node, Pod};
 use reqwest::blocking::Response;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long the server may keep a watch open when the caller does not say (kube-rs' choice:
-/// just under the apiserver's 5-minute cap on idle HTTP streams).
-const DEFAULT_WATCH_SECONDS: &str = "290";
 const MERGE_PATCH: &str = "application/merge-patch+json";
 const JSON: &str = "application/json";
 
 /// Bounds on each apiserver call.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Connect and total time of one request attempt (a watch only bounds the connect).
+    /// Connect and total time of one request attempt.
     pub timeout: Duration,
     /// Further attempts after a transient failure (429, 5xx, connection errors).
     pub retries: u32,
@@ -88,13 +84,10 @@ impl From<KubeError> for Failure {
 
 impl Client {
     /// With a kubeconfig path, uses its current context; without one, the in-cluster
-    /// service account (`KUBERNETES_SERVICE_HOST`/`PORT` and [`super::SERVICE_ACCOUNT_DIR`]).
+    /// service account; read by the crate's one loader, [`config::load`].
     pub fn new(kubeconfig: Option<&Path>, opts: ClientOptions) -> Result<Client, KubeError> {
-        let access = match kubeconfig {
-            Some(path) => kubeconfig::from_kubeconfig(path)?,
-            None => kubeconfig::in_cluster()?,
-        };
-        Client::from_access(access, opts)
+        let (config, source) = config::load(kubeconfig)?;
+        Client::from_access(ClusterAccess::from_config(&config, &source)?, opts)
     }
 
     /// The service account mounted at `service_account_dir` (as in a pod) talking to
@@ -104,7 +97,8 @@ impl Client {
         service_account_dir: &Path,
         opts: ClientOptions,
     ) -> Result<Client, KubeError> {
-        Client::from_access(kubeconfig::service_account_at(server.to_string(), service_account_dir)?, opts)
+        let (config, source) = config::service_account(server, service_account_dir)?;
+        Client::from_access(ClusterAccess::from_config(&config, &source)?, opts)
     }
 
     fn from_access(access: ClusterAccess, options: ClientOptions) -> Result<Client, KubeError> {
@@ -117,7 +111,7 @@ impl Client {
         let http = reqwest::blocking::Client::builder()
             .user_agent(options.user_agent.clone())
             .connect_timeout(options.timeout)
-            // Bounded per request instead, so a watch can stream for as long as the server says.
+            // Bounded per request instead (see `attempt`).
             .timeout(None::<Duration>)
             .tcp_keepalive(Duration::from_secs(30))
             // The apiserver never redirects; following one could hand our token to another host.
@@ -137,26 +131,21 @@ impl Client {
         })
     }
 
-    /// The namespace of the kubeconfig context or of the service account, if any.
-    pub fn default_namespace(&self) -> Option<&str> {
-        self.inner.access.namespace.as_deref()
-    }
-
     /// Requests sent by this client and its clones, retries included.
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, KubeError> {
-        self.request_json(Method::GET, path, &[], None)
+        self.request_json(Method::GET, path, None)
     }
 
     /// Opens the connection ahead of the requests that will need it (one `GET /version`,
     /// which every apiserver serves to anyone, without retries), so a caller can overlap the
     /// TCP and TLS handshakes with other work. Failing is fine: the real requests report.
     pub fn connect_early(&self) {
-        let outcome = self.url("/version", &[]).and_then(|url| {
-            let response = self.attempt(&Method::GET, &url, None, true).map_err(|f| match f {
+        let outcome = self.url("/version").and_then(|url| {
+            let response = self.attempt(&Method::GET, &url, None).map_err(|f| match f {
                 Failure::Final(e) => e,
                 Failure::Retryable { cause, .. } => KubeError::Transient { message: cause },
             })?;
@@ -170,6 +159,10 @@ impl Client {
 
     pub fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, KubeError> {
         self.get(&pod_path(namespace, name))
+    }
+
+    pub fn get_node(&self, name: &str) -> Result<Node, KubeError> {
+        self.get(&format!("/api/v1/nodes/{}", segment(name)))
     }
 
     pub fn get_network_attachment_definition(
@@ -197,25 +190,19 @@ impl Client {
     }
 
     /// PATCH with `application/merge-patch+json` (RFC 7386: `null` deletes a key).
-    pub fn merge_patch<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
-        self.request_json(Method::PATCH, path, &[], Some((MERGE_PATCH, body)))
+    fn merge_patch<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
+        self.request_json(Method::PATCH, path, Some((MERGE_PATCH, body)))
     }
 
     /// POST a new object to a collection path.
     pub fn create<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
-        self.request_json(Method::POST, path, &[], Some((JSON, body)))
+        self.request_json(Method::POST, path, Some((JSON, body)))
     }
 
     /// PUT: replaces the object at `path`; a stale `metadata.resourceVersion` in `body` is
-    /// a [`KubeError::Conflict`], so read-modify-write loses no one else's change.
+    /// a [`KubeError::Conflict`], so a read-modify-write loses no one else's change.
     pub fn replace<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
-        self.request_json(Method::PUT, path, &[], Some((JSON, body)))
-    }
-
-    /// DELETE the object at `path`; its absence is [`KubeError::NotFound`], which callers
-    /// that only want it gone treat as success.
-    pub fn delete(&self, path: &str) -> Result<(), KubeError> {
-        self.request_json::<serde_json::Value>(Method::DELETE, path, &[], None).map(|_| ())
+        self.request_json(Method::PUT, path, Some((JSON, body)))
     }
 
     /// DELETE the object at `path` only if it still has this uid and resourceVersion
@@ -227,48 +214,35 @@ impl Client {
             "apiVersion": "v1",
             "preconditions": { "uid": uid, "resourceVersion": resource_version },
         });
-        self.request_json::<serde_json::Value>(Method::DELETE, path, &[], Some((JSON, &options))).map(|_| ())
+        self.request_json::<serde_json::Value>(Method::DELETE, path, Some((JSON, &options))).map(|_| ())
     }
 
-    /// One page of a collection; `query` carries e.g. `labelSelector`, `fieldSelector`,
-    /// `limit`, `continue`.
-    pub fn list<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<List<T>, KubeError> {
-        self.request_json(Method::GET, path, query, None)
-    }
-
-    /// Opens a watch from `resource_version` (empty: from "any", which starts with ADDED for
-    /// every existing object). The stream ends when the server closes it after
-    /// `timeoutSeconds` (default 290, override through `query`).
-    pub fn watch<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-        resource_version: &str,
-    ) -> Result<WatchStream<T>, KubeError> {
-        let mut pairs = vec![("watch", "1"), ("allowWatchBookmarks", "true")];
-        if !resource_version.is_empty() {
-            pairs.push(("resourceVersion", resource_version));
-        }
-        if !query.iter().any(|(key, _)| *key == "timeoutSeconds") {
-            pairs.push(("timeoutSeconds", DEFAULT_WATCH_SECONDS));
-        }
-        pairs.extend_from_slice(query);
-        let url = self.url(path, &pairs)?;
-        let response = self.with_retries(&Method::GET, &url, || self.attempt(&Method::GET, &url, None, false))?;
-        Ok(WatchStream::new(Box::new(BufReader::new(response)), url.path().to_string()))
+    /// The objects of a collection that carry every label of `label_selector`, in one
+    /// unpaginated LIST.
+    pub fn list<T: DeserializeOwned>(&self, path: &str, label_selector: &str) -> Result<List<T>, KubeError> {
+        let mut url = self.url(path)?;
+        url.query_pairs_mut().append_pair("labelSelector", label_selector);
+        self.send_json(Method::GET, url, None)
     }
 
     fn request_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, &str)],
         body: Option<(&'static str, &serde_json::Value)>,
     ) -> Result<T, KubeError> {
-        let url = self.url(path, query)?;
+        self.send_json(method, self.url(path)?, body)
+    }
+
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, &serde_json::Value)>,
+    ) -> Result<T, KubeError> {
         let body = body.map(|(content_type, value)| (content_type, value.to_string()));
         let text = self.with_retries(&method, &url, || {
-            let response = self.attempt(&method, &url, body.as_ref(), true)?;
+            let response = self.attempt(&method, &url, body.as_ref())?;
             // A connection dropped mid-body is as transient as one dropped before it.
             response.text().map_err(|e| Failure::Retryable {
                 cause: format!("reading the answer: {}", error_chain(&e)),
@@ -278,14 +252,10 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| KubeError::Decode { message: format!("{method} {}: {e}", url.path()) })
     }
 
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, KubeError> {
+    fn url(&self, path: &str) -> Result<Url, KubeError> {
         let server = &self.inner.access.server;
-        let mut url = Url::parse(&format!("{server}{path}"))
-            .map_err(|e| KubeError::config(format!("{}: URL {server}{path}: {e}", self.inner.access.origin)))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+        Url::parse(&format!("{server}{path}"))
+            .map_err(|e| KubeError::config(format!("{}: URL {server}{path}: {e}", self.inner.access.origin)))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries are used up.
@@ -317,13 +287,7 @@ impl Client {
     }
 
     /// Sends one request; a success status returns the response with its body unread.
-    fn attempt(
-        &self,
-        method: &Method,
-        url: &Url,
-        body: Option<&(&'static str, String)>,
-        bounded: bool,
-    ) -> Result<Response, Failure> {
+    fn attempt(&self, method: &Method, url: &Url, body: Option<&(&'static str, String)>) -> Result<Response, Failure> {
         let access = &self.inner.access;
         let mut request = self.inner.http.request(method.clone(), url.clone()).header(ACCEPT, JSON);
         if let Some(auth) = access.auth.header_value()? {
@@ -339,15 +303,12 @@ impl Client {
         if let Some((content_type, bytes)) = body {
             request = request.header(CONTENT_TYPE, *content_type).body(bytes.clone());
         }
-        if bounded {
-            request = request.timeout(self.inner.options.timeout);
-        }
+        request = request.timeout(self.inner.options.timeout);
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         // Alone until the pool holds a connection (see [`Client`]); released once the answer's
-        // headers are in, before its body is read. Only bounded requests take the turn, so
-        // a watch whose headers never come cannot hold up the others.
+        // headers are in, before its body is read.
         let connected = || self.inner.connected.load(Ordering::Acquire);
-        let alone = match connected() || !bounded {
+        let alone = match connected() {
             true => None,
             // Whoever waited for the first answer goes on at once, beside the others.
             false => Some(self.inner.first.lock().unwrap_or_else(|p| p.into_inner())).filter(|_| !connected()),
@@ -393,7 +354,7 @@ fn pod_path(namespace: &str, name: &str) -> String {
 
 /// Percent-encodes a name for use as one URL path segment, so a malformed name can only
 /// ever address a missing object, never a different one.
-fn segment(name: &str) -> String {
+pub(crate) fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
@@ -403,23 +364,6 @@ fn segment(name: &str) -> String {
         }
     }
     out
-}
-
-/// The error and its causes, each said once: the HTTP stacks' own messages alone ("error
-/// sending request", "transport error") hide whether the connection was refused, reset or
-/// timed out. Shared with podagent's CRI client.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
@@ -434,11 +378,9 @@ mod tests {
     }
 
     #[test]
-    fn client_and_watch_can_move_between_threads() {
+    fn the_client_can_move_between_threads() {
         fn shareable<T: Send + Sync>() {}
-        fn sendable<T: Send>() {}
         shareable::<Client>();
-        sendable::<WatchStream<Pod>>();
     }
 
     #[test]

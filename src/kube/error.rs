@@ -1,7 +1,7 @@
 //! The one error type of the apiserver client.
 //!
-//! Callers branch on the variant (CNI maps `Transient` to "try again later", the podagent
-//! relists on `Gone`), so each HTTP outcome that needs different handling has its own
+//! Callers branch on the variant (CNI maps `Transient` to "try again later", a missing
+//! NAD is `NotFound`), so each HTTP outcome that needs different handling has its own
 //! variant, and every message says what was asked and what the apiserver answered.
 
 use super::types::Status;
@@ -17,9 +17,6 @@ pub enum KubeError {
     Forbidden { message: String },
     #[error("conflict: {message}")]
     Conflict { message: String },
-    /// The resourceVersion is too old (watch or list): relist.
-    #[error("gone: {message}")]
-    Gone { message: String },
     /// The apiserver was unreachable or overloaded and retries were exhausted.
     #[error("apiserver unavailable: {message}")]
     Transient { message: String },
@@ -64,27 +61,7 @@ impl KubeError {
             403 => KubeError::Forbidden { message },
             404 => KubeError::NotFound { what: object_from_path(path) },
             409 => KubeError::Conflict { message },
-            410 => KubeError::Gone { message },
             _ => KubeError::Http { status, message },
-        }
-    }
-
-    /// Maps a watch ERROR event's Status the way an HTTP answer with that code would be
-    /// (410 -> `Gone`: relist), so watch loops branch on one error type. `path` is the
-    /// watched path, naming the object for a 404.
-    pub fn from_status(status: &Status, path: &str) -> KubeError {
-        let message = if status.message.is_empty() {
-            format!("{} ({})", status.reason, status.code)
-        } else {
-            status.message.clone()
-        };
-        match status.code {
-            410 => KubeError::Gone { message },
-            403 => KubeError::Forbidden { message },
-            404 => KubeError::NotFound { what: object_from_path(path) },
-            409 => KubeError::Conflict { message },
-            code if code == 429 || code >= 500 => KubeError::Transient { message },
-            code => KubeError::Http { status: code, message },
         }
     }
 }
@@ -117,6 +94,23 @@ pub(crate) fn object_from_path(path: &str) -> String {
         }
     }
     path.to_string()
+}
+
+/// The error and its causes, each said once: the HTTP stacks' own messages alone ("error
+/// sending request", "transport error") hide whether the connection was refused, reset or
+/// timed out. Shared with the daemons and podagent's CRI client.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]
@@ -164,21 +158,17 @@ mod tests {
     }
 
     #[test]
-    fn conflict_gone_and_other_codes() {
+    fn conflict_and_other_codes() {
         let conflict = r#"{"kind":"Status","message":"the object has been modified","code":409}"#;
         assert!(matches!(
             KubeError::from_response(409, "/p", "x", conflict),
             KubeError::Conflict { message } if message == "the object has been modified"
         ));
         assert!(matches!(
-            KubeError::from_response(410, "/p", "x", r#"{"message":"too old resource version: 1 (5)","code":410}"#),
-            KubeError::Gone { .. }
-        ));
-        assert!(matches!(
             KubeError::from_response(422, "/p", "x", "not json at all"),
             KubeError::Http { status: 422, message } if message == "/p: not json at all"
         ));
-        assert!(!KubeError::Gone { message: String::new() }.is_transient());
+        assert!(!KubeError::Conflict { message: String::new() }.is_transient());
         assert!(KubeError::Transient { message: String::new() }.is_transient());
     }
 

@@ -1,5 +1,5 @@
-//! core/v1 Events, as `kubectl describe` shows them. Every writer in the project (the plugin,
-//! podagent, the endpoints controller) records through here, so they all look the same.
+//! The plugin's core/v1 Events, as `kubectl describe` shows them, written with its lean
+//! client. (The daemons record theirs through kube-rs's events Recorder.)
 
 use super::{time, Client, KubeError};
 use serde_json::{json, Value};

@@ -2,8 +2,9 @@
 //! targets in `fuzz/` and their corpus replay (`tests/fuzz_corpora.rs`). Not an API: its shapes
 //! follow what those targets check.
 
+use super::access::{Auth, ClusterAccess};
+use super::config;
 use super::error::KubeError;
-use super::kubeconfig::{self, Auth};
 use std::path::Path;
 
 /// What a kubeconfig resolved to, in the terms the fuzz target checks.
@@ -24,7 +25,8 @@ pub struct KubeconfigView {
 /// Parses and resolves a kubeconfig's text as if it were the file `path`, and builds the
 /// TLS setup the client would use, without connecting.
 pub fn kubeconfig(text: &str, path: &Path) -> Result<KubeconfigView, KubeError> {
-    let access = kubeconfig::from_text(text, path)?;
+    let (config, source) = config::from_text(text, path)?;
+    let access = ClusterAccess::from_config(&config, &source)?;
     let (secret, authorization) = match &access.auth {
         Auth::Token(token) => (Some(token.clone()), Some(access.auth.header_value())),
         Auth::Basic { password, .. } => (Some(password.clone()), Some(access.auth.header_value())),

@@ -1,27 +1,25 @@
-//! The apiserver client: kubeconfig and in-cluster credentials, rustls TLS, GET / PATCH /
-//! POST / LIST / WATCH with timeouts and bounded retries, and the few API types kactus uses.
+//! The apiserver, as the crate reaches it: the one loader of kubeconfig and in-cluster
+//! credentials ([`config`]), which every binary uses, and the plugin's lean blocking client
+//! (rustls, HTTP/2, per-request timeouts, bounded retries, the few API types the plugins read,
+//! core/v1 Events; node-local's slice claims use it too). The daemons talk to the apiserver
+//! through kube-rs (see `crate::daemon`).
 
+mod access;
 mod backoff;
 mod client;
+pub mod config;
 mod error;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
-mod kubeconfig;
 pub mod time;
 mod tls;
 mod types;
-mod watch;
 
-pub use client::{error_chain, Client, ClientOptions};
-pub use error::KubeError;
-pub use kubeconfig::SERVICE_ACCOUNT_DIR;
-pub use types::{
-    Container, ContainerPort, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Lease, LeaseSpec, List,
-    ListMeta, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, Node, ObjectMeta, ObjectReference, Pod,
-    PodCondition, PodSpec, PodStatus, Service, ServicePort, ServiceSpec, Status,
-};
-pub use watch::{WatchEvent, WatchStream};
+pub(crate) use client::segment;
+pub use client::{Client, ClientOptions};
+pub use error::{error_chain, KubeError};
+pub use types::{List, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, Node, ObjectMeta, Pod, Status};
 
 #[cfg(test)]
 mod live_tests;

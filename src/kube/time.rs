@@ -1,5 +1,5 @@
-//! Wall-clock timestamps in the apiserver's forms: `Time` and `MicroTime` (RFC 3339, UTC). One
-//! place for the two formats every writer of Events, Leases and objects needs.
+//! Wall-clock timestamps in the apiserver's `Time` form (RFC 3339, UTC, seconds): the plugin's
+//! core/v1 Events write them, the installer reads a TokenRequest's expiry.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,18 +9,7 @@ fn since_epoch() -> Duration {
 
 /// Now as `Time`: RFC 3339 UTC with seconds (`firstTimestamp` of Events).
 pub fn now() -> String {
-    rfc3339(since_epoch().as_secs(), None)
-}
-
-/// Now as `MicroTime`: RFC 3339 UTC with microseconds (`renewTime` of Leases).
-pub fn now_micro() -> String {
-    let now = since_epoch();
-    rfc3339(now.as_secs(), Some(now.subsec_micros()))
-}
-
-/// Nanoseconds since the epoch, for unique names.
-pub fn nanos() -> u128 {
-    since_epoch().as_nanos()
+    rfc3339(since_epoch().as_secs())
 }
 
 /// Seconds since the epoch of a `Time` as the apiserver writes it (`2024-02-29T01:01:01Z`,
@@ -63,7 +52,7 @@ pub fn parse(text: &str) -> Option<u64> {
 }
 
 /// H. Hinnant's days-to-civil algorithm.
-fn rfc3339(secs: u64, micros: Option<u32>) -> String {
+fn rfc3339(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
@@ -73,23 +62,23 @@ fn rfc3339(secs: u64, micros: Option<u32>) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let fraction = micros.map_or(String::new(), |m| format!(".{m:06}"));
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn timestamps() {
-        assert_eq!(super::rfc3339(0, None), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_709_164_800 + 3661, Some(42)), "2024-02-29T01:01:01.000042Z");
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_709_164_800 + 3661), "2024-02-29T01:01:01Z");
     }
 
     #[test]
     fn parsed_timestamps_are_the_formatted_ones() {
         for secs in [0, 951_782_400, 1_709_164_800 + 3661, 4_102_444_799] {
-            assert_eq!(super::parse(&super::rfc3339(secs, None)), Some(secs));
-            assert_eq!(super::parse(&super::rfc3339(secs, Some(7))), Some(secs));
+            assert_eq!(super::parse(&super::rfc3339(secs)), Some(secs));
+            let micros = super::rfc3339(secs).replace('Z', ".000007Z");
+            assert_eq!(super::parse(&micros), Some(secs));
         }
         assert_eq!(super::parse("2024-02-29T02:01:01+01:00"), Some(1_709_164_800 + 3661));
         for bad in ["", "2024-02-29", "2024-13-01T00:00:00Z", "2024-02-29T01:01:01", "x-y-zT1:2:3Z"] {

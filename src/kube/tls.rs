@@ -4,8 +4,8 @@
 //! would only widen who can impersonate the apiserver). `insecure-skip-tls-verify` is honoured
 //! because kubeconfigs of test clusters use it, but it is announced once in the log.
 
+use super::access::ClusterAccess;
 use super::error::KubeError;
-use super::kubeconfig::ClusterAccess;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -31,7 +31,7 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
         });
         Arc::new(AcceptAnyServerCert { provider: provider.clone() })
     } else {
-        let Some(ca_pem) = &access.ca_pem else {
+        let Some(ca) = &access.roots else {
             return Err(fail(
                 "no certificate-authority or certificate-authority-data to verify the apiserver \
                  (set insecure-skip-tls-verify: true to skip verification)"
@@ -39,8 +39,8 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
             ));
         };
         let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| fail(format!("certificate authority is not PEM: {e}")))?;
+        for cert in ca {
+            let cert = CertificateDer::from(cert.clone());
             roots.add(cert).map_err(|e| fail(format!("certificate authority is not usable: {e}")))?;
         }
         if roots.is_empty() {

@@ -1,65 +1,82 @@
 //! ADD: the master delegate on eth0, then each attachment; rollback of everything on any
-//! failure; the master's result back to the runtime in its version.
+//! failure; the master's result back to the runtime in its version. Every call is recorded in
+//! the cache before it runs (an intent record per batch: see `cache::Intent`), so whatever
+//! fails halfway, kactus itself included, the rollback and every later DEL reach it.
 
-use super::cache::{CacheEntry, ContainerCache, KactusMeta};
+use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
 use super::del::del_entry;
 use super::plan::{plan_add, Plan, PlannedCall};
 use super::status::publish_logged;
+use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, code, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
 use crate::kube;
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 /// One ADD, as the plugin process makes it (it leaves its apiserver client to the process's
 /// exit, so it is not meant to be called in a loop by a long-lived process).
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     let pod = env.args.pod();
-    if let Some(answer) = repeated_dynamic_add(cfg, env, pod.as_ref())? {
+    // Everything from here runs under the container's lock, the check that no device is in
+    // the way included: of two ADDs of one container, the second fails with code 7 before
+    // anything runs (checked before the lock, both could pass it and the second delegate
+    // would fail on the first's devices, and its rollback delete them).
+    let cache = ContainerCache::create(&cfg.cache_dir, &env.container_id)?;
+    let before = cache.read()?;
+    if let Some(answer) = repeated_dynamic_add(cfg, env, pod.as_ref(), &cache, &before)? {
         return Ok(answer);
     }
-    // Planning failed before a client was kept (an invalid annotation, a device in the way):
-    // a fresh one reports it on the pod.
-    let mut plan = plan_add(cfg, env).inspect_err(|e| {
-        let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
-        warn_pod(client.as_ref(), pod.as_ref(), e)
-    })?;
-    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
+    let mut plan = match plan_add(cfg, env) {
+        Ok(plan) => plan,
+        Err(e) => {
+            // Planning failed before a client was kept (an invalid annotation, a device in
+            // the way): a fresh one reports it on the pod.
+            let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
+            warn_pod(client.as_ref(), pod.as_ref(), &e);
+            cache.remove_if_unused();
+            return Err(e);
+        }
+    };
     // Planning's client if it read the pod; else built beside the first delegates.
     let client = OnceLock::new();
     if let Some(c) = plan.client.take() {
         let _ = client.set(c);
     }
     let plan = &plan;
+    let (client_ref, cache_ref) = (&client, &cache);
     // Scoped so the apiserver work done beside the delegates, and the best-effort writes
     // started along the way (one `AddedInterface` event per device, as soon as it exists),
     // are all finished before the process answers.
     let answer = std::thread::scope(|s| {
-        let apiserver = plan.pod.as_ref().map(|_| s.spawn(|| apiserver_side(cfg, plan, &client)));
+        let mut run = Run::new(cfg, env, &cache);
+        let ready = Call::numbered(env, plan.ready.clone(), before.next_seq());
+        let after_ready = before.next_seq() + ready.len() as u64;
+        let apiserver = plan
+            .pod
+            .as_ref()
+            .map(|_| s.spawn(move || apiserver_side(cfg, env, plan, client_ref, cache_ref, after_ready)));
         let announce = |entry: &CacheEntry| {
             if let (Some(pod), Some(client)) = (plan.pod.as_ref(), client.get()) {
                 let entry = entry.clone();
                 s.spawn(move || super::events::added_interface(client, pod, &entry));
             }
         };
-        // What an earlier call left (a dynamic ADD adds to the pod's devices): read once, and
-        // with what this call makes, the network-status to publish.
-        let existing = cache.entries();
-        let mut seqs = existing.iter().map(|e| e.kactus.seq + 1).max().unwrap_or(0)..;
-        let mut made: Vec<CacheEntry> = Vec::new();
-        let mut step = make(cfg, env, &cache, &plan.ready, &mut seqs, &mut made, &|_| ());
+        let mut step = run.intend(&ready).and_then(|()| run.make(&ready, &|_| ()));
         let pending = apiserver
             .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "apiserver thread panicked"))));
         let pending = pending.unwrap_or_else(|| Ok(Vec::new()));
         // The first devices are announced once the client exists, the rest as they are made;
         // none when the pod's networks could not be read (eth0 is about to be rolled back,
         // and the warning says why).
-        if pending.is_ok() {
-            made.iter().for_each(announce);
+        if let Ok(calls) = &pending {
+            run.intended(calls);
+            run.made.iter().for_each(announce);
         }
-        step = step.and(pending).and_then(|calls| make(cfg, env, &cache, &calls, &mut seqs, &mut made, &announce));
+        step = step.and(pending).and_then(|calls| run.make(&calls, &announce));
         let told = plan.pod.as_ref().zip(client.get());
         // Everything that can still fail happens before success is reported, under rollback:
         // the answer converted to the runtime's version (a result an older version cannot
@@ -68,35 +85,39 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
         let answer = step
             .and_then(|()| {
                 // The runtime gets the eth0 result; a dynamic call gets its attachment's.
-                let answer = made.iter().find(|e| e.kactus.is_default).or(made.first());
+                let answer = run.made.iter().find(|e| e.kactus.is_default).or(run.made.first());
                 CniResult::convert(&answer.map(|e| e.result.clone()).unwrap_or(Value::Null), &cfg.cni_version)
             })
             .and_then(|out| {
                 // network-status goes out while the last fsyncs finish: the PATCH's round trip
                 // and the disk's flush overlap instead of adding up.
-                let entries: Vec<CacheEntry> = existing.iter().chain(&made).cloned().collect();
+                let entries: Vec<CacheEntry> = before.completed().chain(&run.made).cloned().collect();
                 // The client that read the NADs has its connection open: no new handshake.
                 let sending = told.map(|(pod, client)| s.spawn(move || publish_logged(client, pod, &entries)));
                 let synced = cache.sync();
                 status_sent = sending.map(|h| h.join().is_ok()).unwrap_or(false);
                 synced.map(|()| out)
             });
-        let out = match answer {
-            Ok(out) => out,
+        match answer {
+            Ok(out) => {
+                log::debug!("ADD {}: {} device(s) made and recorded", env.container_id, run.made.len());
+                Ok(out)
+            }
             Err(e) => {
-                let e = rollback(cfg, env, &cache, &made, e);
+                let e = run.rollback(e);
                 if let Some((pod, client)) = told.filter(|_| status_sent) {
                     // It was published with the devices just removed: say what is left.
-                    publish_logged(client, pod, &cache.entries());
+                    let left = cache.read().map(|r| r.completed().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                    publish_logged(client, pod, &left);
                 }
-                cache.remove_if_empty();
                 warn_pod(client.get(), plan.pod.as_ref(), &e);
-                return Err(e);
+                Err(e)
             }
-        };
-        log::debug!("ADD {}: {} device(s) made and recorded", env.container_id, made.len());
-        Ok(out)
+        }
     });
+    if answer.is_err() {
+        cache.remove_if_unused();
+    }
     // The process ends once the answer is printed and the OS closes the connection then;
     // dropping the client first would join its runtime thread and close the connection
     // politely, which only delays the pod's start (~0.3 ms in the benchmark).
@@ -104,16 +125,114 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     answer
 }
 
+/// One delegate call of this ADD and its intent record entry (its place in the container's
+/// order, and everything its DEL needs).
+struct Call {
+    planned: PlannedCall,
+    intent: CacheEntry,
+}
+
+impl Call {
+    /// `calls` numbered from `first`, in order.
+    fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
+        (first..).zip(calls).map(|(seq, planned)| Call { intent: planned.intent(env, seq), planned }).collect()
+    }
+}
+
+/// What this ADD recorded and made, so a failure undoes exactly that.
+struct Run<'a> {
+    cfg: &'a KactusConfig,
+    env: &'a CniEnv,
+    cache: &'a ContainerCache,
+    /// Every call in this ADD's intent records.
+    intended: Vec<CacheEntry>,
+    /// Calls that completed, oldest first.
+    made: Vec<CacheEntry>,
+    /// The call that failed, with its result when its delegate made one.
+    failed: Option<CacheEntry>,
+}
+
+impl<'a> Run<'a> {
+    fn new(cfg: &'a KactusConfig, env: &'a CniEnv, cache: &'a ContainerCache) -> Run<'a> {
+        Run { cfg, env, cache, intended: Vec::new(), made: Vec::new(), failed: None }
+    }
+
+    /// Records `calls` before any of them runs.
+    fn intend(&mut self, calls: &[Call]) -> Result<(), CniError> {
+        let entries: Vec<CacheEntry> = calls.iter().map(|c| c.intent.clone()).collect();
+        self.cache.intend(&entries)?;
+        self.intended.extend(entries);
+        Ok(())
+    }
+
+    /// Notes `calls` recorded by another thread (see [`apiserver_side`]).
+    fn intended(&mut self, calls: &[Call]) {
+        self.intended.extend(calls.iter().map(|c| c.intent.clone()));
+    }
+
+    /// Makes `calls` in order, each completed in the cache (and passed to `made_one`) as soon
+    /// as its device exists; stops at the first failure, leaving the rollback to the caller.
+    fn make(&mut self, calls: &[Call], made_one: &dyn Fn(&CacheEntry)) -> Result<(), CniError> {
+        for call in calls {
+            let mut entry = call.intent.clone();
+            if let Err(e) = add_one(self.cfg, self.env, &call.planned, &mut entry) {
+                self.failed = Some(entry);
+                return Err(e.context(describe(&call.planned)));
+            }
+            let written = self.cache.write(&entry);
+            made_one(&entry);
+            self.made.push(entry);
+            written?;
+        }
+        Ok(())
+    }
+
+    /// Deletes what this ADD made and what it attempted (the failing call included: its
+    /// delegate may have made a device and a lease before failing), newest first, and returns
+    /// the original error with any teardown failure appended so nothing is hidden. What was
+    /// undone, or never ran, goes from the cache; a made call whose DEL failed stays there for
+    /// the runtime's DEL to retry. The failing call does not: its DEL was sent, and one that
+    /// fails too (its config is broken: host-local without a subnet fails ADD and DEL alike)
+    /// would fail every retry and hold the pod's deletion forever; the ADD's error and the
+    /// pod's warning say it.
+    fn rollback(self, err: CniError) -> CniError {
+        let mut err = err;
+        let mut kept = BTreeSet::new();
+        let failed = self.failed.iter().map(|e| (e, false));
+        for (entry, made) in failed.chain(self.made.iter().rev().map(|e| (e, true))) {
+            if let Err(e) = del_entry(self.cfg, self.env, entry) {
+                log::error!("rollback of {} failed: {e}", entry.if_name);
+                err.msg = format!("{}; rollback of {} also failed: {}", err.msg, entry.if_name, e.msg);
+                if made {
+                    kept.insert(entry.kactus.seq);
+                }
+            }
+        }
+        let undone: Vec<CacheEntry> = self.intended.into_iter().filter(|c| !kept.contains(&c.kactus.seq)).collect();
+        if let Err(e) = self.cache.forget(&undone) {
+            // The records stay whole: the runtime's DEL repeats the DELs, which is harmless.
+            log::warn!("ADD {}: {e}", self.env.container_id);
+        }
+        log::error!("ADD {} failed: {err}", self.env.container_id);
+        err
+    }
+}
+
 /// What an ADD needs from the apiserver after planning, done beside the first delegates
 /// (the master's `eth0` takes longer than all of it): the client, unless planning built one,
-/// then the pending attachments' networks. With none pending and nothing read yet (the
-/// runtime passed the pod's annotations and it asks for no network), the connection is
-/// opened, so the TLS handshake is not added to the pod's start when status and events go.
+/// then the pending attachments' networks, recorded in an intent record numbered from
+/// `first_seq` (so the write-ahead costs the pod's start nothing either). With none pending
+/// and nothing read yet (the runtime passed the pod's annotations and it asks for no
+/// network), the connection is opened, so the TLS handshake is not added to the pod's start
+/// when status and events go.
 fn apiserver_side(
     cfg: &KactusConfig,
+    env: &CniEnv,
     plan: &Plan,
     client: &OnceLock<kube::Client>,
-) -> Result<Vec<PlannedCall>, CniError> {
+    cache: &ContainerCache,
+    first_seq: u64,
+) -> Result<Vec<Call>, CniError> {
     let client = match client.get() {
         Some(c) => c,
         None => {
@@ -122,7 +241,9 @@ fn apiserver_side(
         }
     };
     if !plan.pending.is_empty() {
-        return plan.pending_calls(cfg, client);
+        let calls = Call::numbered(env, plan.pending_calls(cfg, client)?, first_seq);
+        cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
+        return Ok(calls);
     }
     if client.request_count() == 0 {
         client.connect_early();
@@ -130,38 +251,29 @@ fn apiserver_side(
     Ok(Vec::new())
 }
 
-/// Makes `calls` in order, each recorded in the cache (and passed to `made_one`) as soon as
-/// its device exists; stops at the first failure, leaving the rollback to the caller.
-fn make(
-    cfg: &KactusConfig,
-    env: &CniEnv,
-    cache: &ContainerCache,
-    calls: &[PlannedCall],
-    seqs: &mut std::ops::RangeFrom<u64>,
-    made: &mut Vec<CacheEntry>,
-    made_one: &dyn Fn(&CacheEntry),
-) -> Result<(), CniError> {
-    for (call, seq) in calls.iter().zip(seqs.by_ref()) {
-        let entry = add_one(cfg, env, call, seq).map_err(|e| e.context(describe(call)))?;
-        let written = cache.write(&entry);
-        made_one(&entry);
-        made.push(entry);
-        written?;
-    }
-    Ok(())
-}
-
 /// podagent repeats a dynamic ADD while it cannot see the device in network-status (say the
 /// status write after the first ADD failed). When kactus made that attachment already and its
 /// device is there, the repeat re-publishes network-status and answers with the cached result
-/// instead of failing on the existing device, so the retry converges. A runtime's ADD (not
-/// dynamic) onto an existing device still fails, as the spec requires.
-fn repeated_dynamic_add(cfg: &KactusConfig, env: &CniEnv, pod: Option<&PodRef>) -> Result<Option<Value>, CniError> {
+/// instead of failing on the existing device, so the retry converges. One that never
+/// completed (kactus was killed during it) is deleted first and made again. A runtime's ADD
+/// (not dynamic) onto an existing device still fails, as the spec requires.
+fn repeated_dynamic_add(
+    cfg: &KactusConfig,
+    env: &CniEnv,
+    pod: Option<&PodRef>,
+    cache: &ContainerCache,
+    before: &Record,
+) -> Result<Option<Value>, CniError> {
     let (Some(name), Some(pod), Some(netns)) = (env.args.get(K8S_POD_NETWORK), pod, env.netns.as_deref()) else {
         return Ok(None);
     };
-    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
-    let Some(entry) = cache.dynamic_entry(name) else { return Ok(None) };
+    let Some(entry) = before.find_dynamic(&DynamicTarget::parse(&pod.namespace, name)) else { return Ok(None) };
+    if !entry.is_complete() {
+        log::info!("ADD {}: {name} was left half-made ({}); deleting it first", env.container_id, entry.if_name);
+        del_entry(cfg, env, entry)?;
+        cache.forget(std::slice::from_ref(entry))?;
+        return Ok(None);
+    }
     if !crate::netns::link_exists(netns, &entry.if_name).unwrap_or(false) {
         return Ok(None);
     }
@@ -170,7 +282,8 @@ fn repeated_dynamic_add(cfg: &KactusConfig, env: &CniEnv, pod: Option<&PodRef>) 
         env.container_id,
         entry.if_name
     );
-    super::status::publish_logged_with_new_client(cfg, pod, &cache.entries());
+    let all: Vec<CacheEntry> = before.completed().cloned().collect();
+    super::status::publish_logged_with_new_client(cfg, pod, &all);
     CniResult::convert(&entry.result, &cfg.cni_version).map(Some)
 }
 
@@ -189,7 +302,9 @@ fn describe(call: &PlannedCall) -> String {
     }
 }
 
-fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Result<CacheEntry, CniError> {
+/// Runs one call's delegate(s) and completes `entry` with what they made; on a failure after
+/// the delegate made its device, `entry` keeps the result so the rollback's DEL gets it.
+fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, entry: &mut CacheEntry) -> Result<(), CniError> {
     let netns = env.netns.as_deref().ok_or_else(|| CniError::invalid_env("CNI_NETNS is not set"))?;
     let inv = Invocation {
         command: Command::Add,
@@ -200,45 +315,19 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, seq: u64) -> Re
         cni_path: &env.path,
         timeout: cfg.delegate_timeout,
     };
-    let mut result = chain::add(&call.net, &inv, &call.runtime_config)?;
+    entry.result = chain::add(&call.net, &inv, &call.runtime_config)?;
     log::debug!("{} ({}) added on {}", call.net.name, call.net.types(), call.ifname);
-    let mut meta = KactusMeta {
-        seq,
-        role: call.role,
-        network: call.network.clone(),
-        key: call.key.clone(),
-        is_default: call.is_default,
-        gateways: call.gateways.clone(),
-        replaced_routes: Vec::new(),
-    };
-    let entry = |result: Value, kactus: KactusMeta| CacheEntry {
-        kind: "cniCacheV1".into(),
-        container_id: env.container_id.clone(),
-        config: CacheEntry::encode_config(&call.net),
-        if_name: call.ifname.clone(),
-        network_name: call.net.name.clone(),
-        netns: netns.to_string_lossy().into_owned(),
-        cni_args: call.args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
-        capability_args: call.runtime_config.clone(),
-        result,
-        kactus,
-    };
-    // The device exists now: a failure below undoes it before reporting.
-    let undo = |e: CniError, result: &Value| {
-        let _ = del_entry(cfg, env, &entry(result.clone(), meta.clone()));
-        e
-    };
     if let Some(mac) = &call.set_mac {
         let bytes = crate::netns::parse_mac(mac)
-            .ok_or_else(|| undo(CniError::invalid_config(format!("mac {mac:?} is not a MAC address")), &result))?;
+            .ok_or_else(|| CniError::invalid_config(format!("mac {mac:?} is not a MAC address")))?;
         crate::netns::set_mac(netns, &call.ifname, bytes)
-            .map_err(|e| undo(CniError::io(format!("set MAC {mac} on {}", call.ifname), e), &result))?;
-        set_result_mac(&mut result, &call.ifname, mac);
+            .map_err(|e| CniError::io(format!("set MAC {mac} on {}", call.ifname), e))?;
+        set_result_mac(&mut entry.result, &call.ifname, mac);
     }
     if !call.gateways.is_empty() {
-        meta.replaced_routes = move_default_route(netns, call).map_err(|e| undo(e, &result))?;
+        entry.kactus.replaced_routes = move_default_route(netns, call)?;
     }
-    Ok(entry(result, meta))
+    Ok(())
 }
 
 /// NPWG `default-route`: the pod's default route(s) go via the given gateways on this device.
@@ -259,23 +348,4 @@ fn set_result_mac(result: &mut Value, ifname: &str, mac: &str) {
             iface["mac"] = mac.into();
         }
     }
-}
-
-/// Deletes what this ADD made, newest first, and returns the original error (with any
-/// teardown failure appended so nothing is hidden).
-fn rollback(cfg: &KactusConfig, env: &CniEnv, cache: &ContainerCache, made: &[CacheEntry], err: CniError) -> CniError {
-    let mut err = err;
-    for entry in made.iter().rev() {
-        match del_entry(cfg, env, entry) {
-            Ok(()) => {
-                cache.remove(&entry.if_name);
-            }
-            Err(e) => {
-                log::error!("rollback of {} failed: {e}", entry.if_name);
-                err.msg = format!("{}; rollback of {} also failed: {}", err.msg, entry.if_name, e.msg);
-            }
-        }
-    }
-    log::error!("ADD {} failed: {err}", env.container_id);
-    err
 }

@@ -1,7 +1,8 @@
 //! CHECK: every cached delegate call checked with its cached result, in ADD order.
 
-use super::cache::ContainerCache;
+use super::cache::{CacheEntry, ContainerCache};
 use super::config::KactusConfig;
+use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, code, CniEnv, CniError, Command, Invocation, Version};
 
@@ -16,15 +17,27 @@ pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         log::info!("CHECK {}: disableCheck is set, nothing checked", env.container_id);
         return Ok(());
     }
-    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
-    let entries = match env.args.get(K8S_POD_NETWORK) {
-        Some(name) => cache.dynamic_entry(name).into_iter().collect(),
-        None => cache.entries(),
+    let unknown =
+        || CniError::new(code::UNKNOWN_CONTAINER, format!("nothing was added for container {}", env.container_id));
+    let cache = ContainerCache::open(&cfg.cache_dir, &env.container_id)?.ok_or_else(unknown)?;
+    let record = cache.read()?;
+    if let Some(damaged) = record.damaged.first() {
+        return Err(CniError::new(code::IO_FAILURE, format!("cannot check: {}", damaged.describe())));
+    }
+    let entries: Vec<CacheEntry> = match env.args.get(K8S_POD_NETWORK) {
+        Some(name) => {
+            let pod_namespace = env.args.pod().map(|p| p.namespace).unwrap_or_else(|| "default".into());
+            record.find_dynamic(&DynamicTarget::parse(&pod_namespace, name)).into_iter().cloned().collect()
+        }
+        None => record.calls,
     };
     if entries.is_empty() {
+        return Err(unknown());
+    }
+    if let Some(half) = entries.iter().find(|e| !e.is_complete()) {
         return Err(CniError::new(
             code::UNKNOWN_CONTAINER,
-            format!("nothing was added for container {}", env.container_id),
+            format!("the ADD of {} ({}) never completed", half.if_name, half.network_name),
         ));
     }
     for entry in &entries {

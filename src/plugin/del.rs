@@ -1,49 +1,128 @@
-//! DEL: undo every cached delegate call, newest first, with exactly what ADD sent. Goes on
-//! past failures and reports them all; succeeds when there is nothing left to delete, with
-//! the apiserver down, the NAD gone or the netns already removed.
+//! DEL: undo every call the cache records, newest first, with exactly what ADD sent, the
+//! calls whose ADD never completed included. Goes on past failures and reports them all;
+//! succeeds when there is nothing left to delete, with the apiserver down, the NAD gone or
+//! the netns already removed; never claims success for a call it could not tear down (a
+//! damaged cache is rebuilt first: see `repair.rs`).
 
-use super::cache::{CacheEntry, ContainerCache};
+use super::cache::{remove_legacy_lock, CacheEntry, ContainerCache, Damaged, Record, Role};
 use super::config::KactusConfig;
+use super::repair;
+use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::error::join_errors;
 use crate::cni::{chain, CniEnv, CniError, Command, Invocation};
 
 pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
-    let cache = ContainerCache::lock(&cfg.cache_dir, &env.container_id)?;
     let dynamic = env.args.get(K8S_POD_NETWORK);
-    let entries = match dynamic {
-        Some(name) => cache.dynamic_entry(name).into_iter().collect(),
-        None => cache.entries(),
-    };
-    if dynamic.is_none() && entries.is_empty() {
-        // Nothing cached (ADD never finished, or the cache was lost): release what the
-        // master may hold (its IPAM lease) with the config we were given.
+    let Some(cache) = ContainerCache::open(&cfg.cache_dir, &env.container_id)? else {
+        remove_legacy_lock(&cfg.cache_dir, &env.container_id);
+        if let Some(name) = dynamic {
+            log::warn!("DEL {}: K8S_POD_NETWORK={name} matches nothing: the container has no cache", env.container_id);
+            return Ok(());
+        }
+        // Never added, rolled back, or deleted already: release what the master may hold
+        // (its IPAM lease) with the config we were given.
         log::info!("DEL {}: no cache, deleting the master delegate only", env.container_id);
         return del_master_uncached(cfg, env);
+    };
+    let record = cache.read()?;
+    match dynamic {
+        Some(name) => del_dynamic(cfg, env, &cache, &record, name),
+        None => del_all(cfg, env, cache, record),
     }
-    let mut errors = Vec::new();
-    for entry in entries.iter().rev() {
-        match del_entry(cfg, env, entry) {
-            Ok(()) => cache.remove(&entry.if_name),
-            Err(e) => errors.push(e.context(format!("delete {} ({})", entry.if_name, entry.network_name))),
-        }
-    }
-    if dynamic.is_some() {
-        if let Some(pod) = env.args.pod() {
-            super::status::publish_logged_with_new_client(cfg, &pod, &cache.entries());
-        }
-    }
-    if let Err(e) = cache.settled() {
-        errors.push(e);
-    }
+}
+
+/// The runtime's DEL: every call, then the cache, once every call is gone.
+fn del_all(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, record: Record) -> Result<(), CniError> {
+    let repair = repair::rebuild(cfg, env, &record, None);
+    let mut calls = record.calls;
+    calls.extend(repair.rebuilt.iter().cloned());
+    let (deleted, mut errors) = teardown(cfg, env, &calls, &|call| cache.remove_entry(call));
+    repair.release_gone(env);
+    // What could not be rebuilt comes first: its code 11 tells the runtime to retry.
+    errors.splice(0..0, repair.waiting);
     if errors.is_empty() {
-        cache.remove_if_empty();
+        // Everything is torn down; a cache that cannot be removed (a read-only or failing
+        // cacheDir) is reported now, after the devices and leases are released.
+        return cache.remove();
+    }
+    if let Err(e) = cache.forget(&deleted) {
+        log::warn!("DEL {}: {e}", env.container_id);
     }
     join_errors(errors).map_or(Ok(()), Err)
 }
 
-/// DELs one cached call with its own config, interface, args and result. The netns may be
-/// gone (containerd's later DELs send none): delegates must cope, as the spec requires.
+/// podagent's DEL of one attachment (`K8S_POD_NETWORK`), in any form its ADD accepted.
+fn del_dynamic(
+    cfg: &KactusConfig,
+    env: &CniEnv,
+    cache: &ContainerCache,
+    record: &Record,
+    name: &str,
+) -> Result<(), CniError> {
+    let pod = env.args.pod();
+    let target = DynamicTarget::parse(pod.as_ref().map_or("default", |p| p.namespace.as_str()), name);
+    let call = match record.find_dynamic(&target) {
+        Some(call) => call.clone(),
+        None => {
+            // Its entry may be one of the damaged files: the device name tells. Only that one
+            // is looked at: the others are the runtime's DEL's business.
+            let device = target.device();
+            let damaged =
+                record.damaged.iter().filter(|d| matches!(d, Damaged::Entry { ifname, .. } if *ifname == device));
+            let damaged = Record { calls: record.calls.clone(), damaged: damaged.cloned().collect() };
+            let repair = repair::rebuild(cfg, env, &damaged, Some(&target));
+            repair.release_gone(env);
+            let found = repair.rebuilt.into_iter().find(|c| c.kactus.role == Role::Attachment);
+            match (found, repair.waiting.into_iter().next()) {
+                (Some(call), _) => call,
+                (None, Some(e)) => return Err(e),
+                (None, None) => {
+                    log::warn!(
+                        "DEL {}: K8S_POD_NETWORK={name} matches no attachment in the cache; nothing deleted",
+                        env.container_id
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    };
+    del_entry(cfg, env, &call).map_err(|e| e.context(format!("delete {} ({})", call.if_name, call.network_name)))?;
+    let forgot = cache.forget(std::slice::from_ref(&call));
+    if let Some(pod) = pod {
+        let left: Vec<CacheEntry> = cache.read().map(|r| r.completed().cloned().collect()).unwrap_or_default();
+        super::status::publish_logged_with_new_client(cfg, &pod, &left);
+    }
+    forgot
+}
+
+/// DELs `calls` newest first, passing each deleted one to `deleted_one`; returns those deleted
+/// and the errors of the others.
+pub fn teardown(
+    cfg: &KactusConfig,
+    env: &CniEnv,
+    calls: &[CacheEntry],
+    deleted_one: &dyn Fn(&CacheEntry),
+) -> (Vec<CacheEntry>, Vec<CniError>) {
+    let mut ordered: Vec<&CacheEntry> = calls.iter().collect();
+    // eth0 last, whatever order a rebuilt cache gives it.
+    ordered.sort_by_key(|c| (c.kactus.role == Role::Master, std::cmp::Reverse(c.kactus.seq)));
+    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    for call in ordered {
+        match del_entry(cfg, env, call) {
+            Ok(()) => {
+                deleted_one(call);
+                deleted.push(call.clone());
+            }
+            Err(e) => errors.push(e.context(format!("delete {} ({})", call.if_name, call.network_name))),
+        }
+    }
+    (deleted, errors)
+}
+
+/// DELs one call with its own config, interface, args and result (none if its ADD never
+/// completed). The netns may be gone (containerd's later DELs send none): delegates must
+/// cope, as the spec requires.
 pub fn del_entry(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result<(), CniError> {
     let net = entry.network()?;
     let args = entry.args();
@@ -56,7 +135,7 @@ pub fn del_entry(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result
         cni_path: &env.path,
         timeout: cfg.delegate_timeout,
     };
-    let cached = (!entry.result.is_null()).then_some(&entry.result);
+    let cached = entry.is_complete().then_some(&entry.result);
     chain::del(&net, &inv, &entry.capability_args, cached)?;
     // The attachment's device took the default route with it: give the pod back its own.
     if let Some(netns) = inv.netns.filter(|_| !entry.kactus.replaced_routes.is_empty()) {

@@ -1,5 +1,6 @@
 //! Kubernetes Events on the pod, as `kubectl describe pod` shows them: `AddedInterface` per
-//! attachment after ADD, a warning when a network is not found or an attachment fails.
+//! attachment after ADD, a warning when a network is not found or an attachment fails, and
+//! when a DEL could not release a lease.
 //! Best effort: an event that cannot be written is logged, never a failed CNI call.
 
 use super::cache::CacheEntry;
@@ -10,6 +11,7 @@ use crate::kube::event::{self, EventType, Involved, Reporter};
 pub const ADDED_INTERFACE: &str = "AddedInterface";
 pub const NETWORK_NOT_FOUND: &str = "NetworkNotFound";
 pub const ATTACH_FAILED: &str = "AttachFailed";
+pub const LEASE_NOT_RELEASED: &str = "LeaseNotReleased";
 
 /// `Add net9f27410725ab [192.168.42.10/24] from default/green`, one per device made.
 pub fn added_interface(client: &kube::Client, pod: &PodRef, entry: &CacheEntry) {
@@ -29,6 +31,12 @@ pub fn add_failed(client: &kube::Client, pod: &PodRef, err: &CniError) {
         _ => ATTACH_FAILED,
     };
     record(client, pod, EventType::Warning, reason, &err.msg);
+}
+
+/// A DEL that had to give up on releasing an attachment's lease (its cache entry unreadable
+/// and its pod or network gone for good): the operator learns which lease to release by hand.
+pub fn lease_not_released(client: &kube::Client, pod: &PodRef, msg: &str) {
+    record(client, pod, EventType::Warning, LEASE_NOT_RELEASED, msg);
 }
 
 fn record(client: &kube::Client, pod: &PodRef, kind: EventType, reason: &str, message: &str) {

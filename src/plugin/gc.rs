@@ -4,9 +4,9 @@
 //! goes; then each network that speaks 1.1 gets a GC of its own with the attachments still
 //! alive on it. Goes on past failures and reports them all, as the spec asks.
 
-use super::cache::{cached_containers, ContainerCache};
+use super::cache::{cached_containers, legacy_locks, remove_legacy_lock, ContainerCache};
 use super::config::{KactusConfig, ValidAttachment};
-use super::del::del_entry;
+use super::del::teardown;
 use crate::cni::chain::{self, VALID_ATTACHMENTS};
 use crate::cni::error::join_errors;
 use crate::cni::{CniEnv, CniError, Command, NetworkConfig, Version};
@@ -30,6 +30,9 @@ pub fn gc(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         log::info!("GC: container {container} is not among the valid attachments; deleting what kactus made for it");
         errors.extend(delete_stale(cfg, env, &container));
     }
+    for container in legacy_locks(&cfg.cache_dir).iter().filter(|c| !alive.contains(c.as_str())) {
+        remove_legacy_lock(&cfg.cache_dir, container);
+    }
     for (net, attachments) in networks_alive(cfg, valid).into_values() {
         if net.version() >= Version::V1_1_0 && !net.disable_gc {
             errors.extend(forward_gc(cfg, env, &net, &attachments));
@@ -38,35 +41,41 @@ pub fn gc(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     join_errors(errors).map_or(Ok(()), Err)
 }
 
-/// DELs every cached call of a stale container, newest first, and drops its cache whatever
-/// the delegates said: a failure is reported, and a later GC would only fail the same way.
+/// DELs every call recorded for a stale container (those whose ADD never completed
+/// included), newest first, and drops its cache whatever the delegates said: a failure is
+/// reported, and a later GC would only fail the same way. Damaged files are reported as
+/// leases that could not be released: the runtime says the container is gone for good.
 fn delete_stale(cfg: &KactusConfig, env: &CniEnv, container: &str) -> Vec<CniError> {
-    let cache = match ContainerCache::lock(&cfg.cache_dir, container) {
-        Ok(c) => c,
-        Err(e) => return vec![e.context(format!("GC of container {container}"))],
+    let context = |e: CniError| e.context(format!("GC of container {container}"));
+    let cache = match ContainerCache::open(&cfg.cache_dir, container) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Vec::new(),
+        Err(e) => return vec![context(e)],
     };
-    let mut errors = Vec::new();
-    for entry in cache.entries().iter().rev() {
-        let stale_env = CniEnv {
-            command: Command::Del,
-            container_id: container.to_string(),
-            netns: (!entry.netns.is_empty()).then(|| PathBuf::from(&entry.netns)),
-            ifname: entry.if_name.clone(),
-            args: entry.args(),
-            path: env.path.clone(),
-        };
-        if let Err(e) = del_entry(cfg, &stale_env, entry) {
-            errors.push(
-                e.context(format!("GC of container {container}: delete {} ({})", entry.if_name, entry.network_name)),
-            );
-        }
-        cache.remove(&entry.if_name);
+    let record = match cache.read() {
+        Ok(r) => r,
+        Err(e) => return vec![context(e)],
+    };
+    for damaged in &record.damaged {
+        log::warn!(
+            "GC of container {container}: {}; the IPAM lease it may hold could not be released",
+            damaged.describe()
+        );
     }
-    if let Err(e) = cache.settled() {
-        errors.push(e);
-    }
-    cache.remove_if_empty();
-    errors
+    let Some(first) = record.calls.first() else {
+        return cache.remove().err().map(context).into_iter().collect();
+    };
+    let stale_env = CniEnv {
+        command: Command::Del,
+        container_id: container.to_string(),
+        netns: (!first.netns.is_empty()).then(|| PathBuf::from(&first.netns)),
+        ifname: first.if_name.clone(),
+        args: first.args(),
+        path: env.path.clone(),
+    };
+    let (_, mut errors) = teardown(cfg, &stale_env, &record.calls, &|call| cache.remove_entry(call));
+    errors.extend(cache.remove().err());
+    errors.into_iter().map(context).collect()
 }
 
 /// Each network kactus drives, by name (GC is per network), with its live attachments: the
@@ -82,8 +91,9 @@ fn networks_alive(
         nets.entry(d.name.clone()).or_insert_with(|| (d.clone(), Vec::new()));
     }
     for container in cached_containers(&cfg.cache_dir) {
-        let Ok(cache) = ContainerCache::lock(&cfg.cache_dir, &container) else { continue };
-        for entry in cache.entries() {
+        let Ok(Some(cache)) = ContainerCache::open(&cfg.cache_dir, &container) else { continue };
+        let Ok(record) = cache.read() else { continue };
+        for entry in &record.calls {
             let Ok(net) = entry.network() else { continue };
             let list = &mut nets.entry(net.name.clone()).or_insert_with(|| (net, Vec::new())).1;
             let att = ValidAttachment { container_id: container.clone(), ifname: entry.if_name.clone() };
@@ -144,7 +154,7 @@ mod tests {
         let old =
             NetworkConfig::parse(&json!({"cniVersion": "1.0.0", "name": "blue", "type": "fakenet"}), "", "").unwrap();
         for container in ["live", "stale"] {
-            let cache = ContainerCache::lock(&cache_dir, container).unwrap();
+            let cache = ContainerCache::create(&cache_dir, container).unwrap();
             cache.write(&entry(container, "eth0", &cfg.master, 0)).unwrap();
             cache.write(&entry(container, "net9f27410725ab", &att, 1)).unwrap();
             cache.write(&entry(container, "net48d6215903df", &old, 2)).unwrap();

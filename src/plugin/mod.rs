@@ -1,7 +1,7 @@
 //! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story, `gc.rs` and
 //! `readiness.rs` (STATUS) the CNI 1.1 ones; `plan.rs` turns inputs into validated delegate
-//! calls, `cache.rs` remembers them, `status.rs` and `events.rs` tell the apiserver what the
-//! pod has.
+//! calls, `cache/` remembers them (before they run and after), `repair.rs` rebuilds what a
+//! damaged cache lost, `status.rs` and `events.rs` tell the apiserver what the pod has.
 
 pub mod add;
 pub mod cache;
@@ -12,6 +12,7 @@ pub mod events;
 pub mod gc;
 pub mod plan;
 pub mod readiness;
+pub mod repair;
 pub mod status;
 
 pub use config::KactusConfig;

@@ -3,7 +3,7 @@
 //! names, namespace isolation, devices in the way) is checked before the first delegate
 //! runs; the attachments' configs are read and checked while the master makes `eth0`.
 
-use super::cache::Role;
+use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
 use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
@@ -80,32 +80,13 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     let pod = env.args.pod();
     let dynamic = env.args.get(K8S_POD_NETWORK).map(str::to_string);
     let delegate_args = env.args.for_delegate();
-    let master = |net: NetworkConfig, rc: Map<String, Value>| PlannedCall {
-        role: Role::Master,
-        net,
-        ifname: env.ifname.clone(),
-        runtime_config: rc,
-        args: delegate_args.clone(),
-        network: String::new(),
-        key: String::new(),
-        is_default: true,
-        gateways: Vec::new(),
-        set_mac: None,
-    };
-    let config_delegates = || {
-        cfg.delegates.iter().map(|net| PlannedCall {
-            role: Role::Delegate,
-            ifname: attachment::device_name_for(&net.name),
-            key: net.name.clone(),
-            ..master(net.clone(), Map::new())
-        })
-    };
     let Some(pod) = pod else {
         if dynamic.is_some() {
             return Err(CniError::invalid_env("K8S_POD_NETWORK needs K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS"));
         }
-        let mut ready = vec![master(cfg.master.clone(), cfg.runtime_config.clone())];
-        ready.extend(config_delegates());
+        let mut ready = vec![master_call(cfg, env)];
+        ready.extend(config_delegate_calls(cfg, env));
+        check_devices_absent(env, ready.iter().map(|c| (c.ifname.clone(), String::new())).collect())?;
         return Ok(Plan { pod: None, ready, pending: Vec::new(), client: None, delegate_args });
     };
 
@@ -121,10 +102,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
             kpod.metadata.annotations
         }
     };
-    let selections = attachment::selections_from_annotations(&annotations)
-        .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
-    let mut atts = attachment::resolve(&pod.namespace, selections, &env.ifname)
-        .map_err(|e| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
+    let mut atts = pod_attachments(&pod, &annotations, &env.ifname)?;
 
     if let Some(name) = &dynamic {
         atts = vec![dynamic_attachment(&pod, atts, name, env.args.get(K8S_POD_IFMAC))?];
@@ -146,14 +124,86 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
                 };
                 ready.extend(attachment_calls(cfg, c, std::slice::from_ref(&primary), &delegate_args, true)?);
             }
-            None => ready.push(master(cfg.master.clone(), cfg.runtime_config.clone())),
+            None => ready.push(master_call(cfg, env)),
         }
-        ready.extend(config_delegates());
+        ready.extend(config_delegate_calls(cfg, env));
     }
     let devices = ready.iter().map(|c| (c.ifname.clone(), c.network.clone()));
     check_devices_absent(env, devices.chain(atts.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
     log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), atts.len());
     Ok(Plan { pod: Some(pod), ready, pending: atts, client, delegate_args })
+}
+
+/// The master delegate's call: the cluster network on `CNI_IFNAME`, with kubelet's
+/// runtime config.
+pub fn master_call(cfg: &KactusConfig, env: &CniEnv) -> PlannedCall {
+    PlannedCall {
+        role: Role::Master,
+        net: cfg.master.clone(),
+        ifname: env.ifname.clone(),
+        runtime_config: cfg.runtime_config.clone(),
+        args: env.args.for_delegate(),
+        network: String::new(),
+        key: String::new(),
+        is_default: true,
+        gateways: Vec::new(),
+        set_mac: None,
+    }
+}
+
+/// The config's other delegates, attached to every pod, each on the device its name hashes to.
+pub fn config_delegate_calls(cfg: &KactusConfig, env: &CniEnv) -> Vec<PlannedCall> {
+    cfg.delegates
+        .iter()
+        .map(|net| PlannedCall {
+            role: Role::Delegate,
+            net: net.clone(),
+            ifname: attachment::device_name_for(&net.name),
+            runtime_config: Map::new(),
+            key: net.name.clone(),
+            is_default: false,
+            ..master_call(cfg, env)
+        })
+        .collect()
+}
+
+/// The pod's attachments from its annotations (`isPrimary` ones get `primary_ifname`).
+pub fn pod_attachments(
+    pod: &PodRef,
+    annotations: &std::collections::BTreeMap<String, String>,
+    primary_ifname: &str,
+) -> Result<Vec<Attachment>, CniError> {
+    let invalid =
+        |e: String| CniError::new(code::INVALID_ANNOTATION, format!("pod {}/{}: {e}", pod.namespace, pod.name));
+    let selections = attachment::selections_from_annotations(annotations).map_err(|e| invalid(e.to_string()))?;
+    attachment::resolve(&pod.namespace, selections, primary_ifname).map_err(invalid)
+}
+
+impl PlannedCall {
+    /// The call as its intent record holds it (no result yet), `seq` its place in the
+    /// container's order.
+    pub fn intent(&self, env: &CniEnv, seq: u64) -> CacheEntry {
+        CacheEntry {
+            kind: CacheEntry::KIND.into(),
+            container_id: env.container_id.clone(),
+            config: CacheEntry::encode_config(&self.net),
+            if_name: self.ifname.clone(),
+            network_name: self.net.name.clone(),
+            netns: env.netns.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            cni_args: self.args.0.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            capability_args: self.runtime_config.clone(),
+            result: Value::Null,
+            kactus: KactusMeta {
+                seq,
+                role: self.role,
+                network: self.network.clone(),
+                key: self.key.clone(),
+                is_default: self.is_default,
+                gateways: self.gateways.clone(),
+                replaced_routes: Vec::new(),
+            },
+        }
+    }
 }
 
 /// The capability under which containerd and CRI-O hand a plugin the pod's annotations (from
@@ -169,20 +219,18 @@ fn runtime_pod_annotations(cfg: &KactusConfig) -> Option<std::collections::BTree
     Some(passed.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
 }
 
-/// A dynamic call names one network: find it among the pod's selections (by key, by
-/// `namespace/name`, by name); absent from the annotation, it is taken as a bare reference
-/// so the plugin can be driven by hand.
+/// A dynamic call names one network: find it among the pod's selections in any form an ADD
+/// accepts (see [`attachment::DynamicTarget`]); absent from the annotation, it is taken as a
+/// bare reference so the plugin can be driven by hand.
 fn dynamic_attachment(
     pod: &PodRef,
     atts: Vec<Attachment>,
     name: &str,
     mac: Option<&str>,
 ) -> Result<Attachment, CniError> {
-    let found = atts
-        .iter()
-        .position(|a| a.key == name)
-        .or_else(|| atts.iter().position(|a| a.network_ref() == name))
-        .or_else(|| atts.iter().position(|a| a.selection.name == name));
+    let target = attachment::DynamicTarget::parse(&pod.namespace, name);
+    let refs: Vec<String> = atts.iter().map(Attachment::network_ref).collect();
+    let found = target.position(atts.iter().zip(&refs).map(|(a, r)| (a.key.as_str(), r.as_str(), a.ifname.as_str())));
     let mut att = match found {
         Some(i) => atts.into_iter().nth(i).ok_or_else(|| CniError::invalid_env("attachment vanished"))?,
         None => {
@@ -224,7 +272,7 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
 /// The attachments' calls. Their network configs are fetched concurrently: the NADs of a
 /// pod cost one round trip of wall time, not one per attachment (two on a client that has
 /// not connected yet, whose first request goes alone: see [`kube::Client`]).
-fn attachment_calls(
+pub fn attachment_calls(
     cfg: &KactusConfig,
     client: &kube::Client,
     atts: &[Attachment],

@@ -1,141 +1,188 @@
-//! The reconcile loop: keeps the latest state of each pod of the node, compares it with
-//! what the pod has, runs the CNI calls that close the gap, and retries failures per pod
-//! with backoff so one bad pod never holds up the others.
+//! The reconcile of one pod: compare what its annotations ask for with what it has, run the
+//! CNI calls that close the gap, report a failure on the pod and retry it with backoff.
 //!
-//! Level-triggered: a pod is compared again on every change, on every relist and every
-//! resync, and acting twice is harmless because the plan is recomputed from a fresh GET of
+//! kube-rs's `Controller` does the rest: it lists and watches the node's pods (relisting on
+//! 410, backing off while the apiserver is unreachable), reconciles each pod on every change,
+//! several pods at once (`--concurrent-pods`) but never one pod twice at the same time, and
+//! requeues it after the delay [`error_policy`] says, or after the resync period on success.
+//!
+//! Level-triggered: acting twice is harmless because the plan is recomputed from a fresh GET of
 //! the pod just before acting (kactus updates `network-status` before its call returns).
 
 use super::diff::{self, Change};
-use super::events;
 use super::invoke::NodePlugin;
-use super::locator::SandboxLocator;
 use super::metrics::Metrics;
-use super::watch::Update;
-use crate::kube::{Client, KubeError, Pod};
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use super::sandbox::SandboxLocator;
+use crate::daemon::listed::Listed;
+use crate::daemon::retry::Retries;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Api;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-const RETRY_BASE: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(300);
+pub const REASON_ATTACH_FAILED: &str = "NetworkAttachFailed";
+pub const RETRY_BASE: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Bound on the pod GET before acting: a hung apiserver must not hold a pod's slot forever.
+const API_BOUND: Duration = Duration::from_secs(30);
+/// The apiserver refuses longer Event notes (1 KiB).
+const MAX_NOTE: usize = 1000;
 
-type PodKey = (String, String);
-
-pub struct Controller {
-    pub client: Client,
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
     pub node: String,
-    pub locator: Box<dyn SandboxLocator>,
-    pub plugin: NodePlugin,
-    pub metrics: Arc<Metrics>,
+    pub locator: Arc<dyn SandboxLocator>,
+    pub plugin: Arc<NodePlugin>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
     pub resync: Duration,
+    pub retries: Retries,
+    pub first_look: FirstLook,
 }
 
-/// When a pod is next due and how many attempts in a row failed.
-struct Due {
-    at: Instant,
-    failures: u32,
+/// The failure of one reconcile, as reported on the pod.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failed(String);
+
+/// Runs the controller for the node's pods until its watch ends (it does not, by itself).
+pub async fn run(ctx: Arc<Context>, concurrent_pods: u16) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let on_this_node = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
+    let (store, writer) = reflector::store();
+    let events = watcher(pods, on_this_node).default_backoff().reflect(writer);
+    let (first_look, listed_pods) = (ctx.first_look.clone(), store.clone());
+    let events = Listed::default().track(events, move || first_look.listed(&listed_pods)).applied_objects();
+    let controller = Controller::for_stream(events, store)
+        .with_config(controller::Config::default().concurrency(concurrent_pods.max(1)))
+        .trigger_backoff(crate::daemon::EachWatchBacksOff);
+    log::info!("podagent started for node {}", ctx.node);
+    let metrics = ctx.metrics.clone();
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|outcome| {
+            match outcome {
+                // Watch failures (410 Gone, the apiserver unreachable): kube relists or reopens.
+                Err(controller::Error::QueueError(e)) => {
+                    metrics.watch_restarts.inc();
+                    log::warn!("watching the node's pods: {e}");
+                }
+                Err(controller::Error::ReconcilerFailed(..)) | Err(controller::Error::ObjectNotFound(_)) | Ok(_) => {}
+                Err(e) => log::warn!("{e}"),
+            }
+            futures::future::ready(())
+        })
+        .await;
 }
 
-impl Controller {
-    /// Runs until the watch side hangs up.
-    pub fn run(&self, updates: Receiver<Update>) {
-        let mut pods: HashMap<PodKey, Pod> = HashMap::new();
-        let mut queue: HashMap<PodKey, Due> = HashMap::new();
-        let mut next_resync = Instant::now() + self.resync;
-        let mut listed = false;
-        loop {
-            let now = Instant::now();
-            let wake = queue.values().map(|d| d.at).min().unwrap_or(next_resync).min(next_resync);
-            match updates.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(Update::Listed(list)) => {
-                    listed = true;
-                    pods = list.into_iter().map(|p| (key(&p), p)).collect();
-                    queue.retain(|k, _| pods.contains_key(k));
-                    for k in pods.keys() {
-                        queue.entry(k.clone()).or_insert(Due { at: now, failures: 0 }).at = now;
-                    }
-                }
-                Ok(Update::Changed(pod)) => {
-                    let k = key(&pod);
-                    // A new version may fix what failed: retry at once, from a clean slate.
-                    queue.insert(k.clone(), Due { at: now, failures: 0 });
-                    pods.insert(k, pod);
-                }
-                Ok(Update::Deleted(pod)) => {
-                    let k = key(&pod);
-                    pods.remove(&k);
-                    queue.remove(&k);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            let now = Instant::now();
-            if now >= next_resync {
-                next_resync = now + self.resync;
-                for k in pods.keys() {
-                    queue.entry(k.clone()).or_insert(Due { at: now, failures: 0 });
-                }
-            }
-            let due: Vec<PodKey> = queue.iter().filter(|(_, d)| d.at <= now).map(|(k, _)| k.clone()).collect();
-            for k in due {
-                let Some(pod) = pods.get(&k) else { continue };
-                match self.reconcile(pod) {
-                    Ok(()) => {
-                        queue.remove(&k);
-                    }
-                    Err(message) => {
-                        Metrics::inc(&self.metrics.failures);
-                        log::error!("pod {}/{}: {message}", k.0, k.1);
-                        events::warn(&self.client, &self.node, pod, events::REASON_ATTACH_FAILED, &message);
-                        if let Some(d) = queue.get_mut(&k) {
-                            d.at = Instant::now() + retry_delay(d.failures);
-                            d.failures += 1;
-                        }
-                    }
-                }
-            }
-            // Ready once every pod of the first list has been looked at.
-            if listed {
-                self.metrics.ready.store(true, Ordering::Relaxed);
-            }
+async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Failed> {
+    ctx.metrics.reconciles.inc();
+    let key = key(&pod);
+    let outcome = ctx.bring_in_line(&pod).await;
+    ctx.first_look.looked_at(&key);
+    match outcome {
+        Ok(()) => {
+            ctx.retries.succeeded(&key);
+            Ok(Action::requeue(ctx.resync))
+        }
+        Err(message) => {
+            ctx.metrics.failures.inc();
+            log::error!("pod {key}: {message}");
+            ctx.warn(&pod, &message).await;
+            Err(Failed(message))
         }
     }
+}
 
+/// Retries a failed pod after 1 s, doubling to 5 min, from 1 s again once the pod changes.
+fn error_policy(pod: Arc<Pod>, _: &Failed, ctx: Arc<Context>) -> Action {
+    Action::requeue(ctx.retries.failed(&key(&pod), pod.metadata.resource_version.as_deref().unwrap_or_default()))
+}
+
+impl Context {
     /// Brings one pod's devices in line with its annotations.
-    fn reconcile(&self, cached: &Pod) -> Result<(), String> {
-        Metrics::inc(&self.metrics.reconciles);
+    async fn bring_in_line(&self, cached: &Pod) -> Result<(), String> {
         if plan(cached)?.is_empty() {
             return Ok(());
         }
         // The cached pod may predate kactus's last network-status write: act only on what
         // the apiserver says now, so a change is never applied twice.
-        let meta = &cached.metadata;
-        let pod = match self.client.get_pod(&meta.namespace, &meta.name) {
-            Ok(pod) => pod,
-            Err(KubeError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(format!("get pod: {e}")),
+        let (namespace, name) = (namespace(cached), cached.metadata.name.clone().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let pod = match tokio::time::timeout(API_BOUND, api.get_opt(&name)).await {
+            Ok(Ok(Some(pod))) => pod,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(format!("get pod: {}", crate::kube::error_chain(&e))),
+            Err(_) => return Err(format!("get pod: no answer within {API_BOUND:?}")),
         };
         let changes = plan(&pod)?;
         if changes.is_empty() {
             return Ok(());
         }
-        let sandbox = self.locator.locate(&pod)?;
-        let mut errors = Vec::new();
-        for change in &changes {
-            log::info!("pod {}/{}: {change} in sandbox {}", meta.namespace, meta.name, sandbox.container_id);
-            match self.plugin.run(&pod, &sandbox, change) {
-                Ok(()) => Metrics::inc(if change.add { &self.metrics.adds } else { &self.metrics.dels }),
-                Err(e) => errors.push(format!("{change}: {e}")),
+        // The runtime's socket and the plugin block: on the blocking pool, beside other pods.
+        let (locator, plugin, metrics) = (self.locator.clone(), self.plugin.clone(), self.metrics.clone());
+        let calls = move || -> Result<(), String> {
+            let sandbox = locator.locate(&pod)?;
+            let mut errors = Vec::new();
+            for change in &changes {
+                log::info!("pod {namespace}/{name}: {change} in sandbox {}", sandbox.container_id);
+                match plugin.run(&pod, &sandbox, change) {
+                    Ok(()) => {
+                        (if change.add { &metrics.adds } else { &metrics.dels }).inc();
+                    }
+                    Err(e) => errors.push(format!("{change}: {e}")),
+                }
             }
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            }
+        };
+        tokio::task::spawn_blocking(calls).await.map_err(|e| format!("the plugin call did not finish: {e}"))?
+    }
+
+    /// A Warning Event on the pod; kube's Recorder makes repeats of it one Event with a count.
+    /// Best effort: an Event that cannot be written is logged.
+    async fn warn(&self, pod: &Pod, message: &str) {
+        let mut note = message.to_string();
+        if note.len() > MAX_NOTE {
+            let mut end = MAX_NOTE;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
+        let event = Event {
+            type_: EventType::Warning,
+            reason: REASON_ATTACH_FAILED.into(),
+            note: Some(note),
+            action: "HotPlug".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference(pod)).await {
+            log::warn!("pod {}: event {REASON_ATTACH_FAILED} not recorded: {e}", key(pod));
         }
+    }
+}
+
+/// The pod an Event is about, without its resourceVersion: the Recorder aggregates Events by
+/// their reference, and every status change of the pod would otherwise start a new one.
+fn reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
     }
 }
 
@@ -144,16 +191,72 @@ fn plan(pod: &Pod) -> Result<Vec<Change>, String> {
     match diff::changes_for(pod)? {
         Ok(changes) => Ok(changes),
         Err(skip) => {
-            log::trace!("pod {}/{}: skipped ({skip:?})", pod.metadata.namespace, pod.metadata.name);
+            log::trace!("pod {}: skipped ({skip:?})", key(pod));
             Ok(Vec::new())
         }
     }
 }
 
-fn key(pod: &Pod) -> PodKey {
-    (pod.metadata.namespace.clone(), pod.metadata.name.clone())
+fn namespace(pod: &Pod) -> String {
+    pod.metadata.namespace.clone().unwrap_or_default()
 }
 
-fn retry_delay(failures: u32) -> Duration {
-    RETRY_BASE.saturating_mul(1 << failures.min(16)).min(RETRY_MAX)
+fn key(pod: &Pod) -> String {
+    format!("{}/{}", namespace(pod), pod.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Readiness: podagent is ready once every pod of its first list has been looked at (or has
+/// gone since), so a restarted podagent reports ready only after it has checked every pod.
+#[derive(Clone, Default)]
+pub struct FirstLook {
+    state: Arc<Mutex<Looks>>,
+}
+
+#[derive(Default)]
+struct Looks {
+    /// The pods of the first list and the store they are in, once listed.
+    listed: Option<(HashSet<String>, Store<Pod>)>,
+    /// Pods looked at so far (until ready: then it is no longer needed).
+    looked: HashSet<String>,
+    ready: bool,
+}
+
+impl FirstLook {
+    /// The first list is in `store`: those pods must be looked at before podagent is ready.
+    fn listed(&self, store: &Store<Pod>) {
+        let listed = store.state().iter().map(|p| key(p)).collect();
+        lock(&self.state).listed = Some((listed, store.clone()));
+    }
+
+    fn looked_at(&self, key: &str) {
+        let mut state = lock(&self.state);
+        if !state.ready {
+            state.looked.insert(key.to_string());
+        }
+    }
+
+    /// `Ok` once every listed pod was looked at; else what is left.
+    pub fn ready(&self) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        if state.ready {
+            return Ok(());
+        }
+        let Looks { listed, looked, .. } = &*state;
+        let Some((listed, store)) = listed else { return Err("the node's pods are not listed yet".into()) };
+        let left = listed.iter().filter(|k| !looked.contains(*k)).filter(|k| store_has(store, k)).count();
+        if left > 0 {
+            return Err(format!("{left} listed pod(s) not looked at yet"));
+        }
+        *state = Looks { ready: true, ..Default::default() };
+        Ok(())
+    }
+}
+
+fn store_has(store: &Store<Pod>, key: &str) -> bool {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -6,10 +6,10 @@
 //! compared by device name, which is stable per network (see `attachment::naming`).
 
 use crate::attachment::{self, attachment_key, device_name_for};
-use crate::kube::Pod;
 use crate::plugin::status::NETWORK_STATUS;
+use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// Why a pod is left alone this time: kubelet owns pods being created or deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +55,15 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(Err(Skip::Deleting));
     }
-    if pod.spec.host_network {
+    if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
         return Ok(Err(Skip::HostNetwork));
     }
-    if pod.status.phase != "Running" {
+    if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
         return Ok(Err(Skip::NotRunning));
     }
-    let Some(status) = pod.metadata.annotations.get(NETWORK_STATUS) else {
+    let no_annotations = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_annotations);
+    let Some(status) = annotations.get(NETWORK_STATUS) else {
         return Ok(Err(Skip::NoNetworkStatus));
     };
     let had: Vec<StatusEntry> =
@@ -69,8 +71,8 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
     // Annotation attachments are `namespace/name`; kactus-config delegates carry their CNI
     // network name, which cannot hold a `/`, and are not podagent's to remove.
     let had: Vec<StatusEntry> = had.into_iter().filter(|e| !e.default && e.name.contains('/')).collect();
-    let namespace = &pod.metadata.namespace;
-    let selections = attachment::selections_from_annotations(&pod.metadata.annotations).map_err(|e| e.to_string())?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let selections = attachment::selections_from_annotations(annotations).map_err(|e| e.to_string())?;
     let wanted: Vec<_> =
         attachment::resolve(namespace, selections, "eth0")?.into_iter().filter(|a| !a.selection.is_primary).collect();
     let had_devices: HashSet<&str> = had.iter().map(|e| e.interface.as_str()).collect();
@@ -167,13 +169,14 @@ mod tests {
     #[test]
     fn pods_kubelet_owns_are_skipped() {
         let mut p = pod("[]", json!([eth0()]));
-        p.status.phase = "Pending".into();
+        let phase = |p: &mut Pod, phase: &str| p.status.get_or_insert_default().phase = Some(phase.into());
+        phase(&mut p, "Pending");
         assert_eq!(changes_for(&p).unwrap(), Err(Skip::NotRunning));
-        p.status.phase = "Running".into();
-        p.metadata.deletion_timestamp = Some("2024-01-01T00:00:00Z".into());
+        phase(&mut p, "Running");
+        p.metadata.deletion_timestamp = serde_json::from_value(json!("2024-01-01T00:00:00Z")).unwrap();
         assert_eq!(changes_for(&p).unwrap(), Err(Skip::Deleting));
         p.metadata.deletion_timestamp = None;
-        p.metadata.annotations.remove(NETWORK_STATUS);
+        p.metadata.annotations.get_or_insert_default().remove(NETWORK_STATUS);
         assert_eq!(changes_for(&p).unwrap(), Err(Skip::NoNetworkStatus));
     }
 

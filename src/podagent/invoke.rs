@@ -2,15 +2,18 @@
 //!
 //! The node's plugin is the first config in lexical order in the CNI conf dir (kactus when it
 //! is installed as it should be), run from the CNI bin dir with `K8S_POD_NETWORK` in
-//! `CNI_ARGS`, so kactus acts on that one network only.
+//! `CNI_ARGS`, so kactus acts on that one network only, in the host's filesystem (see
+//! [`super::mount_ns`]).
 
 use super::diff::Change;
-use super::locator::Sandbox;
+use super::mount_ns::MountNamespace;
+use super::sandbox::Sandbox;
 use crate::cni::env::{K8S_POD_INFRA_CONTAINER_ID, K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_NETWORK, K8S_POD_UID};
 use crate::cni::{exec, CniArgs, CniError, Command, Invocation, NetworkConfig};
-use crate::kube::Pod;
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The runtime's `CNI_IFNAME`: kactus names the dynamic device itself.
@@ -23,6 +26,8 @@ pub struct NodePlugin {
     /// `CNI_PATH` for the plugin; the bin dir is put first if missing, as it must hold the plugin.
     pub cni_path: String,
     pub timeout: Duration,
+    /// Where the plugin runs (the host's mount namespace); `None`: podagent's own.
+    pub mount_namespace: Option<Arc<MountNamespace>>,
 }
 
 impl NodePlugin {
@@ -39,10 +44,10 @@ impl NodePlugin {
         };
         let meta = &pod.metadata;
         let mut args = CniArgs(vec![("IgnoreUnknown".into(), "1".into())]);
-        args.set(K8S_POD_NAMESPACE, &meta.namespace);
-        args.set(K8S_POD_NAME, &meta.name);
+        args.set(K8S_POD_NAMESPACE, meta.namespace.as_deref().unwrap_or_default());
+        args.set(K8S_POD_NAME, meta.name.as_deref().unwrap_or_default());
         args.set(K8S_POD_INFRA_CONTAINER_ID, &sandbox.container_id);
-        args.set(K8S_POD_UID, &meta.uid);
+        args.set(K8S_POD_UID, meta.uid.as_deref().unwrap_or_default());
         args.set(K8S_POD_NETWORK, &change.network);
         let inv = Invocation {
             command: if change.add { Command::Add } else { Command::Del },
@@ -54,7 +59,12 @@ impl NodePlugin {
             timeout: self.timeout,
         };
         let stdin = conf.plugin_stdin(0, &Default::default(), None).to_string();
-        exec::exec_plugin(&inv, plugin, stdin.as_bytes()).map(|_| ())
+        let enter = |command: &mut std::process::Command| {
+            if let Some(ns) = &self.mount_namespace {
+                ns.enter_in_child(command);
+            }
+        };
+        exec::exec_plugin_with(&inv, plugin, stdin.as_bytes(), &enter).map(|_| ())
     }
 
     /// The first `.conf`, `.conflist` or `.json` in lexical order; of a conflist, its first
@@ -104,6 +114,7 @@ mod tests {
             bin_dir: "/nonexistent".into(),
             cni_path: String::new(),
             timeout: Duration::from_secs(1),
+            mount_namespace: None,
         };
         let (conf, file) = node.node_config().unwrap();
         assert!(file.ends_with("10-kactus.conflist"));

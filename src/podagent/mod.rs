@@ -1,26 +1,28 @@
 //! podagent: the node daemon that adds and removes networks in running pods when their
 //! annotation changes, without restarting them.
 //!
-//! `watch.rs` turns the apiserver into a stream of the node's pods, `controller.rs` tells
-//! the story of a reconcile, `diff.rs` compares desired and had, `locator.rs` finds the
-//! pod's sandbox (from the runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs`
-//! runs the node's CNI plugin, `events.rs` and `metrics.rs` report.
+//! `controller.rs` tells the story of a reconcile (on kube-rs's `Controller`), `diff.rs`
+//! compares desired and had, `sandbox.rs` and `locator.rs` find the pod's sandbox (from the
+//! runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs` runs the node's CNI plugin
+//! in the host's filesystem (`mount_ns.rs`), `metrics.rs` counts.
 
 pub mod controller;
 pub mod cri;
 pub mod diff;
-pub mod events;
 pub mod invoke;
 pub mod locator;
 pub mod metrics;
-pub mod watch;
+pub mod mount_ns;
+pub mod sandbox;
 
-use crate::kube::{Client, ClientOptions};
-use controller::Controller;
+use crate::daemon::{self, api::Needed, retry::Retries};
+use controller::{Context, FirstLook};
 use invoke::NodePlugin;
+use kube::runtime::events::{Recorder, Reporter};
 use locator::SandboxLookup;
 use metrics::Metrics;
-use std::net::{SocketAddr, TcpListener};
+use mount_ns::MountNamespace;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,40 +39,63 @@ pub struct Options {
     pub sandbox_lookup: SandboxLookup,
     /// The runtime's CRI socket; `None`: the first of [`cri::DEFAULT_SOCKETS`] that exists.
     pub cri_socket: Option<PathBuf>,
+    /// The mount namespace the node's plugin runs in; `None`: podagent's own.
+    pub plugin_mount_namespace: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
     pub resync: Duration,
     pub plugin_timeout: Duration,
+    /// Pods reconciled at once.
+    pub concurrent_pods: u16,
 }
 
-/// Sets everything up (failing fast on a bad kubeconfig or a taken port), then runs until
-/// the process is killed.
+/// What podagent cannot work without: the node's pods, and Events for what failed
+/// (`events.k8s.io/v1`, served since Kubernetes 1.19).
+const NEEDED: [Needed; 2] = [
+    Needed { group_version: "v1", resource: "pods", since: "1.0", for_what: "the pods of its node" },
+    Needed {
+        group_version: "events.k8s.io/v1",
+        resource: "events",
+        since: "1.19",
+        for_what: "Warning Events on pods whose network change failed",
+    },
+];
+
+/// Sets everything up (failing fast on a bad kubeconfig, an API the apiserver does not serve
+/// or a taken port), then runs until the process is killed.
 pub fn run(opts: Options) -> Result<(), String> {
-    let client = Client::new(
-        opts.kubeconfig.as_deref(),
-        ClientOptions { user_agent: format!("kactus-podagent/{}", env!("CARGO_PKG_VERSION")), ..Default::default() },
-    )
-    .map_err(|e| e.to_string())?;
+    daemon::runtime()?.block_on(serve(opts))
+}
+
+async fn serve(opts: Options) -> Result<(), String> {
+    let client = daemon::client(opts.kubeconfig.as_deref())?;
+    daemon::api::require(&client, "podagent", &NEEDED).await?;
     let locator = locator::sandbox_locator(opts.sandbox_lookup, opts.cri_socket, opts.kactus_cache_dir)?;
-    let metrics = Arc::new(Metrics::default());
-    let listener = TcpListener::bind(opts.metrics_addr).map_err(|e| format!("listen on {}: {e}", opts.metrics_addr))?;
-    metrics::serve(listener, metrics.clone());
-    let controller = Controller {
-        client: client.clone(),
-        node: opts.node_name.clone(),
-        locator,
-        plugin: NodePlugin {
+    let mount_namespace = opts.plugin_mount_namespace.as_deref().map(MountNamespace::open).transpose()?;
+    if let Some(ns) = &mount_namespace {
+        log::info!("the node's CNI plugin runs in mount namespace {}", ns.path().display());
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let reporter = Reporter { controller: "podagent".into(), instance: Some(opts.node_name.clone()) };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        node: opts.node_name,
+        locator: Arc::from(locator),
+        plugin: Arc::new(NodePlugin {
             conf_dir: opts.cni_conf_dir,
             bin_dir: opts.cni_bin_dir,
             cni_path: opts.cni_path,
             timeout: opts.plugin_timeout,
-        },
-        metrics: metrics.clone(),
+            mount_namespace: mount_namespace.map(Arc::new),
+        }),
+        metrics,
         resync: opts.resync,
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let node = opts.node_name;
-    std::thread::spawn(move || watch::watch_node_pods(&client, &node, &tx, &metrics));
-    log::info!("podagent started for node {}", controller.node);
-    controller.run(rx);
+        retries: Retries::new(controller::RETRY_BASE, controller::RETRY_MAX),
+        first_look: FirstLook::default(),
+    });
+    let first_look = ctx.first_look.clone();
+    daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;
+    controller::run(ctx, opts.concurrent_pods).await;
     Err("the pod watch stopped".into())
 }

@@ -20,12 +20,16 @@ pub enum Injected {
     Reset,
     /// Answer with a `Status` of this HTTP code.
     Fail(u16),
+    /// Answer 200 with a body that is not JSON (a proxy's error page, say).
+    Garbage,
+    /// Answer with the first half of the real body (a response cut short).
+    Truncated,
 }
 
 #[derive(Debug)]
 struct FailRule {
     remaining: u32,
-    status: u16,
+    answer: Injected,
     path_contains: Option<String>,
 }
 
@@ -38,10 +42,14 @@ struct FaultState {
     forbidden: HashSet<(String, String)>,
     /// (path part, file): answers to matching requests wait until the file exists.
     holds: Vec<(String, PathBuf)>,
+    /// Path parts whose requests are never answered (until the faults are cleared).
+    hangs: Vec<String>,
+    /// The only bearer token accepted once the token was rotated.
+    rotated_token: Option<String>,
 }
 
-/// How long a held answer waits at most, so a test whose file never appears fails instead
-/// of hanging.
+/// How long a held (or hung) answer waits at most, so a test whose file never appears fails
+/// instead of hanging.
 const HOLD_BOUND: Duration = Duration::from_secs(30);
 
 pub struct Faults {
@@ -66,7 +74,23 @@ impl Faults {
     /// The next `n` API requests whose path contains `path_contains` (any path if None) get a
     /// `Status` with this code; 429 also carries `Retry-After`.
     pub fn fail_next(&self, n: u32, status: u16, path_contains: Option<&str>) {
-        self.lock().fail.push(FailRule { remaining: n, status, path_contains: path_contains.map(str::to_string) });
+        self.inject_next(n, Injected::Fail(status), path_contains);
+    }
+
+    /// The next `n` API requests whose path contains `path_contains` (any path if None) get
+    /// a 200 whose body is not JSON.
+    pub fn garbage_next(&self, n: u32, path_contains: Option<&str>) {
+        self.inject_next(n, Injected::Garbage, path_contains);
+    }
+
+    /// The next `n` API requests whose path contains `path_contains` (any path if None) get
+    /// the first half of their real answer's body.
+    pub fn truncate_next(&self, n: u32, path_contains: Option<&str>) {
+        self.inject_next(n, Injected::Truncated, path_contains);
+    }
+
+    fn inject_next(&self, n: u32, answer: Injected, path_contains: Option<&str>) {
+        self.lock().fail.push(FailRule { remaining: n, answer, path_contains: path_contains.map(str::to_string) });
     }
 
     /// The next `n` API requests are read and then the connection is closed unanswered.
@@ -93,22 +117,42 @@ impl Faults {
         self.lock().holds.push((path_contains.to_string(), until.to_path_buf()));
     }
 
-    /// Back to a well-behaved server.
+    /// Requests whose path contains `path_contains` ("" for all) are read after the TLS
+    /// handshake and never answered, until [`Faults::clear`] or the server stops (at most
+    /// 30 s): an apiserver that hangs.
+    pub fn hang(&self, path_contains: &str) {
+        self.lock().hangs.push(path_contains.to_string());
+    }
+
+    /// From now on only `token` is accepted: clients still sending the server's first token
+    /// get 401, as after a service-account token rotation.
+    pub fn rotate_token(&self, token: &str) {
+        self.lock().rotated_token = Some(token.to_string());
+    }
+
+    /// Back to a well-behaved server (a rotated token stays rotated).
     pub fn clear(&self) {
-        *self.lock() = FaultState::default();
+        let mut state = self.lock();
+        let rotated = state.rotated_token.take();
+        *state = FaultState { rotated_token: rotated, ..FaultState::default() };
     }
 
     pub(crate) fn latency(&self) -> Duration {
         self.lock().latency
     }
 
-    /// Whether an answer may wait (latency or a hold is set).
+    /// Whether an answer may wait (latency, a hold or a hang is set).
     pub(crate) fn delays(&self) -> bool {
         let state = self.lock();
-        !state.latency.is_zero() || !state.holds.is_empty()
+        !state.latency.is_zero() || !state.holds.is_empty() || !state.hangs.is_empty()
     }
 
-    /// Waits out the holds that match `path` (see [`Faults::hold`]).
+    /// The token a client must present, once it was rotated (see [`Faults::rotate_token`]).
+    pub(crate) fn rotated_token(&self) -> Option<String> {
+        self.lock().rotated_token.clone()
+    }
+
+    /// Waits out the holds and hangs that match `path` (see [`Faults::hold`], [`Faults::hang`]).
     pub(crate) fn wait_for_holds(&self, path: &str) {
         let files: Vec<PathBuf> =
             self.lock().holds.iter().filter(|(part, _)| path.contains(part.as_str())).map(|(_, f)| f.clone()).collect();
@@ -117,6 +161,10 @@ impl Faults {
             while !file.exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
+        }
+        let hung = |state: &FaultState| state.hangs.iter().any(|part| path.contains(part.as_str()));
+        while hung(&self.lock()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -132,9 +180,9 @@ impl Faults {
             .iter_mut()
             .find(|r| r.remaining > 0 && r.path_contains.as_deref().is_none_or(|p| path.contains(p)))?;
         rule.remaining -= 1;
-        let status = rule.status;
+        let answer = rule.answer;
         state.fail.retain(|r| r.remaining > 0);
-        Some(Injected::Fail(status))
+        Some(answer)
     }
 
     pub(crate) fn is_forbidden(&self, verb: &str, resource: &str) -> bool {
@@ -142,9 +190,10 @@ impl Faults {
     }
 
     /// The control endpoint's body: `{"latencyMs":5,"failNext":{"count":2,"status":503,
-    /// "pathContains":"..."},"resetNext":1,"expireWatches":true,"forbid":{"verb":"get",
-    /// "resource":"pods"},"hold":{"pathContains":"...","untilFile":"/path"},"clear":true}`;
-    /// `clear` is applied first.
+    /// "pathContains":"..."},"garbageNext":{"count":1,"pathContains":"..."},"truncateNext":{...},
+    /// "resetNext":1,"expireWatches":true,"forbid":{"verb":"get","resource":"pods"},
+    /// "hold":{"pathContains":"...","untilFile":"/path"},"hang":{"pathContains":"..."},
+    /// "rotateToken":"new-token","clear":true}`; `clear` is applied first.
     pub fn apply_control(&self, body: &Value) -> Result<(), ApiError> {
         let Some(map) = body.as_object() else {
             return Err(ApiError::bad_request("faults body must be a JSON object"));
@@ -164,6 +213,13 @@ impl Faults {
                     let count = u32::try_from(count).map_err(|_| bad("failNext.count"))?;
                     self.fail_next(count, status as u16, value["pathContains"].as_str());
                 }
+                "garbageNext" | "truncateNext" => {
+                    let count = u32::try_from(value["count"].as_u64().unwrap_or(1)).map_err(|_| bad(key))?;
+                    let answer = if key == "garbageNext" { Injected::Garbage } else { Injected::Truncated };
+                    self.inject_next(count, answer, value["pathContains"].as_str());
+                }
+                "hang" => self.hang(value["pathContains"].as_str().unwrap_or_default()),
+                "rotateToken" => self.rotate_token(value.as_str().filter(|t| !t.is_empty()).ok_or_else(|| bad(key))?),
                 "resetNext" => {
                     let n = value.as_u64().and_then(|n| u32::try_from(n).ok());
                     self.reset_next(n.ok_or_else(|| bad(key))?)
@@ -198,6 +254,31 @@ mod tests {
         assert_eq!(faults.take_injected("/api/v1/namespaces/a/pods"), Some(Injected::Fail(503)));
         assert_eq!(faults.take_injected("/api/v1/pods"), Some(Injected::Fail(503)));
         assert_eq!(faults.take_injected("/api/v1/pods"), None);
+    }
+
+    #[test]
+    fn garbage_and_truncation_count_down_like_failures() {
+        let faults = Faults::new(Arc::new(Store::new()));
+        faults.apply_control(&json!({"garbageNext": {"count": 1, "pathContains": "/nads/"}})).unwrap();
+        faults.truncate_next(1, None);
+        assert_eq!(faults.take_injected("/nads/green"), Some(Injected::Garbage));
+        assert_eq!(faults.take_injected("/nads/green"), Some(Injected::Truncated));
+        assert_eq!(faults.take_injected("/nads/green"), None);
+    }
+
+    #[test]
+    fn a_hang_lasts_until_cleared_and_a_rotated_token_survives_clear() {
+        let faults = Arc::new(Faults::new(Arc::new(Store::new())));
+        faults.apply_control(&json!({"hang": {"pathContains": "/pods/"}, "rotateToken": "t2"})).unwrap();
+        assert!(faults.delays());
+        faults.wait_for_holds("/api/v1/services"); // not hung: returns at once
+        let hung = faults.clone();
+        let waiting = std::thread::spawn(move || hung.wait_for_holds("/api/v1/pods/x"));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!waiting.is_finished(), "the hung request was answered");
+        faults.clear();
+        waiting.join().unwrap();
+        assert_eq!(faults.rotated_token().as_deref(), Some("t2"));
     }
 
     #[test]

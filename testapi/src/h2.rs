@@ -71,7 +71,7 @@ async fn serve_stream(shared: Arc<Shared>, request: http::Request<RecvStream>, m
         Err(error) => error,
     };
     let code = match &reply {
-        Reply::Json { code, .. } | Reply::Text(code, _) => code.to_string(),
+        Reply::Json { code, .. } | Reply::Text(code, _) | Reply::Raw(code, _) => code.to_string(),
         Reply::Watch(_) => "200 (watch)".to_string(),
         Reply::Reset => "reset".to_string(),
     };
@@ -108,6 +108,7 @@ async fn send_reply(shared: &Arc<Shared>, reply: Reply, respond: &mut SendRespon
         Reply::Text(code, text) => {
             send_whole(shared, respond, code, "text/plain; charset=utf-8", &[], text.into_bytes()).await
         }
+        Reply::Raw(code, body) => send_whole(shared, respond, code, "application/json", &[], body).await,
         Reply::Watch(watch) => send_watch(shared, watch, respond).await,
     }
 }

@@ -39,6 +39,8 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { resource: "pods", group: "", version: "v1", kind: "Pod", has_status: true, extra_fields: POD_FIELDS },
     ResourceKind { resource: "services", group: "", version: "v1", kind: "Service", has_status: true, extra_fields: &[] },
     ResourceKind { resource: "events", group: "", version: "v1", kind: "Event", has_status: false, extra_fields: &["involvedObject.name", "involvedObject.kind", "reason", "type"] },
+    // The same Events in the events.k8s.io/v1 shape (kube-rs's Recorder writes these): see events.rs.
+    ResourceKind { resource: "events", group: "events.k8s.io", version: "v1", kind: "Event", has_status: false, extra_fields: &["regarding.name", "regarding.kind", "reason", "type"] },
     ResourceKind { resource: "network-attachment-definitions", group: "k8s.cni.cncf.io", version: "v1", kind: "NetworkAttachmentDefinition", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", has_status: false, extra_fields: &[] },
@@ -99,7 +101,8 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceKind> {
     KINDS.iter().find(|k| k.kind == kind && k.api_version() == api_version)
 }
 
-/// The kind for a plural resource name; names are unique across groups in this table.
+/// The kind for a plural resource name; where two groups share a name (`events`), the core
+/// group's, as kubectl resolves it.
 pub fn by_resource(resource: &str) -> Option<&'static ResourceKind> {
     KINDS.iter().find(|k| k.resource == resource)
 }

@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::discovery::Emulation;
+use super::events;
 use super::faults::{Faults, Injected};
 use super::http::Request;
+use super::list;
 use super::patch::Patch;
 use super::rbac::{self, Access};
 use super::resources::{self, ResourceKind};
@@ -29,6 +32,8 @@ pub enum Reply {
         headers: Vec<(&'static str, String)>,
     },
     Text(u16, String),
+    /// A JSON content type over bytes that may not be JSON (injected faults).
+    Raw(u16, Vec<u8>),
     Watch(Box<WatchRequest>),
     /// Close the connection without answering (injected fault).
     Reset,
@@ -56,6 +61,7 @@ pub struct Context<'a> {
     pub faults: &'a Faults,
     pub stats: &'a StatsCounter,
     pub token: &'a str,
+    pub emulation: &'a Emulation,
     pub tokens: &'a Tokens,
 }
 
@@ -96,25 +102,40 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
         }
         return (handle_control(ctx, control, req), false);
     }
-    match ctx.faults.take_injected(&req.path) {
+    let injected = ctx.faults.take_injected(&req.path);
+    match injected {
         Some(Injected::Reset) => return (Reply::Reset, true),
         Some(Injected::Fail(code)) => {
             ctx.stats.request(verb_guess(req));
             return (ApiError::injected(code).into(), true);
         }
-        None => {}
+        Some(Injected::Garbage) => {
+            ctx.stats.request(verb_guess(req));
+            return (Reply::Raw(200, b"<html><body>502 Bad Gateway</body></html>".to_vec()), true);
+        }
+        Some(Injected::Truncated) | None => {}
     }
     let Some(caller) = caller(ctx, req) else {
         ctx.stats.request(verb_guess(req));
         return (ApiError::unauthorized().into(), true);
     };
-    (handle_api(ctx, req, &caller), true)
+    let reply = handle_api(ctx, req, &caller);
+    match (injected, reply) {
+        (Some(Injected::Truncated), Reply::Json { code, body, .. }) => {
+            let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+            bytes.truncate(bytes.len() / 2);
+            (Reply::Raw(code, bytes), true)
+        }
+        (_, reply) => (reply, true),
+    }
 }
 
-/// The caller a bearer token authenticates, if it does.
+/// The caller a bearer token authenticates, if it does. The admin token is the server's
+/// first one until a test rotates it (see [`Faults::rotate_token`]).
 fn caller(ctx: &Context, req: &Request) -> Option<Caller> {
     let token = req.header("authorization")?.strip_prefix("Bearer ")?.trim();
-    if token == ctx.token {
+    let admin = ctx.faults.rotated_token();
+    if token == admin.as_deref().unwrap_or(ctx.token) {
         return Some(Caller::Admin);
     }
     ctx.tokens.authenticate(ctx.store, token).map(Caller::Account)
@@ -145,13 +166,18 @@ fn handle_api(ctx: &Context, req: &Request, caller: &Caller) -> Reply {
         }
         "/version" => {
             ctx.stats.request("other");
-            return Reply::ok(
-                json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kactus-test", "platform": "linux/amd64"}),
-            );
+            return Reply::ok(ctx.emulation.version());
         }
         _ => {}
     }
-    let Some(target) = route(&req.path) else {
+    if let Some(document) = ctx.emulation.document(&req.path) {
+        ctx.stats.request("other");
+        return Reply::ok(document);
+    }
+    let Some(target) = route(&req.path).filter(|t| {
+        let kind = t.kind();
+        ctx.emulation.serves(kind.group, kind.version)
+    }) else {
         ctx.stats.request(verb_guess(req));
         return ApiError::no_route().into();
     };
@@ -169,6 +195,14 @@ fn handle_api(ctx: &Context, req: &Request, caller: &Caller) -> Reply {
     match serve(ctx, target, verb, req) {
         Ok(reply) => reply,
         Err(e) => e.into(),
+    }
+}
+
+impl Target {
+    fn kind(&self) -> &'static ResourceKind {
+        match self {
+            Target::Collection { kind, .. } | Target::Object { kind, .. } | Target::Token { kind, .. } => kind,
+        }
     }
 }
 
@@ -251,13 +285,20 @@ fn forbidden(ctx: &Context, caller: &Caller, target: &Target, verb: &str) -> Opt
             (*kind, Some(namespace.as_str()), Some(name.as_str()), Some("token"))
         }
     };
-    let resource = match subresource {
-        Some(sub) => format!("{}/{sub}", kind.resource),
-        None => kind.resource.to_string(),
+    let with_subresource = |resource: String| match subresource {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource,
     };
-    if ctx.faults.is_forbidden(verb, &resource) {
+    // A rule names a resource as `leases` or, qualified, `leases.coordination.k8s.io`; a plain
+    // name shared by two groups (`events`) means the core group's, as kubectl reads it.
+    let mut names = vec![with_subresource(kind.qualified())];
+    if resources::by_resource(kind.resource) == Some(kind) {
+        names.push(with_subresource(kind.resource.to_string()));
+    }
+    if names.iter().any(|resource| ctx.faults.is_forbidden(verb, resource)) {
         return Some(ApiError::forbidden(kind, subresource, verb, namespace, name));
     }
+    let resource = with_subresource(kind.resource.to_string());
     let Caller::Account(account) = caller else { return None };
     let access = Access { verb, group: kind.group, resource: &resource, namespace, name };
     (!rbac::allows(ctx.store, account, &access))
@@ -265,6 +306,14 @@ fn forbidden(ctx: &Context, caller: &Caller, target: &Target, verb: &str) -> Opt
 }
 
 fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Reply, ApiError> {
+    // events.k8s.io/v1 Events are the core Events in another shape (see events.rs).
+    let events_v1 = events::is_events_v1(target.kind());
+    let stored = |kind: &'static ResourceKind| match events_v1 {
+        true => resources::by_path("", "v1", "events").unwrap_or(kind),
+        false => kind,
+    };
+    let shown = |object: Value| if events_v1 { events::from_core(&object) } else { object };
+    let body = || json_body(req).map(|body| if events_v1 { events::to_core(&body) } else { body });
     match target {
         Target::Token { namespace, name, .. } => {
             let answer = ctx.tokens.request(ctx.store, &namespace, &name, &json_body(req)?)?;
@@ -277,35 +326,54 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                 req.query("fieldSelector").unwrap_or(""),
             )?;
             match verb {
-                "watch" => Ok(Reply::Watch(Box::new(watch_request(kind, namespace, selector, req)?))),
+                "watch" => {
+                    let mut watch = watch_request(stored(kind), namespace, selector, req)?;
+                    watch.events_v1 = events_v1;
+                    Ok(Reply::Watch(Box::new(watch)))
+                }
                 "list" => {
-                    let (items, rv) = ctx.store.list_kind(kind, namespace.as_deref(), &selector);
-                    Ok(Reply::ok(json!({
-                        "kind": kind.list_kind(),
-                        "apiVersion": kind.api_version(),
-                        "metadata": {"resourceVersion": rv.to_string()},
-                        "items": items,
-                    })))
+                    let mut list = list::list(ctx.store, stored(kind), namespace.as_deref(), &selector, req)?;
+                    if events_v1 {
+                        list["apiVersion"] = json!(kind.api_version());
+                        if let Some(items) = list["items"].as_array_mut() {
+                            items.iter_mut().for_each(|item| *item = events::from_core(item));
+                        }
+                    }
+                    Ok(Reply::ok(list))
                 }
                 _ => {
                     let namespace = namespace.unwrap_or_default();
-                    let created = ctx.store.create(kind, &namespace, json_body(req)?)?;
-                    Ok(Reply::Json { code: 201, body: created, headers: Vec::new() })
+                    let created = ctx.store.create(stored(kind), &namespace, body()?)?;
+                    Ok(Reply::Json { code: 201, body: shown(created), headers: Vec::new() })
                 }
             }
         }
         Target::Object { kind, namespace, name, part } => {
+            let kind = stored(kind);
             let object = match verb {
                 "get" => ctx.store.get_kind(kind, &namespace, &name)?,
-                "update" => ctx.store.replace(kind, &namespace, &name, json_body(req)?, part)?,
+                "update" => ctx.store.replace(kind, &namespace, &name, body()?, part)?,
                 "patch" => {
                     let content_type = req.header("content-type").unwrap_or("");
-                    let patch = Patch::parse(content_type, &req.body)?;
+                    let patch = match Patch::parse(content_type, &req.body)? {
+                        Patch::Merge(merge) if events_v1 => Patch::Merge(events::to_core(&merge)),
+                        Patch::Json(ops) if events_v1 => Patch::Json(
+                            ops.into_iter()
+                                .map(|mut op| {
+                                    if let Some(path) = op["path"].as_str() {
+                                        op["path"] = json!(events::path_to_core(path));
+                                    }
+                                    op
+                                })
+                                .collect(),
+                        ),
+                        patch => patch,
+                    };
                     ctx.store.patch(kind, &namespace, &name, &patch, part)?
                 }
                 _ => ctx.store.delete_if(kind, &namespace, &name, &Preconditions::from_delete_body(&req.body)?)?,
             };
-            Ok(Reply::ok(object))
+            Ok(Reply::ok(shown(object)))
         }
     }
 }
@@ -333,6 +401,7 @@ fn watch_request(
         resource_version,
         timeout,
         bookmarks: matches!(req.query("allowWatchBookmarks"), Some("1" | "true")),
+        events_v1: false,
     })
 }
 

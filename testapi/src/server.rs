@@ -16,6 +16,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::Value;
 
+use super::discovery::Emulation;
 use super::faults::Faults;
 use super::h2;
 use super::http::{write_response, ChunkedWriter, HttpError, Request, RequestReader};
@@ -43,6 +44,7 @@ pub(super) struct Shared {
     faults: Faults,
     pub(super) stats: StatsCounter,
     token: String,
+    emulation: Emulation,
     tokens: Tokens,
     tls: tokio_rustls::TlsAcceptor,
     runtime: tokio::runtime::Handle,
@@ -71,6 +73,7 @@ impl Shared {
             faults: &self.faults,
             stats: &self.stats,
             token: &self.token,
+            emulation: &self.emulation,
             tokens: &self.tokens,
         };
         self.stats.answering();
@@ -118,6 +121,7 @@ impl TestApiServer {
             store,
             stats: StatsCounter::default(),
             token: token.to_string(),
+            emulation: Emulation::default(),
             tokens: Tokens::default(),
             tls: identity.config.into(),
             runtime: runtime.handle().clone(),
@@ -186,6 +190,12 @@ impl TestApiServer {
         &self.shared.faults
     }
 
+    /// Plays Kubernetes 1.`minor`: `/version` says so, and the group versions that release
+    /// did not serve answer 404 (1.20: no `discovery.k8s.io/v1`).
+    pub fn emulate_kubernetes_minor(&self, minor: u32) {
+        self.shared.emulation.set_minor(minor);
+    }
+
     /// The service-account tokens this server issued (TokenRequest).
     pub fn tokens(&self) -> &Tokens {
         &self.shared.tokens
@@ -201,6 +211,8 @@ impl TestApiServer {
 
     fn stop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        // Hung answers end now rather than at their bound.
+        self.shared.faults.clear();
         for stream in self.shared.connections().values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -310,6 +322,11 @@ fn serve_http1(
             Reply::Text(code, text) => {
                 let n =
                     write_response(&mut stream, code, "text/plain; charset=utf-8", &[], text.as_bytes(), keep_alive)?;
+                shared.stats.bytes(n);
+                code
+            }
+            Reply::Raw(code, body) => {
+                let n = write_response(&mut stream, code, "application/json", &[], &body, keep_alive)?;
                 shared.stats.bytes(n);
                 code
             }

@@ -143,6 +143,26 @@ impl ApiError {
         ApiError::new(410, "Expired", message, None)
     }
 
+    /// A LIST or GET at a resourceVersion the server has not reached yet.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        let message = format!("Too large resource version: {requested}, current: {current}");
+        ApiError::new(
+            504,
+            "Timeout",
+            message,
+            Some(
+                json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+            ),
+        )
+    }
+
+    /// A LIST `continue` token from before the retained history: the client must list again.
+    pub fn continue_expired() -> ApiError {
+        let message = "The provided continue parameter is too old to display a consistent list result. \
+                       You can start a new list without the continue parameter.";
+        ApiError::new(410, "Expired", message.to_string(), None)
+    }
+
     /// An injected failure: the reasons the real server uses for these codes.
     pub fn injected(code: u16) -> ApiError {
         let (reason, message) = match code {

@@ -271,6 +271,11 @@ impl Store {
         (objects_of(&state, kind, namespace, selector), state.rv)
     }
 
+    /// The oldest resourceVersion a watch or a LIST continuation may still resume from.
+    pub fn oldest_resumable_rv(&self) -> u64 {
+        self.lock().compacted_rv
+    }
+
     pub fn get_kind(&self, kind: &ResourceKind, namespace: &str, name: &str) -> Result<Value, ApiError> {
         get_existing(&self.lock(), kind, namespace, name)
     }

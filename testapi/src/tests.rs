@@ -493,6 +493,125 @@ fn the_garbage_collector_deletes_dependents_only_when_turned_on() {
     assert_eq!(both["metadata"]["ownerReferences"], json!([owner(&n3)]), "the dangling reference is dropped");
 }
 
+#[test]
+fn lists_come_in_pages_chained_by_continue_at_one_resource_version() {
+    let server = server();
+    for i in 0..4 {
+        let pod =
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: a-x}}\nspec: {{nodeName: node1}}\n");
+        server.store().apply_yaml(&pod).unwrap();
+    }
+    let mut client = Client::connect(&server);
+    let (mut names, mut path, mut pages, mut rvs) = (Vec::new(), "/api/v1/pods?limit=2".to_string(), 0, Vec::new());
+    loop {
+        let page = client.call("GET", &path, "");
+        assert_eq!(page.code, 200, "{}", page.body);
+        pages += 1;
+        rvs.push(page.body["metadata"]["resourceVersion"].clone());
+        names.extend(
+            page.body["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match page.body["metadata"]["continue"].as_str() {
+            Some(token) => {
+                assert!(page.body["metadata"]["remainingItemCount"].as_u64().unwrap() > 0);
+                path = format!("/api/v1/pods?limit=2&continue={token}");
+            }
+            None => break,
+        }
+    }
+    // Namespaces a-x, default, other in order ("a-x" < "default" as a namespace, whatever "/" sorts as).
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "app1", "app2"]);
+    assert_eq!(pages, 3);
+    assert!(rvs.windows(2).all(|w| w[0] == w[1]), "every page reports the first page's version: {rvs:?}");
+    // From the watch cache (resourceVersion=0) the limit is ignored, as the real server does.
+    let cached = client.call("GET", "/api/v1/pods?limit=2&resourceVersion=0", "");
+    assert_eq!(cached.body["items"].as_array().unwrap().len(), 6);
+    assert!(cached.body["metadata"]["continue"].is_null());
+}
+
+#[test]
+fn resource_version_match_is_checked_as_the_real_server_does() {
+    let server = server();
+    let mut client = Client::connect(&server);
+    let current =
+        client.call("GET", "/api/v1/pods", "").body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let not_older =
+        client.call("GET", &format!("/api/v1/pods?resourceVersion={current}&resourceVersionMatch=NotOlderThan"), "");
+    assert_eq!(not_older.code, 200);
+    let exact = client.call("GET", &format!("/api/v1/pods?resourceVersion={current}&resourceVersionMatch=Exact"), "");
+    assert_eq!(exact.code, 200);
+    let without_rv = client.call("GET", "/api/v1/pods?resourceVersionMatch=NotOlderThan", "");
+    assert_eq!(without_rv.code, 400);
+    let future = client.call("GET", "/api/v1/pods?resourceVersion=999999&resourceVersionMatch=NotOlderThan", "");
+    assert_eq!((future.code, future.body["reason"].as_str()), (504, Some("Timeout")));
+    server.faults().expire_watches();
+    let expired = client.call("GET", "/api/v1/pods?limit=1", "");
+    let token = expired.body["metadata"]["continue"].as_str().unwrap().to_string();
+    server.store().apply_yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: app9}\n").unwrap();
+    server.faults().expire_watches();
+    let gone = client.call("GET", &format!("/api/v1/pods?limit=1&continue={token}"), "");
+    assert_eq!((gone.code, gone.body["reason"].as_str()), (410, Some("Expired")));
+}
+
+#[test]
+fn events_written_as_events_k8s_io_v1_are_core_events_too_and_patches_count_them() {
+    let server = server();
+    let mut client = Client::connect(&server);
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "app1.x", "namespace": "default"},
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "app1", "namespace": "default"},
+        "note": "network nope not found", "reason": "NetworkAttachFailed", "type": "Warning",
+        "action": "HotPlug", "reportingController": "podagent", "reportingInstance": "node1",
+        "eventTime": "2026-01-01T00:00:00.000000Z"});
+    let created = client.call("POST", "/apis/events.k8s.io/v1/namespaces/default/events", &event.to_string());
+    assert_eq!(created.code, 201, "{}", created.body);
+    assert_eq!(created.body["note"], "network nope not found");
+    let series = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:01.000000Z"}});
+    let patched = client.call("PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/app1.x", &series.to_string());
+    assert_eq!((patched.code, &patched.body["series"]["count"]), (200, &json!(2)));
+    let core = server.store().list("events", Some("default"));
+    assert_eq!(core.len(), 1);
+    assert_eq!(core[0]["involvedObject"]["name"], "app1");
+    assert_eq!(core[0]["message"], "network nope not found");
+    assert_eq!(core[0]["reportingComponent"], "podagent");
+    let v1 = client.call("GET", "/apis/events.k8s.io/v1/namespaces/default/events", "");
+    assert_eq!(v1.body["items"][0]["regarding"]["name"], "app1");
+    assert_eq!(v1.body["apiVersion"], "events.k8s.io/v1");
+}
+
+#[test]
+fn a_plain_resource_name_in_a_rule_means_the_core_group_and_a_qualified_one_its_group() {
+    let server = server();
+    let mut client = Client::connect(&server);
+    server.faults().forbid("create", "events");
+    let v1 = json!({"metadata": {"name": "e1"}, "regarding": {"name": "app1"}, "note": "n"});
+    let allowed = client.call("POST", "/apis/events.k8s.io/v1/namespaces/default/events", &v1.to_string());
+    assert_eq!(allowed.code, 201, "{}", allowed.body);
+    let core =
+        client.call("POST", "/api/v1/namespaces/default/events", &json!({"metadata": {"name": "e2"}}).to_string());
+    assert_eq!(core.code, 403);
+    server.faults().forbid("create", "events.events.k8s.io");
+    let denied = client.call(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        &json!({"metadata": {"name": "e3"}}).to_string(),
+    );
+    assert_eq!(denied.code, 403);
+    assert!(denied.body["message"].as_str().unwrap().contains("in API group \"events.k8s.io\""), "{}", denied.body);
+}
+
+#[test]
+fn played_as_kubernetes_1_20_there_is_no_discovery_v1() {
+    let server = server();
+    let mut client = Client::connect(&server);
+    assert_eq!(client.call("GET", "/apis/discovery.k8s.io/v1/endpointslices", "").code, 200);
+    server.emulate_kubernetes_minor(20);
+    assert_eq!(client.call("GET", "/apis/discovery.k8s.io/v1/endpointslices", "").code, 404);
+    assert_eq!(client.call("GET", "/apis/discovery.k8s.io/v1", "").code, 404);
+    assert_eq!(client.call("GET", "/apis/events.k8s.io/v1", "").code, 200);
+    assert_eq!(client.call("GET", "/version", "").body["minor"], "20");
+}
+
 const RBAC: &str = r#"
 apiVersion: v1
 kind: ServiceAccount

@@ -32,6 +32,8 @@ pub struct WatchRequest {
     pub resource_version: Option<u64>,
     pub timeout: Duration,
     pub bookmarks: bool,
+    /// Core Events shown in the events.k8s.io/v1 shape (see events.rs).
+    pub events_v1: bool,
 }
 
 /// Streams the watch, one event line per `send`, until its timeout, an expiry, a failed send
@@ -56,8 +58,9 @@ pub fn stream(
         Ok(cursor) => cursor,
         Err(expired) => return send(event_line("ERROR", &expired.body)),
     };
+    let shown = |object: &Value| if req.events_v1 { super::events::from_core(object) } else { object.clone() };
     for object in &initial {
-        send(event_line("ADDED", object))?;
+        send(event_line("ADDED", &shown(object)))?;
     }
     let mut next_bookmark = Instant::now() + BOOKMARK_INTERVAL;
     while keep_going() {
@@ -77,7 +80,7 @@ pub fn stream(
             WatchPoll::Events(events) => {
                 for event in events {
                     if let Some((event_type, object)) = view(req, &event) {
-                        send(event_line(event_type, &object))?;
+                        send(event_line(event_type, &shown(&object)))?;
                     }
                 }
             }

@@ -121,6 +121,16 @@ pub struct CniOutput {
 }
 
 impl CniOutput {
+    /// What a started plugin printed, once it has exited.
+    pub fn of(child: std::process::Child) -> CniOutput {
+        let out = child.wait_with_output().expect("wait for the plugin");
+        CniOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
     }
@@ -257,8 +267,23 @@ impl Sandbox {
         cni_args: &str,
         stdin: &[u8],
     ) -> CniOutput {
+        let child = self.start_kactus(command, container, netns, ifname, cni_args, stdin);
+        CniOutput::of(child)
+    }
+
+    /// Starts kactus inside the node netns and returns at once (`ip netns exec` execs it, so
+    /// killing the child kills kactus: what a runtime's timeout or the OOM killer does).
+    pub fn start_kactus(
+        &self,
+        command: &str,
+        container: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        cni_args: &str,
+        stdin: &[u8],
+    ) -> std::process::Child {
         let env = cni_env(command, container, netns, ifname, cni_args, &self.cni_path);
-        run_plugin(&self.node.name, env!("CARGO_BIN_EXE_kactus"), &env, stdin)
+        start_plugin(&self.node.name, &kactus_binary(), &env, stdin)
     }
 
     /// host-local lease files (one per allocated IP) left in the IPAM data dir.
@@ -276,20 +301,48 @@ impl Sandbox {
         out
     }
 
-    /// Files left in the kactus cache dir (lock files included).
+    /// Everything left under the kactus cache dir (lock files, container directories and the
+    /// files in them), as paths relative to it.
     pub fn cache_files(&self) -> Vec<String> {
-        std::fs::read_dir(self.cache_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = format!("{rel}{}", entry.file_name().to_string_lossy());
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), &format!("{name}/"), out);
+                }
+                out.push(name);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.cache_dir(), "", &mut out);
+        out
     }
 
     /// Device links in a pod netns other than lo.
     pub fn pod_devices(&self, pod: usize) -> Vec<String> {
         self.pods[pod].links().into_iter().filter(|l| l != "lo").collect()
     }
+
+    /// Host ends of pod veths in the node netns (the bridge plugin names them `veth...`;
+    /// masters the tests make are named otherwise).
+    pub fn node_veths(&self) -> Vec<String> {
+        self.node.links().into_iter().filter(|l| l.starts_with("veth")).collect()
+    }
+
+    /// Nothing of pod `pod` is left: no device in it, no veth end on the node, no IPAM lease,
+    /// no file under the cache dir.
+    pub fn assert_nothing_left(&self, pod: usize, case: &str) {
+        assert!(self.pod_devices(pod).is_empty(), "{case}: devices left: {:?}", self.pod_devices(pod));
+        assert!(self.node_veths().is_empty(), "{case}: veths left on the node: {:?}", self.node_veths());
+        assert!(self.leases().is_empty(), "{case}: leases left: {:?}", self.leases());
+        assert!(self.cache_files().is_empty(), "{case}: cache left: {:?}", self.cache_files());
+    }
+}
+
+/// The kactus binary the tests run: this build's, or `KACTUS_TEST_BINARY` (to show that a
+/// test fails on another build, e.g. one without a fix).
+pub fn kactus_binary() -> String {
+    std::env::var("KACTUS_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kactus").to_string())
 }
 
 /// The `CNI_*` environment of one call.
@@ -317,6 +370,11 @@ pub fn cni_env(
 /// Runs a plugin binary inside the network namespace `node` (by name), as the runtime
 /// would: a clean environment with only `PATH` and `env`, `stdin` fed, everything captured.
 pub fn run_plugin(node: &str, binary: &str, env: &[(&str, String)], stdin: &[u8]) -> CniOutput {
+    CniOutput::of(start_plugin(node, binary, env, stdin))
+}
+
+/// [`run_plugin`] without waiting for it.
+pub fn start_plugin(node: &str, binary: &str, env: &[(&str, String)], stdin: &[u8]) -> std::process::Child {
     use std::io::Write;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", node, binary])
@@ -328,12 +386,7 @@ pub fn run_plugin(node: &str, binary: &str, env: &[(&str, String)], stdin: &[u8]
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
     child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-    let out = child.wait_with_output().expect("wait for the plugin");
-    CniOutput {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    child
 }
 
 /// A tag unique to this process and call, for names of namespaces and links.
@@ -372,22 +425,32 @@ pub fn kernel_supports(kind: &str) -> bool {
     Command::new("ip").args(&all).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
+/// A plugin `name` in a bin dir of the sandbox, a shell script with `body`; puts that dir
+/// first in the sandbox's `CNI_PATH` (once). Returns the script's path.
+pub fn wrapper_plugin(sb: &mut Sandbox, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = sb.path("recbin");
+    std::fs::create_dir_all(&bin).expect("recbin");
+    let path = bin.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write wrapper plugin");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let first = format!("{}:", bin.display());
+    if !sb.cni_path.starts_with(&first) {
+        sb.cni_path = format!("{first}{}", sb.cni_path);
+    }
+    path
+}
+
 /// A delegate named `rec-<plugin>` in a bin dir of the sandbox that records every call
 /// (command, interface, `CNI_ARGS`, stdin) as a JSON line, then execs the real plugin.
 /// Puts that dir first in the sandbox's `CNI_PATH`; returns the log path.
 pub fn recording_plugin(sb: &mut Sandbox, plugin: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = sb.path("recbin");
-    std::fs::create_dir_all(&bin).expect("recbin");
     let log = sb.path(&format!("rec-{plugin}.log"));
     let script = format!(
-        "#!/bin/sh\nin=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\" | exec {CNI_PATH}/{plugin}\n",
+        "in=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\" | exec {CNI_PATH}/{plugin}\n",
         log = log.display()
     );
-    let path = bin.join(format!("rec-{plugin}"));
-    std::fs::write(&path, script).expect("write recording plugin");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    sb.cni_path = format!("{}:{CNI_PATH}", bin.display());
+    wrapper_plugin(sb, &format!("rec-{plugin}"), &script);
     log
 }
 

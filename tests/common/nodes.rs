@@ -4,13 +4,12 @@
 //! and its own lease dir, kactus cache and confDir. Every namespace, link and file goes
 //! away with the [`Cluster`].
 
-use super::{cni_env, ip, pod_args, run_plugin, unique_tag, CniOutput, Netns, CNI_PATH, TOKEN};
+use super::{cni_env, ip, kactus_binary, pod_args, run_plugin, unique_tag, CniOutput, Netns, CNI_PATH, TOKEN};
 use kactus_testapi::TestApiServer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 pub const NODE_LOCAL: &str = env!("CARGO_BIN_EXE_node-local");
-pub const KACTUS: &str = env!("CARGO_BIN_EXE_kactus");
 
 pub struct SimNode {
     pub name: String,
@@ -208,7 +207,7 @@ impl SimNode {
     /// kactus for a pod, in this node's namespace.
     pub fn kactus(&self, cni_path: &str, command: &str, pod: &str, netns: Option<&Path>) -> CniOutput {
         let env = cni_env(command, &format!("c-{pod}"), netns, "eth0", &pod_args("default", pod), cni_path);
-        run_plugin(&self.ns.name, KACTUS, &env, self.kactus_conf().to_string().as_bytes())
+        run_plugin(&self.ns.name, &kactus_binary(), &env, self.kactus_conf().to_string().as_bytes())
     }
 
     /// node-local itself, as a delegate would run it, in this node's namespace.

@@ -75,6 +75,9 @@ impl PodAgent {
             .arg(format!("--cni-conf-dir={}", node.conf_dir.display()))
             .arg(format!("--cni-bin-dir={}", node.bin_dir.display()))
             .arg(format!("--cni-path={}:{CNI_PATH}", node.bin_dir.display()))
+            // The plugin runs in the mount namespace of this test, where its files are, as in
+            // a DaemonSet it runs in the host's (/proc/1/ns/mnt); either way through setns.
+            .arg(format!("--plugin-mount-namespace=/proc/{}/ns/mnt", std::process::id()))
             .args(flags)
             .arg("--log-level=info")
             .stdout(Stdio::null())

@@ -5,10 +5,10 @@
 
 pub mod api;
 
-use super::locator::{Sandbox, SandboxLocator};
-use crate::kube::Pod;
+use super::sandbox::{Sandbox, SandboxLocator};
 use api::{PodSandboxState, POD_UID_LABEL};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,25 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first of [`DEFAULT_SOCKETS`] that exists.
 pub fn default_socket() -> Option<PathBuf> {
     DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// The socket of a runtime endpoint as the ecosystem writes it (kubelet's
+/// `--container-runtime-endpoint`, crictl's `-r`): `unix:///run/containerd/containerd.sock`,
+/// or a bare path.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+    let path = match endpoint.split_once("://") {
+        None => endpoint,
+        Some(("unix", path)) => path,
+        Some((scheme, _)) => {
+            return Err(format!(
+            "{endpoint:?}: a CRI runtime is reached over a unix socket (unix:///path or a bare path), not {scheme}://"
+        ))
+        }
+    };
+    if path.is_empty() || !path.starts_with('/') {
+        return Err(format!("{endpoint:?}: the runtime's socket must be an absolute path"));
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Why a CRI lookup failed: an unreachable runtime may be stood in for by another locator;
@@ -66,13 +85,16 @@ impl CriLocator {
     /// The pod's ready sandbox, found by its UID.
     pub fn lookup(&self, pod: &Pod) -> Result<Sandbox, CriError> {
         let meta = &pod.metadata;
+        let uid = meta.uid.as_deref().unwrap_or_default();
         let context = |e: String| {
-            format!("CRI {}: pod {}/{} (uid {}): {e}", self.socket.display(), meta.namespace, meta.name, meta.uid)
+            let (namespace, name) =
+                (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+            format!("CRI {}: pod {namespace}/{name} (uid {uid}): {e}", self.socket.display())
         };
-        if meta.uid.is_empty() {
+        if uid.is_empty() {
             return Err(CriError::Answered(context("the pod has no UID to look its sandbox up by".into())));
         }
-        self.runtime.block_on(self.lookup_uid(&meta.uid)).map_err(|e| match e {
+        self.runtime.block_on(self.lookup_uid(uid)).map_err(|e| match e {
             CriError::Unreachable(m) => CriError::Unreachable(context(m)),
             CriError::Answered(m) => CriError::Answered(context(m)),
         })
@@ -103,7 +125,7 @@ impl CriLocator {
             network_namespace(&status).map_err(|e| CriError::Answered(format!("sandbox {}: {e}", sandbox.id)))?;
         if !netns.exists() {
             return Err(CriError::Answered(format!(
-                "sandbox {}: its netns {} is not visible here (is /var/run/netns mounted?)",
+                "sandbox {}: its netns {} is not visible here (is the host's /run/netns mounted?)",
                 sandbox.id,
                 netns.display()
             )));
@@ -219,6 +241,16 @@ mod tests {
         let info = r#"{"pid": 42, "runtimeSpec": {"linux": {"namespaces": [
             {"type": "pid"}, {"type": "ipc"}, {"type": "network", "path": "/var/run/netns/cni-1234"}]}}}"#;
         assert_eq!(network_namespace(&status(info)), Ok(PathBuf::from("/var/run/netns/cni-1234")));
+    }
+
+    #[test]
+    fn runtime_endpoints_are_unix_urls_or_paths() {
+        let containerd = Ok(PathBuf::from("/run/containerd/containerd.sock"));
+        assert_eq!(socket_path("unix:///run/containerd/containerd.sock"), containerd);
+        assert_eq!(socket_path("/run/containerd/containerd.sock"), containerd);
+        assert!(socket_path("tcp://10.0.0.1:1234").unwrap_err().contains("unix socket"));
+        assert!(socket_path("unix://").is_err());
+        assert!(socket_path("run/x.sock").is_err());
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! DEL's answer to a damaged cache: DEL never claims success for a call it could not tear down.
+//!
+//! An unreadable entry whose intent record is readable was made up for when the cache was
+//! read ([`super::cache::Record`]). What is left is rebuilt here from what else knows it: the
+//! kactus config on stdin (the master and the config delegates), the network a dynamic call
+//! names, and the pod's annotation and networks when the apiserver answers. When the apiserver
+//! says the pod is gone for good (404, or another pod by that name) or the call's network is,
+//! nothing will ever rebuild it: its device is removed from the pod over netlink and the lease
+//! its IPAM may still hold is reported (log and a Warning Event), and DEL goes on to succeed
+//! rather than be retried forever. While the apiserver cannot answer, DEL answers code 11
+//! naming what it could not rebuild and keeps the files, so the runtime retries.
+
+use super::cache::{CacheEntry, Damaged, Record};
+use super::config::KactusConfig;
+use super::plan::{self, PlannedCall};
+use crate::attachment::{self, Attachment, DynamicTarget};
+use crate::cni::{code, CniEnv, CniError, PodRef};
+use crate::kube::{self, KubeError};
+use std::collections::BTreeSet;
+
+/// What the damaged part of a cache comes to.
+#[derive(Default)]
+pub struct Repair {
+    /// Calls rebuilt for what the cache lost, to be deleted with the others.
+    pub rebuilt: Vec<CacheEntry>,
+    /// What nothing can rebuild because its pod or network is gone for good.
+    pub gone: Vec<Gone>,
+    /// What cannot be rebuilt until the apiserver answers (code 11).
+    pub waiting: Vec<CniError>,
+    /// The client that read the pod, for the warning about what is gone.
+    client: Option<kube::Client>,
+}
+
+/// A call nothing can rebuild.
+pub struct Gone {
+    /// Its device, when the file name tells it.
+    pub ifname: Option<String>,
+    /// The damaged file and why nothing rebuilds it.
+    pub what: String,
+}
+
+/// Rebuilds what `record` lost (nothing to do, and no apiserver call, when nothing is
+/// damaged). `dynamic` is the network a dynamic DEL names.
+pub fn rebuild(cfg: &KactusConfig, env: &CniEnv, record: &Record, dynamic: Option<&DynamicTarget>) -> Repair {
+    let mut repair = Repair::default();
+    if record.damaged.is_empty() {
+        return repair;
+    }
+    let mut sources = Sources::new(cfg, env, dynamic);
+    let mut known: BTreeSet<String> = record.calls.iter().map(|c| c.if_name.clone()).collect();
+    let mut seq = record.next_seq();
+    let mut add = |repair: &mut Repair, call: PlannedCall| {
+        if known.insert(call.ifname.clone()) {
+            repair.rebuilt.push(call.intent(env, seq));
+            seq += 1;
+        }
+    };
+    for damaged in &record.damaged {
+        match damaged {
+            Damaged::Entry { ifname, .. } => match sources.call_for(ifname) {
+                Fate::Rebuilt(call) => {
+                    log::warn!("{}: rebuilt {ifname} from {}", damaged.describe(), call.source);
+                    add(&mut repair, call.call);
+                }
+                Fate::Gone(why) => repair
+                    .gone
+                    .push(Gone { ifname: Some(ifname.clone()), what: format!("{}: {why}", damaged.describe()) }),
+                Fate::Waiting(e) => repair.waiting.push(waiting(damaged, Some(ifname), e)),
+            },
+            Damaged::Intent { .. } => match sources.all_calls() {
+                Ok((calls, gone)) => {
+                    log::warn!("{}: deleting every call the config and the pod's annotation name", damaged.describe());
+                    calls.into_iter().for_each(|c| add(&mut repair, c));
+                    if let Some(why) = gone {
+                        repair.gone.push(Gone { ifname: None, what: format!("{}: {why}", damaged.describe()) });
+                    }
+                }
+                Err(e) => repair.waiting.push(waiting(damaged, None, e)),
+            },
+        }
+    }
+    repair.client = sources.client.take();
+    repair
+}
+
+fn waiting(damaged: &Damaged, ifname: Option<&String>, e: CniError) -> CniError {
+    let call = ifname.map(|i| format!("cannot delete {i}: ")).unwrap_or_default();
+    CniError::new(
+        code::TRY_AGAIN_LATER,
+        format!("{call}{} and it cannot be rebuilt until the apiserver answers: {}", damaged.describe(), e.msg),
+    )
+}
+
+impl Repair {
+    /// Removes the devices of what is gone for good and reports the leases they may hold:
+    /// in the log and, where the apiserver answers, as a Warning Event on the pod.
+    pub fn release_gone(&self, env: &CniEnv) {
+        for gone in &self.gone {
+            let device = match (&gone.ifname, env.netns.as_deref().filter(|p| p.exists())) {
+                (Some(ifname), Some(netns)) => match crate::netlink::delete_link(netns, ifname) {
+                    Ok(true) => format!("device {ifname} removed from the pod"),
+                    Ok(false) => format!("device {ifname} was not in the pod"),
+                    Err(e) => format!("device {ifname} not removed: {e}"),
+                },
+                (Some(ifname), None) => format!("device {ifname} went with the pod's network namespace"),
+                (None, _) => "its devices are unknown".to_string(),
+            };
+            let interface = gone.ifname.as_deref().map(|i| format!(", interface {i}")).unwrap_or_default();
+            let msg = format!(
+                "{}; {device}; the IPAM lease it may hold (container {}{interface}) could not be released",
+                gone.what, env.container_id
+            );
+            log::warn!("DEL {}: {msg}", env.container_id);
+            if let (Some(client), Some(pod)) = (&self.client, env.args.pod()) {
+                super::events::lease_not_released(client, &pod, &msg);
+            }
+        }
+    }
+}
+
+/// What a damaged call comes to.
+enum Fate {
+    Rebuilt(Box<Rebuilt>),
+    Gone(String),
+    Waiting(CniError),
+}
+
+struct Rebuilt {
+    call: PlannedCall,
+    /// Where it was rebuilt from, for the log.
+    source: &'static str,
+}
+
+/// The pod as the apiserver answered, read once and only when needed.
+#[derive(Clone)]
+enum PodState {
+    /// No `K8S_POD_*` in `CNI_ARGS`: ADD ran the config's delegates only.
+    NoIdentity,
+    Here(Vec<Attachment>),
+    /// Deleted, or another pod now has its name.
+    Gone(String),
+    Unreachable(CniError),
+}
+
+/// What can rebuild a call.
+struct Sources<'a> {
+    cfg: &'a KactusConfig,
+    env: &'a CniEnv,
+    dynamic: Option<&'a DynamicTarget>,
+    client: Option<kube::Client>,
+    pod: Option<PodState>,
+}
+
+impl<'a> Sources<'a> {
+    fn new(cfg: &'a KactusConfig, env: &'a CniEnv, dynamic: Option<&'a DynamicTarget>) -> Sources<'a> {
+        Sources { cfg, env, dynamic, client: None, pod: None }
+    }
+
+    /// The call that made `ifname`.
+    fn call_for(&mut self, ifname: &str) -> Fate {
+        let stdin = |call: PlannedCall| Fate::Rebuilt(Box::new(Rebuilt { call, source: "the kactus config" }));
+        if let Some(call) = plan::config_delegate_calls(self.cfg, self.env).into_iter().find(|c| c.ifname == ifname) {
+            return stdin(call);
+        }
+        if let Some(att) = self.dynamic_attachment().filter(|a| a.ifname == ifname) {
+            return self.network_call(&att, "the network K8S_POD_NETWORK names");
+        }
+        let is_eth0 = ifname == self.env.ifname;
+        match self.pod() {
+            PodState::NoIdentity if is_eth0 => stdin(plan::master_call(self.cfg, self.env)),
+            PodState::NoIdentity => {
+                Fate::Gone("no pod identity in CNI_ARGS and no delegate of the config makes it".into())
+            }
+            PodState::Here(atts) => match atts.iter().find(|a| a.ifname == ifname) {
+                Some(att) => self.network_call(att, "the pod's annotation"),
+                // eth0 without an `isPrimary` network is the master's.
+                None if is_eth0 => stdin(plan::master_call(self.cfg, self.env)),
+                None => Fate::Gone("the pod's annotation no longer names a network on it".into()),
+            },
+            // The cluster network's DEL is the best guess (it is eth0's unless the pod had an
+            // `isPrimary` network, which nothing can tell any more).
+            PodState::Gone(_) if is_eth0 => stdin(plan::master_call(self.cfg, self.env)),
+            PodState::Gone(why) => Fate::Gone(why),
+            PodState::Unreachable(e) => Fate::Waiting(e),
+        }
+    }
+
+    /// Every call an ADD for this pod makes, for an intent record nothing can be read from;
+    /// with the reason, when some of them are unknown because the pod is gone.
+    fn all_calls(&mut self) -> Result<(Vec<PlannedCall>, Option<String>), CniError> {
+        let mut calls = plan::config_delegate_calls(self.cfg, self.env);
+        let mut atts: Vec<Attachment> = self.dynamic_attachment().into_iter().collect();
+        let mut gone = None;
+        match self.pod() {
+            PodState::NoIdentity => {}
+            PodState::Here(listed) => atts.extend(listed),
+            PodState::Gone(why) => gone = Some(format!("the attachments it held are unknown: {why}")),
+            PodState::Unreachable(e) => return Err(e),
+        }
+        if !atts.iter().any(|a| a.ifname == self.env.ifname) {
+            calls.push(plan::master_call(self.cfg, self.env));
+        }
+        for att in atts {
+            match self.network_call(&att, "") {
+                Fate::Rebuilt(r) => calls.push(r.call),
+                Fate::Gone(why) => log::warn!("{}: not rebuilt: {why}", att.ifname),
+                Fate::Waiting(e) => return Err(e),
+            }
+        }
+        Ok((calls, gone))
+    }
+
+    /// The attachment a dynamic DEL names, as its ADD made it when the pod's annotation
+    /// did not list it (the annotation no longer lists it when podagent deletes it).
+    fn dynamic_attachment(&self) -> Option<Attachment> {
+        let sel = self.dynamic?.selection()?.clone();
+        let pod = self.env.args.pod()?;
+        let mut att = attachment::resolve(&pod.namespace, vec![sel], "").ok()?.into_iter().next()?;
+        if att.ifname.is_empty() {
+            att.ifname = attachment::device_name_for(&att.key);
+        }
+        Some(att)
+    }
+
+    /// An attachment's call from its network as the apiserver has it now.
+    fn network_call(&mut self, att: &Attachment, source: &'static str) -> Fate {
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Fate::Waiting(e),
+        };
+        let args = self.env.args.for_delegate();
+        let is_primary = att.ifname == self.env.ifname;
+        match plan::attachment_calls(self.cfg, &client, std::slice::from_ref(att), &args, is_primary) {
+            Ok(mut calls) if !calls.is_empty() => Fate::Rebuilt(Box::new(Rebuilt { call: calls.remove(0), source })),
+            Ok(_) => Fate::Gone(format!("network {} has no config", att.network_ref())),
+            Err(e) if e.code == code::NETWORK_NOT_FOUND => Fate::Gone(e.msg),
+            Err(e) => Fate::Waiting(e),
+        }
+    }
+
+    fn client(&mut self) -> Result<kube::Client, CniError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = plan::kube_client(self.cfg)?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
+    fn pod(&mut self) -> PodState {
+        if let Some(state) = &self.pod {
+            return state.clone();
+        }
+        let state = match self.env.args.pod() {
+            None => PodState::NoIdentity,
+            Some(pod) => self.read_pod(&pod),
+        };
+        self.pod = Some(state.clone());
+        state
+    }
+
+    fn read_pod(&mut self, pod: &PodRef) -> PodState {
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return PodState::Unreachable(e),
+        };
+        let name = format!("{}/{}", pod.namespace, pod.name);
+        match client.get_pod(&pod.namespace, &pod.name) {
+            Err(KubeError::NotFound { .. }) => PodState::Gone(format!("pod {name} is deleted")),
+            Err(e) => PodState::Unreachable(plan::kube_error(e, &format!("get pod {name}"))),
+            Ok(found) if pod.uid.as_ref().is_some_and(|uid| *uid != found.metadata.uid) => {
+                PodState::Gone(format!("pod {name} is another pod now (uid {})", found.metadata.uid))
+            }
+            Ok(found) => match plan::pod_attachments(pod, &found.metadata.annotations, &self.env.ifname) {
+                Ok(atts) => PodState::Here(atts),
+                Err(e) => PodState::Unreachable(e),
+            },
+        }
+    }
+}

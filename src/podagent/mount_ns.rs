@@ -1,0 +1,99 @@
+//! The mount namespace the node's CNI plugin runs in. kubelet's runtime runs plugins in the
+//! host's filesystem, where the node's delegates and the libraries they link live; podagent's
+//! image has neither, so the plugin is started in the host's mount namespace: the child joins
+//! it (setns, between fork and exec) and execs the plugin from there. With `hostPID`,
+//! `/proc/1/ns/mnt` is the host's; podagent run on the host itself is already there.
+//!
+//! Entering a namespace rather than chrooting into a mounted host root (as multus's thick
+//! plugin does): no host-root mount to keep in the agent, the netns mounts the runtime makes
+//! later are seen as the host sees them, and the child's `/proc`, `/sys` and `/run` are the
+//! host's, exactly as under the runtime.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct MountNamespace {
+    path: PathBuf,
+    /// Held open so the namespace stays reachable for every call, whatever happens to the path.
+    file: File,
+}
+
+impl MountNamespace {
+    /// Opens the namespace file (e.g. `/proc/1/ns/mnt`), failing at start-up, not on the
+    /// first hot-plug, when it cannot be.
+    pub fn open(path: &Path) -> Result<MountNamespace, String> {
+        let file = File::open(path).map_err(|e| format!("opening mount namespace {}: {e}", path.display()))?;
+        Ok(MountNamespace { path: path.to_path_buf(), file })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes `command`'s child join this namespace before it execs, so the program path and
+    /// everything the child opens resolve in that namespace's filesystem.
+    pub fn enter_in_child(&self, command: &mut std::process::Command) {
+        let fd: RawFd = self.file.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only makes the setns
+        // system call, which is async-signal-safe; `fd` stays open in the parent (self owns
+        // it) and so in the child, which inherited it across fork.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNS) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn mount_ns_of(pid: u32) -> String {
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap().to_string_lossy().into_owned()
+    }
+
+    /// The child runs in the mount namespace it was given, not podagent's: a process in a
+    /// namespace of its own (unshare -m) is the target, and the child reports its own.
+    #[test]
+    fn the_child_runs_in_the_mount_namespace_it_was_given() {
+        let mut holder =
+            match Command::new("unshare").args(["--mount", "--propagation", "private", "sleep", "30"]).spawn() {
+                Ok(child) => child,
+                Err(e) => panic!("unshare: {e}"),
+            };
+        // Wait until the holder has entered its new namespace (unshare execs sleep after it).
+        let own = mount_ns_of(std::process::id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while mount_ns_of(holder.id()) == own && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let target = mount_ns_of(holder.id());
+        assert_ne!(target, own, "unshare gave no new mount namespace");
+
+        let ns = MountNamespace::open(Path::new(&format!("/proc/{}/ns/mnt", holder.id()))).unwrap();
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", "readlink /proc/self/ns/mnt"]).stdout(Stdio::piped());
+        ns.enter_in_child(&mut command);
+        let out = command.output().unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), target);
+        assert_eq!(mount_ns_of(std::process::id()), own, "podagent itself stays where it was");
+    }
+
+    #[test]
+    fn a_namespace_that_cannot_be_opened_fails_at_start_naming_it() {
+        let err = MountNamespace::open(Path::new("/proc/999999999/ns/mnt")).unwrap_err();
+        assert!(err.contains("/proc/999999999/ns/mnt"), "{err}");
+    }
+}
