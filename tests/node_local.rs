@@ -217,7 +217,7 @@ fn concurrent_slice_assignment_from_many_nodes_never_collides() {
     cluster.add_node(8);
     let ninth = &cluster.nodes[8];
     let (code, msg) = ninth.node_local("ADD", "c1", "net1", &ipam_conf(ninth, "conc", ipam)).err();
-    assert_eq!(code, 104, "{msg}");
+    assert_eq!(code, 105, "{msg}");
     assert!(msg.contains("network conc: no free /24 slice left in 11.2.0.0/21 for node node-i"), "{msg}");
     assert!(ninth.leases("conc").is_empty() && slices_of(&cluster, "node-i").is_empty());
 }
@@ -478,18 +478,18 @@ fn bad_input_is_a_clear_cni_error_and_leaves_nothing_behind() {
     // A full range, naming the network; a full slice; a corrupt lease file in the way.
     let one = json!({"ranges": [[{"subnet": "11.8.0.0/30", "nodeSliceSize": 30}]]});
     node.node_local("ADD", "c1", "net1", &ipam_conf(node, "tiny", &one)).ok();
-    check(other, "tiny", one.clone(), 104, "network tiny: no free /30 slice left in 11.8.0.0/30 for node node-b");
+    check(other, "tiny", one.clone(), 105, "network tiny: no free /30 slice left in 11.8.0.0/30 for node node-b");
     let (c, msg) = node.node_local("ADD", "c2", "net1", &ipam_conf(node, "tiny", &one)).err();
-    assert!(c == 104 && msg.contains("no free address in range set 0 (11.8.0.1-11.8.0.2): 1 leased"), "{msg}");
+    assert!(c == 105 && msg.contains("no free address in range set 0 (11.8.0.1-11.8.0.2): 1 leased"), "{msg}");
     node.node_local("DEL", "c1", "net1", &ipam_conf(node, "tiny", &one)).ok();
     std::fs::write(node.data_dir().join("tiny/11.8.0.2"), "").unwrap();
     let (c, msg) = node.node_local("ADD", "c2", "net1", &ipam_conf(node, "tiny", &one)).err();
-    assert!(c == 104 && msg.contains("lease file(s) are corrupt") && msg.contains("11.8.0.2 (content"), "{msg}");
+    assert!(c == 105 && msg.contains("lease file(s) are corrupt") && msg.contains("11.8.0.2 (content"), "{msg}");
 
     // A dual-stack network whose IPv6 range is full claims no IPv4 slice either.
     let v6_full = json!({"ranges": [[{"subnet": "11.9.0.0/16", "nodeSliceSize": 24}], [{"subnet": "fd19::/64", "nodeSliceSize": 64}]]});
     node.node_local("ADD", "c1", "net1", &ipam_conf(node, "pair", &v6_full)).ok();
-    check(other, "pair", v6_full, 104, "no free /64 slice left in fd19::/64");
+    check(other, "pair", v6_full, 105, "no free /64 slice left in fd19::/64");
     assert!(slices_of(&cluster, "node-b").iter().all(|s| !s.to_string().starts_with("11.9.")), "{:?}", cluster.held());
 
     // Refused by RBAC: the apiserver's message, code 100, nothing claimed.

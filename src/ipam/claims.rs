@@ -184,7 +184,7 @@ impl ClaimApi {
         }
         let list = self
             .client
-            .list::<SliceClaim>(CLAIMS_PATH, &selector)
+            .list::<SliceClaim>(CLAIMS_PATH, &[("labelSelector", &selector)])
             .map_err(|e| api_error(e, &format!("list the slice claims of network {network}")))?;
         Ok(list
             .items
@@ -235,7 +235,7 @@ fn owner_reference(node: &Node) -> serde_json::Value {
 }
 
 fn claim_path(name: &str) -> String {
-    format!("{CLAIMS_PATH}/{}", kube::segment(name))
+    format!("{CLAIMS_PATH}/{}", kube::path_segment(name))
 }
 
 /// A missing SliceClaim API is an installation step left out; say which.

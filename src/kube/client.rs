@@ -217,11 +217,11 @@ impl Client {
         self.request_json::<serde_json::Value>(Method::DELETE, path, Some((JSON, &options))).map(|_| ())
     }
 
-    /// The objects of a collection that carry every label of `label_selector`, in one
-    /// unpaginated LIST.
-    pub fn list<T: DeserializeOwned>(&self, path: &str, label_selector: &str) -> Result<List<T>, KubeError> {
+    /// The objects of a collection that the selectors pick, in one unpaginated LIST:
+    /// `&[("fieldSelector", "spec.driver=<driver>")]`, `&[("labelSelector", "kactus.io/node=node1")]`.
+    pub fn list<T: DeserializeOwned>(&self, path: &str, selectors: &[(&str, &str)]) -> Result<List<T>, KubeError> {
         let mut url = self.url(path)?;
-        url.query_pairs_mut().append_pair("labelSelector", label_selector);
+        url.query_pairs_mut().extend_pairs(selectors);
         self.send_json(Method::GET, url, None)
     }
 
@@ -354,7 +354,7 @@ fn pod_path(namespace: &str, name: &str) -> String {
 
 /// Percent-encodes a name for use as one URL path segment, so a malformed name can only
 /// ever address a missing object, never a different one.
-pub(crate) fn segment(name: &str) -> String {
+pub fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {

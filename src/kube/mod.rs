@@ -16,10 +16,13 @@ pub mod time;
 mod tls;
 mod types;
 
-pub(crate) use client::segment;
-pub use client::{Client, ClientOptions};
+pub use client::{segment as path_segment, Client, ClientOptions};
 pub use error::{error_chain, KubeError};
-pub use types::{List, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, Node, ObjectMeta, Pod, Status};
+pub use types::{
+    ContainerExtendedResourceRequest, List, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, Node,
+    ObjectMeta, Pod, PodExtendedResourceClaimStatus, PodResourceClaim, PodResourceClaimStatus, PodSpec, PodStatus,
+    Status,
+};
 
 #[cfg(test)]
 mod live_tests;
