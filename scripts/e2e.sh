@@ -6,6 +6,7 @@
 #   green and blue: two pods ping each other over both networks, with the md5 device names;
 #   the NPWG comma and JSON forms;  a missing NAD: NetworkNotFound, as an Event naming it;
 #   a network backed by a device resource the pod was not allocated, asked of the real kubelet;
+#   node-local IPAM: the node claims its slice of a cluster range once, pods get addresses in it;
 #   `data` hot-plugged and unplugged through the podagent DaemonSet, the pod not restarted;
 #   the Service on mep/mp1 through kactus-endpoints (where discovery.k8s.io/v1 is served);
 #   a rolling restart of the installer while pods are created (no "Unauthorized", no failure);
@@ -98,7 +99,7 @@ ready() { [ "$(kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready
 # addr POD DEVICE: the device's IPv4 address (no prefix) as the pod sees it.
 addr() { kn exec "$1" -- ip -4 addr show dev "$2" 2>/dev/null | sed -n 's/.*inet \([0-9.]*\)\/.*/\1/p' | head -1; }
 has_dev() { kn exec "$1" -- ip link show dev "$2" >/dev/null 2>&1; }
-leases() { find "$IPAM_DIR" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | wc -l; }
+leases() { find "$IPAM_DIR" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l; }  # node-local.json: a node's slices, kept by design
 cached() { find "$CACHE_DIR" -mindepth 1 2>/dev/null | wc -l; }
 event() { # POD REASON: the messages of the pod's Events with that reason, one a line
     kn get events --field-selector "involvedObject.name=$1,reason=$2" -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' 2>/dev/null
@@ -120,7 +121,8 @@ cleanup() {
     k -n kube-system delete configmap kactus-apiserver --ignore-not-found >/dev/null 2>&1
     # A run stopped half-way leaves kactus on the node: take it off as the uninstaller would.
     rm -rf "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$BIN_DIR/kactus" "$CACHE_DIR"
-    for b in kte2e-green kte2e-blue kte2e-data kte2e-mp1a; do ip link del "$b" 2>/dev/null; done
+    k delete sliceclaims -l kactus.io/network=kte2e-nl --ignore-not-found >/dev/null 2>&1
+    for b in kte2e-green kte2e-blue kte2e-data kte2e-mp1a kte2e-nl; do ip link del "$b" 2>/dev/null; done
     rm -rf "$RUN" "$IPAM_DIR"
 }
 trap cleanup EXIT
@@ -161,8 +163,8 @@ if ! iptables -t nat -nL KUBE-SERVICES >/dev/null 2>&1 && ! ip link show kube-ip
         | k apply -f - >/dev/null
     echo "    no kube-proxy on this node: ConfigMap kube-system/kactus-apiserver points the daemons at $hostport"
 fi
-check "kubectl apply -f manifests/network-crd.yaml manifests/kactus-serviceaccount-and-rbac.yaml manifests/kactus-ds.yaml" \
-    k apply -f manifests/network-crd.yaml -f manifests/kactus-serviceaccount-and-rbac.yaml -f manifests/kactus-ds.yaml
+check "kubectl apply -f manifests/network-crd.yaml manifests/sliceclaim-crd.yaml manifests/kactus-serviceaccount-and-rbac.yaml manifests/kactus-ds.yaml" \
+    k apply -f manifests/network-crd.yaml -f manifests/sliceclaim-crd.yaml -f manifests/kactus-serviceaccount-and-rbac.yaml -f manifests/kactus-ds.yaml
 check "the installer DaemonSet is rolled out" k -n kube-system rollout status ds/kactus --timeout=120s
 check "00-kactus.conflist is the node's first config and wraps $own_conf" \
     until_ok 30 sh -c "ls $CONF_DIR | grep -E '\.(conf|conflist|json)\$' | sort | head -1 | grep -qx 00-kactus.conflist && grep -q '$(sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' "$RUN/own-conf" | head -1)' $CONF_DIR/00-kactus.conflist"
@@ -231,6 +233,32 @@ check "pod novf gets an AttachFailed Event naming vfnet and kactus.io/e2e-vf" un
 echo "    event: $(event novf AttachFailed | head -1)"
 check "pod novf is not started" not_ready novf
 delete_pods novf
+
+# ---- 3c. node-unique addresses: node-local claims the node's slice once, then no apiserver call
+say "node-local IPAM: the node's slice of a cluster range"
+cat <<YAML | kn apply -f - >/dev/null
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: nl, namespace: $NS}
+spec:
+  config: '{"cniVersion": "1.0.0", "name": "kte2e-nl", "type": "bridge", "bridge": "kte2e-nl",
+            "ipam": {"type": "node-local", "dataDir": "$IPAM_DIR",
+                     "ranges": [[{"subnet": "10.205.0.0/16", "nodeSliceSize": 24}]]}}'
+YAML
+{ pod nl1 networks '[ { "name": "nl" } ]'; pod nl2 networks '[ { "name": "nl" } ]'; } | kn apply -f - >/dev/null
+check "nl1 and nl2 are Ready" until_ok 120 all_ready nl1 nl2
+nl_dev=$(python3 -c 'import hashlib; print("net" + hashlib.md5(b"nl").hexdigest()[:12])' 2>/dev/null)
+n1=$(addr nl1 "$nl_dev") n2=$(addr nl2 "$nl_dev")
+slice=$(k get sliceclaims -l kactus.io/network=kte2e-nl -o jsonpath='{.items[*].spec.slice}' 2>/dev/null)
+echo "    nl1 ${n1:-no address}, nl2 ${n2:-no address}; the node's claims: ${slice:-none}"
+in_slice() { python3 -c "import ipaddress,sys; n=ipaddress.ip_network('$slice'); assert ipaddress.ip_address('$n1') in n and ipaddress.ip_address('$n2') in n" 2>/dev/null; }
+check "one SliceClaim for the network, a /24 of 10.205.0.0/16, and both pods' addresses in it" in_slice
+owned() { [ "$(k get sliceclaims -l kactus.io/network=kte2e-nl -o jsonpath='{.items[0].metadata.ownerReferences[0].kind}/{.items[0].metadata.ownerReferences[0].name}')" = "Node/$NODE" ]; }
+check "the claim is owned by Node $NODE (freed with it)" owned
+check "nl1 pings nl2 on node-local's address (${n2:-none})" pings nl1 nl2 "$n2"
+delete_pods nl1 nl2
+nl_leases() { [ "$(find "$IPAM_DIR/kte2e-nl" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l)" = 0 ]; }
+check "their leases were released (the node keeps its slice)" nl_leases
 
 # ---- 4. hot-plug through podagent
 say "seed scenario 2: data added to running app1 through podagent, then removed"
