@@ -187,6 +187,31 @@ fn the_slice_claim_crd_is_what_node_local_writes() {
     assert_eq!((served.resource, served.namespaced()), ("sliceclaims", false));
 }
 
+/// The oldest Kubernetes README supports (1.20, where the real-cluster e2e runs) refuses a CRD
+/// schema holding a field it does not know; CEL rules (`x-kubernetes-validations`) came in 1.25.
+#[test]
+fn crds_use_no_schema_field_newer_than_the_oldest_supported_kubernetes() {
+    fn find<'a>(v: &'a Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "x-kubernetes-validations" {
+                        out.push(format!("{path}.{k}"));
+                    }
+                    find(v, format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| find(v, format!("{path}[{i}]"), out)),
+            _ => {}
+        }
+    }
+    for file in ["manifests/network-crd.yaml", "manifests/sliceclaim-crd.yaml"] {
+        let mut found = Vec::new();
+        find(&one(file, "CustomResourceDefinition"), String::new(), &mut found);
+        assert!(found.is_empty(), "{file}: Kubernetes 1.20-1.24 refuse {found:?}");
+    }
+}
+
 #[test]
 fn the_crd_is_the_npwg_network_attachment_definition() {
     let crd = one("manifests/network-crd.yaml", "CustomResourceDefinition");
