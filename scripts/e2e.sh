@@ -18,8 +18,11 @@
 #   sudo KUBECONFIG=/path/to/admin.kubeconfig scripts/e2e.sh
 # Knobs: KUBECTL (default: kubectl on PATH), CONTAINERD_ADDRESS (default: the first that exists
 # of /run/containerd/containerd.sock, /run/harness/containerd.sock), POD_IMAGE (a busybox image
-# the node already has, default harness.local/busybox:1.35 when present), KEEP=1 (leave the
-# test's objects for a look). Ends with `N passed, M failed, K skipped`; exit 1 on any failure.
+# the node already has, default harness.local/busybox:1.35 when present), CTR (containerd's
+# ctr), IMAGE_BINARIES (a directory of static binaries already built, passed to scripts/image.sh
+# --binaries instead of building them: a musl release build takes 10-20 minutes on 2 cores),
+# KEEP=1 (leave the test's objects for a look). About 8 minutes with the binaries built. Ends
+# with `N passed, M failed, K skipped`; exit 1 on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -120,7 +123,7 @@ cleanup() {
     done
     k -n kube-system delete configmap kactus-apiserver --ignore-not-found >/dev/null 2>&1
     # A run stopped half-way leaves kactus on the node: take it off as the uninstaller would.
-    rm -rf "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$BIN_DIR/kactus" "$CACHE_DIR"
+    rm -rf "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$BIN_DIR/kactus" "$BIN_DIR/node-local" "$CACHE_DIR"
     k delete sliceclaims -l kactus.io/network=kte2e-nl --ignore-not-found >/dev/null 2>&1
     for b in kte2e-green kte2e-blue kte2e-data kte2e-mp1a kte2e-nl; do ip link del "$b" 2>/dev/null; done
     rm -rf "$RUN" "$IPAM_DIR"
@@ -382,8 +385,8 @@ check "00-kactus.conflist is still there while app1 runs" test -f "$CONF_DIR/00-
 delete_pods app1
 check "the uninstall DaemonSet is rolled out once app1 is gone" k -n kube-system rollout status ds/kactus-uninstall --timeout=120s
 k delete -f manifests/kactus-uninstall.yaml --wait=true --timeout=60s >/dev/null 2>&1
-kactus_gone() { [ ! -e "$CONF_DIR/00-kactus.conflist" ] && [ ! -e "$CONF_DIR/kactus.d" ] && [ ! -e "$BIN_DIR/kactus" ]; }
-check "00-kactus.conflist, kactus.d/ and $BIN_DIR/kactus are gone" kactus_gone
+kactus_gone() { [ ! -e "$CONF_DIR/00-kactus.conflist" ] && [ ! -e "$CONF_DIR/kactus.d" ] && [ ! -e "$BIN_DIR/kactus" ] && [ ! -e "$BIN_DIR/node-local" ]; }
+check "00-kactus.conflist, kactus.d/, $BIN_DIR/kactus and $BIN_DIR/node-local are gone" kactus_gone
 check "the node's own $own_conf is as it was" cmp -s "$RUN/own-conf" "$CONF_DIR/$own_conf"
 nothing_left
 pod plain networks '[ { "name": "green" } ]' | kn apply -f - >/dev/null
