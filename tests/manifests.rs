@@ -191,7 +191,7 @@ fn the_slice_claim_crd_is_what_node_local_writes() {
 /// schema holding a field it does not know; CEL rules (`x-kubernetes-validations`) came in 1.25.
 #[test]
 fn crds_use_no_schema_field_newer_than_the_oldest_supported_kubernetes() {
-    fn find<'a>(v: &'a Value, path: String, out: &mut Vec<String>) {
+    fn find(v: &Value, path: String, out: &mut Vec<String>) {
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
