@@ -313,9 +313,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("child.pid");
         let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let err = run(dir.path(), "ipam-hangs", &body, Duration::from_millis(300), b"{}").unwrap_err();
+        // The bound leaves the shell ample time to start its child and write the pid file,
+        // however loaded the machine (300 ms was once not enough while the suite compiled).
+        let err = run(dir.path(), "ipam-hangs", &body, Duration::from_secs(2), b"{}").unwrap_err();
         assert!(err.msg.contains("was killed"), "{}", err.msg);
-        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        let pid = std::fs::read_to_string(&pidfile).expect("the delegate wrote its child's pid").trim().to_string();
         std::thread::sleep(Duration::from_millis(100));
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(state.is_empty() || state.contains(") Z "), "the delegate's child {pid} still runs: {state}");
