@@ -1,11 +1,14 @@
 #!/bin/sh
-# The benchmark of issue 6: builds kactus in release and prints the table (see BENCHMARK.md).
-# Needs root, `ip` and the CNI reference plugins in /usr/lib/cni. KACTUS_BENCH_REPS=N sets the
-# repetitions per row (default 20).
+# The benchmark of issues 6 and 17: builds kactus and the null delegate in release and prints
+# the tables (see BENCHMARK.md). Needs root, `ip` and the CNI reference plugins in
+# /usr/lib/cni. KACTUS_BENCH_REPS=N sets the repetitions per row (default 20); the other
+# switches are listed at the top of benches/plugin.rs.
 set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
     echo "scripts/bench.sh: run as root (it makes network namespaces)" >&2
     exit 2
 fi
+# The null delegate the "kactus alone" rows run (an example target: never in the image).
+cargo build --release --example null-delegate
 exec cargo bench --bench plugin "$@"
