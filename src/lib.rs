@@ -2,16 +2,19 @@
 //!
 //! One library shared by every binary. The modules are named for what they hold:
 //! the CNI protocol ([`cni`]), the apiserver client ([`kube`]), annotations to
-//! attachments ([`attachment`]), the ADD/DEL/CHECK story ([`plugin`]), network
-//! namespace and route helpers ([`netns`], [`netlink`]), the node daemon ([`podagent`]),
-//! the Service endpoints controller ([`endpoints`]), what those two daemons share on kube-rs
-//! ([`daemon`]) and the DaemonSet installer ([`install`]).
+//! attachments ([`attachment`]), the ADD/DEL/CHECK story ([`plugin`]), allocated devices
+//! (SR-IOV and the like) and their device-info ([`devices`]), network namespace and route
+//! helpers ([`netns`], [`netlink`]), unary gRPC to node daemons ([`grpc`]), the node daemon
+//! ([`podagent`]), the Service endpoints controller ([`endpoints`]), what those two daemons
+//! share on kube-rs ([`daemon`]) and the DaemonSet installer ([`install`]).
 //! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
 pub mod cni;
 pub mod daemon;
+pub mod devices;
 pub mod endpoints;
+pub mod grpc;
 pub mod install;
 pub mod kube;
 pub mod logging;

@@ -98,6 +98,8 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
         ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
+        ("examples/sriov-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
+        ("examples/sriov-pod.yaml", vec![("v1", "Pod")]),
     ]);
     let mut all = yaml_files("manifests");
     all.extend(yaml_files("examples"));
@@ -216,6 +218,9 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
             ("kaloom.com", "networks", "get"),
             ("", "events", "create"),
+            // DRA-allocated devices (src/devices/dra.rs): the pod's claims, their drivers' slices.
+            ("resource.k8s.io", "resourceclaims", "get"),
+            ("resource.k8s.io", "resourceslices", "list"),
         ])
     );
     assert_binding(file, "ClusterRoleBinding", "ClusterRole", "kactus");
@@ -437,6 +442,13 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     // namespace of the host's init, which hostPID makes /proc/1.
     let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
     assert!(args.contains(&"--plugin-mount-namespace=/proc/1/ns/mnt"), "{args:?}");
+    // So the plugin reaches kubelet's pod-resources socket, the device-plugin checkpoint and
+    // the device-info dir (networks backed by allocated devices) at their host paths: the
+    // DaemonSet mounts none of them.
+    let devices = kactus::devices::DevicePaths::default();
+    for path in [&devices.pod_resources_socket, &devices.checkpoint_file, &devices.device_info_dir] {
+        assert!(!mounts.keys().any(|m| path.starts_with(m)), "{} is mounted: {mounts:?}", path.display());
+    }
     // Every flag the DaemonSet passes is one the real podagent binary accepts.
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_podagent")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
@@ -557,7 +569,7 @@ fn nad_config(nad: &Value) -> Value {
 fn example_nads_carry_valid_cni_configs() {
     let nads = example_nads();
     let names: Vec<&str> = nads.keys().map(String::as_str).collect();
-    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1"]);
+    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1", "sriov-net"]);
     for (name, nad) in &nads {
         let config = nad_config(nad);
         assert!(config["cniVersion"].is_string(), "{name}: cniVersion");
@@ -589,6 +601,20 @@ fn example_nads_carry_valid_cni_configs() {
     assert_eq!(plugins[0]["ipam"]["type"], "static");
     assert_eq!(plugins[0]["capabilities"]["ips"], true);
     assert_eq!(plugins[1]["capabilities"]["mac"], true);
+}
+
+#[test]
+fn the_sriov_example_pod_asks_kubelet_for_a_device_per_attachment_of_the_nads_resource() {
+    let nad = &example_nads()["sriov-net"];
+    let resource = str_of(&nad["metadata"]["annotations"][kactus::devices::RESOURCE_NAME_ANNOTATION], "resourceName");
+    let pod = one("examples/sriov-pod.yaml", "Pod");
+    let networks = str_of(&pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"], "networks annotation");
+    let selections = kactus::attachment::parse_npwg_networks(networks).unwrap();
+    assert!(selections.iter().all(|s| s.name == "sriov-net"), "{selections:?}");
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    for bound in ["requests", "limits"] {
+        assert_eq!(resources[bound][resource], selections.len().to_string(), "{bound}");
+    }
 }
 
 #[test]

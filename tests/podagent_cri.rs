@@ -4,6 +4,7 @@
 //! of its reach, hot-plugs through what the runtime says.
 
 mod common;
+use common::grpc::{unary, Answer, FakeDaemon, UnixGrpcServer};
 use common::podagent::*;
 use common::*;
 use kactus::podagent::cri::api::{self, PodSandboxState};
@@ -11,13 +12,9 @@ use kactus::podagent::cri::{CriError, CriLocator};
 use kactus::podagent::locator::{sandbox_locator, SandboxLookup};
 use kactus::podagent::sandbox::Sandbox as PodSandbox;
 use serde_json::json;
-use std::convert::Infallible;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::body::Body;
 
@@ -81,97 +78,38 @@ impl FakeRuntime {
     }
 }
 
-/// One unary CRI method of the fake runtime, as tonic's server drives it.
-struct Method<Req, Resp>(FakeRuntime, fn(&FakeRuntime, Req) -> Result<Resp, tonic::Status>);
+impl FakeDaemon for FakeRuntime {
+    const SERVICE: &'static str = api::SERVICE;
 
-impl<Req, Resp> tonic::server::UnaryService<Req> for Method<Req, Resp> {
-    type Response = Resp;
-    type Future = std::future::Ready<Result<tonic::Response<Resp>, tonic::Status>>;
-    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
-        self.0.calls.fetch_add(1, Ordering::SeqCst);
-        std::future::ready((self.1)(&self.0, request.into_inner()).map(tonic::Response::new))
-    }
-}
-
-impl tonic::server::NamedService for FakeRuntime {
-    const NAME: &'static str = api::SERVICE;
-}
-
-impl tower::Service<http::Request<Body>> for FakeRuntime {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let runtime = self.clone();
+    fn answer(self, path: &str, request: http::Request<Body>) -> Answer {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let path = path.to_string();
         Box::pin(async move {
-            let path = request.uri().path().to_string();
-            Ok(match path.as_str() {
-                api::LIST_POD_SANDBOX => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-                    grpc.unary(Method(runtime, |r: &FakeRuntime, q| Ok(r.list(q))), request).await
-                }
-                api::POD_SANDBOX_STATUS => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-                    grpc.unary(Method(runtime, FakeRuntime::status), request).await
-                }
+            match path.as_str() {
+                api::LIST_POD_SANDBOX => unary(request, move |q| Ok(self.list(q))).await,
+                api::POD_SANDBOX_STATUS => unary(request, move |q| self.status(q)).await,
                 other => tonic::Status::unimplemented(format!("{other} is not faked")).into_http(),
-            })
+            }
         })
     }
 }
 
-/// The fake runtime serving on `<dir>/cri.sock` from its own thread until dropped.
+/// The fake runtime serving on `<dir>/cri.sock` until dropped.
 struct RuntimeSocket {
     path: PathBuf,
     runtime: FakeRuntime,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: UnixGrpcServer,
 }
 
 impl RuntimeSocket {
     fn start(dir: &Path) -> RuntimeSocket {
-        let path = dir.join("cri.sock");
         let runtime = FakeRuntime::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (service, stopped, socket) = (runtime.clone(), stop.clone(), path.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::UnixListener::bind(&socket).expect("bind fake CRI socket");
-                ready_tx.send(()).unwrap();
-                let shutdown = async move {
-                    while !stopped.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                };
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
-                    .await
-                    .expect("fake CRI server");
-            });
-        });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("fake CRI server never listened");
-        RuntimeSocket { path, runtime, stop, thread: Some(thread) }
+        let server = UnixGrpcServer::start(&dir.join("cri.sock"), runtime.clone());
+        RuntimeSocket { path: server.path.clone(), runtime, _server: server }
     }
 
     fn calls(&self) -> usize {
         self.runtime.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for RuntimeSocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

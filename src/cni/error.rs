@@ -24,6 +24,9 @@ pub mod code {
     pub const INVALID_ANNOTATION: u32 = 102;
     /// A delegate plugin could not be run (not found, killed, timed out, garbage output).
     pub const DELEGATE_EXEC: u32 = 103;
+    /// A network names a resource (`k8s.v1.cni.cncf.io/resourceName`) of which the pod was
+    /// allocated no device, or fewer devices than it has attachments of that resource.
+    pub const DEVICE_NOT_ALLOCATED: u32 = 104;
 }
 
 /// A CNI error as the spec prints it: `{"cniVersion","code","msg","details"}`.

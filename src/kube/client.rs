@@ -6,7 +6,7 @@ use super::backoff;
 use super::config;
 use super::error::{self, error_chain, KubeError};
 use super::tls;
-use super::types::{NetworkAttachmentDefinition, Pod};
+use super::types::{List, NetworkAttachmentDefinition, Pod};
 use reqwest::blocking::Response;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Url};
@@ -190,6 +190,13 @@ impl Client {
         self.request_json(Method::PATCH, path, Some((MERGE_PATCH, body)))
     }
 
+    /// The objects of a collection that a field selector picks (`spec.driver=<driver>`).
+    pub fn list<T: DeserializeOwned>(&self, path: &str, field_selector: &str) -> Result<List<T>, KubeError> {
+        let mut url = self.url(path)?;
+        url.query_pairs_mut().append_pair("fieldSelector", field_selector);
+        self.get(&format!("{path}?{}", url.query().unwrap_or_default()))
+    }
+
     /// POST a new object to a collection path.
     pub fn create<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
         self.request_json(Method::POST, path, Some((JSON, body)))
@@ -316,7 +323,7 @@ fn pod_path(namespace: &str, name: &str) -> String {
 
 /// Percent-encodes a name for use as one URL path segment, so a malformed name can only
 /// ever address a missing object, never a different one.
-fn segment(name: &str) -> String {
+pub fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {

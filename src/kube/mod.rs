@@ -15,9 +15,12 @@ pub mod time;
 mod tls;
 mod types;
 
-pub use client::{Client, ClientOptions};
+pub use client::{segment as path_segment, Client, ClientOptions};
 pub use error::{error_chain, KubeError};
-pub use types::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta, Pod, Status};
+pub use types::{
+    ContainerExtendedResourceRequest, List, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, ObjectMeta,
+    Pod, PodExtendedResourceClaimStatus, PodResourceClaim, PodResourceClaimStatus, PodSpec, PodStatus, Status,
+};
 
 #[cfg(test)]
 mod live_tests;

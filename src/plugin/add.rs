@@ -11,6 +11,7 @@ use super::status::publish_logged;
 use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, code, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
+use crate::devices::{devinfo, AllocatedDevice};
 use crate::kube;
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
@@ -47,7 +48,10 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
         let _ = client.set(c);
     }
     let plan = &plan;
-    let (client_ref, cache_ref) = (&client, &cache);
+    // The allocated devices the container's attachments hold (made, or about to be by an
+    // ADD that never finished) are not given again.
+    let held: Vec<AllocatedDevice> = before.calls.iter().filter_map(|e| e.kactus.device.clone()).collect();
+    let (client_ref, cache_ref, held) = (&client, &cache, &held);
     // Scoped so the apiserver work done beside the delegates, and the best-effort writes
     // started along the way (one `AddedInterface` event per device, as soon as it exists),
     // are all finished before the process answers.
@@ -58,7 +62,7 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
         let apiserver = plan
             .pod
             .as_ref()
-            .map(|_| s.spawn(move || apiserver_side(cfg, env, plan, client_ref, cache_ref, after_ready)));
+            .map(|_| s.spawn(move || apiserver_side(cfg, env, plan, client_ref, cache_ref, held, after_ready)));
         let announce = |entry: &CacheEntry| {
             if let (Some(pod), Some(client)) = (plan.pod.as_ref(), client.get()) {
                 let entry = entry.clone();
@@ -231,6 +235,7 @@ fn apiserver_side(
     plan: &Plan,
     client: &OnceLock<kube::Client>,
     cache: &ContainerCache,
+    held: &[AllocatedDevice],
     first_seq: u64,
 ) -> Result<Vec<Call>, CniError> {
     let client = match client.get() {
@@ -241,7 +246,7 @@ fn apiserver_side(
         }
     };
     if !plan.pending.is_empty() {
-        let calls = Call::numbered(env, plan.pending_calls(cfg, client)?, first_seq);
+        let calls = Call::numbered(env, plan.pending_calls(cfg, client, held)?, first_seq);
         cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
         return Ok(calls);
     }
@@ -315,7 +320,15 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, entry: &mut Cac
         cni_path: &env.path,
         timeout: cfg.delegate_timeout,
     };
-    entry.result = chain::add(&call.net, &inv, &call.runtime_config)?;
+    if let Some(device) = &call.device {
+        devinfo::prepare(&cfg.devices.device_info_dir, device)?;
+    }
+    // A delegate that fails on its device may fail its DEL too: the file goes now.
+    entry.result = chain::add(&call.net, &inv, &call.runtime_config).inspect_err(|_| {
+        if let Some(device) = &call.device {
+            let _ = devinfo::remove(device);
+        }
+    })?;
     log::debug!("{} ({}) added on {}", call.net.name, call.net.types(), call.ifname);
     if let Some(mac) = &call.set_mac {
         let bytes = crate::netns::parse_mac(mac)
@@ -326,6 +339,10 @@ fn add_one(cfg: &KactusConfig, env: &CniEnv, call: &PlannedCall, entry: &mut Cac
     }
     if !call.gateways.is_empty() {
         entry.kactus.replaced_routes = move_default_route(netns, call)?;
+    }
+    if let Some(device) = entry.kactus.device.as_mut() {
+        // What the device plugin or the delegate wrote about the device, for network-status.
+        device.device_info = devinfo::collect(device)?;
     }
     Ok(())
 }

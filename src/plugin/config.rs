@@ -2,6 +2,7 @@
 
 use crate::cni::conf::flag;
 use crate::cni::{CniError, NetworkConfig, Version};
+use crate::devices::DevicePaths;
 use log::LevelFilter;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub struct KactusConfig {
     pub disable_gc: bool,
     /// CNI 1.1 GC: `cni.dev/valid-attachments`, the runtime's live (containerID, ifname).
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// kubelet's pod-resources socket and device-plugin checkpoint, the device-info dir.
+    pub devices: DevicePaths,
 }
 
 /// One element of `cni.dev/valid-attachments`.
@@ -150,6 +153,7 @@ impl KactusConfig {
                     field(VALID_ATTACHMENTS, &format!("must be a list of {{\"containerID\", \"ifname\"}}: {e}"))
                 })?),
             },
+            devices: device_paths(obj)?,
         })
     }
 }
@@ -174,6 +178,20 @@ fn own_plugin_of_conflist(obj: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     out
+}
+
+/// Where kubelet and device plugins keep what allocated devices need, kubelet's and the
+/// NPWG's paths unless the config says otherwise.
+fn device_paths(obj: &Map<String, Value>) -> Result<DevicePaths, CniError> {
+    let defaults = DevicePaths::default();
+    let path = |key: &str, default: PathBuf| -> Result<PathBuf, CniError> {
+        Ok(string(obj, key)?.filter(|s| !s.is_empty()).map(PathBuf::from).unwrap_or(default))
+    };
+    Ok(DevicePaths {
+        pod_resources_socket: path("podResourcesSocket", defaults.pod_resources_socket)?,
+        checkpoint_file: path("devicePluginCheckpoint", defaults.checkpoint_file)?,
+        device_info_dir: path("deviceInfoDir", defaults.device_info_dir)?,
+    })
 }
 
 fn field(name: &str, problem: &str) -> CniError {
@@ -224,6 +242,20 @@ mod tests {
         assert_eq!(c.master.name, "kactus-net");
         assert!(!c.master.plugins[0].contains_key("masterplugin"));
         assert_eq!(c.cache_dir, PathBuf::from("/tmp/k"));
+        assert_eq!(c.devices, DevicePaths::default(), "kubelet's and the NPWG's paths");
+    }
+
+    #[test]
+    fn device_paths_can_be_moved() {
+        let c = parse(json!({"name": "k", "delegates": [{"type": "a", "masterPlugin": true}],
+            "podResourcesSocket": "/t/kubelet.sock", "devicePluginCheckpoint": "/t/cp", "deviceInfoDir": "/t/devinfo"}))
+        .unwrap();
+        assert_eq!(c.devices.pod_resources_socket, PathBuf::from("/t/kubelet.sock"));
+        assert_eq!(c.devices.checkpoint_file, PathBuf::from("/t/cp"));
+        assert_eq!(c.devices.device_info_dir, PathBuf::from("/t/devinfo"));
+        let e = parse(json!({"name": "k", "deviceInfoDir": 7, "delegates": [{"type": "a", "masterPlugin": true}]}))
+            .unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("deviceInfoDir"), "{}", e.msg);
     }
 
     #[test]

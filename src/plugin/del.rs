@@ -137,6 +137,9 @@ pub fn del_entry(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result
     };
     let cached = entry.is_complete().then_some(&entry.result);
     chain::del(&net, &inv, &entry.capability_args, cached)?;
+    if let Some(device) = &entry.kactus.device {
+        crate::devices::devinfo::remove(device)?;
+    }
     // The attachment's device took the default route with it: give the pod back its own.
     if let Some(netns) = inv.netns.filter(|_| !entry.kactus.replaced_routes.is_empty()) {
         if let Err(e) = crate::netlink::restore_default_routes(netns, &entry.kactus.replaced_routes) {

@@ -137,6 +137,7 @@ mod tests {
                 is_default: ifname == "eth0",
                 gateways: Vec::new(),
                 replaced_routes: Vec::new(),
+                device: None,
             },
         }
     }

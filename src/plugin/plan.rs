@@ -7,7 +7,8 @@ use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
 use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
-use crate::cni::{code, CniEnv, CniError, NetworkConfig, PodRef};
+use crate::cni::{code, CniArgs, CniEnv, CniError, NetworkConfig, PodRef};
+use crate::devices::{self, AllocatedDevice, DeviceError, DeviceLookup, DeviceRequest};
 use crate::kube::{self, KubeError};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -28,6 +29,8 @@ pub struct PlannedCall {
     pub gateways: Vec<String>,
     /// A MAC no delegate of the network can set: kactus sets it in the pod netns.
     pub set_mac: Option<String>,
+    /// The allocated device backing the attachment, if its network names a resource.
+    pub device: Option<AllocatedDevice>,
 }
 
 /// What an ADD will do, and for which pod: the calls it can make at once, and the
@@ -47,15 +50,45 @@ pub struct Plan {
     /// The client that read the pod (when the runtime did not pass its annotations) or a
     /// primary network, kept so the NAD reads and the network-status PATCH reuse its connection.
     pub client: Option<kube::Client>,
-    delegate_args: crate::cni::CniArgs,
+    /// The pod as read from the apiserver, when planning read it.
+    known_pod: Option<kube::Pod>,
+    container_id: String,
+    delegate_args: CniArgs,
 }
 
 impl Plan {
     /// The pending attachments' calls: their networks read concurrently, their options
-    /// checked against what each network's plugins declare.
-    pub fn pending_calls(&self, cfg: &KactusConfig, client: &kube::Client) -> Result<Vec<PlannedCall>, CniError> {
-        attachment_calls(cfg, client, &self.pending, &self.delegate_args, false)
+    /// checked against what each network's plugins declare, their devices chosen among those
+    /// `held` by the container's earlier attachments and the calls ready now.
+    pub fn pending_calls(
+        &self,
+        cfg: &KactusConfig,
+        client: &kube::Client,
+        held: &[AllocatedDevice],
+    ) -> Result<Vec<PlannedCall>, CniError> {
+        let held: Vec<AllocatedDevice> =
+            held.iter().cloned().chain(self.ready.iter().filter_map(|c| c.device.clone())).collect();
+        let target = Target {
+            pod: self.pod.as_ref(),
+            known_pod: self.known_pod.as_ref(),
+            container_id: &self.container_id,
+            delegate_args: &self.delegate_args,
+            held: Some(&held),
+        };
+        attachment_calls(cfg, client, &target, &self.pending, false)
     }
+}
+
+/// Whom the attachments' calls are for: the pod and its delegate args, and what choosing
+/// allocated devices needs (the container, the devices its attachments hold already).
+pub struct Target<'a> {
+    pub pod: Option<&'a PodRef>,
+    pub known_pod: Option<&'a kube::Pod>,
+    pub container_id: &'a str,
+    pub delegate_args: &'a CniArgs,
+    /// `None`: no device is looked up. A DEL rebuilding a lost entry does not know the device
+    /// its ADD chose, and a lookup now could choose another (or fail with the pod going).
+    pub held: Option<&'a [AllocatedDevice]>,
 }
 
 pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
@@ -87,10 +120,20 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         let mut ready = vec![master_call(cfg, env)];
         ready.extend(config_delegate_calls(cfg, env));
         check_devices_absent(env, ready.iter().map(|c| (c.ifname.clone(), String::new())).collect())?;
-        return Ok(Plan { pod: None, ready, pending: Vec::new(), client: None, delegate_args });
+        let container_id = env.container_id.clone();
+        return Ok(Plan {
+            pod: None,
+            ready,
+            pending: Vec::new(),
+            client: None,
+            known_pod: None,
+            container_id,
+            delegate_args,
+        });
     };
 
     let mut client = None;
+    let mut known_pod = None;
     let annotations = match runtime_pod_annotations(cfg).filter(|_| dynamic.is_none()) {
         Some(annotations) => annotations,
         None => {
@@ -99,7 +142,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
                 .get_pod(&pod.namespace, &pod.name)
                 .map_err(|e| kube_error(e, &format!("get pod {}/{}", pod.namespace, pod.name)))?;
             log::debug!("pod {}/{} read", pod.namespace, pod.name);
-            kpod.metadata.annotations
+            known_pod.insert(kpod).metadata.annotations.clone()
         }
     };
     let mut atts = pod_attachments(&pod, &annotations, &env.ifname)?;
@@ -122,7 +165,14 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
                     Some(ref c) => c,
                     None => client.insert(kube_client(cfg)?),
                 };
-                ready.extend(attachment_calls(cfg, c, std::slice::from_ref(&primary), &delegate_args, true)?);
+                let target = Target {
+                    pod: Some(&pod),
+                    known_pod: known_pod.as_ref(),
+                    container_id: &env.container_id,
+                    delegate_args: &delegate_args,
+                    held: Some(&[]),
+                };
+                ready.extend(attachment_calls(cfg, c, &target, std::slice::from_ref(&primary), true)?);
             }
             None => ready.push(master_call(cfg, env)),
         }
@@ -131,7 +181,8 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
     let devices = ready.iter().map(|c| (c.ifname.clone(), c.network.clone()));
     check_devices_absent(env, devices.chain(atts.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
     log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), atts.len());
-    Ok(Plan { pod: Some(pod), ready, pending: atts, client, delegate_args })
+    let container_id = env.container_id.clone();
+    Ok(Plan { pod: Some(pod), ready, pending: atts, client, known_pod, container_id, delegate_args })
 }
 
 /// The master delegate's call: the cluster network on `CNI_IFNAME`, with kubelet's
@@ -148,6 +199,7 @@ pub fn master_call(cfg: &KactusConfig, env: &CniEnv) -> PlannedCall {
         is_default: true,
         gateways: Vec::new(),
         set_mac: None,
+        device: None,
     }
 }
 
@@ -201,6 +253,7 @@ impl PlannedCall {
                 is_default: self.is_default,
                 gateways: self.gateways.clone(),
                 replaced_routes: Vec::new(),
+                device: self.device.clone(),
             },
         }
     }
@@ -275,11 +328,11 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
 pub fn attachment_calls(
     cfg: &KactusConfig,
     client: &kube::Client,
+    target: &Target,
     atts: &[Attachment],
-    delegate_args: &crate::cni::CniArgs,
     is_primary: bool,
 ) -> Result<Vec<PlannedCall>, CniError> {
-    let results: Vec<Result<NetworkConfig, CniError>> = match atts {
+    let results: Vec<Result<Network, CniError>> = match atts {
         [] => Vec::new(),
         [att] => vec![network_config(cfg, client, att)],
         _ => std::thread::scope(|s| {
@@ -290,34 +343,96 @@ pub fn attachment_calls(
                 .collect()
         }),
     };
-    let nets = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut nets = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     log::debug!("{} network config(s) read", nets.len());
-    atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, delegate_args, is_primary)).collect()
+    assign_devices(cfg, client, target, atts, &mut nets)?;
+    atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, target.delegate_args, is_primary)).collect()
+}
+
+/// A network to attach: its config and, when it names a resource, the device backing it.
+struct Network {
+    config: NetworkConfig,
+    resource_name: Option<String>,
+    device: Option<AllocatedDevice>,
+}
+
+impl Network {
+    fn new(config: NetworkConfig, meta: &kube::ObjectMeta) -> Network {
+        let resource_name = meta.annotations.get(devices::RESOURCE_NAME_ANNOTATION).filter(|r| !r.is_empty()).cloned();
+        Network { config, resource_name, device: None }
+    }
+}
+
+/// Gives each network that names a resource a device of the pod's allocation (see
+/// [`devices`]), none held by another attachment of the container.
+fn assign_devices(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    target: &Target,
+    atts: &[Attachment],
+    nets: &mut [Network],
+) -> Result<(), CniError> {
+    let requests: Vec<Option<DeviceRequest>> = atts
+        .iter()
+        .zip(nets.iter())
+        .map(|(att, net)| {
+            let resource = net.resource_name.clone()?;
+            Some(DeviceRequest { network: att.network_ref(), ifname: att.ifname.clone(), resource })
+        })
+        .collect();
+    let Some(held) = target.held.filter(|_| requests.iter().any(Option::is_some)) else {
+        return Ok(());
+    };
+    let pod =
+        target.pod.ok_or_else(|| CniError::invalid_env("allocated devices need the pod's identity in CNI_ARGS"))?;
+    let lookup = DeviceLookup {
+        paths: &cfg.devices,
+        timeout: cfg.api_timeout,
+        pod,
+        known_pod: target.known_pod,
+        client,
+        container_id: target.container_id,
+        held,
+    };
+    let devices = lookup.assign(&requests).map_err(|e| match &*e.cause {
+        DeviceError::Apiserver { what, error } => kube_error(
+            error.clone(),
+            &format!("attachment {} on {}: resource {}: {what}", e.network, e.ifname, e.resource),
+        ),
+        cause => CniError::new(cause.code(), e.to_string()),
+    })?;
+    for (net, device) in nets.iter_mut().zip(devices) {
+        net.device = device;
+    }
+    Ok(())
 }
 
 /// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
 /// whose `name` is the NAD's name. Without a NAD, Kaloom's `kaloom.com/v1` `Network` of
 /// that name is the second source, so clusters coming from the original kactus keep working
 /// (the shipped ClusterRole lets the plugin read them).
-fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -> Result<NetworkConfig, CniError> {
+fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -> Result<Network, CniError> {
     let (ns, name) = (&att.namespace, &att.selection.name);
-    let config = match client.get_network_attachment_definition(ns, name) {
-        Ok(nad) => nad.spec.config,
+    let nad = match client.get_network_attachment_definition(ns, name) {
+        Ok(nad) => nad,
         Err(KubeError::NotFound { .. }) => return kaloom_network_config(cfg, client, ns, name),
         Err(e) => return Err(kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}"))),
     };
-    if !config.trim().is_empty() {
-        return NetworkConfig::from_bytes(config.as_bytes(), name, &cfg.cni_version)
-            .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")));
-    }
-    config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)
+    let config = if !nad.spec.config.trim().is_empty() {
+        NetworkConfig::from_bytes(nad.spec.config.as_bytes(), name, &cfg.cni_version)
+            .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")))?
+    } else {
+        config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?
+    };
+    Ok(Network::new(config, &nad.metadata))
 }
 
 /// Kaloom's `Network`: `spec.config` is the CNI config, `spec.plugin` its plugin type (used
-/// when the config leaves `type` out).
+/// when the config leaves `type` out); its metadata may name a resource as a NAD's does.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct KaloomNetwork {
+    metadata: kube::ObjectMeta,
     spec: KaloomNetworkSpec,
 }
 
@@ -328,12 +443,7 @@ struct KaloomNetworkSpec {
     config: String,
 }
 
-fn kaloom_network_config(
-    cfg: &KactusConfig,
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Result<NetworkConfig, CniError> {
+fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
     let path = format!("/apis/kaloom.com/v1/namespaces/{ns}/networks/{name}");
     // The NAD is missing: that is the answer, unless the fallback source has the network. A
     // fallback that is not there (404: no such object, or the CRD is not installed) or not
@@ -349,7 +459,7 @@ fn kaloom_network_config(
         e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
     })?;
     if net.spec.config.trim().is_empty() {
-        return config_from_dir(&cfg.conf_dir, name, &cfg.cni_version);
+        return Ok(Network::new(config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?, &net.metadata));
     }
     let what = format!("kaloom.com/v1 Network {ns}/{name} spec.config");
     let mut value: Value = serde_json::from_str(&net.spec.config)
@@ -359,7 +469,8 @@ fn kaloom_network_config(
             obj.insert("type".into(), net.spec.plugin.clone().into());
         }
     }
-    NetworkConfig::parse(&value, name, &cfg.cni_version).map_err(|e| e.context(what))
+    let config = NetworkConfig::parse(&value, name, &cfg.cni_version).map_err(|e| e.context(what))?;
+    Ok(Network::new(config, &net.metadata))
 }
 
 fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {
@@ -385,10 +496,11 @@ fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfi
 fn attachment_call(
     cfg: &KactusConfig,
     att: &Attachment,
-    mut net: NetworkConfig,
-    delegate_args: &crate::cni::CniArgs,
+    network: Network,
+    delegate_args: &CniArgs,
     is_primary: bool,
 ) -> Result<PlannedCall, CniError> {
+    let Network { config: mut net, device, .. } = network;
     let caps = net.capabilities();
     let sel = &att.selection;
     let mut rc = if is_primary { cfg.runtime_config.clone() } else { Map::new() };
@@ -433,6 +545,9 @@ fn attachment_call(
             }
         }
     }
+    if let Some(device) = &device {
+        device.hand_to_delegates(&mut net, &mut rc);
+    }
     Ok(PlannedCall {
         role: if is_primary { Role::Master } else { Role::Attachment },
         network: att.network_ref(),
@@ -444,6 +559,7 @@ fn attachment_call(
         runtime_config: rc,
         args,
         set_mac,
+        device,
     })
 }
 

@@ -230,7 +230,16 @@ impl<'a> Sources<'a> {
         };
         let args = self.env.args.for_delegate();
         let is_primary = att.ifname == self.env.ifname;
-        match plan::attachment_calls(self.cfg, &client, std::slice::from_ref(att), &args, is_primary) {
+        let pod = self.env.args.pod();
+        // The device its ADD chose is not known: the DEL goes without it.
+        let target = plan::Target {
+            pod: pod.as_ref(),
+            known_pod: None,
+            container_id: &self.env.container_id,
+            delegate_args: &args,
+            held: None,
+        };
+        match plan::attachment_calls(self.cfg, &client, &target, std::slice::from_ref(att), is_primary) {
             Ok(mut calls) if !calls.is_empty() => Fate::Rebuilt(Box::new(Rebuilt { call: calls.remove(0), source })),
             Ok(_) => Fate::Gone(format!("network {} has no config", att.network_ref())),
             Err(e) if e.code == code::NETWORK_NOT_FOUND => Fate::Gone(e.msg),

@@ -42,6 +42,9 @@ fn entry_status(e: &CacheEntry) -> Value {
         out["default-route"] = e.kactus.gateways.clone().into();
     }
     out["dns"] = serde_json::to_value(&result.dns).unwrap_or_else(|_| json!({}));
+    if let Some(info) = e.kactus.device.as_ref().and_then(|d| d.device_info.clone()) {
+        out["device-info"] = info;
+    }
     out
 }
 

@@ -45,13 +45,19 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "networks", group: "kaloom.com", version: "v1", kind: "Network", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "resourceclaims", group: "resource.k8s.io", version: "v1", kind: "ResourceClaim", has_status: true, extra_fields: &[] },
+    ResourceKind { resource: "resourceslices", group: "resource.k8s.io", version: "v1", kind: "ResourceSlice", has_status: false, extra_fields: &["spec.nodeName", "spec.driver"] },
     ResourceKind { resource: "serviceaccounts", group: "", version: "v1", kind: "ServiceAccount", has_status: false, extra_fields: &[] },
-    // RBAC, for service-account callers (see rbac.rs); cluster-scoped ones are only stored.
+    // RBAC, for service-account callers (see rbac.rs).
     ResourceKind { resource: "roles", group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "rolebindings", group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "clusterroles", group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "clusterrolebindings", group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", has_status: false, extra_fields: &[] },
 ];
+
+/// Kinds whose objects belong to no namespace: served at `/apis/{group}/{version}/{resource}/{name}`,
+/// never under `/namespaces/`, and stored without `metadata.namespace`.
+const CLUSTER_SCOPED: &[&str] = &["resourceslices", "clusterroles", "clusterrolebindings"];
 
 impl ResourceKind {
     /// `apiVersion` of objects of this kind: `v1` or `group/version`.
@@ -74,6 +80,10 @@ impl ResourceKind {
 
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
+    }
+
+    pub fn namespaced(&self) -> bool {
+        !CLUSTER_SCOPED.contains(&self.resource)
     }
 
     pub fn allows_field(&self, field: &str) -> bool {

@@ -215,29 +215,30 @@ fn route(path: &str) -> Option<Target> {
         _ => return None,
     };
     let kind_at = |resource: &str| resources::by_path(group, version, resource);
-    match rest {
-        [resource] => Some(Target::Collection { kind: kind_at(resource)?, namespace: None }),
-        ["namespaces", ns, resource] => {
-            Some(Target::Collection { kind: kind_at(resource)?, namespace: Some(ns.to_string()) })
-        }
-        ["namespaces", ns, resource, name] => Some(Target::Object {
-            kind: kind_at(resource)?,
+    // Namespaced kinds live under `namespaces/{ns}/` (and list across namespaces without it);
+    // cluster-scoped ones only at the top, as the real server routes them.
+    let namespaced_kind = |resource: &str| kind_at(resource).filter(|k| k.namespaced());
+    let cluster_kind = |resource: &str| kind_at(resource).filter(|k| !k.namespaced());
+    let object = |kind: &'static ResourceKind, ns: &str, name: &str, part: Part| {
+        (part == Part::Main || kind.has_status).then(|| Target::Object {
+            kind,
             namespace: ns.to_string(),
             name: name.to_string(),
-            part: Part::Main,
-        }),
+            part,
+        })
+    };
+    match rest {
+        [resource] => Some(Target::Collection { kind: kind_at(resource)?, namespace: None }),
+        [resource, name] => object(cluster_kind(resource)?, "", name, Part::Main),
+        [resource, name, "status"] => object(cluster_kind(resource)?, "", name, Part::Status),
+        ["namespaces", ns, resource] => {
+            Some(Target::Collection { kind: namespaced_kind(resource)?, namespace: Some(ns.to_string()) })
+        }
         ["namespaces", ns, "serviceaccounts", name, "token"] if group.is_empty() => {
             Some(Target::Token { kind: kind_at("serviceaccounts")?, namespace: ns.to_string(), name: name.to_string() })
         }
-        ["namespaces", ns, resource, name, "status"] => {
-            let kind = kind_at(resource)?;
-            kind.has_status.then(|| Target::Object {
-                kind,
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                part: Part::Status,
-            })
-        }
+        ["namespaces", ns, resource, name] => object(namespaced_kind(resource)?, ns, name, Part::Main),
+        ["namespaces", ns, resource, name, "status"] => object(namespaced_kind(resource)?, ns, name, Part::Status),
         _ => None,
     }
 }
@@ -248,6 +249,7 @@ fn verb_for(target: &Target, req: &Request) -> Result<&'static str, ApiError> {
         (Target::Collection { .. }, "GET") if watch => "watch",
         (Target::Collection { .. }, "GET") => "list",
         (Target::Collection { namespace: Some(_), .. }, "POST") => "create",
+        (Target::Collection { kind, namespace: None }, "POST") if !kind.namespaced() => "create",
         (Target::Object { .. }, "GET") => "get",
         (Target::Object { .. }, "PUT") => "update",
         (Target::Object { .. }, "PATCH") => "patch",

@@ -180,7 +180,10 @@ impl Store {
             api_version: api_version.to_string(),
             kind: kind_name.to_string(),
         })?;
-        let namespace = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let namespace = match kind.namespaced() {
+            true => obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
+            false => String::new(),
+        };
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let mut state = self.lock();
         let key = (kind.resource, namespace.clone(), name);
@@ -388,7 +391,10 @@ impl Store {
         obj["kind"] = json!(kind.kind);
         let meta = &mut obj["metadata"];
         meta["name"] = json!(name);
-        meta["namespace"] = json!(namespace);
+        match kind.namespaced() {
+            true => meta["namespace"] = json!(namespace),
+            false => remove_key(meta, "namespace"),
+        }
         meta["uid"] = json!(new_uid());
         meta["creationTimestamp"] = json!(now_in_seconds());
         meta["resourceVersion"] = json!(rv.to_string());

@@ -221,6 +221,51 @@ fn list_filters_by_node_name_across_namespaces() {
 }
 
 #[test]
+fn dra_claims_are_namespaced_and_slices_cluster_scoped_listed_by_driver() {
+    let server = server();
+    let dra = r#"
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: app1-vf, namespace: default}
+status:
+  allocation:
+    devices:
+      results: [{request: vf, driver: sriov.example.com, pool: node1, device: vf-1}]
+---
+apiVersion: resource.k8s.io/v1
+kind: ResourceSlice
+metadata: {name: node1-sriov}
+spec: {driver: sriov.example.com, nodeName: node1, pool: {name: node1, generation: 1, resourceSliceCount: 1}}
+---
+apiVersion: resource.k8s.io/v1
+kind: ResourceSlice
+metadata: {name: node1-gpu}
+spec: {driver: gpu.example.com, nodeName: node1, pool: {name: node1, generation: 1, resourceSliceCount: 1}}
+"#;
+    assert_eq!(server.store().apply_yaml(dra).unwrap(), 3);
+    let mut client = Client::connect(&server);
+    let claim = client.call("GET", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/app1-vf", "");
+    assert_eq!((claim.code, claim.body["kind"].as_str()), (200, Some("ResourceClaim")));
+    assert_eq!(claim.body["status"]["allocation"]["devices"]["results"][0]["device"], "vf-1");
+
+    let slice = client.call("GET", "/apis/resource.k8s.io/v1/resourceslices/node1-sriov", "");
+    assert_eq!(slice.code, 200);
+    assert!(slice.body["metadata"].get("namespace").is_none(), "{}", slice.body);
+    let by_driver =
+        client.call("GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.driver%3Dsriov.example.com", "");
+    let names: Vec<&str> =
+        by_driver.body["items"].as_array().unwrap().iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["node1-sriov"]);
+    // As the real server: no namespaced path for a cluster-scoped kind, no unsupported field.
+    let namespaced = client.call("GET", "/apis/resource.k8s.io/v1/namespaces/default/resourceslices/node1-sriov", "");
+    assert_eq!(namespaced.code, 404);
+    let bad = client.call("GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.pool.name%3Dnode1", "");
+    assert_eq!(bad.code, 400);
+    let top_level_claim = client.call("GET", "/apis/resource.k8s.io/v1/resourceclaims/app1-vf", "");
+    assert_eq!(top_level_claim.code, 404);
+}
+
+#[test]
 fn merge_patch_of_annotations_bumps_resource_version_and_stale_rv_conflicts() {
     let server = server();
     let mut client = Client::connect(&server);

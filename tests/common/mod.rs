@@ -3,6 +3,7 @@
 //! and guards that remove all of it, on failure too. Nothing touches the machine's own links.
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod podagent;
 
 use kactus_testapi::TestApiServer;
@@ -407,9 +408,16 @@ pub fn wrapper_plugin(sb: &mut Sandbox, name: &str, body: &str) -> PathBuf {
 /// (command, interface, `CNI_ARGS`, stdin) as a JSON line, then execs the real plugin.
 /// Puts that dir first in the sandbox's `CNI_PATH`; returns the log path.
 pub fn recording_plugin(sb: &mut Sandbox, plugin: &str) -> PathBuf {
+    recording_plugin_filtered(sb, plugin, "")
+}
+
+/// [`recording_plugin`] whose real plugin gets stdin through `sed -E <filter>` (the record
+/// keeps what kactus sent): for hardware this machine lacks, say PCI addresses of VFs.
+pub fn recording_plugin_filtered(sb: &mut Sandbox, plugin: &str, filter: &str) -> PathBuf {
     let log = sb.path(&format!("rec-{plugin}.log"));
+    let feed = if filter.is_empty() { String::new() } else { format!(" | sed -E '{filter}'") };
     let script = format!(
-        "in=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\" | exec {CNI_PATH}/{plugin}\n",
+        "in=$(cat)\nprintf '{{\"command\":\"%s\",\"ifname\":\"%s\",\"args\":\"%s\",\"stdin\":%s}}\\n' \"$CNI_COMMAND\" \"$CNI_IFNAME\" \"$CNI_ARGS\" \"$in\" >> {log}\nprintf '%s' \"$in\"{feed} | exec {CNI_PATH}/{plugin}\n",
         log = log.display()
     );
     wrapper_plugin(sb, &format!("rec-{plugin}"), &script);

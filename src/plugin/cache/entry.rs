@@ -39,6 +39,11 @@ pub struct KactusMeta {
     /// Default routes this attachment's `default-route` took over, put back at its DEL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced_routes: Vec<crate::netlink::DefaultRoute>,
+    /// The allocated device backing the attachment: CHECK and DEL use this one, never a
+    /// new lookup, and its DEL removes its device-info file. In an intent record too, so a
+    /// call that never completed still has its file removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::devices::AllocatedDevice>,
 }
 
 /// One delegate call, in libcni's `cniCacheV1` shape. In an intent record it has no
@@ -141,6 +146,7 @@ impl CacheEntry {
                 is_default: false,
                 gateways: Vec::new(),
                 replaced_routes: Vec::new(),
+                device: None,
             },
         }
     }

@@ -6,15 +6,12 @@
 pub mod api;
 
 use super::sandbox::{Sandbox, SandboxLocator};
+use crate::grpc::UnixGrpc;
 use api::{PodSandboxState, POD_UID_LABEL};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::client::Grpc;
-use tonic::transport::{Channel, Endpoint};
 
 /// Where containerd and CRI-O listen, in the order they are tried.
 pub const DEFAULT_SOCKETS: [&str; 2] = ["/run/containerd/containerd.sock", "/var/run/crio/crio.sock"];
@@ -48,38 +45,19 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
 
 /// Why a CRI lookup failed: an unreachable runtime may be stood in for by another locator;
 /// an answer ("no ready sandbox") is the runtime's word and is final.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CriError {
-    Unreachable(String),
-    Answered(String),
-}
-
-impl CriError {
-    pub fn message(&self) -> &str {
-        match self {
-            CriError::Unreachable(m) | CriError::Answered(m) => m,
-        }
-    }
-}
+pub use crate::grpc::GrpcError as CriError;
 
 pub struct CriLocator {
-    socket: PathBuf,
-    timeout: Duration,
-    runtime: tokio::runtime::Runtime,
+    grpc: UnixGrpc,
 }
 
 impl CriLocator {
     pub fn new(socket: PathBuf, timeout: Duration) -> Result<CriLocator, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| format!("start the CRI client runtime: {e}"))?;
-        Ok(CriLocator { socket, timeout, runtime })
+        Ok(CriLocator { grpc: UnixGrpc::new(socket, timeout)? })
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.grpc.socket()
     }
 
     /// The pod's ready sandbox, found by its UID.
@@ -89,26 +67,28 @@ impl CriLocator {
         let context = |e: String| {
             let (namespace, name) =
                 (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
-            format!("CRI {}: pod {namespace}/{name} (uid {uid}): {e}", self.socket.display())
+            format!("CRI {}: pod {namespace}/{name} (uid {uid}): {e}", self.socket().display())
         };
         if uid.is_empty() {
             return Err(CriError::Answered(context("the pod has no UID to look its sandbox up by".into())));
         }
-        self.runtime.block_on(self.lookup_uid(uid)).map_err(|e| match e {
+        self.grpc.block_on(self.lookup_uid(uid)).map_err(|e| match e {
             CriError::Unreachable(m) => CriError::Unreachable(context(m)),
             CriError::Answered(m) => CriError::Answered(context(m)),
         })
     }
 
     async fn lookup_uid(&self, uid: &str) -> Result<Sandbox, CriError> {
-        let mut grpc = Grpc::new(self.connect().await?);
+        let mut grpc = self.grpc.connect().await?;
         let filter = api::PodSandboxFilter {
             state: Some(api::PodSandboxStateValue { state: PodSandboxState::SandboxReady as i32 }),
             label_selector: [(POD_UID_LABEL.to_string(), uid.to_string())].into(),
             ..Default::default()
         };
-        let list: api::ListPodSandboxResponse =
-            self.call(&mut grpc, api::LIST_POD_SANDBOX, api::ListPodSandboxRequest { filter: Some(filter) }).await?;
+        let list: api::ListPodSandboxResponse = self
+            .grpc
+            .call(&mut grpc, api::LIST_POD_SANDBOX, api::ListPodSandboxRequest { filter: Some(filter) })
+            .await?;
         // Runtimes apply the filter; a sandbox being replaced may still be listed beside
         // its successor for a moment, and the newest is the one kubelet keeps.
         let sandbox = list
@@ -120,7 +100,7 @@ impl CriLocator {
             .max_by_key(|s| s.created_at)
             .ok_or_else(|| CriError::Answered("no ready sandbox".into()))?;
         let request = api::PodSandboxStatusRequest { pod_sandbox_id: sandbox.id.clone(), verbose: true };
-        let status: api::PodSandboxStatusResponse = self.call(&mut grpc, api::POD_SANDBOX_STATUS, request).await?;
+        let status: api::PodSandboxStatusResponse = self.grpc.call(&mut grpc, api::POD_SANDBOX_STATUS, request).await?;
         let netns =
             network_namespace(&status).map_err(|e| CriError::Answered(format!("sandbox {}: {e}", sandbox.id)))?;
         if !netns.exists() {
@@ -131,52 +111,6 @@ impl CriLocator {
             )));
         }
         Ok(Sandbox { container_id: sandbox.id, netns })
-    }
-
-    /// A connection to the socket, bounded by the call timeout.
-    async fn connect(&self) -> Result<Channel, CriError> {
-        let socket = self.socket.clone();
-        // The URI only names the HTTP/2 authority; the connector below ignores it.
-        let endpoint = Endpoint::from_static("http://localhost");
-        let connecting = endpoint.connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
-        }));
-        self.bounded("connect", connecting)
-            .await?
-            .map_err(|e| CriError::Unreachable(format!("connect: {}", crate::kube::error_chain(&e))))
-    }
-
-    async fn call<Req, Resp>(
-        &self,
-        grpc: &mut Grpc<Channel>,
-        path: &'static str,
-        request: Req,
-    ) -> Result<Resp, CriError>
-    where
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
-        let method = path.rsplit('/').next().unwrap_or(path);
-        let call = async {
-            grpc.ready().await.map_err(|e| tonic::Status::unavailable(crate::kube::error_chain(&e)))?;
-            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            grpc.unary(tonic::Request::new(request), http::uri::PathAndQuery::from_static(path), codec).await
-        };
-        match self.bounded(method, call).await? {
-            Ok(response) => Ok(response.into_inner()),
-            // A runtime without the CRI v1 service (or one going away) cannot be asked at all.
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unimplemented) => {
-                Err(CriError::Unreachable(format!("{method}: {}: {}", s.code(), s.message())))
-            }
-            Err(s) => Err(CriError::Answered(format!("{method}: {}: {}", s.code(), s.message()))),
-        }
-    }
-
-    async fn bounded<T>(&self, what: &str, f: impl Future<Output = T>) -> Result<T, CriError> {
-        tokio::time::timeout(self.timeout, f)
-            .await
-            .map_err(|_| CriError::Unreachable(format!("{what}: no answer within {:?}", self.timeout)))
     }
 }
 
