@@ -173,6 +173,20 @@ impl Client {
         ))
     }
 
+    /// Every NetworkAttachmentDefinition of `namespace`, from the apiserver's watch cache
+    /// (`resourceVersion=0`: no etcd read, the cheap LIST for the control plane; it may lag
+    /// a NAD created a moment ago, which a caller that misses one reads again with a GET).
+    pub fn list_network_attachment_definitions(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<NetworkAttachmentDefinition>, KubeError> {
+        let path = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions?resourceVersion=0",
+            segment(namespace)
+        );
+        self.get::<List<NetworkAttachmentDefinition>>(&path).map(|list| list.items)
+    }
+
     /// Sets (`Some`) or removes (`None`) pod annotations with a JSON merge patch, leaving
     /// the others alone: no read-modify-write, so no conflict with other writers.
     pub fn patch_pod_annotations(
