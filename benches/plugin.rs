@@ -7,13 +7,16 @@
 //! builds the null delegate and runs it. Environment:
 //! - `KACTUS_BENCH_REPS` (default 20) repetitions per row;
 //! - `KACTUS_BENCH_BINARY` another kactus build to measure;
-//! - `KACTUS_BENCH_BEFORE` a second build measured in the same rounds (before/after rows);
+//! - `KACTUS_BENCH_BEFORE` a second kactus build measured in the same rounds (before/after
+//!   rows; the hot-plug rows take the `podagent` beside it, if there is one);
 //! - `KACTUS_BENCH_ONLY` a comma list of sections: alone, bridge, latency, unannotated,
-//!   dynamic, list, process, concurrent (default: all);
+//!   dynamic, hotplug, list, process, concurrent (default: all);
 //! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null]` where one ADD spends its time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/hotplug.rs"]
+mod hotplug;
 #[path = "support/profile.rs"]
 mod profile;
 #[path = "support/report.rs"]
@@ -86,6 +89,17 @@ fn main() {
     }
     if want("dynamic") {
         dynamic(&mut world, &builds, reps);
+    }
+    if want("hotplug") {
+        let mut agents = vec![(&bin, env!("CARGO_BIN_EXE_podagent").to_string())];
+        if let Some(b) = &before {
+            let beside = Path::new(&b.origin).with_file_name("podagent");
+            match beside.exists() {
+                true => agents.push((b, beside.display().to_string())),
+                false => println!("(no podagent beside {}: hot-plug of this build only)", b.origin),
+            }
+        }
+        hotplug::hotplug(&agents, reps);
     }
     if want("list") {
         big_namespace(&mut world, &builds, reps);
