@@ -1,5 +1,5 @@
-# kactus image: the kactus CNI plugin / installer, podagent and kactus-endpoints, as static
-# musl binaries.
+# kactus image: the kactus CNI plugin / installer, the node-local IPAM plugin (which the
+# installer copies beside kactus), podagent and kactus-endpoints, as static musl binaries.
 #
 # Static linking is not just for a small image: `kactus install` copies the kactus binary
 # onto the node, where the runtime executes it against whatever libc the host has (or none).
@@ -12,7 +12,7 @@
 # that the two agree.
 
 FROM rust:1-bookworm AS build
-ARG BINARIES="kactus podagent kactus-endpoints"
+ARG BINARIES="kactus node-local podagent kactus-endpoints"
 RUN apt-get update \
     && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/*

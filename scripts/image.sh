@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the image holds: keep equal to the Dockerfile's ARG BINARIES, COPY and ENTRYPOINT.
-BINARIES=(kactus podagent kactus-endpoints)
+BINARIES=(kactus node-local podagent kactus-endpoints)
 BIN_DIR=usr/local/bin
 ENTRYPOINT='["/usr/local/bin/kactus","install"]'
 MTIME=946684800 # 2000-01-01: fixed, for reproducible archives

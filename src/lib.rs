@@ -6,7 +6,8 @@
 //! (SR-IOV and the like) and their device-info ([`devices`]), network namespace and route
 //! helpers ([`netns`], [`netlink`]), unary gRPC to node daemons ([`grpc`]), the node daemon
 //! ([`podagent`]), the Service endpoints controller ([`endpoints`]), what those two daemons
-//! share on kube-rs ([`daemon`]) and the DaemonSet installer ([`install`]).
+//! share on kube-rs ([`daemon`]), the DaemonSet installer ([`install`]) and the node-local
+//! IPAM plugin ([`ipam`]).
 //! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
@@ -16,6 +17,7 @@ pub mod devices;
 pub mod endpoints;
 pub mod grpc;
 pub mod install;
+pub mod ipam;
 pub mod kube;
 pub mod logging;
 pub mod netlink;

@@ -775,3 +775,44 @@ fn kactus_without_cni_command_or_with_help_says_what_it_is_on_stderr() {
     let help = kactus_binary(&["uninstall", "--help"], &[]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--force"));
 }
+
+#[test]
+fn node_local_is_installed_beside_kactus_with_a_node_file_rewritten_by_each_new_installer() {
+    let node = Node::new();
+    node.conf("10-flannel.conflist", FLANNEL);
+    fs::write(node.path("image/node-local"), b"\x7fELF pretend node-local").unwrap();
+    let args = node.args(&["--node-name=node1"]);
+    let mut installer = Reconciler::default();
+    let changes = installer.reconcile(&args).unwrap();
+    assert!(changes.node_local && changes.node_file);
+    let installed = node.path("bin/node-local");
+    assert_eq!(fs::read(&installed).unwrap(), fs::read(node.path("image/node-local")).unwrap());
+    assert_eq!(mode(&installed), 0o755);
+    let file = node.path("net.d/kactus.d/node.json");
+    let written: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    let kubeconfig = node.path("net.d/kactus.d/kactus-kubeconfig.yaml");
+    assert_eq!(written, json!({"nodeName": "node1", "kubeconfig": kubeconfig}));
+    let identity = kactus::ipam::node::NodeIdentity::read(&file).unwrap();
+    assert_eq!((identity.name.as_str(), identity.kubeconfig.as_path()), ("node1", kubeconfig.as_path()));
+
+    // The same installer leaves both alone; a new installer pod writes the node file anew,
+    // which node-local sees as a new file (and checks its slices with the apiserver).
+    let again = installer.reconcile(&args).unwrap();
+    assert!(!again.node_local && !again.node_file);
+    assert_eq!(kactus::ipam::node::NodeIdentity::read(&file).unwrap(), identity);
+    assert!(reconcile_once(&args).unwrap().node_file);
+    assert_ne!(kactus::ipam::node::NodeIdentity::read(&file).unwrap().fingerprint, identity.fingerprint);
+
+    // And uninstall takes both off the node with kactus.
+    kactus::install::uninstall(&uninstall_args(&node, &["--once"])).unwrap();
+    assert!(!installed.exists() && !file.exists());
+}
+
+#[test]
+fn without_node_local_in_the_image_or_a_node_name_kactus_installs_alone() {
+    let node = Node::new();
+    node.conf("10-flannel.conflist", FLANNEL);
+    let changes = reconcile_once(&node.args(&[])).unwrap();
+    assert!(changes.binary && !changes.node_local && !changes.node_file);
+    assert!(!node.path("bin/node-local").exists() && !node.path("net.d/kactus.d/node.json").exists());
+}

@@ -56,6 +56,7 @@ fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
 fn every_yaml_parses_and_has_the_expected_kinds() {
     let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
         ("manifests/network-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
+        ("manifests/sliceclaim-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
         (
             "manifests/kactus-serviceaccount-and-rbac.yaml",
             vec![
@@ -98,6 +99,13 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
         ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
+        (
+            "examples/node-local-net.yaml",
+            vec![
+                ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"),
+                ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"),
+            ],
+        ),
         ("examples/sriov-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/sriov-pod.yaml", vec![("v1", "Pod")]),
     ]);
@@ -130,6 +138,77 @@ fn namespaced_manifests_live_in_kube_system() {
                 assert_eq!(d["metadata"]["namespace"], "kube-system", "{file}: {kind}");
             }
         }
+    }
+}
+
+/// The node-local example NADs are valid node-local configs (the seed one with its template
+/// from examples/node-local/ in place of /etc/cni/node-local).
+#[test]
+fn the_node_local_examples_pass_node_locals_parser() {
+    let nads = example_nads();
+    for name in ["slices", "seed"] {
+        let mut config = nad_config(&nads[name]);
+        config["ipam"]["templateDir"] = repo("examples/node-local").display().to_string().into();
+        let parsed = kactus::ipam::Config::parse(config.to_string().as_bytes(), &Default::default());
+        assert_eq!(
+            parsed.unwrap_or_else(|e| panic!("{name}: {e}")).network,
+            if name == "seed" { "default" } else { name }
+        );
+    }
+}
+
+/// The installer copies node-local from beside the running kactus: the image has both there.
+#[test]
+fn node_local_ships_beside_kactus_in_the_image() {
+    let (binaries, entrypoint) = dockerfile_image();
+    assert_eq!(entrypoint[0], "/usr/local/bin/kactus");
+    for bin in ["usr/local/bin/kactus", "usr/local/bin/node-local"] {
+        assert!(binaries.contains(bin), "{bin} is not in {binaries:?}");
+    }
+}
+
+#[test]
+fn the_slice_claim_crd_is_what_node_local_writes() {
+    let crd = one("manifests/sliceclaim-crd.yaml", "CustomResourceDefinition");
+    let spec = &crd["spec"];
+    let (group, version) = kactus::ipam::claims::API_VERSION.split_once('/').unwrap();
+    assert_eq!(crd["metadata"]["name"], format!("sliceclaims.{group}"));
+    assert_eq!((spec["group"].as_str(), spec["scope"].as_str()), (Some(group), Some("Cluster")));
+    assert_eq!(spec["names"]["kind"], kactus::ipam::claims::KIND);
+    assert_eq!(spec["versions"][0]["name"], version);
+    let schema = &spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let fields: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let claim = serde_json::to_value(kactus::ipam::claims::SliceClaimSpec::default()).unwrap();
+    let written: BTreeSet<&str> = claim.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, written, "the schema has exactly the fields node-local writes");
+    // The test apiserver serves it the same way.
+    let served =
+        kactus_testapi::resources::by_kind(kactus::ipam::claims::API_VERSION, kactus::ipam::claims::KIND).unwrap();
+    assert_eq!((served.resource, served.namespaced()), ("sliceclaims", false));
+}
+
+/// The oldest Kubernetes README supports (1.20, where the real-cluster e2e runs) refuses a CRD
+/// schema holding a field it does not know; CEL rules (`x-kubernetes-validations`) came in 1.25.
+#[test]
+fn crds_use_no_schema_field_newer_than_the_oldest_supported_kubernetes() {
+    fn find(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "x-kubernetes-validations" {
+                        out.push(format!("{path}.{k}"));
+                    }
+                    find(v, format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| find(v, format!("{path}[{i}]"), out)),
+            _ => {}
+        }
+    }
+    for file in ["manifests/network-crd.yaml", "manifests/sliceclaim-crd.yaml"] {
+        let mut found = Vec::new();
+        find(&one(file, "CustomResourceDefinition"), String::new(), &mut found);
+        assert!(found.is_empty(), "{file}: Kubernetes 1.20-1.24 refuse {found:?}");
     }
 }
 
@@ -220,6 +299,12 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
             ("kaloom.com", "networks", "get"),
             ("", "events", "create"),
+            // node-local IPAM's slice claims (src/ipam/claims.rs).
+            ("", "nodes", "get"),
+            ("kactus.io", "sliceclaims", "list"),
+            ("kactus.io", "sliceclaims", "create"),
+            ("kactus.io", "sliceclaims", "update"),
+            ("kactus.io", "sliceclaims", "delete"),
             // DRA-allocated devices (src/devices/dra.rs): the pod's claims, their drivers' slices.
             ("resource.k8s.io", "resourceclaims", "get"),
             ("resource.k8s.io", "resourceslices", "list"),
@@ -571,7 +656,7 @@ fn nad_config(nad: &Value) -> Value {
 fn example_nads_carry_valid_cni_configs() {
     let nads = example_nads();
     let names: Vec<&str> = nads.keys().map(String::as_str).collect();
-    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1", "sriov-net"]);
+    assert_eq!(names, ["blue", "data", "green", "macvlan100", "mp1", "seed", "slices", "sriov-net"]);
     for (name, nad) in &nads {
         let config = nad_config(nad);
         assert!(config["cniVersion"].is_string(), "{name}: cniVersion");

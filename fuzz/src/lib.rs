@@ -15,6 +15,7 @@ pub mod cni_result;
 pub mod delegate_answer;
 pub mod kubeconfig;
 pub mod network_config;
+pub mod node_local;
 pub mod stdin_config;
 
 /// A target's body: one input, checked; a failed check panics.
@@ -29,5 +30,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("delegate_answer", delegate_answer::run),
     ("kubeconfig", kubeconfig::run),
     ("network_config", network_config::run),
+    ("node_local", node_local::run),
     ("stdin_config", stdin_config::run),
 ];

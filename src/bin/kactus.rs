@@ -4,7 +4,6 @@
 
 use clap::Parser;
 use std::ffi::OsString;
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -75,15 +74,7 @@ fn main() -> ExitCode {
         };
     }
     one_malloc_arena();
-    let outcome = kactus::plugin::run_from_process();
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(outcome.stdout.as_bytes());
-    let _ = stdout.flush();
-    if outcome.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    kactus::plugin::run_from_process().print()
 }
 
 fn unknown_argument(arg: OsString) -> ExitCode {

@@ -77,6 +77,26 @@ pub fn check(
 /// The runtime's list of live attachments in a GC call (CNI 1.1).
 pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
 
+/// One element of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// `cni.dev/valid-attachments` of a config, if it has one (code 7 when malformed).
+pub fn valid_attachments(config: &Map<String, Value>) -> Result<Option<Vec<ValidAttachment>>, CniError> {
+    match config.get(VALID_ATTACHMENTS) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            CniError::invalid_config(format!(
+                "config field \"{VALID_ATTACHMENTS}\" must be a list of {{\"containerID\", \"ifname\"}}: {e}"
+            ))
+        }),
+    }
+}
+
 /// An invocation about a whole network rather than one container (GC, STATUS).
 fn network_wide(command: Command, cni_path: &str, timeout: std::time::Duration) -> Invocation<'_> {
     static NO_ARGS: super::env::CniArgs = super::env::CniArgs(Vec::new());

@@ -27,6 +27,9 @@ pub mod code {
     /// A network names a resource (`k8s.v1.cni.cncf.io/resourceName`) of which the pod was
     /// allocated no device, or fewer devices than it has attachments of that resource.
     pub const DEVICE_NOT_ALLOCATED: u32 = 104;
+    /// node-local IPAM: no free address in the node's ranges, or no free slice of a cluster
+    /// range for a node that needs one.
+    pub const ADDRESSES_EXHAUSTED: u32 = 105;
 }
 
 /// A CNI error as the spec prints it: `{"cniVersion","code","msg","details"}`.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod ifname;
 pub mod result;
+pub mod skel;
 #[cfg(test)]
 pub mod test_plugin;
 pub mod version;

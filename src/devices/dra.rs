@@ -184,9 +184,11 @@ impl Slices {
     ) -> Result<Option<&Device>, DeviceError> {
         if !self.by_driver.contains_key(&result.driver) {
             let selector = format!("spec.driver={}", result.driver);
-            let list: kube::List<ResourceSlice> =
-                client.list("/apis/resource.k8s.io/v1/resourceslices", &selector).map_err(|error: KubeError| {
-                    DeviceError::Apiserver { what: format!("list ResourceSlices of driver {}", result.driver), error }
+            let list: kube::List<ResourceSlice> = client
+                .list("/apis/resource.k8s.io/v1/resourceslices", &[("fieldSelector", &selector)])
+                .map_err(|error: KubeError| DeviceError::Apiserver {
+                    what: format!("list ResourceSlices of driver {}", result.driver),
+                    error,
                 })?;
             self.by_driver.insert(result.driver.clone(), list.items);
         }

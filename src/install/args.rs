@@ -20,6 +20,8 @@ pub const DEFAULT_NETWORK_NAME: &str = "kactus-net";
 pub const KACTUS_SUBDIR: &str = "kactus.d";
 /// File name of the plugin's kubeconfig inside [`KACTUS_SUBDIR`].
 pub const KUBECONFIG_FILE_NAME: &str = "kactus-kubeconfig.yaml";
+/// The node-local IPAM plugin, shipped beside kactus in the image and installed beside it.
+pub const NODE_LOCAL_BINARY: &str = "node-local";
 /// The service account whose token the plugin uses (manifests/kactus-serviceaccount-and-rbac.yaml).
 pub const DEFAULT_PLUGIN_SERVICE_ACCOUNT: &str = "kactus";
 /// Where the plugin's service account lives when the installer's pod does not say.
@@ -104,6 +106,11 @@ pub struct InstallArgs {
     /// Install once and exit (for init containers and tests); errors are fatal.
     #[arg(long)]
     pub once: bool,
+
+    /// This node's name (default: $NODE_NAME, from the downward API), written with the
+    /// kubeconfig's path to kactus.d/node.json for the node-local IPAM plugin.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// `kactus uninstall`: take kactus off this node once no pod needs it.
@@ -167,6 +174,17 @@ impl InstallArgs {
     /// The plugin's kubeconfig path, as written into the generated config.
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.kactus_dir().join(KUBECONFIG_FILE_NAME)
+    }
+
+    /// The node file of the node-local IPAM plugin (see `crate::ipam::node`).
+    pub fn node_file_path(&self) -> PathBuf {
+        self.kactus_dir().join(crate::ipam::node::NODE_FILE_NAME)
+    }
+
+    /// `--node-name`, else `NODE_NAME`; none means no node file (node-local's native mode
+    /// then says it has no node identity).
+    pub fn node_name(&self) -> Option<String> {
+        self.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok()).filter(|n| !n.is_empty())
     }
 
     /// The generated config's path.

@@ -97,7 +97,12 @@ pub const BINARY_MODE: u32 = 0o755;
 /// Copies `src` to `<cni_bin_dir>/kactus` atomically with mode 0755, unless the installed
 /// binary is already identical. Returns whether it was (re)installed.
 pub fn install_binary(src: &Path, cni_bin_dir: &Path) -> Result<bool, InstallError> {
-    let dest = cni_bin_dir.join("kactus");
+    install_binary_as(src, cni_bin_dir, "kactus")
+}
+
+/// [`install_binary`] under another name (the plugins shipped beside kactus).
+pub fn install_binary_as(src: &Path, cni_bin_dir: &Path, name: &str) -> Result<bool, InstallError> {
+    let dest = cni_bin_dir.join(name);
     if same_content(src, &dest)? {
         let meta = fs::metadata(&dest).map_err(|e| InstallError::io("stat", &dest, e))?;
         if meta.permissions().mode() & 0o7777 == BINARY_MODE {

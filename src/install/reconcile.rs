@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::default_network::{config_files, find_default_network, DefaultNetwork};
-use super::files::{install_binary, with_newline, write_if_changed};
+use super::files::{install_binary_as, with_newline, write_atomic, write_if_changed};
 use super::kactus_config::{render_kactus_config, render_kactus_conflist, RenderOptions};
 use super::kubeconfig::{self, api_server_from_env, read_ca, render_kubeconfig, KUBECONFIG_MODE};
 use super::token::TokenKeeper;
-use super::{InstallArgs, InstallError};
+use super::{InstallArgs, InstallError, NODE_LOCAL_BINARY};
+use crate::ipam::node::NodeFile;
 
 /// Mode of the generated config: readable by all (runtimes, debugging), no secrets in it.
 pub const CONFIG_MODE: u32 = 0o644;
@@ -26,6 +27,10 @@ pub const KACTUS_DIR_MODE: u32 = 0o755;
 pub struct Changes {
     /// The kactus binary was (re)installed.
     pub binary: bool,
+    /// The node-local IPAM plugin was (re)installed beside it.
+    pub node_local: bool,
+    /// node-local's node file was (re)written.
+    pub node_file: bool,
     /// The kubeconfig was (re)written.
     pub kubeconfig: bool,
     /// The kactus config was (re)written.
@@ -39,7 +44,7 @@ pub struct Changes {
 impl Changes {
     /// Whether anything was written.
     pub fn any(&self) -> bool {
-        self.binary || self.kubeconfig || self.config
+        self.binary || self.node_local || self.node_file || self.kubeconfig || self.config
     }
 }
 
@@ -60,6 +65,9 @@ fn fingerprint(src: &Path, dest: &Path) -> Option<BinaryFingerprint> {
 #[derive(Debug, Default)]
 pub struct Reconciler {
     verified_binary: Option<BinaryFingerprint>,
+    verified_node_local: Option<BinaryFingerprint>,
+    /// Whether this process wrote the node file yet (see [`Reconciler::install_node_file`]).
+    node_file_written: bool,
     token: TokenKeeper,
 }
 
@@ -71,6 +79,8 @@ impl Reconciler {
             kubeconfig: self.install_kubeconfig(args)?,
             ..Changes::default()
         };
+        changes.node_local = self.install_node_local(args)?;
+        changes.node_file = self.install_node_file(args)?;
 
         let default = match &args.master_config {
             Some(path) => DefaultNetwork::load(path)?,
@@ -92,18 +102,17 @@ impl Reconciler {
     }
 
     fn install_binary(&mut self, args: &InstallArgs) -> Result<bool, InstallError> {
-        let src = match &args.binary {
-            Some(path) => path.clone(),
-            None => std::env::current_exe().map_err(InstallError::CurrentExe)?,
-        };
-        let dest = args.cni_bin_dir.join("kactus");
-        let before = fingerprint(&src, &dest);
-        if before.is_some() && before == self.verified_binary {
+        install_if_changed(&mut self.verified_binary, &source_binary(args)?, &args.cni_bin_dir, "kactus")
+    }
+
+    /// Copies node-local, which the image ships beside kactus, beside it on the node; an
+    /// image (or `--binary`) without it installs kactus alone.
+    fn install_node_local(&mut self, args: &InstallArgs) -> Result<bool, InstallError> {
+        let src = source_binary(args)?.with_file_name(NODE_LOCAL_BINARY);
+        if !src.is_file() {
             return Ok(false);
         }
-        let installed = install_binary(&src, &args.cni_bin_dir)?;
-        self.verified_binary = fingerprint(&src, &dest);
-        Ok(installed)
+        install_if_changed(&mut self.verified_node_local, &src, &args.cni_bin_dir, NODE_LOCAL_BINARY)
     }
 
     /// Writes the plugin's kubeconfig: the apiserver, the pod's CA and the plugin's token.
@@ -127,6 +136,49 @@ impl Reconciler {
         }
         write_if_changed(&path, &with_newline(text), KUBECONFIG_MODE)
     }
+
+    /// Writes `kactus.d/node.json` (this node's name and the kubeconfig) for node-local. The
+    /// first pass of an installer process writes it anew whatever is there: a new file is
+    /// how node-local learns that a new installer pod started (as one does after the Node
+    /// was deleted and registered again) and checks its slices with the apiserver.
+    fn install_node_file(&mut self, args: &InstallArgs) -> Result<bool, InstallError> {
+        let Some(node_name) = args.node_name() else { return Ok(false) };
+        let file = NodeFile { node_name, kubeconfig: args.kubeconfig_path() };
+        let text = serde_json::to_string_pretty(&file)
+            .map_err(|e| InstallError::io("render", args.node_file_path(), std::io::Error::other(e)))?;
+        let path = args.node_file_path();
+        if self.node_file_written {
+            return write_if_changed(&path, &with_newline(text), CONFIG_MODE);
+        }
+        write_atomic(&path, &with_newline(text), CONFIG_MODE)?;
+        self.node_file_written = true;
+        Ok(true)
+    }
+}
+
+/// The kactus binary to install: `--binary`, else the running one.
+fn source_binary(args: &InstallArgs) -> Result<PathBuf, InstallError> {
+    match &args.binary {
+        Some(path) => Ok(path.clone()),
+        None => std::env::current_exe().map_err(InstallError::CurrentExe),
+    }
+}
+
+/// Installs `src` as `<dir>/<name>` unless it is what the last pass verified.
+fn install_if_changed(
+    verified: &mut Option<BinaryFingerprint>,
+    src: &Path,
+    dir: &Path,
+    name: &str,
+) -> Result<bool, InstallError> {
+    let dest = dir.join(name);
+    let before = fingerprint(src, &dest);
+    if before.is_some() && before == *verified {
+        return Ok(false);
+    }
+    let installed = install_binary_as(src, dir, name)?;
+    *verified = fingerprint(src, &dest);
+    Ok(installed)
 }
 
 /// One pass with nothing remembered: the full comparison of every file.

@@ -103,6 +103,12 @@ fn report(args: &InstallArgs, changes: &Changes) {
     if changes.binary {
         log::info!("installed {}", args.cni_bin_dir.join("kactus").display());
     }
+    if changes.node_local {
+        log::info!("installed {}", args.cni_bin_dir.join(super::NODE_LOCAL_BINARY).display());
+    }
+    if changes.node_file {
+        log::info!("wrote {}", args.node_file_path().display());
+    }
     if changes.kubeconfig {
         log::info!("wrote {}", args.kubeconfig_path().display());
     }

@@ -2,7 +2,8 @@
 //!
 //! What the installer put there goes: `00-kactus.conflist` (so the runtime uses the node's own
 //! network config again, which kactus never touched), `kactus.d/` with the plugin's kubeconfig
-//! and token, `<cni-bin-dir>/kactus`, and kactus's cache.
+//! and token (and node-local's node file), `<cni-bin-dir>/kactus` and `node-local`, and
+//! kactus's cache.
 //!
 //! Not while a pod on the node still has attachments. When such a pod is deleted the runtime
 //! sends DEL to whatever config is first in the conf dir *then*: with kactus's config gone that
@@ -144,6 +145,7 @@ pub fn uninstall_once(args: &UninstallArgs) -> Result<Outcome, InstallError> {
     }
     remove_dir(&args.cni_conf_dir.join(KACTUS_SUBDIR))?;
     remove_file(&args.cni_bin_dir.join("kactus"))?;
+    remove_file(&args.cni_bin_dir.join(super::NODE_LOCAL_BINARY))?;
     remove_leftover_temp_files(&args.cni_conf_dir);
     remove_leftover_temp_files(&args.cni_bin_dir);
     remove_cache(&cache_dir)?;
@@ -156,8 +158,10 @@ pub fn uninstall_once(args: &UninstallArgs) -> Result<Outcome, InstallError> {
 
 /// What of kactus is still on the node (the config, the credentials, the binary).
 pub fn installed_files(args: &UninstallArgs) -> Vec<PathBuf> {
-    [args.config_path(), args.cni_conf_dir.join(KACTUS_SUBDIR), args.cni_bin_dir.join("kactus")]
+    let binaries = ["kactus", super::NODE_LOCAL_BINARY].map(|b| args.cni_bin_dir.join(b));
+    [args.config_path(), args.cni_conf_dir.join(KACTUS_SUBDIR)]
         .into_iter()
+        .chain(binaries)
         .filter(|p| p.symlink_metadata().is_ok())
         .collect()
 }

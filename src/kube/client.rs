@@ -6,7 +6,7 @@ use super::backoff;
 use super::config;
 use super::error::{self, error_chain, KubeError};
 use super::tls;
-use super::types::{List, NetworkAttachmentDefinition, Pod};
+use super::types::{List, NetworkAttachmentDefinition, Node, Pod};
 use reqwest::blocking::Response;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Url};
@@ -161,6 +161,10 @@ impl Client {
         self.get(&pod_path(namespace, name))
     }
 
+    pub fn get_node(&self, name: &str) -> Result<Node, KubeError> {
+        self.get(&format!("/api/v1/nodes/{}", segment(name)))
+    }
+
     pub fn get_network_attachment_definition(
         &self,
         namespace: &str,
@@ -204,16 +208,35 @@ impl Client {
         self.request_json(Method::PATCH, path, Some((MERGE_PATCH, body)))
     }
 
-    /// The objects of a collection that a field selector picks (`spec.driver=<driver>`).
-    pub fn list<T: DeserializeOwned>(&self, path: &str, field_selector: &str) -> Result<List<T>, KubeError> {
-        let mut url = self.url(path)?;
-        url.query_pairs_mut().append_pair("fieldSelector", field_selector);
-        self.get(&format!("{path}?{}", url.query().unwrap_or_default()))
-    }
-
     /// POST a new object to a collection path.
     pub fn create<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
         self.request_json(Method::POST, path, Some((JSON, body)))
+    }
+
+    /// PUT: replaces the object at `path`; a stale `metadata.resourceVersion` in `body` is
+    /// a [`KubeError::Conflict`], so a read-modify-write loses no one else's change.
+    pub fn replace<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
+        self.request_json(Method::PUT, path, Some((JSON, body)))
+    }
+
+    /// DELETE the object at `path` only if it still has this uid and resourceVersion
+    /// (`DeleteOptions.preconditions`): one that was replaced or changed since it was read
+    /// stays, and the answer is a [`KubeError::Conflict`].
+    pub fn delete_if_unchanged(&self, path: &str, uid: &str, resource_version: &str) -> Result<(), KubeError> {
+        let options = serde_json::json!({
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": { "uid": uid, "resourceVersion": resource_version },
+        });
+        self.request_json::<serde_json::Value>(Method::DELETE, path, Some((JSON, &options))).map(|_| ())
+    }
+
+    /// The objects of a collection that the selectors pick, in one unpaginated LIST:
+    /// `&[("fieldSelector", "spec.driver=<driver>")]`, `&[("labelSelector", "kactus.io/node=node1")]`.
+    pub fn list<T: DeserializeOwned>(&self, path: &str, selectors: &[(&str, &str)]) -> Result<List<T>, KubeError> {
+        let mut url = self.url(path)?;
+        url.query_pairs_mut().extend_pairs(selectors);
+        self.send_json(Method::GET, url, None)
     }
 
     fn request_json<T: DeserializeOwned>(
@@ -222,7 +245,15 @@ impl Client {
         path: &str,
         body: Option<(&'static str, &serde_json::Value)>,
     ) -> Result<T, KubeError> {
-        let url = self.url(path)?;
+        self.send_json(method, self.url(path)?, body)
+    }
+
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, &serde_json::Value)>,
+    ) -> Result<T, KubeError> {
         let body = body.map(|(content_type, value)| (content_type, value.to_string()));
         let text = self.with_retries(&method, &url, || {
             let response = self.attempt(&method, &url, body.as_ref())?;

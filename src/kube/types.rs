@@ -1,7 +1,7 @@
-//! The few API objects the plugin reads: a Pod's annotations and DRA claims, a
-//! NetworkAttachmentDefinition's config, a LIST's items, and the `Status` of a failed call.
-//! (The daemons use k8s-openapi's types through kube-rs; these stay small so the plugin
-//! decodes only what it needs.)
+//! The few API objects the plugins read: a Pod's annotations and DRA claims, a
+//! NetworkAttachmentDefinition's config, a Node's identity and labels (node-local), a LIST's
+//! items, and the `Status` of a failed call. (The daemons use k8s-openapi's types through
+//! kube-rs; these stay small so the plugins decode only what they need.)
 //!
 //! Only the fields kactus uses are modelled; everything else the apiserver sends is ignored,
 //! so a newer cluster with more fields never breaks decoding.
@@ -9,14 +9,27 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Standard object metadata, reduced to what the plugin reads.
+/// Standard object metadata, reduced to what the plugins read and write. Empty fields are
+/// left out when an object is sent, so a create carries only what its writer set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ObjectMeta {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uid: String,
+    /// For optimistic concurrency: a PUT or a DELETE precondition with a stale one is refused.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Kept opaque: node-local only writes its Node as owner and reads the owner's uid back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<serde_json::Value>,
 }
 
 /// A Pod, reduced to its identity, annotations and DRA claims.
@@ -93,6 +106,14 @@ pub struct NetworkAttachmentDefinition {
 pub struct NetworkAttachmentDefinitionSpec {
     /// The CNI conf or conflist as a JSON string; empty means "look in confDir".
     pub config: String,
+}
+
+/// A core/v1 Node, reduced to its metadata: node-local owns its slice claims by the Node's
+/// uid and may read its index from a label or annotation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Node {
+    pub metadata: ObjectMeta,
 }
 
 /// The answer of a LIST: its items (`null` from some servers reads as none).
@@ -178,5 +199,19 @@ mod tests {
         let nad: NetworkAttachmentDefinition =
             serde_json::from_value(json!({"metadata": {"name": "green"}, "spec": {}})).unwrap();
         assert_eq!(nad.spec.config, "");
+    }
+
+    #[test]
+    fn metadata_sent_carries_only_what_was_set() {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: "node1".into(),
+                owner_references: vec![json!({"kind": "Node", "uid": "u1"})],
+                ..Default::default()
+            },
+        };
+        let value = serde_json::to_value(&node).unwrap();
+        assert_eq!(value, json!({"metadata": {"name": "node1", "ownerReferences": [{"kind": "Node", "uid": "u1"}]}}));
+        assert_eq!(serde_json::from_value::<Node>(value).unwrap(), node);
     }
 }

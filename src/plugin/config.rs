@@ -46,16 +46,7 @@ pub struct KactusConfig {
     pub devices: DevicePaths,
 }
 
-/// One element of `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ValidAttachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
-
-pub use crate::cni::chain::VALID_ATTACHMENTS;
+pub use crate::cni::chain::{ValidAttachment, VALID_ATTACHMENTS};
 
 impl KactusConfig {
     /// Parses stdin: undecodable JSON is code 6, anything malformed or contradictory code 7,
@@ -147,12 +138,7 @@ impl KactusConfig {
             prev_result: obj.get("prevResult").filter(|v| !v.is_null()).cloned(),
             disable_check: flag(obj, "disableCheck").map_err(|e| field("disableCheck", &e))?,
             disable_gc: flag(obj, "disableGC").map_err(|e| field("disableGC", &e))?,
-            valid_attachments: match obj.get(VALID_ATTACHMENTS) {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-                    field(VALID_ATTACHMENTS, &format!("must be a list of {{\"containerID\", \"ifname\"}}: {e}"))
-                })?),
-            },
+            valid_attachments: crate::cni::chain::valid_attachments(obj)?,
             devices: device_paths(obj)?,
         })
     }

@@ -21,51 +21,18 @@ pub mod status;
 
 pub use config::KactusConfig;
 
-use crate::cni::{version, CniEnv, CniError, Command};
-use std::io::Read;
+use crate::cni::skel;
+use crate::cni::{CniEnv, CniError, Command};
 
-/// What the process prints and its exit status.
-pub struct Outcome {
-    pub stdout: String,
-    pub success: bool,
-}
+pub use crate::cni::skel::{outcome, Outcome};
 
 /// Runs one CNI call from the process's stdin and environment.
 pub fn run_from_process() -> Outcome {
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
-    let result = match read {
-        Ok(_) => run(&stdin, CniEnv::from_process()),
-        Err(e) => Err(CniError::io("read stdin", e)),
-    };
-    outcome(&stdin, result)
+    skel::run_from_process(run)
 }
 
-/// What the process prints for a call's result: the answer, or the error as CNI error JSON
-/// in the version of the config on `stdin` (if it parses that far).
-pub fn outcome(stdin: &[u8], result: Result<String, CniError>) -> Outcome {
-    let answer_version = stdin_version(stdin)
-        .filter(|v| version::SUPPORTED.contains(&v.as_str()))
-        .unwrap_or_else(|| version::LATEST.to_string());
-    match result {
-        Ok(stdout) => Outcome { stdout, success: true },
-        Err(e) => Outcome { stdout: e.to_json(&answer_version), success: false },
-    }
-}
-
-/// The `cniVersion` of whatever JSON is on stdin, valid config or not.
-fn stdin_version(stdin: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(stdin).ok()?;
-    v.get("cniVersion")?.as_str().map(str::to_string)
-}
-
-/// One CNI call: VERSION needs no valid config; the rest parse it fully first.
-pub fn run(stdin: &[u8], env: Result<CniEnv, CniError>) -> Result<String, CniError> {
-    let env = env?;
-    if env.command == Command::Version {
-        let asked = stdin_version(stdin).unwrap_or_else(|| version::LATEST.to_string());
-        return Ok(version::version_info(&asked).to_string());
-    }
+/// One CNI call (VERSION is answered by [`skel`]): the config is parsed fully first.
+pub fn run(stdin: &[u8], env: CniEnv) -> Result<String, CniError> {
     let cfg = KactusConfig::from_bytes(stdin)?;
     crate::logging::init(cfg.log_file.as_deref(), cfg.log_level);
     log::debug!("{} container={} ifname={} args={}", env.command.as_str(), env.container_id, env.ifname, redact(&env));

@@ -25,7 +25,17 @@ impl MountNamespace {
     /// Opens the namespace file (e.g. `/proc/1/ns/mnt`), failing at start-up, not on the
     /// first hot-plug, when it cannot be.
     pub fn open(path: &Path) -> Result<MountNamespace, String> {
-        let file = File::open(path).map_err(|e| format!("opening mount namespace {}: {e}", path.display()))?;
+        let file = File::open(path).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    " (podagent needs hostPID and a privileged container to open the host's; on a \
+                     node whose PID 1 lives in another user namespace, give --plugin-mount-namespace \
+                     a host process's, e.g. the container runtime's /proc/<pid>/ns/mnt)"
+                }
+                _ => "",
+            };
+            format!("opening mount namespace {}: {e}{hint}", path.display())
+        })?;
         Ok(MountNamespace { path: path.to_path_buf(), file })
     }
 

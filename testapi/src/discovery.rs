@@ -84,10 +84,10 @@ impl Emulation {
         let resources: Vec<Value> = kinds
             .iter()
             .flat_map(|k| {
-                let main = json!({"name": k.resource, "singularName": "", "namespaced": true, "kind": k.kind,
+                let main = json!({"name": k.resource, "singularName": "", "namespaced": k.namespaced(), "kind": k.kind,
                     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]});
                 let status = k.has_status.then(|| {
-                    json!({"name": format!("{}/status", k.resource), "singularName": "", "namespaced": true,
+                    json!({"name": format!("{}/status", k.resource), "singularName": "", "namespaced": k.namespaced(),
                         "kind": k.kind, "verbs": ["get", "patch", "update"]})
                 });
                 std::iter::once(main).chain(status)

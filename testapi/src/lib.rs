@@ -14,8 +14,10 @@
 //! `POST /_testapi/faults` and `GET /_testapi/stats`.
 //!
 //! Simplifications a client can notice: deletion is immediate (no graceful deletion or
-//! finalizers), later LIST pages show objects as they are now (see `list.rs`), list items keep
-//! their `kind`/`apiVersion`, and strategic merge patch merges lists as merge patch does.
+//! finalizers), the garbage collector (off unless a test turns it on) deletes dependents in
+//! the same step as their owner, later LIST pages show objects as they are now (see
+//! `list.rs`), list items keep their `kind`/`apiVersion`, and strategic merge patch merges
+//! lists as merge patch does.
 
 mod discovery;
 mod events;

@@ -53,11 +53,13 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { resource: "rolebindings", group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "clusterroles", group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "clusterrolebindings", group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "nodes", group: "", version: "v1", kind: "Node", has_status: true, extra_fields: &[] },
+    ResourceKind { resource: "sliceclaims", group: "kactus.io", version: "v1alpha1", kind: "SliceClaim", has_status: false, extra_fields: &[] },
 ];
 
 /// Kinds whose objects belong to no namespace: served at `/apis/{group}/{version}/{resource}/{name}`,
 /// never under `/namespaces/`, and stored without `metadata.namespace`.
-const CLUSTER_SCOPED: &[&str] = &["resourceslices", "clusterroles", "clusterrolebindings"];
+const CLUSTER_SCOPED: &[&str] = &["nodes", "sliceclaims", "resourceslices", "clusterroles", "clusterrolebindings"];
 
 impl ResourceKind {
     /// `apiVersion` of objects of this kind: `v1` or `group/version`.

@@ -16,7 +16,7 @@ use super::resources::{self, ResourceKind};
 use super::selector::Selector;
 use super::stats::StatsCounter;
 use super::status::ApiError;
-use super::store::{Part, Store};
+use super::store::{Part, Preconditions, Store};
 use super::tokens::{ServiceAccountRef, Tokens};
 use super::watch::WatchRequest;
 
@@ -278,7 +278,8 @@ fn forbidden(ctx: &Context, caller: &Caller, target: &Target, verb: &str) -> Opt
     let (kind, namespace, name, subresource) = match target {
         Target::Collection { kind, namespace } => (*kind, namespace.as_deref(), None, None),
         Target::Object { kind, namespace, name, part } => {
-            (*kind, Some(namespace.as_str()), Some(name.as_str()), (*part == Part::Status).then_some("status"))
+            let namespace = Some(namespace.as_str()).filter(|_| kind.namespaced());
+            (*kind, namespace, Some(name.as_str()), (*part == Part::Status).then_some("status"))
         }
         Target::Token { kind, namespace, name } => {
             (*kind, Some(namespace.as_str()), Some(name.as_str()), Some("token"))
@@ -370,7 +371,7 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                     };
                     ctx.store.patch(kind, &namespace, &name, &patch, part)?
                 }
-                _ => ctx.store.delete_kind(kind, &namespace, &name)?,
+                _ => ctx.store.delete_if(kind, &namespace, &name, &Preconditions::from_delete_body(&req.body)?)?,
             };
             Ok(Reply::ok(shown(object)))
         }

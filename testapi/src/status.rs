@@ -63,6 +63,12 @@ impl ApiError {
         ApiError::new(409, "Conflict", message, Some(details(kind, name)))
     }
 
+    /// A DELETE whose `preconditions` no longer hold (the real server's wording).
+    pub fn precondition_failed(kind: &ResourceKind, name: &str, field: &str, want: &str, have: &str) -> ApiError {
+        let message = format!("Precondition failed: {field} in precondition: {want}, {field} in object meta: {have}");
+        ApiError::new(409, "Conflict", message, Some(details(kind, name)))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message.into(), None)
     }

@@ -86,6 +86,38 @@ pub enum Part {
     Status,
 }
 
+/// `DeleteOptions.preconditions`: what the object must still be for a DELETE to go ahead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl Preconditions {
+    /// From a DELETE request's body (a `DeleteOptions`, or empty).
+    pub fn from_delete_body(body: &[u8]) -> Result<Preconditions, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Preconditions::default());
+        }
+        let options: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let field = |name: &str| options["preconditions"][name].as_str().map(str::to_string);
+        Ok(Preconditions { uid: field("uid"), resource_version: field("resourceVersion") })
+    }
+
+    fn check(&self, kind: &ResourceKind, stored: &Value) -> Result<(), ApiError> {
+        let name = stored["metadata"]["name"].as_str().unwrap_or_default();
+        for (field, want) in [("UID", &self.uid), ("ResourceVersion", &self.resource_version)] {
+            let key = if field == "UID" { "uid" } else { "resourceVersion" };
+            let have = stored["metadata"][key].as_str().unwrap_or_default();
+            if let Some(want) = want.as_deref().filter(|w| *w != have) {
+                return Err(ApiError::precondition_failed(kind, name, field, want, have));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a watch stands: the last resourceVersion it has seen and the compaction epoch it
 /// started in (a compaction ends every open watch with 410).
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +136,7 @@ type Key = (&'static str, String, String);
 
 struct State {
     rv: u64,
+    garbage_collector: bool,
     objects: BTreeMap<Key, Value>,
     history: VecDeque<Arc<Event>>,
     /// Watches may resume from any resourceVersion at or after this one.
@@ -124,7 +157,14 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Store {
-        let state = State { rv: 1, objects: BTreeMap::new(), history: VecDeque::new(), compacted_rv: 1, epoch: 0 };
+        let state = State {
+            rv: 1,
+            garbage_collector: false,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            compacted_rv: 1,
+            epoch: 0,
+        };
         Store { state: Mutex::new(state), changed: Condvar::new() }
     }
 
@@ -243,7 +283,7 @@ impl Store {
     /// POST: 409 if the name is taken; `generateName` picks a fresh name.
     pub fn create(&self, kind: &'static ResourceKind, namespace: &str, obj: Value) -> Result<Value, ApiError> {
         check_type(kind, &obj)?;
-        if let Some(ns) = obj["metadata"]["namespace"].as_str() {
+        if let Some(ns) = obj["metadata"]["namespace"].as_str().filter(|_| kind.namespaced()) {
             if ns != namespace {
                 return Err(ApiError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request",
@@ -299,14 +339,87 @@ impl Store {
 
     /// DELETE: removes the object at once (no graceful deletion) and returns its last state.
     pub fn delete_kind(&self, kind: &ResourceKind, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.delete_if(kind, namespace, name, &Preconditions::default())
+    }
+
+    /// DELETE with `DeleteOptions.preconditions`: a uid or resourceVersion that is not the
+    /// stored one is a 409 and nothing is deleted, as the real server does. With the garbage
+    /// collector on, the object's dependents go with it (see [`Store::enable_garbage_collector`]).
+    pub fn delete_if(
+        &self,
+        kind: &ResourceKind,
+        namespace: &str,
+        name: &str,
+        preconditions: &Preconditions,
+    ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let key = (kind.resource, namespace.to_string(), name.to_string());
-        let mut obj = state.objects.remove(&key).ok_or_else(|| ApiError::not_found(kind, name))?;
-        let previous = obj.clone();
-        let rv = next_rv(&mut state);
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(&mut state, kind, EventType::Deleted, obj.clone(), Some(previous));
+        let stored = state.objects.get(&key).ok_or_else(|| ApiError::not_found(kind, name))?;
+        preconditions.check(kind, stored)?;
+        let obj = self.remove(&mut state, key);
+        if state.garbage_collector {
+            self.collect_garbage(&mut state);
+        }
         Ok(obj)
+    }
+
+    /// Turns on the garbage collector: from now on, deleting an object also deletes, in the
+    /// same step, every object whose `ownerReferences` are then all gone, and removes the
+    /// dangling reference from dependents that still have another owner (background
+    /// propagation, without the real collector's delay). Off by default, so a test of a
+    /// controller's own clean-up is not passed by the collector doing it.
+    pub fn enable_garbage_collector(&self) {
+        self.lock().garbage_collector = true;
+    }
+
+    fn remove(&self, state: &mut State, key: Key) -> Value {
+        let Some(mut obj) = state.objects.remove(&key) else { return Value::Null };
+        let previous = obj.clone();
+        let rv = next_rv(state);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if let Some(kind) = resources::by_resource(key.0) {
+            self.record(state, kind, EventType::Deleted, obj.clone(), Some(previous));
+        }
+        obj
+    }
+
+    /// Deletes dependents whose owners are all gone and drops dangling owner references from
+    /// the others, until nothing changes (dependents of deleted dependents go too).
+    fn collect_garbage(&self, state: &mut State) {
+        loop {
+            let uids: std::collections::BTreeSet<String> =
+                state.objects.values().filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_string)).collect();
+            let owned = |o: &Value| o["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+            let dangling: Vec<(Key, Vec<Value>)> = state
+                .objects
+                .iter()
+                .filter_map(|(key, obj)| {
+                    let owners = owned(obj);
+                    let live: Vec<Value> = owners
+                        .iter()
+                        .filter(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+                        .cloned()
+                        .collect();
+                    (live.len() != owners.len()).then(|| (key.clone(), live))
+                })
+                .collect();
+            if dangling.is_empty() {
+                return;
+            }
+            for (key, live) in dangling {
+                if live.is_empty() {
+                    self.remove(state, key);
+                    continue;
+                }
+                let (Some(kind), Some(existing)) = (resources::by_resource(key.0), state.objects.get(&key).cloned())
+                else {
+                    continue;
+                };
+                let mut updated = existing.clone();
+                updated["metadata"]["ownerReferences"] = Value::Array(live);
+                let _ = self.commit_update(state, kind, existing, updated, None);
+            }
+        }
     }
 
     /// Compacts the history: open watches end with 410 and older resourceVersions expire.

@@ -469,6 +469,85 @@ fn shutdown_ends_open_watches_at_once() {
 }
 
 #[test]
+fn cluster_scoped_kinds_live_outside_namespaces() {
+    let server = server();
+    let mut client = Client::connect(&server);
+    let node = client.call("POST", "/api/v1/nodes", r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"node1"}}"#);
+    assert_eq!(node.code, 201, "{}", node.body);
+    assert!(node.body["metadata"].get("namespace").is_none(), "{}", node.body);
+    assert_eq!(client.call("GET", "/api/v1/nodes/node1", "").body["metadata"]["uid"], node.body["metadata"]["uid"]);
+    assert_eq!(client.call("GET", "/api/v1/namespaces/default/nodes/node1", "").code, 404);
+    let claim = r#"{"apiVersion":"kactus.io/v1alpha1","kind":"SliceClaim","metadata":{"name":"green.11.0.4.0-24","labels":{"kactus.io/node":"node1"}},"spec":{"slice":"11.0.4.0/24"}}"#;
+    assert_eq!(client.call("POST", "/apis/kactus.io/v1alpha1/sliceclaims", claim).code, 201);
+    let again = client.call("POST", "/apis/kactus.io/v1alpha1/sliceclaims", claim);
+    assert_eq!((again.code, again.body["reason"].as_str()), (409, Some("AlreadyExists")));
+    let listed = client.call("GET", "/apis/kactus.io/v1alpha1/sliceclaims?labelSelector=kactus.io%2Fnode%3Dnode1", "");
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let namespaced = client.call("POST", "/api/v1/pods", r#"{"metadata":{"name":"x"}}"#);
+    assert_eq!(namespaced.code, 405, "a namespaced kind is created in a namespace");
+    // Discovery says which is which, as kubectl and kube-rs read it.
+    let mut scope = |group_version: &str, resource: &str| {
+        let path = if group_version == "v1" { "/api/v1".to_string() } else { format!("/apis/{group_version}") };
+        let list = client.call("GET", &path, "").body;
+        list["resources"].as_array().unwrap().iter().find(|r| r["name"] == resource).unwrap()["namespaced"].clone()
+    };
+    assert_eq!(scope("v1", "nodes"), json!(false));
+    assert_eq!(scope("v1", "pods"), json!(true));
+    assert_eq!(scope("kactus.io/v1alpha1", "sliceclaims"), json!(false));
+}
+
+#[test]
+fn delete_preconditions_guard_against_deleting_a_replacement() {
+    let server = server();
+    let mut client = Client::connect(&server);
+    let pod = client.call("GET", "/api/v1/namespaces/default/pods/app1", "").body;
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let stale = client.call(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/app1",
+        r#"{"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid":"someone-else"}}"#,
+    );
+    assert_eq!((stale.code, stale.body["reason"].as_str()), (409, Some("Conflict")));
+    assert!(stale.body["message"].as_str().unwrap().starts_with("Precondition failed: UID"), "{}", stale.body);
+    let rv =
+        client.call("DELETE", "/api/v1/namespaces/default/pods/app1", r#"{"preconditions":{"resourceVersion":"1"}}"#);
+    assert_eq!(rv.code, 409, "{}", rv.body);
+    let body = format!(r#"{{"preconditions":{{"uid":"{uid}"}}}}"#);
+    assert_eq!(client.call("DELETE", "/api/v1/namespaces/default/pods/app1", &body).code, 200);
+    assert!(server.store().get("pods", "default", "app1").is_none());
+}
+
+#[test]
+fn the_garbage_collector_deletes_dependents_only_when_turned_on() {
+    let server = server();
+    let store = server.store();
+    let claim = |name: &str, owners: Value| {
+        json!({"apiVersion": "kactus.io/v1alpha1", "kind": "SliceClaim",
+               "metadata": {"name": name, "ownerReferences": owners}})
+    };
+    let node =
+        |name: &str| store.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})).unwrap();
+    let (n1, n2, n3) = (node("node1"), node("node2"), node("node3"));
+    let owner = |n: &Value| json!({"apiVersion": "v1", "kind": "Node", "name": n["metadata"]["name"], "uid": n["metadata"]["uid"]});
+    store.apply(claim("only-node1", json!([owner(&n1)]))).unwrap();
+    store.apply(claim("both", json!([owner(&n1), owner(&n3)]))).unwrap();
+    store.apply(claim("only-node2", json!([owner(&n2)]))).unwrap();
+
+    store.delete("nodes", "", "node2").unwrap();
+    assert_eq!(store.list("sliceclaims", None).len(), 3, "no collector unless a test turns it on");
+
+    store.enable_garbage_collector();
+    let mut client = Client::connect(&server);
+    assert_eq!(client.call("DELETE", "/api/v1/nodes/node1", "").code, 200);
+    let left: Vec<String> =
+        store.list("sliceclaims", None).iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    // only-node2's owner was deleted before: dangling too, so it goes as well.
+    assert_eq!(left, vec!["both".to_string()]);
+    let both = store.get("sliceclaims", "", "both").unwrap();
+    assert_eq!(both["metadata"]["ownerReferences"], json!([owner(&n3)]), "the dangling reference is dropped");
+}
+
+#[test]
 fn lists_come_in_pages_chained_by_continue_at_one_resource_version() {
     let server = server();
     for i in 0..4 {

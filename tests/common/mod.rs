@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod grpc;
+pub mod nodes;
 pub mod podagent;
 
 use kactus_testapi::TestApiServer;
@@ -121,6 +122,16 @@ pub struct CniOutput {
 }
 
 impl CniOutput {
+    /// What a started plugin printed, once it has exited.
+    pub fn of(child: std::process::Child) -> CniOutput {
+        let out = child.wait_with_output().expect("wait for the plugin");
+        CniOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
     }
@@ -158,7 +169,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let tag = format!("k{}x{}", std::process::id() % 100000, COUNTER.fetch_add(1, Ordering::SeqCst));
+        let tag = unique_tag();
         let node = Netns::new(&format!("{tag}-node"));
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = kactus::netns::run_in(&node.path, || std::net::TcpListener::bind("127.0.0.1:0"))
@@ -258,12 +269,7 @@ impl Sandbox {
         stdin: &[u8],
     ) -> CniOutput {
         let child = self.start_kactus(command, container, netns, ifname, cni_args, stdin);
-        let out = child.wait_with_output().expect("wait kactus");
-        CniOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        CniOutput::of(child)
     }
 
     /// Starts kactus inside the node netns and returns at once (`ip netns exec` execs it, so
@@ -277,25 +283,8 @@ impl Sandbox {
         cni_args: &str,
         stdin: &[u8],
     ) -> std::process::Child {
-        use std::io::Write;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.node.name, &kactus_binary()])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_ARGS", cni_args)
-            .env("CNI_PATH", &self.cni_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        let mut child = cmd.spawn().expect("spawn kactus");
-        child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
-        child
+        let env = cni_env(command, container, netns, ifname, cni_args, &self.cni_path);
+        start_plugin(&self.node.name, &kactus_binary(), &env, stdin)
     }
 
     /// host-local lease files (one per allocated IP) left in the IPAM data dir.
@@ -355,6 +344,55 @@ impl Sandbox {
 /// test fails on another build, e.g. one without a fix).
 pub fn kactus_binary() -> String {
     std::env::var("KACTUS_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kactus").to_string())
+}
+
+/// The `CNI_*` environment of one call.
+pub fn cni_env(
+    command: &str,
+    container: &str,
+    netns: Option<&Path>,
+    ifname: &str,
+    cni_args: &str,
+    cni_path: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", container.to_string()),
+        ("CNI_IFNAME", ifname.to_string()),
+        ("CNI_ARGS", cni_args.to_string()),
+        ("CNI_PATH", cni_path.to_string()),
+    ];
+    if let Some(ns) = netns {
+        env.push(("CNI_NETNS", ns.display().to_string()));
+    }
+    env
+}
+
+/// Runs a plugin binary inside the network namespace `node` (by name), as the runtime
+/// would: a clean environment with only `PATH` and `env`, `stdin` fed, everything captured.
+pub fn run_plugin(node: &str, binary: &str, env: &[(&str, String)], stdin: &[u8]) -> CniOutput {
+    CniOutput::of(start_plugin(node, binary, env, stdin))
+}
+
+/// [`run_plugin`] without waiting for it.
+pub fn start_plugin(node: &str, binary: &str, env: &[(&str, String)], stdin: &[u8]) -> std::process::Child {
+    use std::io::Write;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", node, binary])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child
+}
+
+/// A tag unique to this process and call, for names of namespaces and links.
+pub fn unique_tag() -> String {
+    format!("k{}x{}", std::process::id() % 100000, COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 pub fn pod_args(namespace: &str, name: &str) -> String {

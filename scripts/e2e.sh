@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# The real-cluster end-to-end test. Deploys kactus on the cluster KUBECONFIG points at, from
+# this repository's own image (scripts/image.sh) and manifests, exactly as README's "Install on
+# a cluster" tells a user, then runs the seeds' scenarios against the real kubelet and runtime:
+#
+#   green and blue: two pods ping each other over both networks, with the md5 device names;
+#   the NPWG comma and JSON forms;  a missing NAD: NetworkNotFound, as an Event naming it;
+#   a network backed by a device resource the pod was not allocated, asked of the real kubelet;
+#   node-local IPAM: the node claims its slice of a cluster range once, pods get addresses in it;
+#   `data` hot-plugged and unplugged through the podagent DaemonSet, the pod not restarted;
+#   the Service on mep/mp1 through kactus-endpoints (where discovery.k8s.io/v1 is served);
+#   a rolling restart of the installer while pods are created (no "Unauthorized", no failure);
+#   uninstall, and the node back on its own network;
+#   and after each: no IPAM lease, no kactus cache entry, no device left behind.
+#
+# Run as root on a node of that cluster (a single-node cluster such as ../shared/cluster/):
+# the image is loaded into that node's containerd, and leases, files and links are read there.
+#   sudo KUBECONFIG=/path/to/admin.kubeconfig scripts/e2e.sh
+# Knobs: KUBECTL (default: kubectl on PATH), CONTAINERD_ADDRESS (default: the first that exists
+# of /run/containerd/containerd.sock, /run/harness/containerd.sock), POD_IMAGE (a busybox image
+# the node already has, default harness.local/busybox:1.35 when present), CTR (containerd's
+# ctr), IMAGE_BINARIES (a directory of static binaries already built, passed to scripts/image.sh
+# --binaries instead of building them: a musl release build takes 10-20 minutes on 2 cores),
+# KEEP=1 (leave the test's objects for a look). About 8 minutes with the binaries built. Ends
+# with `N passed, M failed, K skipped`; exit 1 on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" = 0 ] || { echo "scripts/e2e.sh needs root on a node of the cluster (see its header)" >&2; exit 2; }
+[ -n "${KUBECONFIG:-}" ] || { echo "scripts/e2e.sh: set KUBECONFIG to the cluster's admin kubeconfig" >&2; exit 2; }
+KUBECTL=${KUBECTL:-$(command -v kubectl || true)}
+[ -x "$KUBECTL" ] || { echo "scripts/e2e.sh: kubectl not found (set KUBECTL)" >&2; exit 2; }
+if [ -z "${CONTAINERD_ADDRESS:-}" ]; then
+    for s in /run/containerd/containerd.sock /run/harness/containerd.sock; do
+        [ -S "$s" ] && CONTAINERD_ADDRESS=$s && break
+    done
+fi
+[ -S "${CONTAINERD_ADDRESS:-}" ] || { echo "scripts/e2e.sh: no containerd socket (set CONTAINERD_ADDRESS)" >&2; exit 2; }
+CTR=${CTR:-$(command -v ctr || true)}
+[ -x "$CTR" ] || { echo "scripts/e2e.sh: ctr not found (Debian: containerd)" >&2; exit 2; }
+
+NS=kactus-e2e
+IMAGE=kactus:0.1.0           # the manifests' image, as shipped
+CONF_DIR=/etc/cni/net.d
+BIN_DIR=/opt/cni/bin
+CACHE_DIR=/var/lib/cni/kactus
+IPAM_DIR=/run/kactus-e2e/ipam # host-local dataDir of the test's networks
+RUN=$(mktemp -d /tmp/kactus-e2e.XXXXXX)
+NODE=""
+pass=0 fail=0 skip=0
+
+k() { "$KUBECTL" "$@"; }
+kn() { "$KUBECTL" -n "$NS" "$@"; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+pass() { pass=$((pass + 1)); echo "PASS $*"; }
+fail() { fail=$((fail + 1)); echo "FAIL $*"; }
+skip() { skip=$((skip + 1)); echo "SKIP $*"; }
+# check "what" command...: PASS or FAIL by the command's status (its output kept in $RUN/last).
+check() {
+    local what=$1; shift
+    if "$@" >"$RUN/last" 2>&1; then pass "$what"; else fail "$what"; sed 's/^/    /' "$RUN/last" | tail -20; fi
+}
+# until_ok SECONDS command...: retries every 0.5 s.
+until_ok() {
+    local end=$(( $(date +%s) + $1 )); shift
+    until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+
+# ---- the test's objects: networks on bridges the delegates make on the node, never its uplink
+nad() { # name bridge subnet [plugin-config-extra]
+    cat <<EOF
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: $1, namespace: $NS}
+spec:
+  config: '{"cniVersion": "0.4.0", "name": "$1", "type": "bridge", "bridge": "$2",
+            "ipam": {"type": "host-local", "subnet": "$3", "dataDir": "$IPAM_DIR"}}'
+---
+EOF
+}
+pod() { # name annotation-key annotation-value
+    cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  namespace: $NS
+  labels: {kactus-e2e: "true"}
+  annotations: {$2: '$3'}
+spec:
+  nodeName: $NODE
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: $POD_IMAGE
+      imagePullPolicy: Never
+      command: ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
+---
+EOF
+}
+ready() { [ "$(kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
+# addr POD DEVICE: the device's IPv4 address (no prefix) as the pod sees it.
+addr() { kn exec "$1" -- ip -4 addr show dev "$2" 2>/dev/null | sed -n 's/.*inet \([0-9.]*\)\/.*/\1/p' | head -1; }
+has_dev() { kn exec "$1" -- ip link show dev "$2" >/dev/null 2>&1; }
+leases() { find "$IPAM_DIR" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l; }  # node-local.json: a node's slices, kept by design
+cached() { find "$CACHE_DIR" -mindepth 1 2>/dev/null | wc -l; }
+event() { # POD REASON: the messages of the pod's Events with that reason, one a line
+    kn get events --field-selector "involvedObject.name=$1,reason=$2" -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' 2>/dev/null
+}
+delete_pods() {
+    kn delete pod "$@" --wait=true --timeout=120s >/dev/null 2>&1
+}
+nothing_left() { # after all test pods are gone: no lease, no cache entry
+    check "nothing left: $(leases) IPAM lease(s) in $IPAM_DIR, $(cached) file(s) under $CACHE_DIR" \
+        test "$(leases)" = 0 -a "$(cached)" = 0
+}
+
+cleanup() {
+    [ "${KEEP:-}" = 1 ] && { echo "KEEP=1: left namespace $NS and the installation"; return; }
+    k delete namespace "$NS" mep --wait=true --timeout=120s >/dev/null 2>&1
+    for f in endpoints-controller podagent-ds kactus-ds kactus-uninstall; do
+        k delete -f "manifests/$f.yaml" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
+    done
+    k -n kube-system delete configmap kactus-apiserver --ignore-not-found >/dev/null 2>&1
+    # A run stopped half-way leaves kactus on the node: take it off as the uninstaller would.
+    rm -rf "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$BIN_DIR/kactus" "$BIN_DIR/node-local" "$CACHE_DIR"
+    k delete sliceclaims -l kactus.io/network=kte2e-nl --ignore-not-found >/dev/null 2>&1
+    for b in kte2e-green kte2e-blue kte2e-data kte2e-mp1a kte2e-nl; do ip link del "$b" 2>/dev/null; done
+    rm -rf "$RUN" "$IPAM_DIR"
+}
+trap cleanup EXIT
+
+# ---- preflight
+NODE=$(k get nodes -o jsonpath='{.items[0].metadata.name}' 2>/dev/null)
+[ -n "$NODE" ] || { echo "scripts/e2e.sh: cannot list nodes with KUBECONFIG=$KUBECONFIG" >&2; exit 2; }
+[ "$(k get nodes -o name | wc -l)" = 1 ] || echo "note: more than one node; pods are pinned to $NODE (this machine must be $NODE)"
+if [ -z "${POD_IMAGE:-}" ]; then
+    POD_IMAGE=busybox:1.36
+    "$CTR" -a "$CONTAINERD_ADDRESS" -n k8s.io images ls -q | grep -q '^harness.local/busybox:1.35$' && POD_IMAGE=harness.local/busybox:1.35
+fi
+server_minor=$(k version -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -1)
+echo "cluster: node $NODE, Kubernetes 1.${server_minor:-?}, containerd at $CONTAINERD_ADDRESS, pod image $POD_IMAGE"
+own_conf=$(ls "$CONF_DIR" | grep -E '\.(conf|conflist|json)$' | grep -v '^00-kactus' | sort | head -1)
+[ -n "$own_conf" ] || { echo "scripts/e2e.sh: the node has no network config in $CONF_DIR" >&2; exit 2; }
+cp "$CONF_DIR/$own_conf" "$RUN/own-conf"
+mkdir -p "$IPAM_DIR"
+
+# ---- install, as README says (the image built here and loaded into the node's runtime)
+say "install: image, CRD, RBAC, the installer DaemonSet"
+image_args=(--out "$RUN/kactus-image.tar")
+[ -n "${IMAGE_BINARIES:-}" ] && image_args+=(--binaries "$IMAGE_BINARIES")
+if scripts/image.sh "${image_args[@]}" >"$RUN/image.log" 2>&1 \
+    && "$CTR" -a "$CONTAINERD_ADDRESS" -n k8s.io images import "$RUN/kactus-image.tar" >>"$RUN/image.log" 2>&1; then
+    pass "scripts/image.sh built $IMAGE and the node's containerd imported it"
+else
+    fail "image build or import"; tail -20 "$RUN/image.log"; exit 1
+fi
+BINARIES=${IMAGE_BINARIES:-$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/$(uname -m)-unknown-linux-musl/release}
+# Without kube-proxy the kubernetes Service's address routes nowhere on the node (or, worse,
+# off it): the daemons are given the apiserver's own address, as README says.
+if ! iptables -t nat -nL KUBE-SERVICES >/dev/null 2>&1 && ! ip link show kube-ipvs0 >/dev/null 2>&1; then
+    server=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+    hostport=${server#https://}; hostport=${hostport%%/*}
+    k -n kube-system create configmap kactus-apiserver --dry-run=client -o yaml \
+        --from-literal=KUBERNETES_SERVICE_HOST="${hostport%:*}" --from-literal=KUBERNETES_SERVICE_PORT="${hostport##*:}" \
+        | k apply -f - >/dev/null
+    echo "    no kube-proxy on this node: ConfigMap kube-system/kactus-apiserver points the daemons at $hostport"
+fi
+check "kubectl apply -f manifests/network-crd.yaml manifests/sliceclaim-crd.yaml manifests/kactus-serviceaccount-and-rbac.yaml manifests/kactus-ds.yaml" \
+    k apply -f manifests/network-crd.yaml -f manifests/sliceclaim-crd.yaml -f manifests/kactus-serviceaccount-and-rbac.yaml -f manifests/kactus-ds.yaml
+check "the installer DaemonSet is rolled out" k -n kube-system rollout status ds/kactus --timeout=120s
+check "00-kactus.conflist is the node's first config and wraps $own_conf" \
+    until_ok 30 sh -c "ls $CONF_DIR | grep -E '\.(conf|conflist|json)\$' | sort | head -1 | grep -qx 00-kactus.conflist && grep -q '$(sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' "$RUN/own-conf" | head -1)' $CONF_DIR/00-kactus.conflist"
+check "the CRD is served" until_ok 30 k get network-attachment-definitions -A
+k create namespace "$NS" >/dev/null 2>&1
+mkdir -p "$IPAM_DIR"
+{ nad green kte2e-green 10.201.0.0/24; nad blue kte2e-blue 10.202.0.0/24; nad data kte2e-data 10.203.0.0/24; } | kn apply -f - >/dev/null
+cluster_leases() { find "$(dirname "$(sed -n 's/.*"dataDir": *"\([^"]*\)".*/\1/p' "$RUN/own-conf")")" -type f 2>/dev/null | wc -l; }
+
+# ---- 1. green and blue
+say "seed scenario 1: app1 and app2 on green and blue"
+all_ready() { local p; for p in "$@"; do ready "$p" || return 1; done; }
+has_devs() { local p=$1 d; shift; for d in "$@"; do has_dev "$p" "$d" || return 1; done; }
+{ pod app1 networks '[ { "name": "green" }, { "name": "blue" } ]'; pod app2 networks '[ { "name": "green" }, { "name": "blue" } ]'; } | kn apply -f - >/dev/null
+check "app1 and app2 are Running and Ready" until_ok 120 all_ready app1 app2
+for p in app1 app2; do
+    check "$p has net9f27410725ab (green) and net48d6215903df (blue) besides eth0" has_devs $p eth0 net9f27410725ab net48d6215903df
+done
+g2=$(addr app2 net9f27410725ab) b2=$(addr app2 net48d6215903df)
+pings() { [ -n "$3" ] && kn exec "$1" -- ping -c 2 -W 2 "$3"; }
+check "app1 pings app2 on green (${g2:-no address})" pings app1 app2 "$g2"
+check "app1 pings app2 on blue (${b2:-no address})" pings app1 app2 "$b2"
+status_is() { # POD PYTHON-ASSERTIONS on s, the parsed network-status
+    kn get pod "$1" -o jsonpath='{.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}' \
+        | python3 -c "import json,sys; s=json.load(sys.stdin); $2"
+}
+check "app1's network-status: eth0 (default), then $NS/green and $NS/blue" status_is app1 \
+    "assert [e['interface'] for e in s]==['eth0','net9f27410725ab','net48d6215903df'], s; assert s[0].get('default') is True; assert s[1]['name']=='$NS/green', s"
+event_has() { event "$1" "$2" | grep -q -- "$3"; }
+check "app1 has an AddedInterface Event for net9f27410725ab" event_has app1 AddedInterface "Add net9f27410725ab \\[10.201.0.[0-9]*/24\\] from $NS/green"
+
+# ---- 2. the NPWG forms
+say "NPWG annotation: the comma form and the JSON form"
+{ pod npwg-comma k8s.v1.cni.cncf.io/networks 'green, blue@eth5'
+  pod npwg-json k8s.v1.cni.cncf.io/networks '[ { "name": "green", "interface": "eth7", "mac": "02:00:00:00:e2:07" } ]'; } | kn apply -f - >/dev/null
+check "npwg-comma and npwg-json are Ready" until_ok 120 all_ready npwg-comma npwg-json
+check "npwg-comma has net9f27410725ab (green) and eth5 (blue@eth5)" has_devs npwg-comma net9f27410725ab eth5
+mac_is() { kn exec "$1" -- ip link show dev "$2" | grep -q "$3"; }
+check "npwg-json has eth7 with MAC 02:00:00:00:e2:07" mac_is npwg-json eth7 02:00:00:00:e2:07
+
+# ---- 3. a missing NAD
+say "a network with no NetworkAttachmentDefinition"
+pod nonad networks '[ { "name": "nosuch" } ]' | kn apply -f - >/dev/null
+check "pod nonad gets a NetworkNotFound Event naming nosuch" until_ok 90 event_has nonad NetworkNotFound nosuch
+echo "    event: $(event nonad NetworkNotFound)"
+not_ready() { ! ready "$1"; }
+check "pod nonad is not started" not_ready nonad
+delete_pods nonad npwg-comma npwg-json
+
+# ---- 3b. a network backed by an allocated device, asked of the real kubelet
+say "a network that names a device resource the pod was not allocated"
+cat <<YAML | kn apply -f - >/dev/null
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: vfnet
+  namespace: $NS
+  annotations: {k8s.v1.cni.cncf.io/resourceName: kactus.io/e2e-vf}
+spec:
+  config: '{"cniVersion": "0.4.0", "name": "vfnet", "type": "host-device",
+            "ipam": {"type": "host-local", "subnet": "10.204.0.0/24", "dataDir": "$IPAM_DIR"}}'
+YAML
+pod novf networks '[ { "name": "vfnet" } ]' | kn apply -f - >/dev/null
+# kactus asks kubelet's pod-resources API (the real socket) which devices the pod holds.
+check "pod novf gets an AttachFailed Event naming vfnet and kactus.io/e2e-vf" until_ok 90 event_has novf AttachFailed 'kactus.io/e2e-vf'
+echo "    event: $(event novf AttachFailed | head -1)"
+check "pod novf is not started" not_ready novf
+delete_pods novf
+
+# ---- 3c. node-unique addresses: node-local claims the node's slice once, then no apiserver call
+say "node-local IPAM: the node's slice of a cluster range"
+cat <<YAML | kn apply -f - >/dev/null
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: nl, namespace: $NS}
+spec:
+  config: '{"cniVersion": "1.0.0", "name": "kte2e-nl", "type": "bridge", "bridge": "kte2e-nl",
+            "ipam": {"type": "node-local", "dataDir": "$IPAM_DIR",
+                     "ranges": [[{"subnet": "10.205.0.0/16", "nodeSliceSize": 24}]]}}'
+YAML
+{ pod nl1 networks '[ { "name": "nl" } ]'; pod nl2 networks '[ { "name": "nl" } ]'; } | kn apply -f - >/dev/null
+check "nl1 and nl2 are Ready" until_ok 120 all_ready nl1 nl2
+nl_dev=$(python3 -c 'import hashlib; print("net" + hashlib.md5(b"nl").hexdigest()[:12])' 2>/dev/null)
+n1=$(addr nl1 "$nl_dev") n2=$(addr nl2 "$nl_dev")
+slice=$(k get sliceclaims -l kactus.io/network=kte2e-nl -o jsonpath='{.items[*].spec.slice}' 2>/dev/null)
+echo "    nl1 ${n1:-no address}, nl2 ${n2:-no address}; the node's claims: ${slice:-none}"
+in_slice() { python3 -c "import ipaddress,sys; n=ipaddress.ip_network('$slice'); assert ipaddress.ip_address('$n1') in n and ipaddress.ip_address('$n2') in n" 2>/dev/null; }
+check "one SliceClaim for the network, a /24 of 10.205.0.0/16, and both pods' addresses in it" in_slice
+owned() { [ "$(k get sliceclaims -l kactus.io/network=kte2e-nl -o jsonpath='{.items[0].metadata.ownerReferences[0].kind}/{.items[0].metadata.ownerReferences[0].name}')" = "Node/$NODE" ]; }
+check "the claim is owned by Node $NODE (freed with it)" owned
+check "nl1 pings nl2 on node-local's address (${n2:-none})" pings nl1 nl2 "$n2"
+delete_pods nl1 nl2
+nl_leases() { [ "$(find "$IPAM_DIR/kte2e-nl" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l)" = 0 ]; }
+check "their leases were released (the node keeps its slice)" nl_leases
+
+# ---- 4. hot-plug through podagent
+say "seed scenario 2: data added to running app1 through podagent, then removed"
+# The shipped DaemonSet, with what this node needs that the manifest cannot know (printed):
+# a runtime socket outside /run/containerd, and a PID 1 that root on the node may not open (a
+# sandboxed node whose init lives in another user namespace): the runtime's own mount
+# namespace is the host's, where it runs CNI plugins.
+podagent_ds() {
+    local mntns=""
+    readlink /proc/1/ns/mnt >/dev/null 2>&1 || mntns=/proc/$(pgrep -o -x containerd)/ns/mnt
+    k create --dry-run=client -o json -f manifests/podagent-ds.yaml | CRI="$CONTAINERD_ADDRESS" MNTNS="$mntns" python3 -c '
+import json, os, sys
+ds = json.load(sys.stdin); spec = ds["spec"]["template"]["spec"]; c = spec["containers"][0]
+cri = os.environ["CRI"]
+if os.path.dirname(cri) != "/run/containerd":
+    c["args"].append("--cri-socket=unix://" + cri)
+    spec["volumes"].append({"name": "e2e-cri", "hostPath": {"path": os.path.dirname(cri), "type": "Directory"}})
+    c["volumeMounts"].append({"name": "e2e-cri", "mountPath": os.path.dirname(cri)})
+    print("    podagent: --cri-socket=unix://%s (mounted)" % cri, file=sys.stderr)
+if os.environ["MNTNS"]:
+    c["args"] = [a if not a.startswith("--plugin-mount-namespace=") else "--plugin-mount-namespace=" + os.environ["MNTNS"] for a in c["args"]]
+    print("    podagent: --plugin-mount-namespace=%s (root cannot open /proc/1/ns/mnt on this node)" % os.environ["MNTNS"], file=sys.stderr)
+json.dump(ds, sys.stdout)'
+}
+podagent_ds 2>"$RUN/podagent-ds.note" >"$RUN/podagent-ds.json"; cat "$RUN/podagent-ds.note"
+check "kubectl apply -f manifests/podagent-serviceaccount-and-rbac.yaml -f manifests/podagent-ds.yaml (as above)" \
+    k apply -f manifests/podagent-serviceaccount-and-rbac.yaml -f "$RUN/podagent-ds.json"
+check "the podagent DaemonSet is rolled out" k -n kube-system rollout status ds/podagent --timeout=120s
+restarts() { kn get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].containerID}'; }
+before=$(restarts app1)
+t0=$(date +%s.%N)
+kn annotate pod app1 --overwrite networks='[ { "name": "green" }, { "name": "blue" }, { "name": "data" } ]' >/dev/null
+check "net8d777f385d3d (data) appears in running app1" until_ok 60 has_dev app1 net8d777f385d3d
+if has_dev app1 net8d777f385d3d; then echo yes; else echo no; fi >"$RUN/appeared"
+[ "$(cat "$RUN/appeared")" = yes ] && echo "    appeared within $(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.2f", a-b}') s of the annotation (polled by kubectl exec)"
+check "app1 was not restarted (restarts/container: $before)" test "$(restarts app1)" = "$before"
+has_data_status() { status_is app1 "assert any(e['interface']=='net8d777f385d3d' and e['name']=='$NS/data' for e in s), s"; }
+check "app1's network-status lists $NS/data" until_ok 30 has_data_status
+gone() { ! has_dev "$1" "$2"; }
+no_data_status() { status_is app1 "assert not any(e['interface']=='net8d777f385d3d' for e in s), s"; }
+data_leases() { [ "$(find "$IPAM_DIR/data" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | wc -l)" = 0 ]; }
+if [ "$(cat "$RUN/appeared")" = yes ]; then
+    t0=$(date +%s.%N)
+    kn annotate pod app1 --overwrite networks='[ { "name": "green" }, { "name": "blue" } ]' >/dev/null
+    check "net8d777f385d3d goes away when data leaves the annotation" until_ok 60 gone app1 net8d777f385d3d
+    echo "    gone within $(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.2f", a-b}') s of the annotation (polled by kubectl exec)"
+    check "app1 still was not restarted" test "$(restarts app1)" = "$before"
+    check "app1's network-status no longer lists data" until_ok 30 no_data_status
+    check "data's lease was released" data_leases
+else
+    # A device never made cannot be seen to go: the failure is counted once, above.
+    kn annotate pod app1 --overwrite networks='[ { "name": "green" }, { "name": "blue" } ]' >/dev/null
+    skip "unplugging data: it never appeared"
+fi
+
+# ---- 5. a Service on a secondary network
+say "seed scenario 5: Service hello1 on mep/mp1 through kactus-endpoints"
+if k api-versions | grep -qx discovery.k8s.io/v1; then
+    check "kubectl apply -f manifests/endpoints-controller.yaml" k apply -f manifests/endpoints-controller.yaml
+    ip link add kte2e-mp1a type veth peer name kte2e-mp1b 2>/dev/null; ip link set kte2e-mp1a up; ip link set kte2e-mp1b up
+    k create namespace mep >/dev/null 2>&1
+    cat <<YAML | k apply -f - >/dev/null
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: mp1, namespace: mep}
+spec:
+  config: '{"cniVersion": "0.3.0", "type": "macvlan", "master": "kte2e-mp1a", "mode": "bridge",
+            "ipam": {"type": "host-local", "subnet": "200.1.1.0/24", "dataDir": "$IPAM_DIR"}}'
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello1
+  namespace: mep
+  annotations: {k8s.v1.cni.cncf.io/networks: mep/mp1, kactus.io/selector: '{"app": "hello"}'}
+spec:
+  ports: [{protocol: TCP, port: 80, targetPort: 80}]
+YAML
+    for i in 1 2; do pod "hello$i" k8s.v1.cni.cncf.io/networks mep/mp1 | sed "s/namespace: $NS/namespace: mep/; s/kactus-e2e: \"true\"/app: hello/"; done | k apply -f - >/dev/null
+    hello_ready() { [ "$(k -n mep get pods -l app=hello -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}')" = "True True" ]; }
+    check "the hello pods are Ready" until_ok 120 hello_ready
+    slice_has_both() {
+        local want; want=$(k -n mep get pods -l app=hello -o jsonpath='{.items[*].metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}' | grep -o '"200\.1\.1\.[0-9]*"' | tr -d '"' | sort | xargs)
+        [ -n "$want" ] && [ "$(k -n mep get endpointslices -l kubernetes.io/service-name=hello1 -o jsonpath='{.items[*].endpoints[*].addresses[*]}' | tr ' ' '\n' | sort | xargs)" = "$want" ]
+    }
+    check "hello1's EndpointSlices hold the hello pods' mp1 addresses" until_ok 60 slice_has_both
+    k delete namespace mep --wait=true --timeout=120s >/dev/null 2>&1
+    ip link del kte2e-mp1a 2>/dev/null
+    k delete -f manifests/endpoints-controller.yaml --ignore-not-found >/dev/null 2>&1
+else
+    skip "Service on mep/mp1: the cluster serves no discovery.k8s.io/v1 (Kubernetes 1.21+), which kactus-endpoints needs"
+    # What an operator on this version sees: the controller stops at once and says why.
+    fails_fast() {
+        local out; out=$(timeout 30 "$BINARIES/kactus-endpoints" --kubeconfig "$KUBECONFIG" --metrics-addr 127.0.0.1:0 2>&1)
+        local rc=$?; echo "$out" | tail -3
+        [ "$rc" != 0 ] && [ "$rc" != 124 ] && echo "$out" | grep -q 'discovery.k8s.io/v1'
+    }
+    check "kactus-endpoints on this cluster exits at once saying discovery.k8s.io/v1 is not served" fails_fast
+    echo "    it said: $(grep discovery.k8s.io/v1 "$RUN/last" | tail -1)"
+fi
+
+# ---- 6. the installer rolled while pods are created
+say "rolling restart of the installer DaemonSet while pods are created"
+k -n kube-system rollout restart ds/kactus >/dev/null
+for i in 1 2 3 4 5 6; do pod "roll$i" networks '[ { "name": "green" } ]' | kn apply -f - >/dev/null; sleep 1; done
+check "the installer DaemonSet rolled" k -n kube-system rollout status ds/kactus --timeout=120s
+check "all six pods created during the roll are Ready" until_ok 120 all_ready roll1 roll2 roll3 roll4 roll5 roll6
+unauthorized() { kn get events -o jsonpath='{.items[*].message}' | grep -qiE 'unauthorized|forbidden'; }
+not_unauthorized() { ! unauthorized; }
+check "no Event says Unauthorized or forbidden" not_unauthorized
+delete_pods roll1 roll2 roll3 roll4 roll5 roll6 app2
+
+# ---- 7. uninstall
+say "uninstall, as README says, with app1 still running on green and blue"
+check "kubectl delete -f manifests/podagent-ds.yaml -f manifests/kactus-ds.yaml" \
+    k delete -f manifests/podagent-ds.yaml -f manifests/kactus-ds.yaml --wait=true --timeout=120s
+check "kubectl apply -f manifests/kactus-uninstall.yaml" k apply -f manifests/kactus-uninstall.yaml
+uninstall_waits_for_app1() { k -n kube-system logs -l app=kactus-uninstall --tail=100 2>/dev/null | grep -q app1; }
+check "the uninstaller waits, naming app1 (its attachments' leases need kactus's DEL)" until_ok 60 uninstall_waits_for_app1
+check "00-kactus.conflist is still there while app1 runs" test -f "$CONF_DIR/00-kactus.conflist"
+delete_pods app1
+check "the uninstall DaemonSet is rolled out once app1 is gone" k -n kube-system rollout status ds/kactus-uninstall --timeout=120s
+k delete -f manifests/kactus-uninstall.yaml --wait=true --timeout=60s >/dev/null 2>&1
+kactus_gone() { [ ! -e "$CONF_DIR/00-kactus.conflist" ] && [ ! -e "$CONF_DIR/kactus.d" ] && [ ! -e "$BIN_DIR/kactus" ] && [ ! -e "$BIN_DIR/node-local" ]; }
+check "00-kactus.conflist, kactus.d/, $BIN_DIR/kactus and $BIN_DIR/node-local are gone" kactus_gone
+check "the node's own $own_conf is as it was" cmp -s "$RUN/own-conf" "$CONF_DIR/$own_conf"
+nothing_left
+pod plain networks '[ { "name": "green" } ]' | kn apply -f - >/dev/null
+check "a new pod starts on the node's own network" until_ok 120 all_ready plain
+only_eth0() { has_dev plain eth0 && ! has_dev plain net9f27410725ab; }
+check "it has eth0 and no kactus device" only_eth0
+delete_pods plain
+
+echo
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" = 0 ]
