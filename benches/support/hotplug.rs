@@ -101,7 +101,7 @@ fn until(start: Instant, mut done: impl FnMut() -> bool) -> Duration {
 fn logged(log: &str, what: &str, reps: usize) -> (String, String) {
     let field = |line: &str, before: &str| -> Option<Duration> {
         let head = line.split(before).next()?;
-        let number = head.rsplit(|c: char| c == ' ' || c == ':').find(|s| !s.is_empty())?;
+        let number = head.rsplit([' ', ':']).find(|s| !s.is_empty())?;
         number.parse::<f64>().ok().map(|v| Duration::from_secs_f64(v / 1e3))
     };
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!(": {what} "))).collect();

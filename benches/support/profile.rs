@@ -28,7 +28,7 @@ pub fn profile(world: &World, bin: &Binary, spec: &str, reps: usize) {
     for rep in 0..reps {
         let _ = std::fs::remove_file(log);
         let container = format!("phases-{rep}");
-        let env = cni_env("ADD", &container, &pod.netns, "eth0", &pod.args(), world.cni_path(d));
+        let env = cni_env("ADD", &container, Some(&pod.netns), "eth0", &pod.args(), world.cni_path(d));
         let add = run_in(Some(&world.sb.node.path), bin.path(), &env, conf.to_string().as_bytes());
         assert!(add.ok, "ADD with debug log: {}", add.stdout);
         world.kactus(bin, "DEL", &container, d, pod);
@@ -64,7 +64,7 @@ pub fn profile(world: &World, bin: &Binary, spec: &str, reps: usize) {
 
     let _ = std::fs::remove_file(log);
     // sh reads this script from stdin; the config goes to kactus through $CONF.
-    let mut env = cni_env("ADD", "prof", &pod.netns, "eth0", &pod.args(), world.cni_path(d));
+    let mut env = cni_env("ADD", "prof", Some(&pod.netns), "eth0", &pod.args(), world.cni_path(d));
     env.push(("CONF", conf.to_string()));
     let script = format!("printf '%s' \"$CONF\" | strace -f -tt -T -o /tmp/kactus-bench-profile.strace {}", bin.path());
     let start = Instant::now();

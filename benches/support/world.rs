@@ -121,24 +121,6 @@ pub fn null_delegate() -> PathBuf {
     built
 }
 
-pub fn cni_env(
-    command: &str,
-    container: &str,
-    netns: &Path,
-    ifname: &str,
-    args: &str,
-    cni_path: &str,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("CNI_COMMAND", command.to_string()),
-        ("CNI_CONTAINERID", container.to_string()),
-        ("CNI_NETNS", netns.display().to_string()),
-        ("CNI_IFNAME", ifname.to_string()),
-        ("CNI_ARGS", args.to_string()),
-        ("CNI_PATH", cni_path.to_string()),
-    ]
-}
-
 /// Which delegates a row runs: the real bridge + host-local, or the null delegate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Delegates {
@@ -299,7 +281,7 @@ impl World {
         for (k, v) in extra_args {
             args.push_str(&format!(";{k}={v}"));
         }
-        let env = cni_env(command, container, &pod.netns, "eth0", &args, self.cni_path(d));
+        let env = cni_env(command, container, Some(&pod.netns), "eth0", &args, self.cni_path(d));
         let conf = self.conf_for(command, d, pod);
         run_in(Some(&self.sb.node.path), bin.path(), &env, conf.to_string().as_bytes())
     }
@@ -308,7 +290,7 @@ impl World {
     /// also counts the memory of the process it was forked from (ours), so it needs a small
     /// parent. None without /usr/bin/time.
     pub fn kactus_rss(&self, bin: &Binary, command: &str, container: &str, pod: &BenchPod) -> Option<i64> {
-        let env = cni_env(command, container, &pod.netns, "eth0", &pod.args(), self.cni_path(Delegates::Null));
+        let env = cni_env(command, container, Some(&pod.netns), "eth0", &pod.args(), self.cni_path(Delegates::Null));
         let conf = self.conf_for(command, Delegates::Null, pod);
         self.rss_of(bin, Some(&self.sb.node.path), &env, conf.to_string().as_bytes())
     }
@@ -359,7 +341,7 @@ impl World {
         let start = Instant::now();
         let mut results = Vec::new();
         for (ifname, conf) in self.delegate_calls(n) {
-            let env = cni_env("ADD", container, &pod.netns, &ifname, &args, CNI_PATH);
+            let env = cni_env("ADD", container, Some(&pod.netns), &ifname, &args, CNI_PATH);
             let run =
                 run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
             assert!(run.ok, "bridge ADD {ifname}: {}", run.stdout);
@@ -373,7 +355,7 @@ impl World {
         let start = Instant::now();
         for ((ifname, mut conf), prev) in self.delegate_calls(n).into_iter().zip(results).rev() {
             conf["prevResult"] = prev.clone();
-            let env = cni_env("DEL", container, &pod.netns, &ifname, &args, CNI_PATH);
+            let env = cni_env("DEL", container, Some(&pod.netns), &ifname, &args, CNI_PATH);
             let run =
                 run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
             assert!(run.ok, "bridge DEL {ifname}: {}", run.stdout);

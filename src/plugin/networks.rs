@@ -35,6 +35,9 @@ impl Network {
     }
 }
 
+/// A network by namespace and name.
+type NetworkRef<'a> = (&'a str, &'a str);
+
 /// The networks of `atts`, in their order (an attachment repeated shares its network's
 /// answer): one request per namespace, the namespaces read concurrently.
 pub fn read(cfg: &KactusConfig, client: &kube::Client, atts: &[Attachment]) -> Vec<Result<Network, CniError>> {
@@ -43,7 +46,7 @@ pub fn read(cfg: &KactusConfig, client: &kube::Client, atts: &[Attachment]) -> V
         wanted.entry(att.namespace.as_str()).or_default().insert(att.selection.name.as_str());
     }
     let namespaces: Vec<(&str, BTreeSet<&str>)> = wanted.into_iter().collect();
-    let found: BTreeMap<(&str, &str), Result<Network, CniError>> =
+    let found: BTreeMap<NetworkRef, Result<Network, CniError>> =
         concurrently(&namespaces, |(ns, names)| read_namespace(cfg, client, ns, names)).into_iter().flatten().collect();
     let missing = || Err(CniError::new(code::IO_FAILURE, "network read thread panicked"));
     atts.iter()
@@ -57,7 +60,7 @@ fn read_namespace<'a>(
     client: &kube::Client,
     ns: &'a str,
     names: &BTreeSet<&'a str>,
-) -> Vec<((&'a str, &'a str), Result<Network, CniError>)> {
+) -> Vec<(NetworkRef<'a>, Result<Network, CniError>)> {
     let names: Vec<&'a str> = names.iter().copied().collect();
     let one_by_one = || concurrently(&names, |name| ((ns, *name), by_get(cfg, client, ns, name)));
     if names.len() < 2 {
