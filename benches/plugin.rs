@@ -273,7 +273,8 @@ fn dynamic(world: &mut World, builds: &[&Binary], reps: usize) {
 
 /// What reading NADs costs in a namespace holding [`BIG_NADS`] of them, each the size of a
 /// real one (`kubectl apply`'s last-applied annotation and managedFields included): a GET of
-/// one, a LIST from the watch cache (`resourceVersion=0`), and ADDs of pods there.
+/// one, a LIST of all of them (from the watch cache, `resourceVersion=0`, and consistent), the
+/// one page kactus reads, and ADDs of pods there.
 fn big_namespace(world: &mut World, builds: &[&Binary], reps: usize) {
     for i in 0..BIG_NADS {
         world.sb.apply(&realistic_nad(BIG_NS, &format!("big{i}")).to_string());
@@ -305,6 +306,10 @@ fn big_namespace(world: &mut World, builds: &[&Binary], reps: usize) {
     timed("GET one NAD", &[], "/big7");
     timed(&format!("LIST all {BIG_NADS}, resourceVersion=0 (watch cache)"), &[("resourceVersion", "0")], "");
     timed(&format!("LIST all {BIG_NADS}, consistent read"), &[], "");
+    // What kactus reads: one page (kactus::plugin::networks::LIST_PAGE).
+    let page: &'static str = Box::leak(kactus::plugin::networks::LIST_PAGE.to_string().into_boxed_str());
+    let query: &'static [(&'static str, &'static str)] = Box::leak(Box::new([("limit", page)]));
+    timed(&format!("LIST one page, limit={page} (what kactus reads)"), query, "");
     let big_pods: Vec<(usize, BenchPod)> = [1, 4, 16]
         .into_iter()
         .map(|n| {

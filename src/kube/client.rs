@@ -177,15 +177,17 @@ impl Client {
         ))
     }
 
-    /// Every NetworkAttachmentDefinition of `namespace`, from the apiserver's watch cache
-    /// (`resourceVersion=0`: no etcd read, the cheap LIST for the control plane; it may lag
-    /// a NAD created a moment ago, which a caller that misses one reads again with a GET).
+    /// The first `limit` NetworkAttachmentDefinitions of `namespace` (by name, as the
+    /// apiserver orders them), one page: the rest, if any, is not read. A consistent read
+    /// (no `resourceVersion`): `resourceVersion=0` would be served from the watch cache, which
+    /// before Kubernetes 1.31 ignores `limit` and answers the whole namespace.
     pub fn list_network_attachment_definitions(
         &self,
         namespace: &str,
+        limit: usize,
     ) -> Result<Vec<NetworkAttachmentDefinition>, KubeError> {
         let path = format!(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions?resourceVersion=0",
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions?limit={limit}",
             segment(namespace)
         );
         self.get::<List<NetworkAttachmentDefinition>>(&path).map(|list| list.items)

@@ -3,12 +3,13 @@
 //!
 //! In one request per namespace, whatever the number of attachments: a namespace the pod
 //! names one network of is a GET of that NAD; one it names several of is one LIST of the
-//! namespace's NADs from the apiserver's watch cache (`resourceVersion=0`: no etcd read).
-//! The LIST's answer grows with the namespace (1,000 NADs of ~1.4 KiB each are 1.4 MB,
-//! see BENCHMARK.md) where GETs grow with the pod, so a lone network keeps its GET. A NAD
-//! the LIST does not hold (the watch cache may lag one created a moment ago) is read again
-//! with a GET before it is called missing, and a LIST that RBAC forbids (a ClusterRole from
-//! before kactus listed NADs) falls back to one GET per network.
+//! namespace's NADs, bounded to a page of [`LIST_PAGE`]. A LIST's answer grows with the
+//! namespace where GETs grow with the pod (a whole namespace of 1,000 NADs of ~1.4 KiB each
+//! is 1.4 MB per ADD, see BENCHMARK.md), so the page caps what one ADD can cost: up to
+//! `LIST_PAGE` NADs in the namespace, one request; beyond, the page plus a GET for each
+//! network the page did not hold. A NAD the LIST does not hold is read with a GET before it
+//! is called missing, and a LIST that RBAC forbids (a ClusterRole from before kactus listed
+//! NADs) falls back to one GET per network.
 
 use super::config::KactusConfig;
 use super::plan::kube_error;
@@ -34,6 +35,11 @@ impl Network {
         Network { config, resource_name, device: None }
     }
 }
+
+/// NADs one LIST may bring: namespaces this size or smaller (nearly all: a namespace holds a
+/// handful of networks) cost one request per ADD; a larger one costs at most this many NADs'
+/// bytes (about 70 KB) plus a GET per network beyond the page.
+pub const LIST_PAGE: usize = 50;
 
 /// A network by namespace and name.
 type NetworkRef<'a> = (&'a str, &'a str);
@@ -66,7 +72,7 @@ fn read_namespace<'a>(
     if names.len() < 2 {
         return one_by_one();
     }
-    let listed = match client.list_network_attachment_definitions(ns) {
+    let listed = match client.list_network_attachment_definitions(ns, LIST_PAGE) {
         Ok(listed) => listed,
         Err(KubeError::Forbidden { message }) => {
             log::info!("NetworkAttachmentDefinitions of {ns} may not be listed ({message}): reading them one by one");
@@ -78,16 +84,16 @@ fn read_namespace<'a>(
         }
     };
     log::debug!("{} NetworkAttachmentDefinition(s) listed in {ns}", listed.len());
-    names
+    let (on_page, beyond): (Vec<&'a str>, Vec<&'a str>) =
+        names.iter().partition(|name| listed.iter().any(|nad| nad.metadata.name == **name));
+    let mut found: Vec<(NetworkRef<'a>, Result<Network, CniError>)> = on_page
         .iter()
-        .map(|name| {
-            let network = match listed.iter().find(|nad| nad.metadata.name == *name) {
-                Some(nad) => from_nad(cfg, ns, name, nad),
-                None => by_get(cfg, client, ns, name),
-            };
-            ((ns, *name), network)
+        .filter_map(|name| {
+            listed.iter().find(|nad| nad.metadata.name == *name).map(|nad| ((ns, *name), from_nad(cfg, ns, name, nad)))
         })
-        .collect()
+        .collect();
+    found.extend(concurrently(&beyond, |name| ((ns, *name), by_get(cfg, client, ns, name))));
+    found
 }
 
 /// `f` of each item, each on its own thread when there are several (the apiserver's client
