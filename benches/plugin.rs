@@ -1,306 +1,193 @@
-//! Issue 6: what kactus costs on top of its delegates, per pod and per attachment.
+//! What kactus costs per pod and per attachment (issues 6 and 17).
 //!
-//! Runs the release kactus binary and the same delegates exec'd directly (bridge + host-local
-//! from /usr/lib/cni) inside a throwaway node netns, against the in-process test apiserver,
-//! and prints one table. Needs root, `ip` and the reference plugins. `cargo bench --bench
-//! plugin` or `scripts/bench.sh`; `KACTUS_BENCH_REPS` (default 20) sets the repetitions,
-//! `KACTUS_BENCH_BINARY` another kactus build to measure.
+//! Runs the release kactus binary inside a throwaway node netns against the in-process test
+//! apiserver: with the null delegate (`benches/support/null_delegate.rs`, answers at once) so
+//! a row is kactus alone, and with the real bridge + host-local delegates next to the same
+//! delegates exec'd directly. Needs root, `ip` and the reference plugins; `scripts/bench.sh`
+//! builds the null delegate and runs it. Environment:
+//! - `KACTUS_BENCH_REPS` (default 20) repetitions per row;
+//! - `KACTUS_BENCH_BINARY` another kactus build to measure;
+//! - `KACTUS_BENCH_BEFORE` a second kactus build measured in the same rounds (before/after
+//!   rows; the hot-plug rows take the `podagent` beside it, if there is one);
+//! - `KACTUS_BENCH_ONLY` a comma list of sections: alone, bridge, latency, unannotated,
+//!   dynamic, hotplug, list, process, concurrent (default: all);
+//! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null]` where one ADD spends its time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/hotplug.rs"]
+mod hotplug;
+#[path = "support/profile.rs"]
+mod profile;
+#[path = "support/report.rs"]
+mod report;
+#[path = "support/world.rs"]
+mod world;
 
 use common::*;
+use report::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use world::*;
 
-/// The binary cargo built for this bench; copied before use (see [`kactus_binary`]).
-const BUILT_KACTUS: &str = env!("CARGO_BIN_EXE_kactus");
-const ATTACHMENT_COUNTS: [usize; 4] = [0, 1, 4, 16];
+const BRIDGE_COUNTS: [usize; 4] = [0, 1, 4, 16];
+const NULL_COUNTS: [usize; 5] = [0, 1, 4, 16, 64];
 const CONCURRENT_PODS: usize = 50;
+/// The namespace of the LIST figures, and how many NADs it holds.
+const BIG_NS: &str = "big";
+const BIG_NADS: usize = 1000;
 
-/// One child process's outcome: what it printed and how long it took.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    wall: Duration,
+fn main() {
+    if !nix::unistd::Uid::effective().is_root() || !Path::new(CNI_PATH).join("bridge").exists() {
+        eprintln!("the kactus benchmark needs root and the CNI reference plugins in {CNI_PATH}");
+        std::process::exit(2);
+    }
+    let reps: usize = std::env::var("KACTUS_BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let only = std::env::var("KACTUS_BENCH_ONLY").unwrap_or_default();
+    let want = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    let started = Instant::now();
+    let bin = Binary::measured();
+    let before = Binary::before();
+    println!("kactus benchmark: {}", machine());
+    println!("binary {}, {reps} measured repetitions per row (+1 warm-up)", bin.origin);
+    if let Some(b) = &before {
+        println!("before: {} (measured in the same rounds, alternating)", b.origin);
+    }
+    println!("load average at the start: {}", load_average());
+
+    let mut world = World::new(&BRIDGE_COUNTS, &NULL_COUNTS);
+    if let Ok(spec) = std::env::var("KACTUS_BENCH_PROFILE") {
+        profile::profile(&world, &bin, &spec, reps);
+        return;
+    }
+    let builds: Vec<&Binary> = std::iter::once(&bin).chain(before.as_ref()).collect();
+    if want("alone") {
+        alone(&world, &builds, reps);
+    }
+    if want("bridge") {
+        let rows: Vec<(usize, Row)> = BRIDGE_COUNTS.iter().map(|&n| (n, measure(&world, &bin, n, reps, "p"))).collect();
+        print_timing(
+            "With the bridge + host-local delegates: ADD/DEL wall time, no added apiserver latency (overhead = kactus - direct, p50)",
+            &rows,
+        );
+    }
+    if want("latency") {
+        world.sb.api().faults().set_latency(Duration::from_millis(5));
+        let rows: Vec<(usize, Row)> = BRIDGE_COUNTS.iter().map(|&n| (n, measure(&world, &bin, n, reps, "s"))).collect();
+        world.sb.api().faults().set_latency(Duration::ZERO);
+        print_timing("The same with 5 ms added to every apiserver response", &rows);
+    }
+    if want("unannotated") {
+        // Runtimes that do not pass the pod's annotations (and calls by hand): kactus GETs the pod.
+        world.from_runtime.store(false, std::sync::atomic::Ordering::Relaxed);
+        let rows = alone_rows(&world, &builds, &[0, 4, 16], reps, "u");
+        world.from_runtime.store(true, std::sync::atomic::Ordering::Relaxed);
+        print_alone("Without the pod's annotations from the runtime (kactus GETs the pod), null delegates", &rows);
+        let api: Vec<(usize, &str, &Row)> = rows.iter().map(|(n, b, r)| (*n, *b, r)).collect();
+        print_api("apiserver traffic per ADD without them", &api);
+    }
+    if want("dynamic") {
+        dynamic(&mut world, &builds, reps);
+    }
+    if want("hotplug") {
+        let mut agents = vec![(&bin, env!("CARGO_BIN_EXE_podagent").to_string())];
+        if let Some(b) = &before {
+            let beside = Path::new(&b.origin).with_file_name("podagent");
+            match beside.exists() {
+                true => agents.push((b, beside.display().to_string())),
+                false => println!("(no podagent beside {}: hot-plug of this build only)", b.origin),
+            }
+        }
+        hotplug::hotplug(&agents, reps);
+    }
+    if want("list") {
+        big_namespace(&mut world, &builds, reps);
+    }
+    if want("process") {
+        process(&world, &bin);
+    }
+    if want("concurrent") {
+        concurrent(&mut world, &bin);
+    }
+    println!("\nload average at the end: {}", load_average());
+    println!("bench wall time {:.0} s", started.elapsed().as_secs_f64());
 }
 
-/// Spawns `program` inside `netns` (setns in the child, so no `ip netns exec` in the
-/// measurement), feeds stdin, and reaps it.
-fn run_in(netns: Option<&Path>, program: &str, env: &[(&str, String)], stdin: &[u8]) -> Run {
-    let ns_file = netns.map(|p| std::fs::File::open(p).expect("open netns"));
-    let ns_fd = ns_file.as_ref().map(|f| f.as_raw_fd());
-    let mut cmd = Command::new(program);
-    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(fd) = ns_fd {
-        // SAFETY: setns is async-signal-safe; it only changes the forked child's netns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
+/// kactus alone: null delegates at 0/1/4/16/64 attachments, every build in the same rounds.
+fn alone(world: &World, builds: &[&Binary], reps: usize) {
+    let rows = alone_rows(world, builds, &NULL_COUNTS, reps, "a");
+    print_alone(
+        "kactus alone: null delegates (they answer at once), the pod's annotations from the runtime, no added apiserver latency",
+        &rows,
+    );
+    let api: Vec<(usize, &str, &Row)> = rows.iter().map(|(n, b, r)| (*n, *b, r)).collect();
+    print_api(
+        &format!(
+            "apiserver traffic per ADD (median; the pods' namespace holds {NULL_NADS} NADs; DEL reads the cache only)"
+        ),
+        &api,
+    );
+}
+
+fn alone_rows<'b>(
+    world: &World,
+    builds: &[&'b Binary],
+    counts: &[usize],
+    reps: usize,
+    tag: &str,
+) -> Vec<(usize, &'b str, Row)> {
+    let mut rows = Vec::new();
+    for &n in counts {
+        let pod = world.pod(Delegates::Null, n);
+        let mut row_of: Vec<Row> = builds.iter().map(|_| Row::default()).collect();
+        for rep in 0..=reps {
+            for (bin, row) in builds.iter().zip(row_of.iter_mut()) {
+                let container = format!("{tag}-{}-{n}-{rep}", bin.label.replace(' ', "-"));
+                let stats = || world.sb.api().stats();
+                let before = stats();
+                let add = world.kactus(bin, "ADD", &container, Delegates::Null, pod);
+                let mid = stats();
+                let del = world.kactus(bin, "DEL", &container, Delegates::Null, pod);
+                let after = stats();
+                if rep == 0 {
+                    continue;
                 }
-                Ok(())
-            });
+                row.kactus_add.push(add.wall);
+                row.kactus_del.push(del.wall);
+                if let (Some(a), Some(d)) =
+                    (world.delegate_time("ADD", &container), world.delegate_time("DEL", &container))
+                {
+                    row.own_add.push(add.wall.saturating_sub(a));
+                    row.delegates_add.push(a);
+                    row.own_del.push(del.wall.saturating_sub(d));
+                }
+                traffic(row, &before, &mid);
+                row.del_requests.push(after.requests - mid.requests);
+            }
         }
+        world.assert_clean(&format!("{tag} n={n}"));
+        rows.extend(builds.iter().zip(row_of).map(|(b, r)| (n, b.label, r)));
     }
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawn");
-    let mut input = child.stdin.take().expect("stdin");
-    let _ = input.write_all(stdin);
-    drop(input);
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let mut stdout = String::new();
-    let _ = child.stdout.take().expect("stdout").read_to_string(&mut stdout);
-    let stderr = err_reader.join().unwrap_or_default();
-    let ok = child.wait().expect("wait for child").success();
-    let wall = start.elapsed();
-    Run { ok, stdout, stderr, wall }
+    rows
 }
 
-/// A private copy of the release binary (or of `KACTUS_BENCH_BINARY`, to compare builds):
-/// the target dir is shared, and a build elsewhere must not swap it halfway through a run.
-fn kactus_binary() -> &'static str {
-    static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    COPY.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("kactus-bench-{}", std::process::id()));
-        let built = std::env::var("KACTUS_BENCH_BINARY").unwrap_or_else(|_| BUILT_KACTUS.to_string());
-        std::fs::copy(&built, &path).unwrap_or_else(|e| panic!("copy the kactus binary {built}: {e}"));
-        path.display().to_string()
-    })
-}
-
-fn cni_env(
-    command: &str,
-    container: &str,
-    netns: &Path,
-    ifname: &str,
-    args: &str,
-    cni_path: &str,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("CNI_COMMAND", command.to_string()),
-        ("CNI_CONTAINERID", container.to_string()),
-        ("CNI_NETNS", netns.display().to_string()),
-        ("CNI_IFNAME", ifname.to_string()),
-        ("CNI_ARGS", args.to_string()),
-        ("CNI_PATH", cni_path.to_string()),
-    ]
-}
-
-/// The bench world: one node, the master network and 16 bridge NADs, one pod object per
-/// attachment count.
-struct World {
-    sb: Sandbox,
-    conf: Value,
-    /// NAD configs as kactus sends them (name and cniVersion set), by index.
-    nads: Vec<Value>,
-    master: Value,
-    /// Each bench pod's annotations, by pod name.
-    annotations: std::collections::BTreeMap<String, Value>,
-    /// Whether ADDs get the pod's annotations in `runtimeConfig`, as containerd and CRI-O
-    /// pass them to a config declaring the capability (what the installer writes).
-    from_runtime: std::sync::atomic::AtomicBool,
-}
-
-fn nad_name(i: usize) -> String {
-    format!("n{i}")
-}
-
-fn pod_name(n: usize) -> String {
-    format!("bench{n}")
-}
-
-impl World {
-    fn new() -> World {
-        let mut sb = Sandbox::new();
-        let nads: Vec<Value> = (0..16)
-            .map(|i| sb.bridge_net(&nad_name(i), &format!("br{i}"), &format!("10.{}.0.0/24", 100 + i)))
-            .collect();
-        for (i, nad) in nads.iter().enumerate() {
-            sb.apply(&Sandbox::nad_yaml("default", &nad_name(i), nad));
-        }
-        let mut annotations = std::collections::BTreeMap::new();
-        for n in ATTACHMENT_COUNTS {
-            let list: Vec<Value> = (0..n).map(|i| json!({"name": nad_name(i)})).collect();
-            let ann = if n == 0 { json!({}) } else { json!({"networks": Value::Array(list).to_string()}) };
-            sb.apply(&Sandbox::pod_yaml("default", &pod_name(n), &ann));
-            sb.pod(&pod_name(n));
-            annotations.insert(pod_name(n), ann);
-        }
-        let mut conf = sb.kactus_conf();
-        // What a node would run: info, not the tests' debug.
-        conf["logLevel"] = "info".into();
-        let mut master = sb.bridge_net("cluster", "cni0", "10.244.0.0/24");
-        master.as_object_mut().map(|m| m.remove("masterPlugin"));
-        World { sb, conf, nads, master, annotations, from_runtime: std::sync::atomic::AtomicBool::new(true) }
-    }
-
-    /// The config a runtime would send for `command` on `pod`: an ADD carries the pod's
-    /// annotations unless [`World::from_runtime`] is off.
-    fn conf_for(&self, command: &str, pod: &str) -> Value {
-        let mut conf = self.conf.clone();
-        if command == "ADD" && self.from_runtime.load(std::sync::atomic::Ordering::Relaxed) {
-            let annotations = self.annotations.get(pod).cloned().unwrap_or_else(|| json!({}));
-            conf["runtimeConfig"] = json!({ kactus::plugin::plan::POD_ANNOTATIONS_CAPABILITY: annotations });
-        }
-        conf
-    }
-
-    fn pod_netns(&self, n: usize) -> PathBuf {
-        let i = ATTACHMENT_COUNTS.iter().position(|&c| c == n).expect("count");
-        self.sb.pods[i].path.clone()
-    }
-
-    fn kactus(&self, command: &str, container: &str, netns: &Path, pod: &str, cni_path: &str) -> Run {
-        let env = cni_env(command, container, netns, "eth0", &pod_args("default", pod), cni_path);
-        let conf = self.conf_for(command, pod);
-        let run = run_in(Some(&self.sb.node.path), kactus_binary(), &env, conf.to_string().as_bytes());
-        assert!(run.ok, "kactus {command} {container}: {}\n{}", run.stdout, run.stderr);
-        run
-    }
-
-    /// Peak RSS (KiB) of one kactus call, measured by GNU time: a child's own wait4 maxrss
-    /// also counts the memory of the process it was forked from (ours), so it needs a small
-    /// parent. None without /usr/bin/time.
-    fn kactus_rss(&self, command: &str, container: &str, netns: &Path, pod: &str, cni_path: &str) -> Option<i64> {
-        let env = cni_env(command, container, netns, "eth0", &pod_args("default", pod), cni_path);
-        self.rss_of(Some(&self.sb.node.path), &env, self.conf.to_string().as_bytes())
-    }
-
-    fn version_rss(&self) -> Option<i64> {
-        self.rss_of(None, &[("CNI_COMMAND", "VERSION".to_string())], br#"{"cniVersion":"1.0.0"}"#)
-    }
-
-    fn rss_of(&self, netns: Option<&Path>, env: &[(&str, String)], stdin: &[u8]) -> Option<i64> {
-        if !Path::new("/usr/bin/time").exists() {
-            return None;
-        }
-        let out = self.sb.path("rss.txt");
-        let script = format!("exec /usr/bin/time -f %M -o {} {}", out.display(), kactus_binary());
-        let mut env = env.to_vec();
-        env.push(("KACTUS_BENCH_SCRIPT", script));
-        let run =
-            run_in(netns, "/bin/sh", &env, &[b"eval \"$KACTUS_BENCH_SCRIPT\" <<'EOF'\n", stdin, b"\nEOF\n"].concat());
-        assert!(run.ok, "kactus under time: {} {}", run.stdout, run.stderr);
-        std::fs::read_to_string(out).ok()?.trim().lines().last()?.parse().ok()
-    }
-
-    /// The wall time kactus says its delegates took in its last `verb` for `container`
-    /// (its `answered` log line; builds before that line have none).
-    fn delegate_time(&self, verb: &str, container: &str) -> Option<Duration> {
-        let log = std::fs::read_to_string(self.conf["logFile"].as_str().unwrap_or_default()).unwrap_or_default();
-        let marker = format!("{verb} {container} answered");
-        log.lines()
-            .rev()
-            .find(|l| l.contains(&marker))
-            .and_then(|l| l.rsplit_once(" taking ")?.1.strip_suffix(" ms")?.parse::<f64>().ok())
-            .map(|ms| Duration::from_secs_f64(ms / 1e3))
-    }
-
-    /// The delegates kactus would run for `n` attachments, as (ifname, config).
-    fn delegate_calls(&self, n: usize) -> Vec<(String, Value)> {
-        let mut calls = vec![("eth0".to_string(), self.master.clone())];
-        for i in 0..n {
-            calls.push((kactus::attachment::device_name_for(&nad_name(i)), self.nads[i].clone()));
-        }
-        calls
-    }
-
-    /// The same delegates exec'd directly, in the same order, with the same env; returns
-    /// the ADD results (DEL gets them as prevResult, as kactus does from its cache).
-    fn direct_add(&self, container: &str, netns: &Path, pod: &str, n: usize) -> (Duration, Vec<Value>) {
-        let args = kactus_delegate_args(pod);
-        let start = Instant::now();
-        let mut results = Vec::new();
-        for (ifname, conf) in self.delegate_calls(n) {
-            let env = cni_env("ADD", container, netns, &ifname, &args, CNI_PATH);
-            let run =
-                run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
-            assert!(run.ok, "bridge ADD {ifname}: {}", run.stdout);
-            results.push(serde_json::from_str(&run.stdout).expect("bridge result"));
-        }
-        (start.elapsed(), results)
-    }
-
-    fn direct_del(&self, container: &str, netns: &Path, pod: &str, n: usize, results: &[Value]) -> Duration {
-        let args = kactus_delegate_args(pod);
-        let start = Instant::now();
-        for ((ifname, mut conf), prev) in self.delegate_calls(n).into_iter().zip(results).rev() {
-            conf["prevResult"] = prev.clone();
-            let env = cni_env("DEL", container, netns, &ifname, &args, CNI_PATH);
-            let run =
-                run_in(Some(&self.sb.node.path), &format!("{CNI_PATH}/bridge"), &env, conf.to_string().as_bytes());
-            assert!(run.ok, "bridge DEL {ifname}: {}", run.stdout);
-        }
-        start.elapsed()
-    }
-}
-
-/// CNI_ARGS as kactus hands them to every delegate.
-fn kactus_delegate_args(pod: &str) -> String {
-    pod_args("default", pod)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// p50 and p99 (nearest rank) in ms.
-fn pct(samples: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    (rank(0.50), rank(0.99))
-}
-
-#[derive(Default)]
-struct Row {
-    kactus_add: Vec<Duration>,
-    kactus_del: Vec<Duration>,
-    /// kactus's wall time minus the time its delegates ran (from its log), per call: its own
-    /// cost measured within the same call, so free of the run-to-run noise of the delegates.
-    own_add: Vec<Duration>,
-    own_del: Vec<Duration>,
-    direct_add: Vec<Duration>,
-    direct_del: Vec<Duration>,
-    requests: Vec<u64>,
-    verbs: String,
-    bytes: Vec<u64>,
-    connections: Vec<u64>,
-    del_requests: Vec<u64>,
-}
-
-/// `reps` rounds of kactus ADD, kactus DEL, direct ADD, direct DEL (interleaved so drift
-/// hits both alike), after one unmeasured warm-up round that creates the bridges.
-fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
-    let netns = world.pod_netns(n);
-    let pod = pod_name(n);
+/// `reps` rounds of kactus ADD, kactus DEL, direct ADD, direct DEL with bridge delegates
+/// (interleaved so drift hits both alike), after one unmeasured warm-up round that creates
+/// the bridges.
+fn measure(world: &World, bin: &Binary, n: usize, reps: usize, tag: &str) -> Row {
+    let pod = world.pod(Delegates::Bridge, n);
     let mut row = Row::default();
     for rep in 0..=reps {
         let container = format!("{tag}-{n}-{rep}");
         let before = world.sb.api().stats();
-        let add = world.kactus("ADD", &container, &netns, &pod, CNI_PATH);
+        let add = world.kactus(bin, "ADD", &container, Delegates::Bridge, pod);
         let mid = world.sb.api().stats();
-        let del = world.kactus("DEL", &container, &netns, &pod, CNI_PATH);
+        let del = world.kactus(bin, "DEL", &container, Delegates::Bridge, pod);
         let after = world.sb.api().stats();
         let dcontainer = format!("{container}-direct");
-        let (dadd, results) = world.direct_add(&dcontainer, &netns, &pod, n);
-        let ddel = world.direct_del(&dcontainer, &netns, &pod, n, &results);
+        let (dadd, results) = world.direct_add(&dcontainer, pod, n);
+        let ddel = world.direct_del(&dcontainer, pod, n, &results);
         if rep == 0 {
             continue;
         }
@@ -314,19 +201,8 @@ fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
         }
         row.direct_add.push(dadd);
         row.direct_del.push(ddel);
-        row.requests.push(mid.requests - before.requests);
-        row.bytes.push(mid.response_bytes - before.response_bytes);
-        row.connections.push(mid.connections - before.connections);
+        traffic(&mut row, &before, &mid);
         row.del_requests.push(after.requests - mid.requests);
-        row.verbs = mid
-            .per_verb
-            .iter()
-            .filter_map(|(verb, count)| {
-                let delta = count - before.per_verb.get(verb).copied().unwrap_or(0);
-                (delta > 0).then(|| format!("{delta} {verb}"))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
     }
     if std::env::var_os("KACTUS_BENCH_SAMPLES").is_some() {
         let show = |v: &[Duration]| v.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(" ");
@@ -336,81 +212,198 @@ fn measure(world: &World, n: usize, reps: usize, tag: &str) -> Row {
             show(&row.direct_add)
         );
     }
-    assert!(world.sb.leases().is_empty(), "leases left: {:?}", world.sb.leases());
-    assert!(world.sb.cache_files().is_empty(), "cache left: {:?}", world.sb.cache_files());
+    world.assert_clean(&format!("{tag} n={n}"));
     row
 }
 
-fn median_u64(v: &[u64]) -> u64 {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn print_timing(title: &str, rows: &[(usize, Row)]) {
-    println!("\n{title}");
+/// podagent's calls: a running pod (eth0 + z0) gets z1 added through its annotation, then
+/// removed: the dynamic ADD and DEL (`K8S_POD_NETWORK`) as podagent execs them, with and
+/// without the pod's annotations in `runtimeConfig`.
+fn dynamic(world: &mut World, builds: &[&Binary], reps: usize) {
+    let networks = [nad_name(Delegates::Null, 0), nad_name(Delegates::Null, 1)];
+    let mut pod = world.add_pod(NULL_NS, "dyn", annotations_for(&networks));
+    let started_with = annotations_for(&networks[..1]);
+    println!("\npodagent's dynamic calls on a running pod (eth0 + z0; z1 added, then deleted), null delegates");
     println!(
-        "| att | verb | kactus p50 | kactus p99 | direct p50 | direct p99 | overhead p50 | overhead/att | overhead/direct | kactus own p50 |"
+        "| build | podagent passes the annotations | call | own p50 | wall p50 | requests | by verb | response bytes |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for verb in ["ADD", "DEL"] {
-        let base = rows.iter().find(|(n, _)| *n == 0).map(|(_, r)| overhead(r, verb));
-        for (n, row) in rows {
-            let (k, d) =
-                if verb == "ADD" { (&row.kactus_add, &row.direct_add) } else { (&row.kactus_del, &row.direct_del) };
-            let ((k50, k99), (d50, d99)) = (pct(k), pct(d));
-            let ovh = k50 - d50;
-            let per_att = match (n, base) {
-                (0, _) | (_, None) => "-".to_string(),
-                (n, Some(b)) => format!("{:+.2} ms", (ovh - b) / *n as f64),
-            };
-            let own = if verb == "ADD" { &row.own_add } else { &row.own_del };
-            let own = if own.is_empty() { "n/a".to_string() } else { format!("{:.1} ms", pct(own).0) };
-            println!(
-                "| {n} | {verb} | {k50:.1} ms | {k99:.1} ms | {d50:.1} ms | {d99:.1} ms | {ovh:+.1} ms | {per_att} | {:.2} | {own} |",
-                ovh / d50
-            );
+    println!("|---|---|---|---:|---:|---:|---|---:|");
+    for bin in builds {
+        for passed in [false, true] {
+            let (mut add, mut del) = (Row::default(), Row::default());
+            for rep in 0..=reps {
+                let container = format!("d-{}-{passed}-{rep}", bin.label.replace(' ', "-"));
+                pod.annotations = started_with.clone();
+                world.kactus(bin, "ADD", &container, Delegates::Null, &pod);
+                pod.annotations = if passed { annotations_for(&networks) } else { json!(null) };
+                world.from_runtime.store(passed, std::sync::atomic::Ordering::Relaxed);
+                let dynamic = [("K8S_POD_NETWORK", networks[1].as_str())];
+                for (command, row) in [("ADD", &mut add), ("DEL", &mut del)] {
+                    let before = world.sb.api().stats();
+                    let run = world.kactus_with(bin, command, &container, Delegates::Null, &pod, &dynamic);
+                    assert!(run.ok, "dynamic {command}: {} {}", run.stdout, run.stderr);
+                    let after = world.sb.api().stats();
+                    if rep > 0 {
+                        row.kactus_add.push(run.wall);
+                        if let Some(d) = world.delegate_time(command, &container) {
+                            row.own_add.push(run.wall.saturating_sub(d));
+                        }
+                        traffic(row, &before, &after);
+                    }
+                }
+                world.from_runtime.store(true, std::sync::atomic::Ordering::Relaxed);
+                world.kactus(bin, "DEL", &container, Delegates::Null, &pod);
+            }
+            for (call, row) in [("ADD", &add), ("DEL", &del)] {
+                println!(
+                    "| {} | {} | {call} | {:.2} ms | {:.2} ms | {} | {} | {} |",
+                    bin.label,
+                    if passed { "yes" } else { "no" },
+                    pct(&row.own_add).0,
+                    pct(&row.kactus_add).0,
+                    median_u64(&row.requests),
+                    row.verbs,
+                    median_u64(&row.bytes)
+                );
+            }
         }
     }
+    world.assert_clean("dynamic");
 }
 
-fn overhead(row: &Row, verb: &str) -> f64 {
-    let (k, d) = if verb == "ADD" { (&row.kactus_add, &row.direct_add) } else { (&row.kactus_del, &row.direct_del) };
-    pct(k).0 - pct(d).0
-}
-
-fn print_api(title: &str, rows: &[(usize, Row)]) {
-    println!("\n{title}");
-    println!("| att | requests/ADD | by verb | response bytes/ADD | new connections/ADD | requests/DEL |");
-    println!("|---:|---:|---|---:|---:|---:|");
-    for (n, row) in rows {
+/// What reading NADs costs in a namespace holding [`BIG_NADS`] of them, each the size of a
+/// real one (`kubectl apply`'s last-applied annotation and managedFields included): a GET of
+/// one, a LIST of all of them (from the watch cache, `resourceVersion=0`, and consistent), the
+/// one page kactus reads, and ADDs of pods there.
+fn big_namespace(world: &mut World, builds: &[&Binary], reps: usize) {
+    for i in 0..BIG_NADS {
+        world.sb.apply(&realistic_nad(BIG_NS, &format!("big{i}")).to_string());
+    }
+    let kubeconfig = world.sb.kubeconfig.clone();
+    let path = format!("/apis/k8s.cni.cncf.io/v1/namespaces/{BIG_NS}/network-attachment-definitions");
+    let api = world.sb.api();
+    let timed = |what: &str, query: &'static [(&'static str, &'static str)], suffix: &str| {
+        let (kubeconfig, path) = (kubeconfig.clone(), format!("{path}{suffix}"));
+        let before = api.stats();
+        let samples = kactus::netns::run_in(&world.sb.node.path, move || {
+            let client = kactus::kube::Client::new(Some(&kubeconfig), Default::default()).expect("client");
+            client.get::<Value>("/version").expect("connect");
+            (0..reps)
+                .map(|_| {
+                    let start = Instant::now();
+                    client.get::<Value>(&format!("{path}?{}", query_string(query))).expect(&path);
+                    start.elapsed()
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("node netns");
+        let bytes = (api.stats().response_bytes - before.response_bytes) as usize / reps.max(1);
+        println!("| {what} | {bytes} | {:.2} ms | {:.2} ms |", pct(&samples).0, pct(&samples).1);
+    };
+    println!("\nReading NADs in a namespace holding {BIG_NADS} (each ~1 KiB as a real apiserver serves it), from one client, warm connection");
+    println!("| request | response bytes | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    timed("GET one NAD", &[], "/big7");
+    timed(&format!("LIST all {BIG_NADS}, resourceVersion=0 (watch cache)"), &[("resourceVersion", "0")], "");
+    timed(&format!("LIST all {BIG_NADS}, consistent read"), &[], "");
+    // What kactus reads: one page (kactus::plugin::networks::LIST_PAGE).
+    let page: &'static str = Box::leak(kactus::plugin::networks::LIST_PAGE.to_string().into_boxed_str());
+    let query: &'static [(&'static str, &'static str)] = Box::leak(Box::new([("limit", page)]));
+    timed(&format!("LIST one page, limit={page} (what kactus reads)"), query, "");
+    let big_pods: Vec<(usize, BenchPod)> = [1, 4, 16]
+        .into_iter()
+        .map(|n| {
+            let networks: Vec<String> = (0..n).map(|i| format!("big{}", i * 37 % BIG_NADS)).collect();
+            (n, world.add_pod(BIG_NS, &format!("big-pod{n}"), annotations_for(&networks)))
+        })
+        .collect();
+    let world = &*world;
+    let mut rows = Vec::new();
+    for (n, pod) in &big_pods {
+        let mut row_of: Vec<Row> = builds.iter().map(|_| Row::default()).collect();
+        for rep in 0..=reps {
+            for (bin, row) in builds.iter().zip(row_of.iter_mut()) {
+                let container = format!("b-{}-{n}-{rep}", bin.label.replace(' ', "-"));
+                let before = world.sb.api().stats();
+                let add = world.kactus(bin, "ADD", &container, Delegates::Null, pod);
+                let mid = world.sb.api().stats();
+                world.kactus(bin, "DEL", &container, Delegates::Null, pod);
+                if rep > 0 {
+                    row.kactus_add.push(add.wall);
+                    if let Some(d) = world.delegate_time("ADD", &container) {
+                        row.own_add.push(add.wall.saturating_sub(d));
+                    }
+                    traffic(row, &before, &mid);
+                }
+            }
+        }
+        rows.extend(builds.iter().zip(row_of).map(|(b, r)| (*n, b.label, r)));
+    }
+    println!("\nADDs of pods in that namespace (null delegates)");
+    println!("| att | build | ADD own p50 | requests/ADD | by verb | response bytes/ADD |");
+    println!("|---:|---|---:|---:|---|---:|");
+    for (n, build, row) in &rows {
         println!(
-            "| {n} | {} | {} | {} | {} | {} |",
+            "| {n} | {build} | {:.2} ms | {} | {} | {} |",
+            pct(&row.own_add).0,
             median_u64(&row.requests),
             row.verbs,
-            median_u64(&row.bytes),
-            median_u64(&row.connections),
-            median_u64(&row.del_requests)
+            median_u64(&row.bytes)
         );
     }
+    world.assert_clean("big namespace");
 }
 
-/// A delegate that does nothing, so the peak RSS measured is kactus's own (it covers
-/// the reaped descendants too, and Go delegates are bigger than kactus).
-fn stub_plugin_dir(world: &World) -> PathBuf {
-    let dir = world.sb.path("stub-cni");
-    std::fs::create_dir_all(&dir).expect("stub dir");
-    let script = r#"#!/bin/sh
-cat >/dev/null
-if [ "$CNI_COMMAND" = ADD ]; then
-  printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[]}' "$CNI_IFNAME" "$CNI_NETNS"
-fi
-"#;
-    let path = dir.join("bridge");
-    std::fs::write(&path, script).expect("write stub");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod stub");
-    dir
+fn query_string(query: &[(&str, &str)]) -> String {
+    query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+}
+
+/// A NAD as `kubectl apply` leaves it on a real apiserver: its config, the last-applied
+/// annotation (the whole object again) and managedFields.
+fn realistic_nad(namespace: &str, name: &str) -> Value {
+    let config = json!({"cniVersion": "1.0.0", "name": name, "type": "null", "bridge": "br-big", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
+        "address": "10.250.0.2/24"})
+    .to_string();
+    let applied = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"annotations": {}, "name": name, "namespace": namespace}, "spec": {"config": config}});
+    json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1,
+            "creationTimestamp": "2025-01-01T00:00:00Z",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n")},
+            "managedFields": [{"apiVersion": "k8s.cni.cncf.io/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
+                    "f:spec": {".": {}, "f:config": {}}},
+                "manager": "kubectl-client-side-apply", "operation": "Update", "time": "2025-01-01T00:00:00Z"}]},
+        "spec": {"config": config}})
+}
+
+/// Peak RSS, start-up and binary size.
+fn process(world: &World, bin: &Binary) {
+    // Peak RSS of kactus alone: null delegates, so the figure is not a Go delegate's.
+    let pod = world.pod(Delegates::Null, 16);
+    let mut rss = None;
+    for rep in 0..5 {
+        for command in ["ADD", "DEL"] {
+            rss = rss.max(world.kactus_rss(bin, command, &format!("rss-{rep}"), pod));
+        }
+    }
+    let (version_p50, bridge_version_p50) = version_startup(bin, 200);
+    let version_rss = world.version_rss(bin);
+    let size = std::fs::metadata(bin.path()).map(|m| m.len()).unwrap_or(0);
+    println!("\nprocess");
+    println!("| measure | value | target |");
+    println!("|---|---:|---:|");
+    let mib = |kib: Option<i64>| {
+        kib.map_or("n/a (needs /usr/bin/time)".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    };
+    println!("| peak RSS of kactus, ADD+DEL with 16 attachments (null delegates) | {} | < 15 MiB |", mib(rss));
+    println!("| peak RSS of kactus, VERSION | {} | - |", mib(version_rss));
+    println!("| binary size (release, stripped) | {:.1} MiB | - |", size as f64 / 1048576.0);
+    println!("| start-up: CNI_COMMAND=VERSION, p50 of 200 | {version_p50:.2} ms | < 2 ms |");
+    println!("| reference: /usr/lib/cni/bridge VERSION, p50 of 200 | {bridge_version_p50:.2} ms | - |");
+    println!("| floor: spawn and reap /bin/true, p50 of 200 | {:.2} ms | - |", spawn_floor(200));
+    world.assert_clean("process");
 }
 
 fn machine() -> String {
@@ -427,19 +420,24 @@ fn machine() -> String {
     format!("{cpus} CPU(s), {cpu}, Linux {}", kernel.trim())
 }
 
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 /// p50 of `/bin/true` spawned and reaped the same way: the floor under every start-up figure.
 fn spawn_floor(runs: usize) -> f64 {
     let samples: Vec<Duration> = (0..runs).map(|_| run_in(None, "/bin/true", &[], b"").wall).collect();
     pct(&samples).0
 }
 
-fn version_startup(runs: usize) -> (f64, f64) {
+fn version_startup(bin: &Binary, runs: usize) -> (f64, f64) {
     let env = vec![("CNI_COMMAND", "VERSION".to_string())];
     let stdin = br#"{"cniVersion":"1.0.0"}"#;
     let mut kactus = Vec::new();
     let mut bridge = Vec::new();
     for _ in 0..runs {
-        let r = run_in(None, kactus_binary(), &env, stdin);
+        let r = run_in(None, bin.path(), &env, stdin);
         assert!(r.ok && r.stdout.contains("supportedVersions"), "VERSION: {}", r.stdout);
         kactus.push(r.wall);
         bridge.push(run_in(None, &format!("{CNI_PATH}/bridge"), &env, stdin).wall);
@@ -447,36 +445,24 @@ fn version_startup(runs: usize) -> (f64, f64) {
     (pct(&kactus).0, pct(&bridge).0)
 }
 
-fn concurrent(world: &mut World) {
-    let first = world.sb.pods.len();
-    for i in 0..CONCURRENT_PODS {
-        let name = format!("conc{i}");
-        let ann = json!({"networks": r#"[{"name":"n0"}]"#});
-        world.sb.apply(&Sandbox::pod_yaml("default", &name, &ann));
-        world.sb.pod(&name);
-        world.annotations.insert(name, ann);
-    }
+/// 50 pods (eth0 + n0, bridge delegates) started at once on one node, then deleted.
+fn concurrent(world: &mut World, bin: &Binary) {
+    let networks = [nad_name(Delegates::Bridge, 0)];
+    let pods: Vec<BenchPod> = (0..CONCURRENT_PODS)
+        .map(|i| world.add_pod(BRIDGE_NS, &format!("conc{i}"), annotations_for(&networks)))
+        .collect();
     let world = &*world;
     let phase = |command: &'static str| {
         let start = Instant::now();
         let errors: usize = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..CONCURRENT_PODS)
-                .map(|i| {
+            let handles: Vec<_> = pods
+                .iter()
+                .map(|pod| {
                     s.spawn(move || {
-                        let name = format!("conc{i}");
-                        let netns = world.sb.pods[first + i].path.clone();
-                        let env = cni_env(
-                            command,
-                            &format!("c-{name}"),
-                            &netns,
-                            "eth0",
-                            &pod_args("default", &name),
-                            CNI_PATH,
-                        );
-                        let conf = world.conf_for(command, &name).to_string();
-                        let r = run_in(Some(&world.sb.node.path), kactus_binary(), &env, conf.as_bytes());
+                        let r =
+                            world.kactus_with(bin, command, &format!("c-{}", pod.name), Delegates::Bridge, pod, &[]);
                         if !r.ok {
-                            eprintln!("{command} {name}: {} {}", r.stdout, r.stderr.trim());
+                            eprintln!("{command} {}: {} {}", pod.name, r.stdout, r.stderr.trim());
                         }
                         usize::from(!r.ok)
                     })
@@ -486,13 +472,14 @@ fn concurrent(world: &mut World) {
         });
         (start.elapsed(), errors)
     };
+    let devices_of = |pods: &[BenchPod]| -> usize { pods.iter().map(|p| world.sb.pod_devices(p.index).len()).sum() };
     let (add_time, add_errors) = phase("ADD");
-    let devices_after_add: usize = (0..CONCURRENT_PODS).map(|i| world.sb.pod_devices(first + i).len()).sum();
+    let devices_after_add = devices_of(&pods);
     let (del_time, del_errors) = phase("DEL");
-    let devices: usize = (0..CONCURRENT_PODS).map(|i| world.sb.pod_devices(first + i).len()).sum();
+    let devices = devices_of(&pods);
     let leases = world.sb.leases().len();
     let cache = world.sb.cache_files().len();
-    println!("\n{CONCURRENT_PODS} concurrent pods on one node (1 attachment each: eth0 + n0), threads");
+    println!("\n{CONCURRENT_PODS} concurrent pods on one node (1 attachment each: eth0 + n0, bridge), threads");
     println!("| phase | total | errors | left after |");
     println!("|---|---:|---:|---|");
     println!(
@@ -504,213 +491,4 @@ fn concurrent(world: &mut World) {
         "| DEL x{CONCURRENT_PODS} | {:.0} ms | {del_errors} | {devices} devices, {leases} host-local leases, {cache} cache entries |",
         ms(del_time)
     );
-}
-
-fn main() {
-    if !nix::unistd::Uid::effective().is_root() || !Path::new(CNI_PATH).join("bridge").exists() {
-        eprintln!("the kactus benchmark needs root and the CNI reference plugins in {CNI_PATH}");
-        std::process::exit(2);
-    }
-    let reps: usize = std::env::var("KACTUS_BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let started = Instant::now();
-    println!("kactus benchmark: {}", machine());
-    println!(
-        "binary {}, {reps} measured repetitions per row (+1 warm-up); every delegate is bridge + host-local",
-        std::env::var("KACTUS_BENCH_BINARY").unwrap_or_else(|_| BUILT_KACTUS.to_string())
-    );
-
-    let mut world = World::new();
-    if let Ok(spec) = std::env::var("KACTUS_BENCH_PROFILE") {
-        profile(&world, &spec, reps);
-        let _ = std::fs::remove_file(kactus_binary());
-        return;
-    }
-    let mut plain = Vec::new();
-    for n in ATTACHMENT_COUNTS {
-        plain.push((n, measure(&world, n, reps, "p")));
-    }
-    print_timing("ADD/DEL wall time, apiserver without added latency (overhead = kactus - direct, p50)", &plain);
-
-    world.sb.api().faults().set_latency(Duration::from_millis(5));
-    let mut slow = Vec::new();
-    for n in ATTACHMENT_COUNTS {
-        slow.push((n, measure(&world, n, reps, "s")));
-    }
-    world.sb.api().faults().set_latency(Duration::ZERO);
-    print_timing("The same with 5 ms added to every apiserver response", &slow);
-    print_api("apiserver traffic per ADD (median; DEL reads the cache only)", &plain);
-
-    // Runtimes that do not pass the pod's annotations (and calls by hand): kactus GETs the pod.
-    world.from_runtime.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut unannotated = Vec::new();
-    for n in [0, 4] {
-        unannotated.push((n, measure(&world, n, reps, "u")));
-    }
-    world.from_runtime.store(true, std::sync::atomic::Ordering::Relaxed);
-    print_timing(
-        "Without the pod's annotations from the runtime (kactus GETs the pod), no added latency",
-        &unannotated,
-    );
-    print_api("apiserver traffic per ADD without them", &unannotated);
-
-    // Peak RSS of kactus alone: stub delegates, so the figure is not a Go delegate's.
-    let stub = stub_plugin_dir(&world);
-    let netns = world.pod_netns(16);
-    let mut stub_rss = None;
-    for rep in 0..5 {
-        let container = format!("rss-{rep}");
-        for command in ["ADD", "DEL"] {
-            let rss = world.kactus_rss(command, &container, &netns, &pod_name(16), &stub.display().to_string());
-            stub_rss = stub_rss.max(rss);
-        }
-    }
-    let (version_p50, bridge_version_p50) = version_startup(200);
-    let version_rss = world.version_rss();
-    let size = std::fs::metadata(kactus_binary()).map(|m| m.len()).unwrap_or(0);
-    println!("\nprocess");
-    println!("| measure | value | target |");
-    println!("|---|---:|---:|");
-    let mib = |kib: Option<i64>| {
-        kib.map_or("n/a (needs /usr/bin/time)".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
-    };
-    println!(
-        "| peak RSS of kactus, ADD+DEL with 16 attachments (delegates stubbed by /bin/sh) | {} | < 15 MiB |",
-        mib(stub_rss)
-    );
-    println!("| peak RSS of kactus, VERSION | {} | - |", mib(version_rss));
-    println!("| binary size (release, stripped) | {:.1} MiB | - |", size as f64 / 1048576.0);
-    println!("| start-up: CNI_COMMAND=VERSION, p50 of 200 | {version_p50:.2} ms | < 2 ms |");
-    println!("| reference: /usr/lib/cni/bridge VERSION, p50 of 200 | {bridge_version_p50:.2} ms | - |");
-    println!("| floor: spawn and reap /bin/true, p50 of 200 | {:.2} ms | - |", spawn_floor(200));
-
-    concurrent(&mut world);
-    let _ = std::fs::remove_file(kactus_binary());
-    println!("\nbench wall time {:.0} s", started.elapsed().as_secs_f64());
-}
-
-/// `KACTUS_BENCH_PROFILE=<attachments>:<latency ms>`: where an ADD's time goes. Runs the ADD
-/// `reps` times with a debug log and prints the p50 of each phase between log lines, next to
-/// the same delegates exec'd directly; then one ADD under `strace -f -tt -T`, kept in
-/// /tmp/kactus-bench-profile.strace with its log beside it.
-fn profile(world: &World, spec: &str, reps: usize) {
-    let (n, latency) = spec.split_once(':').unwrap_or((spec, "0"));
-    let n: usize = n.parse().expect("attachments");
-    world.sb.api().faults().set_latency(Duration::from_millis(latency.parse().expect("latency ms")));
-    let (netns, pod) = (world.pod_netns(n), pod_name(n));
-    world.kactus("ADD", "warm", &netns, &pod, CNI_PATH);
-    world.kactus("DEL", "warm", &netns, &pod, CNI_PATH);
-    let log = "/tmp/kactus-bench-profile.log";
-    let mut conf = world.conf_for("ADD", &pod);
-    conf["logLevel"] = "debug".into();
-    conf["logFile"] = log.into();
-    let mut phases: Vec<(String, Vec<Duration>)> = Vec::new();
-    let mut direct_calls = Vec::new();
-    let mut usages = Vec::new();
-    for rep in 0..reps {
-        let _ = std::fs::remove_file(log);
-        let container = format!("phases-{rep}");
-        let env = cni_env("ADD", &container, &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
-        let add = run_in(Some(&world.sb.node.path), kactus_binary(), &env, conf.to_string().as_bytes());
-        assert!(add.ok, "ADD with debug log: {}", add.stdout);
-        world.kactus("DEL", &container, &netns, &pod, CNI_PATH);
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(usage) = text.lines().find_map(|l| l.split_once(&format!("ADD {container}: minor faults"))) {
-            usages.push(format!("minor faults{}", usage.1));
-        }
-        // By name: the apiserver's side and the first delegate may log in either order.
-        for (name, took) in log_phases(&text, add.wall) {
-            match phases.iter_mut().find(|(known, _)| *known == name) {
-                Some((_, samples)) => samples.push(took),
-                None => phases.push((name, vec![took])),
-            }
-        }
-        let (took, results) = world.direct_add(&format!("{container}-direct"), &netns, &pod, n);
-        world.direct_del(&format!("{container}-direct"), &netns, &pod, n, &results);
-        direct_calls.push(took / (n as u32 + 1));
-    }
-    println!("\nwhere an ADD with {n} attachment(s) spends its time ({latency} ms apiserver latency), p50 of {reps}");
-    println!("| phase (up to the log line) | p50 |");
-    println!("|---|---:|");
-    for (name, samples) in &phases {
-        println!("| {name} | {:.2} ms |", pct(samples).0);
-    }
-    println!("| (a direct delegate call, for comparison) | {:.2} ms |", pct(&direct_calls).0);
-    if let Some(usage) = usages.get(usages.len() / 2) {
-        println!("kactus's own usage in one of these ADDs (its threads, not its delegates): {usage}");
-    }
-
-    let _ = std::fs::remove_file(log);
-    // sh reads this script from stdin; the config goes to kactus through $CONF.
-    let mut env = cni_env("ADD", "prof", &netns, "eth0", &pod_args("default", &pod), CNI_PATH);
-    env.push(("CONF", conf.to_string()));
-    let script =
-        format!("printf '%s' \"$CONF\" | strace -f -tt -T -o /tmp/kactus-bench-profile.strace {}", kactus_binary());
-    let start = Instant::now();
-    let run = run_in(Some(&world.sb.node.path), "/bin/sh", &env, script.as_bytes());
-    println!("\nADD under strace: {:.1} ms ok={} {}", ms(start.elapsed()), run.ok, run.stderr);
-    println!("strace in /tmp/kactus-bench-profile.strace, its debug log in {log}");
-    world.kactus("DEL", "prof", &netns, &pod, CNI_PATH);
-}
-
-/// The gaps between kactus's own debug log lines (rustls's and reqwest's are skipped): each
-/// phase is named by the line that ends it. The first phase is process start-up up to the
-/// first line: the wall time minus the log's span. After the plan, the apiserver's side (the
-/// client, the handshake, the NADs) runs beside the first delegates: its phases are timed
-/// from the plan and from each other, and shown as "beside the delegates".
-fn log_phases(log: &str, wall: Duration) -> Vec<(String, Duration)> {
-    let stamped: Vec<(f64, &str)> = log
-        .lines()
-        .filter(|l| ["kactus::", "] ADD ", "starting new connection", "ALPN protocol"].iter().any(|m| l.contains(m)))
-        .filter(|l| !l.contains("minor faults"))
-        .filter_map(|l| {
-            let (stamp, rest) = l.split_once(' ')?;
-            let clock = stamp.split_once('T')?.1.trim_end_matches('Z');
-            let mut parts = clock.split(':').map(|p| p.parse::<f64>().ok());
-            let secs = parts.next()?? * 3600.0 + parts.next()?? * 60.0 + parts.next()??;
-            let msg = rest.split_once("] ").map_or(rest, |(_, m)| m);
-            Some((secs, msg.split_once(": ").filter(|(target, _)| target.contains("::")).map_or(msg, |(_, m)| m)))
-        })
-        .collect();
-    let (Some(first), Some(last)) = (stamped.first(), stamped.last()) else { return Vec::new() };
-    let span = Duration::from_secs_f64((last.0 - first.0).max(0.0));
-    let mut out = vec![("process start-up and exit (wall - log span)".to_string(), wall.saturating_sub(span))];
-    let mut delegates = 0;
-    let (mut main_at, mut side_at, mut planned) = (first.0, None::<f64>, false);
-    for &(now, msg) in &stamped[1..] {
-        let (name, side) = if msg.contains("starting new connection") {
-            ("apiserver client built".to_string(), planned)
-        } else if msg.contains("ALPN") {
-            ("TCP + TLS handshake".to_string(), planned)
-        } else if msg.contains(" added on ") {
-            delegates += 1;
-            (format!("delegate {delegates} (exec + cache write)"), false)
-        } else if msg.starts_with("pod ") && msg.ends_with(" read") {
-            ("GET pod".to_string(), planned)
-        } else if msg.contains("network config(s) read") {
-            ("GET NADs (concurrent)".to_string(), planned)
-        } else if msg.starts_with("plan:") {
-            planned = true;
-            ("plan checked (no device in the way)".to_string(), false)
-        } else if msg.contains("durable") {
-            ("cache fsyncs joined, directories synced".to_string(), false)
-        } else if msg.contains("made and recorded") {
-            ("events joined".to_string(), false)
-        } else if msg.contains(" answered (") {
-            ("answer ready".to_string(), false)
-        } else {
-            (msg.chars().take(40).collect(), false)
-        };
-        let took = |since: f64| Duration::from_secs_f64((now - since).max(0.0));
-        if side {
-            out.push((format!("beside the delegates: {name}"), took(side_at.unwrap_or(main_at))));
-            side_at = Some(now);
-        } else {
-            if planned && side_at.is_none() {
-                side_at = Some(now); // the plan line: the apiserver's side starts here
-            }
-            out.push((name, took(main_at)));
-            main_at = now;
-        }
-    }
-    out
 }

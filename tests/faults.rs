@@ -209,7 +209,7 @@ fn kactus_killed_at_each_stage_of_an_add_leaves_nothing_after_the_runtimes_del()
             None
         }),
         ("while the networks are read, eth0 made", &|w| {
-            w.sb.api().faults().hang("/network-attachment-definitions/");
+            w.sb.api().faults().hang("/network-attachment-definitions");
             Some(w.cache().join("eth0.json"))
         }),
         ("in the 2nd attachment, after it made its device", &|w| {
@@ -472,12 +472,12 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
         ("503s beyond the retries", &|w| w.sb.api().faults().fail_next(1000, 503, None), Some(11)),
         (
             "a garbage body for a NAD",
-            &|w| w.sb.api().faults().garbage_next(1, Some("/network-attachment-definitions/blue")),
+            &|w| w.sb.api().faults().garbage_next(1, Some("/network-attachment-definitions")),
             Some(100),
         ),
         (
             "a truncated body for a NAD",
-            &|w| w.sb.api().faults().truncate_next(1, Some("/network-attachment-definitions/blue")),
+            &|w| w.sb.api().faults().truncate_next(1, Some("/network-attachment-definitions")),
             Some(100),
         ),
     ];

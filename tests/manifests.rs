@@ -295,6 +295,8 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             ("", "pods", "get"),
             ("", "pods", "patch"),
             ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+            // Several networks of one namespace are read with one LIST (src/plugin/networks.rs).
+            ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
             ("kaloom.com", "networks", "get"),
             ("", "events", "create"),
             // node-local IPAM's slice claims (src/ipam/claims.rs).

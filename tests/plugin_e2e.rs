@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 const GREEN: &str = "net9f27410725ab";
 const BLUE: &str = "net48d6215903df";
@@ -260,11 +261,11 @@ fn failed_second_attachment_rolls_back_everything() {
     assert!(sb.pod_devices(p).is_empty(), "left behind: {:?}", sb.pod_devices(p));
     assert!(sb.leases().is_empty(), "leases left: {:?}", sb.leases());
     assert!(sb.cache_files().is_empty(), "cache left: {:?}", sb.cache_files());
-    // The pod's events tell the story as it happened: each device announced as it was made
-    // (eth0, green), then the failure; network-status is only written for a complete ADD.
+    // The pod's events tell what it has: no device (one AddedInterface goes out only for a
+    // complete ADD, naming every device), the failure; nor is network-status written.
     let events = pod_events(&sb, "default", "app1");
     let reasons = |r: &str| events.iter().filter(|e| e.1 == r).count();
-    assert_eq!((reasons("AddedInterface"), reasons("AttachFailed")), (2, 1), "{events:?}");
+    assert_eq!((reasons("AddedInterface"), reasons("AttachFailed")), (0, 1), "{events:?}");
     let pod = sb.api().store().get("pods", "default", "app1").unwrap();
     assert!(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].is_null(), "{pod}");
 }
@@ -371,7 +372,7 @@ fn eth0_is_made_while_the_pods_networks_are_read() {
     let log = recording_plugin(&mut sb, "bridge");
     let mut conf = sb.kactus_conf();
     conf["delegates"][0]["type"] = "rec-bridge".into();
-    sb.api().faults().hold("/network-attachment-definitions/", &log);
+    sb.api().faults().hold("/network-attachment-definitions", &log);
     let mut from_runtime = conf.clone();
     from_runtime["runtimeConfig"] =
         json!({"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": networks}});
@@ -418,6 +419,100 @@ fn pod_annotations_from_the_runtime_spare_the_pod_read() {
     assert_eq!(code, 100, "{msg}");
     assert!(msg.contains("get pod default/app1"), "{msg}");
     assert!(sb.pod_devices(p).is_empty() && sb.leases().is_empty());
+}
+
+/// What an ADD asks of the apiserver does not grow with the pod's attachments: the networks
+/// in one request per namespace (a GET for one, a LIST for several), one AddedInterface Event
+/// naming every device, one network-status PATCH.
+#[test]
+fn apiserver_requests_per_add_stay_flat_as_attachments_grow() {
+    for (networks, read) in [("green", "get"), ("green, blue", "list"), ("green, blue, green, blue", "list")] {
+        let (sb, p, args) = app1_on(networks);
+        let mut conf = sb.kactus_conf();
+        conf["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": networks}});
+        let before = sb.api().stats();
+        sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+        let after = sb.api().stats();
+        let verbs: BTreeMap<String, u64> = after
+            .per_verb
+            .iter()
+            .map(|(verb, n)| (verb.clone(), n - before.per_verb.get(verb).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let expected: BTreeMap<String, u64> =
+            [(read, 1), ("create", 1), ("patch", 1)].map(|(v, n)| (v.into(), n)).into();
+        assert_eq!(verbs, expected, "{networks}");
+        // The one Event names each device with its own text.
+        let events = pod_events(&sb, "default", "app1");
+        assert_eq!(events.len(), 1, "{networks}: {events:?}");
+        let devices = sb.pod_devices(p);
+        assert_eq!(devices.len(), networks.split(',').count() + 1, "{networks}: {devices:?}");
+        for dev in &devices {
+            let text = format!("Add {dev} [{}/", first_addr(&sb.pods[p], dev));
+            assert!(events[0].2.contains(&text), "{networks}: {text} not in {:?}", events[0]);
+        }
+        sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+        sb.assert_nothing_left(p, networks);
+    }
+}
+
+/// Of several networks read with one LIST, a missing one is still NetworkNotFound naming it
+/// (read once more with a GET first: the watch cache may lag a NAD created a moment ago), and
+/// eth0, made meanwhile, is rolled back.
+#[test]
+fn a_missing_network_among_several_listed_is_network_not_found_naming_it() {
+    let (sb, p, args) = app1_on("green, nosuch, blue");
+    let before = sb.api().stats();
+    let (code, msg) = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &sb.kactus_conf()).err();
+    let after = sb.api().stats();
+    assert_eq!(code, 101, "{msg}");
+    assert!(msg.contains("no NetworkAttachmentDefinition default/nosuch"), "{msg}");
+    let lists = |s: &kactus_testapi::Stats| s.per_verb.get("list").copied().unwrap_or(0);
+    assert_eq!(lists(&after) - lists(&before), 1, "the NADs were listed once");
+    let events = pod_events(&sb, "default", "app1");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].0.as_str(), events[0].1.as_str()), ("Warning", "NetworkNotFound"));
+    assert!(events[0].2.contains("default/nosuch"), "{events:?}");
+    sb.assert_nothing_left(p, "missing among several");
+}
+
+/// A namespace holding more NADs than one LIST page: the page is all a LIST brings (its cost
+/// bounded whatever the namespace holds), and the networks it did not hold are read with a
+/// GET each. The fillers sort before green and blue, so neither is on the page.
+#[test]
+fn in_a_namespace_of_more_nads_than_a_page_the_list_is_one_page_and_the_rest_are_gets() {
+    let (sb, p, args) = app1_on("green, blue");
+    // 2 KiB of padding each: the namespace holds four pages' worth.
+    let page = kactus::plugin::networks::LIST_PAGE;
+    let filler = json!({"cniVersion": "0.3.1", "type": "bridge", "bridge": "unused-br", "padding": "x".repeat(2048)});
+    for i in 0..4 * page {
+        sb.apply(&Sandbox::nad_yaml("default", &format!("a-filler-{i:03}"), &filler));
+    }
+    let mut conf = sb.kactus_conf();
+    conf["runtimeConfig"] =
+        json!({"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "green, blue"}});
+    let before = sb.api().stats();
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let after = sb.api().stats();
+    let count = |s: &kactus_testapi::Stats, verb: &str| s.per_verb.get(verb).copied().unwrap_or(0);
+    assert_eq!((count(&after, "list") - count(&before, "list"), count(&after, "get") - count(&before, "get")), (1, 2));
+    // About one page of fillers, not the four the namespace holds.
+    let bytes = after.response_bytes - before.response_bytes;
+    assert!(bytes < 2 * 2048 * page as u64, "{bytes} bytes: more than a page was read");
+    assert!(sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(BLUE), "{:?}", sb.pod_devices(p));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    sb.assert_nothing_left(p, "more NADs than a page");
+}
+
+/// A ClusterRole from before kactus listed NADs (get only): they are read one by one.
+#[test]
+fn nads_are_read_one_by_one_where_listing_them_is_forbidden() {
+    let (sb, p, args) = app1_on("green, blue");
+    sb.api().faults().forbid("list", "network-attachment-definitions");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &sb.kactus_conf()).ok();
+    assert!(sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(BLUE), "{:?}", sb.pod_devices(p));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &sb.kactus_conf()).ok();
+    sb.assert_nothing_left(p, "list forbidden");
 }
 
 #[test]

@@ -62,6 +62,27 @@ fn data_is_hot_plugged_then_unplugged_and_a_restart_in_between_changes_nothing()
     assert_eq!(agent.metric("podagent_failures_total"), 0);
 }
 
+/// podagent acts on the pod its watch delivered and hands kactus its annotations (as the
+/// runtime does for a config declaring the capability, as the installer's does): a hot-plug
+/// and an unplug read the pod neither in podagent nor in kactus.
+#[test]
+fn a_hot_plug_reads_the_pod_neither_in_podagent_nor_in_kactus() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni_passing_pod_annotations(&sb);
+    let agent = PodAgent::start(&sb, &node);
+    sb.api().faults().forbid("get", "pods");
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert_data_appears(&sb, p);
+    set_networks(&sb, r#"[{"name":"green"}]"#);
+    assert!(wait_until(|| !sb.pods[p].has_link(DATA) && !lists(&sb, DATA)), "data never went away");
+    assert_eq!(data_leases(&sb), 0, "{:?}", sb.leases());
+    let calls = node.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].starts_with("ADD ") && calls[1].starts_with("DEL "), "{calls:?}");
+    assert_eq!(agent.metric("podagent_failures_total"), 0);
+}
+
 #[test]
 fn a_change_across_expired_watches_and_dropped_connections_is_applied_exactly_once() {
     let mut sb = Sandbox::new();

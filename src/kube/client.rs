@@ -177,6 +177,22 @@ impl Client {
         ))
     }
 
+    /// The first `limit` NetworkAttachmentDefinitions of `namespace` (by name, as the
+    /// apiserver orders them), one page: the rest, if any, is not read. A consistent read
+    /// (no `resourceVersion`): `resourceVersion=0` would be served from the watch cache, which
+    /// before Kubernetes 1.31 ignores `limit` and answers the whole namespace.
+    pub fn list_network_attachment_definitions(
+        &self,
+        namespace: &str,
+        limit: usize,
+    ) -> Result<Vec<NetworkAttachmentDefinition>, KubeError> {
+        let path = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions?limit={limit}",
+            segment(namespace)
+        );
+        self.get::<List<NetworkAttachmentDefinition>>(&path).map(|list| list.items)
+    }
+
     /// Sets (`Some`) or removes (`None`) pod annotations with a JSON merge patch, leaving
     /// the others alone: no read-modify-write, so no conflict with other writers.
     pub fn patch_pod_annotations(

@@ -29,7 +29,7 @@ pub enum EventType {
 }
 
 /// The apiserver refuses longer messages (1 KiB).
-const MAX_MESSAGE: usize = 1000;
+pub const MAX_MESSAGE: usize = 1000;
 
 /// The Event object (`generateName`, so many events about one object never collide).
 pub fn event_body(about: &Involved, by: Reporter, kind: EventType, reason: &str, message: &str) -> Value {

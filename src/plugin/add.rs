@@ -3,118 +3,70 @@
 //! the cache before it runs (an intent record per batch: see `cache::Intent`), so whatever
 //! fails halfway, kactus itself included, the rollback and every later DEL reach it.
 
+use super::apiserver_side::{self, ApiserverSide};
 use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
 use super::del::del_entry;
-use super::plan::{plan_add, Plan, PlannedCall};
-use super::status::publish_logged;
+use super::plan::{plan_add, PlannedCall};
 use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
-use crate::cni::{chain, code, CniEnv, CniError, CniResult, Command, Invocation, PodRef};
-use crate::devices::{devinfo, AllocatedDevice};
-use crate::kube;
+use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation};
+use crate::devices::devinfo;
 use crate::netlink::DefaultRoute;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 
 /// One ADD, as the plugin process makes it (it leaves its apiserver client to the process's
 /// exit, so it is not meant to be called in a loop by a long-lived process).
 pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
-    let pod = env.args.pod();
     // Everything from here runs under the container's lock, the check that no device is in
     // the way included: of two ADDs of one container, the second fails with code 7 before
     // anything runs (checked before the lock, both could pass it and the second delegate
     // would fail on the first's devices, and its rollback delete them).
     let cache = ContainerCache::create(&cfg.cache_dir, &env.container_id)?;
     let before = cache.read()?;
-    if let Some(answer) = repeated_dynamic_add(cfg, env, pod.as_ref(), &cache, &before)? {
+    if let Some(answer) = repeated_dynamic_add(cfg, env, &cache, &before)? {
         return Ok(answer);
     }
-    let mut plan = match plan_add(cfg, env) {
+    let plan = match plan_add(cfg, env) {
         Ok(plan) => plan,
         Err(e) => {
-            // Planning failed before a client was kept (an invalid annotation, a device in
-            // the way): a fresh one reports it on the pod.
-            let client = pod.as_ref().and_then(|_| super::plan::kube_client(cfg).ok());
-            warn_pod(client.as_ref(), pod.as_ref(), &e);
+            apiserver_side::warn_pod(cfg, env.args.pod().as_ref(), &e);
             cache.remove_if_unused();
             return Err(e);
         }
     };
-    // Planning's client if it read the pod; else built beside the first delegates.
-    let client = OnceLock::new();
-    if let Some(c) = plan.client.take() {
-        let _ = client.set(c);
-    }
-    let plan = &plan;
-    // The allocated devices the container's attachments hold (made, or about to be by an
-    // ADD that never finished) are not given again.
-    let held: Vec<AllocatedDevice> = before.calls.iter().filter_map(|e| e.kactus.device.clone()).collect();
-    let (client_ref, cache_ref, held) = (&client, &cache, &held);
-    // Scoped so the apiserver work done beside the delegates, and the best-effort writes
-    // started along the way (one `AddedInterface` event per device, as soon as it exists),
-    // are all finished before the process answers.
-    let answer = std::thread::scope(|s| {
+    // Scoped: what runs beside the delegates has finished before the process answers.
+    let answer = std::thread::scope(|scope| {
         let mut run = Run::new(cfg, env, &cache);
+        let mut apiserver = ApiserverSide::start(scope, cfg, env, &plan, &cache, &before);
+        // eth0 (or the primary network) and the config's delegates, while the apiserver
+        // side reads the attachments' networks.
         let ready = Call::numbered(env, plan.ready.clone(), before.next_seq());
-        let after_ready = before.next_seq() + ready.len() as u64;
-        let apiserver = plan
-            .pod
-            .as_ref()
-            .map(|_| s.spawn(move || apiserver_side(cfg, env, plan, client_ref, cache_ref, held, after_ready)));
-        let announce = |entry: &CacheEntry| {
-            if let (Some(pod), Some(client)) = (plan.pod.as_ref(), client.get()) {
-                let entry = entry.clone();
-                s.spawn(move || super::events::added_interface(client, pod, &entry));
-            }
-        };
-        let mut step = run.intend(&ready).and_then(|()| run.make(&ready, &|_| ()));
-        let pending = apiserver
-            .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "apiserver thread panicked"))));
-        let pending = pending.unwrap_or_else(|| Ok(Vec::new()));
-        // The first devices are announced once the client exists, the rest as they are made;
-        // none when the pod's networks could not be read (eth0 is about to be rolled back,
-        // and the warning says why).
-        if let Ok(calls) = &pending {
-            run.intended(calls);
-            run.made.iter().for_each(announce);
-        }
-        step = step.and(pending).and_then(|calls| run.make(&calls, &announce));
-        let told = plan.pod.as_ref().zip(client.get());
+        let made_ready = run.intend(&ready).and_then(|()| run.make(&ready));
+        // The attachments, once their networks are read and their calls recorded.
+        let pending = apiserver.pending_calls().inspect(|calls| run.intended(calls));
+        let made = made_ready.and(pending).and_then(|calls| run.make(&calls));
         // Everything that can still fail happens before success is reported, under rollback:
         // the answer converted to the runtime's version (a result an older version cannot
-        // hold is code 1, and must not leave devices behind), and the cache made durable.
-        let mut status_sent = false;
-        let answer = step
-            .and_then(|()| {
-                // The runtime gets the eth0 result; a dynamic call gets its attachment's.
-                let answer = run.made.iter().find(|e| e.kactus.is_default).or(run.made.first());
-                CniResult::convert(&answer.map(|e| e.result.clone()).unwrap_or(Value::Null), &cfg.cni_version)
-            })
-            .and_then(|out| {
-                // network-status goes out while the last fsyncs finish: the PATCH's round trip
-                // and the disk's flush overlap instead of adding up.
-                let entries: Vec<CacheEntry> = before.completed().chain(&run.made).cloned().collect();
-                // The client that read the NADs has its connection open: no new handshake.
-                let sending = told.map(|(pod, client)| s.spawn(move || publish_logged(client, pod, &entries)));
-                let synced = cache.sync();
-                status_sent = sending.map(|h| h.join().is_ok()).unwrap_or(false);
-                synced.map(|()| out)
-            });
-        match answer {
+        // hold is code 1, and must not leave devices behind), and the cache made durable,
+        // while network-status and the Event go out (the round trip and the disk's flush
+        // overlap instead of adding up).
+        let answered = made.and_then(|()| run.answer()).and_then(|out| {
+            apiserver.tell_made(before.completed().chain(&run.made).cloned().collect(), run.made.clone());
+            let synced = cache.sync();
+            apiserver.told();
+            synced.map(|()| out)
+        });
+        match answered {
             Ok(out) => {
                 log::debug!("ADD {}: {} device(s) made and recorded", env.container_id, run.made.len());
                 Ok(out)
             }
             Err(e) => {
                 let e = run.rollback(e);
-                if let Some((pod, client)) = told.filter(|_| status_sent) {
-                    // It was published with the devices just removed: say what is left.
-                    let left = cache.read().map(|r| r.completed().cloned().collect::<Vec<_>>()).unwrap_or_default();
-                    publish_logged(client, pod, &left);
-                }
-                warn_pod(client.get(), plan.pod.as_ref(), &e);
+                let left = || cache.read().map(|r| r.completed().cloned().collect()).unwrap_or_default();
+                apiserver.tell_failed(left, &e);
                 Err(e)
             }
         }
@@ -122,23 +74,19 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     if answer.is_err() {
         cache.remove_if_unused();
     }
-    // The process ends once the answer is printed and the OS closes the connection then;
-    // dropping the client first would join its runtime thread and close the connection
-    // politely, which only delays the pod's start (~0.3 ms in the benchmark).
-    std::mem::forget(client);
     answer
 }
 
 /// One delegate call of this ADD and its intent record entry (its place in the container's
 /// order, and everything its DEL needs).
-struct Call {
+pub(super) struct Call {
     planned: PlannedCall,
-    intent: CacheEntry,
+    pub(super) intent: CacheEntry,
 }
 
 impl Call {
     /// `calls` numbered from `first`, in order.
-    fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
+    pub(super) fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
         (first..).zip(calls).map(|(seq, planned)| Call { intent: planned.intent(env, seq), planned }).collect()
     }
 }
@@ -169,14 +117,14 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Notes `calls` recorded by another thread (see [`apiserver_side`]).
+    /// Notes `calls` recorded by another thread (see [`ApiserverSide::start`]).
     fn intended(&mut self, calls: &[Call]) {
         self.intended.extend(calls.iter().map(|c| c.intent.clone()));
     }
 
-    /// Makes `calls` in order, each completed in the cache (and passed to `made_one`) as soon
-    /// as its device exists; stops at the first failure, leaving the rollback to the caller.
-    fn make(&mut self, calls: &[Call], made_one: &dyn Fn(&CacheEntry)) -> Result<(), CniError> {
+    /// Makes `calls` in order, each completed in the cache as soon as its device exists;
+    /// stops at the first failure, leaving the rollback to the caller.
+    fn make(&mut self, calls: &[Call]) -> Result<(), CniError> {
         for call in calls {
             let mut entry = call.intent.clone();
             if let Err(e) = add_one(self.cfg, self.env, &call.planned, &mut entry) {
@@ -184,11 +132,16 @@ impl<'a> Run<'a> {
                 return Err(e.context(describe(&call.planned)));
             }
             let written = self.cache.write(&entry);
-            made_one(&entry);
             self.made.push(entry);
             written?;
         }
         Ok(())
+    }
+
+    /// The answer in the runtime's version: eth0's result; a dynamic call's, its attachment's.
+    fn answer(&self) -> Result<Value, CniError> {
+        let answer = self.made.iter().find(|e| e.kactus.is_default).or(self.made.first());
+        CniResult::convert(&answer.map(|e| e.result.clone()).unwrap_or(Value::Null), &self.cfg.cni_version)
     }
 
     /// Deletes what this ADD made and what it attempted (the failing call included: its
@@ -222,40 +175,6 @@ impl<'a> Run<'a> {
     }
 }
 
-/// What an ADD needs from the apiserver after planning, done beside the first delegates
-/// (the master's `eth0` takes longer than all of it): the client, unless planning built one,
-/// then the pending attachments' networks, recorded in an intent record numbered from
-/// `first_seq` (so the write-ahead costs the pod's start nothing either). With none pending
-/// and nothing read yet (the runtime passed the pod's annotations and it asks for no
-/// network), the connection is opened, so the TLS handshake is not added to the pod's start
-/// when status and events go.
-fn apiserver_side(
-    cfg: &KactusConfig,
-    env: &CniEnv,
-    plan: &Plan,
-    client: &OnceLock<kube::Client>,
-    cache: &ContainerCache,
-    held: &[AllocatedDevice],
-    first_seq: u64,
-) -> Result<Vec<Call>, CniError> {
-    let client = match client.get() {
-        Some(c) => c,
-        None => {
-            let built = super::plan::kube_client(cfg)?;
-            client.get_or_init(|| built)
-        }
-    };
-    if !plan.pending.is_empty() {
-        let calls = Call::numbered(env, plan.pending_calls(cfg, client, held)?, first_seq);
-        cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
-        return Ok(calls);
-    }
-    if client.request_count() == 0 {
-        client.connect_early();
-    }
-    Ok(Vec::new())
-}
-
 /// podagent repeats a dynamic ADD while it cannot see the device in network-status (say the
 /// status write after the first ADD failed). When kactus made that attachment already and its
 /// device is there, the repeat re-publishes network-status and answers with the cached result
@@ -265,10 +184,10 @@ fn apiserver_side(
 fn repeated_dynamic_add(
     cfg: &KactusConfig,
     env: &CniEnv,
-    pod: Option<&PodRef>,
     cache: &ContainerCache,
     before: &Record,
 ) -> Result<Option<Value>, CniError> {
+    let pod = env.args.pod();
     let (Some(name), Some(pod), Some(netns)) = (env.args.get(K8S_POD_NETWORK), pod, env.netns.as_deref()) else {
         return Ok(None);
     };
@@ -288,15 +207,8 @@ fn repeated_dynamic_add(
         entry.if_name
     );
     let all: Vec<CacheEntry> = before.completed().cloned().collect();
-    super::status::publish_logged_with_new_client(cfg, pod, &all);
+    super::status::publish_logged_with_new_client(cfg, &pod, &all);
     CniResult::convert(&entry.result, &cfg.cni_version).map(Some)
-}
-
-/// A failed ADD shows on the pod as a warning event (best effort).
-fn warn_pod(client: Option<&kube::Client>, pod: Option<&PodRef>, err: &CniError) {
-    if let (Some(pod), Some(client)) = (pod, client) {
-        super::events::add_failed(client, pod, err);
-    }
 }
 
 fn describe(call: &PlannedCall) -> String {

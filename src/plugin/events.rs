@@ -1,5 +1,5 @@
-//! Kubernetes Events on the pod, as `kubectl describe pod` shows them: `AddedInterface` per
-//! attachment after ADD, a warning when a network is not found or an attachment fails, and
+//! Kubernetes Events on the pod, as `kubectl describe pod` shows them: one `AddedInterface`
+//! naming every device an ADD made, a warning when a network is not found or an attachment fails, and
 //! when a DEL could not release a lease.
 //! Best effort: an event that cannot be written is logged, never a failed CNI call.
 
@@ -13,13 +13,43 @@ pub const NETWORK_NOT_FOUND: &str = "NetworkNotFound";
 pub const ATTACH_FAILED: &str = "AttachFailed";
 pub const LEASE_NOT_RELEASED: &str = "LeaseNotReleased";
 
-/// `Add net9f27410725ab [192.168.42.10/24] from default/green`, one per device made.
-pub fn added_interface(client: &kube::Client, pod: &PodRef, entry: &CacheEntry) {
+/// One `AddedInterface` Event for all the devices a call made, each with its own text:
+/// `Add eth0 [10.244.0.5/24] from cluster; Add net9f27410725ab [192.168.42.10/24] from
+/// default/green`. (One Event per device, as multus posts them, made the apiserver's writes
+/// per pod start grow with its attachments.) A list longer than an Event holds ends with how
+/// many devices it leaves out; network-status has them all.
+pub fn added_interfaces(client: &kube::Client, pod: &PodRef, made: &[CacheEntry]) {
+    if made.is_empty() {
+        return;
+    }
+    let texts: Vec<String> = made.iter().map(added_text).collect();
+    record(client, pod, EventType::Normal, ADDED_INTERFACE, &bounded_list(&texts, event::MAX_MESSAGE));
+}
+
+fn added_text(entry: &CacheEntry) -> String {
     let ips: Vec<String> = CniResult::parse(&entry.result)
         .map(|r| r.ips.iter().map(|ip| ip.address.clone()).collect())
         .unwrap_or_default();
-    let msg = format!("Add {} [{}] from {}", entry.if_name, ips.join(","), entry.shown_network());
-    record(client, pod, EventType::Normal, ADDED_INTERFACE, &msg);
+    format!("Add {} [{}] from {}", entry.if_name, ips.join(","), entry.shown_network())
+}
+
+/// `texts` joined by `; `, as many whole ones as fit in `max` characters with the count of
+/// the others (`; and 3 more`) at the end.
+fn bounded_list(texts: &[String], max: usize) -> String {
+    let mut out = String::new();
+    for (i, text) in texts.iter().enumerate() {
+        let left = texts.len() - i - 1;
+        let tail = if left == 0 { String::new() } else { format!("; and {left} more") };
+        let sep = if out.is_empty() { "" } else { "; " };
+        if out.chars().count() + sep.len() + text.chars().count() + tail.len() > max {
+            let more = format!("{sep}and {} more", texts.len() - i);
+            out.push_str(&more);
+            return out;
+        }
+        out.push_str(sep);
+        out.push_str(text);
+    }
+    out
 }
 
 /// The warning for a failed ADD: `NetworkNotFound` for a missing network, `AttachFailed`
@@ -49,5 +79,21 @@ fn record(client: &kube::Client, pod: &PodRef, kind: EventType, reason: &str, me
     };
     if let Err(e) = event::record(client, &about, Reporter { component: "kactus", host: None }, kind, reason, message) {
         log::warn!("pod {}/{}: event {reason} not recorded: {e}", pod.namespace, pod.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_listed_whole_and_a_list_too_long_says_how_many_it_leaves_out() {
+        let texts: Vec<String> = (0..5).map(|i| format!("Add net{i} [10.0.0.{i}/24] from default/n{i}")).collect();
+        assert_eq!(bounded_list(&texts[..2], 1000), format!("{}; {}", texts[0], texts[1]));
+        let short = bounded_list(&texts, 80);
+        assert_eq!(short, format!("{}; and 4 more", texts[0]));
+        assert!(short.len() <= 80);
+        // Not even the first fits: only the count.
+        assert_eq!(bounded_list(&texts, 10), "and 5 more");
     }
 }

@@ -1,15 +1,19 @@
 //! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story, `gc.rs` and
 //! `readiness.rs` (STATUS) the CNI 1.1 ones; `plan.rs` turns inputs into validated delegate
-//! calls, `cache/` remembers them (before they run and after), `repair.rs` rebuilds what a
-//! damaged cache lost, `status.rs` and `events.rs` tell the apiserver what the pod has.
+//! calls (`networks.rs` reads their configs), `cache/` remembers them (before they run and
+//! after), `repair.rs` rebuilds what a damaged cache lost; `apiserver_side.rs` is what an
+//! ADD does with the apiserver beside its delegates, `status.rs` and `events.rs` tell the
+//! apiserver what the pod has.
 
 pub mod add;
+mod apiserver_side;
 pub mod cache;
 pub mod check;
 pub mod config;
 pub mod del;
 pub mod events;
 pub mod gc;
+pub mod networks;
 pub mod plan;
 pub mod readiness;
 pub mod repair;

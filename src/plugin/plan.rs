@@ -5,13 +5,13 @@
 
 use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
+use super::networks::{self, Network};
 use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
 use crate::cni::{code, CniArgs, CniEnv, CniError, NetworkConfig, PodRef};
-use crate::devices::{self, AllocatedDevice, DeviceError, DeviceLookup, DeviceRequest};
+use crate::devices::{AllocatedDevice, DeviceError, DeviceLookup, DeviceRequest};
 use crate::kube::{self, KubeError};
 use serde_json::{Map, Value};
-use std::path::Path;
 
 /// One delegate call of an ADD.
 #[derive(Debug, Clone)]
@@ -134,7 +134,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
 
     let mut client = None;
     let mut known_pod = None;
-    let annotations = match runtime_pod_annotations(cfg).filter(|_| dynamic.is_none()) {
+    let annotations = match runtime_pod_annotations(cfg) {
         Some(annotations) => annotations,
         None => {
             let c = client.insert(kube_client(cfg)?);
@@ -265,8 +265,9 @@ pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations"
 
 /// The pod's annotations as the runtime passed them, if it did. They are what kubelet
 /// started the sandbox with, so the runtime's ADD needs no GET of the pod: one apiserver
-/// round trip less on every pod start, and one request less for the apiserver. Dynamic
-/// calls (podagent's) never use them: they act on the annotation as it is now.
+/// round trip less on every pod start, and one request less for the apiserver. podagent
+/// passes them the same way for its dynamic calls: the pod as its watch just delivered it,
+/// the version its change was planned on.
 fn runtime_pod_annotations(cfg: &KactusConfig) -> Option<std::collections::BTreeMap<String, String>> {
     let passed = cfg.runtime_config.get(POD_ANNOTATIONS_CAPABILITY)?.as_object()?;
     Some(passed.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
@@ -322,9 +323,9 @@ fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -
     ))
 }
 
-/// The attachments' calls. Their network configs are fetched concurrently: the NADs of a
-/// pod cost one round trip of wall time, not one per attachment (two on a client that has
-/// not connected yet, whose first request goes alone: see [`kube::Client`]).
+/// The attachments' calls. Their network configs are read in one request per namespace (see
+/// [`networks`]), the namespaces concurrently: one round trip of wall time whatever the
+/// number of attachments.
 pub fn attachment_calls(
     cfg: &KactusConfig,
     client: &kube::Client,
@@ -332,35 +333,10 @@ pub fn attachment_calls(
     atts: &[Attachment],
     is_primary: bool,
 ) -> Result<Vec<PlannedCall>, CniError> {
-    let results: Vec<Result<Network, CniError>> = match atts {
-        [] => Vec::new(),
-        [att] => vec![network_config(cfg, client, att)],
-        _ => std::thread::scope(|s| {
-            let handles: Vec<_> = atts.iter().map(|att| s.spawn(move || network_config(cfg, client, att))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(CniError::new(code::IO_FAILURE, "NAD fetch thread panicked"))))
-                .collect()
-        }),
-    };
-    let mut nets = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut nets = networks::read(cfg, client, atts).into_iter().collect::<Result<Vec<_>, _>>()?;
     log::debug!("{} network config(s) read", nets.len());
     assign_devices(cfg, client, target, atts, &mut nets)?;
     atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, target.delegate_args, is_primary)).collect()
-}
-
-/// A network to attach: its config and, when it names a resource, the device backing it.
-struct Network {
-    config: NetworkConfig,
-    resource_name: Option<String>,
-    device: Option<AllocatedDevice>,
-}
-
-impl Network {
-    fn new(config: NetworkConfig, meta: &kube::ObjectMeta) -> Network {
-        let resource_name = meta.annotations.get(devices::RESOURCE_NAME_ANNOTATION).filter(|r| !r.is_empty()).cloned();
-        Network { config, resource_name, device: None }
-    }
 }
 
 /// Gives each network that names a resource a device of the pod's allocation (see
@@ -405,90 +381,6 @@ fn assign_devices(
         net.device = device;
     }
     Ok(())
-}
-
-/// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
-/// whose `name` is the NAD's name. Without a NAD, Kaloom's `kaloom.com/v1` `Network` of
-/// that name is the second source, so clusters coming from the original kactus keep working
-/// (the shipped ClusterRole lets the plugin read them).
-fn network_config(cfg: &KactusConfig, client: &kube::Client, att: &Attachment) -> Result<Network, CniError> {
-    let (ns, name) = (&att.namespace, &att.selection.name);
-    let nad = match client.get_network_attachment_definition(ns, name) {
-        Ok(nad) => nad,
-        Err(KubeError::NotFound { .. }) => return kaloom_network_config(cfg, client, ns, name),
-        Err(e) => return Err(kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}"))),
-    };
-    let config = if !nad.spec.config.trim().is_empty() {
-        NetworkConfig::from_bytes(nad.spec.config.as_bytes(), name, &cfg.cni_version)
-            .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")))?
-    } else {
-        config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?
-    };
-    Ok(Network::new(config, &nad.metadata))
-}
-
-/// Kaloom's `Network`: `spec.config` is the CNI config, `spec.plugin` its plugin type (used
-/// when the config leaves `type` out); its metadata may name a resource as a NAD's does.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct KaloomNetwork {
-    metadata: kube::ObjectMeta,
-    spec: KaloomNetworkSpec,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct KaloomNetworkSpec {
-    plugin: String,
-    config: String,
-}
-
-fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
-    let path = format!("/apis/kaloom.com/v1/namespaces/{ns}/networks/{name}");
-    // The NAD is missing: that is the answer, unless the fallback source has the network. A
-    // fallback that is not there (404: no such object, or the CRD is not installed) or not
-    // readable (403: RBAC without the rule) must not hide it behind its own error.
-    let net: KaloomNetwork = client.get(&path).map_err(|e| match e {
-        KubeError::NotFound { .. } | KubeError::Forbidden { .. } => {
-            log::info!("network {ns}/{name}: no NetworkAttachmentDefinition; kaloom.com/v1 Network: {e}");
-            CniError::new(
-                code::NETWORK_NOT_FOUND,
-                format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
-            )
-        }
-        e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
-    })?;
-    if net.spec.config.trim().is_empty() {
-        return Ok(Network::new(config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?, &net.metadata));
-    }
-    let what = format!("kaloom.com/v1 Network {ns}/{name} spec.config");
-    let mut value: Value = serde_json::from_str(&net.spec.config)
-        .map_err(|e| CniError::new(code::DECODING_FAILURE, format!("{what} is not JSON: {e}")))?;
-    if let Some(obj) = value.as_object_mut() {
-        if !obj.contains_key("type") && !obj.contains_key("plugins") && !net.spec.plugin.is_empty() {
-            obj.insert("type".into(), net.spec.plugin.clone().into());
-        }
-    }
-    let config = NetworkConfig::parse(&value, name, &cfg.cni_version).map_err(|e| e.context(what))?;
-    Ok(Network::new(config, &net.metadata))
-}
-
-fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {
-    let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    files.sort();
-    for ext in ["conflist", "conf"] {
-        for path in files.iter().filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext)) {
-            let Ok(bytes) = std::fs::read(path) else { continue };
-            let Ok(value) = serde_json::from_slice::<Value>(&bytes) else { continue };
-            if value.get("name").and_then(Value::as_str) == Some(name) {
-                return NetworkConfig::parse(&value, name, version).map_err(|e| e.context(path.display()));
-            }
-        }
-    }
-    Err(CniError::new(
-        code::NETWORK_NOT_FOUND,
-        format!("network {name}: its NetworkAttachmentDefinition has an empty spec.config and no .conflist/.conf named {name:?} is in {}", dir.display()),
-    ))
 }
 
 /// Options become runtime config for the capabilities the network declares; one no plugin

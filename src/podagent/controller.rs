@@ -6,16 +6,20 @@
 //! several pods at once (`--concurrent-pods`) but never one pod twice at the same time, and
 //! requeues it after the delay [`error_policy`] says, or after the resync period on success.
 //!
-//! Level-triggered: acting twice is harmless because the plan is recomputed from a fresh GET of
-//! the pod just before acting (kactus updates `network-status` before its call returns).
+//! Level-triggered, on the pod as the watch delivered it (no second read): a change is
+//! planned from the pod's annotations against the `network-status` kactus writes before its
+//! call returns, and one just made is not planned again while the watch has not yet
+//! delivered that write (see `recent.rs`).
 
 use super::diff::{self, Change};
 use super::invoke::NodePlugin;
 use super::metrics::Metrics;
+use super::recent::Recent;
 use super::sandbox::SandboxLocator;
 use crate::daemon::listed::Listed;
 use crate::daemon::retry::Retries;
-use futures::StreamExt;
+use crate::plugin::status::NETWORK_STATUS;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -24,13 +28,11 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const REASON_ATTACH_FAILED: &str = "NetworkAttachFailed";
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
-/// Bound on the pod GET before acting: a hung apiserver must not hold a pod's slot forever.
-const API_BOUND: Duration = Duration::from_secs(30);
 /// The apiserver refuses longer Event notes (1 KiB).
 const MAX_NOTE: usize = 1000;
 
@@ -45,6 +47,7 @@ pub struct Context {
     pub resync: Duration,
     pub retries: Retries,
     pub first_look: FirstLook,
+    pub recent: Recent,
 }
 
 /// The failure of one reconcile, as reported on the pod.
@@ -59,7 +62,11 @@ pub async fn run(ctx: Arc<Context>, concurrent_pods: u16) {
     let (store, writer) = reflector::store();
     let events = watcher(pods, on_this_node).default_backoff().reflect(writer);
     let (first_look, listed_pods) = (ctx.first_look.clone(), store.clone());
-    let events = Listed::default().track(events, move || first_look.listed(&listed_pods)).applied_objects();
+    let arrivals = ctx.clone();
+    let events = Listed::default()
+        .track(events, move || first_look.listed(&listed_pods))
+        .applied_objects()
+        .inspect_ok(move |pod| arrivals.recent.arrived(&key(pod)));
     let controller = Controller::for_stream(events, store)
         .with_config(controller::Config::default().concurrency(concurrent_pods.max(1)))
         .trigger_backoff(crate::daemon::EachWatchBacksOff);
@@ -88,9 +95,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Failed> {
     let outcome = ctx.bring_in_line(&pod).await;
     ctx.first_look.looked_at(&key);
     match outcome {
-        Ok(()) => {
+        Ok(waiting) => {
             ctx.retries.succeeded(&key);
-            Ok(Action::requeue(ctx.resync))
+            Ok(Action::requeue(waiting.unwrap_or(ctx.resync)))
         }
         Err(message) => {
             ctx.metrics.failures.inc();
@@ -107,46 +114,50 @@ fn error_policy(pod: Arc<Pod>, _: &Failed, ctx: Arc<Context>) -> Action {
 }
 
 impl Context {
-    /// Brings one pod's devices in line with its annotations.
-    async fn bring_in_line(&self, cached: &Pod) -> Result<(), String> {
-        if plan(cached)?.is_empty() {
-            return Ok(());
-        }
-        // The cached pod may predate kactus's last network-status write: act only on what
-        // the apiserver says now, so a change is never applied twice.
-        let (namespace, name) = (namespace(cached), cached.metadata.name.clone().unwrap_or_default());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let pod = match tokio::time::timeout(API_BOUND, api.get_opt(&name)).await {
-            Ok(Ok(Some(pod))) => pod,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => return Err(format!("get pod: {}", crate::kube::error_chain(&e))),
-            Err(_) => return Err(format!("get pod: no answer within {API_BOUND:?}")),
-        };
-        let changes = plan(&pod)?;
+    /// Brings one pod's devices in line with its annotations; when changes just made were
+    /// left out (their status write is still on its way), how soon to look again.
+    async fn bring_in_line(&self, pod: &Pod) -> Result<Option<Duration>, String> {
+        let key = key(pod);
+        let arrived = self.recent.take_arrival(&key);
+        let status = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)).cloned();
+        let (changes, waiting) = self.recent.not_yet_shown(&key, status.as_deref(), plan(pod)?);
         if changes.is_empty() {
-            return Ok(());
+            return Ok(waiting);
         }
         // The runtime's socket and the plugin block: on the blocking pool, beside other pods.
         let (locator, plugin, metrics) = (self.locator.clone(), self.plugin.clone(), self.metrics.clone());
-        let calls = move || -> Result<(), String> {
-            let sandbox = locator.locate(&pod)?;
-            let mut errors = Vec::new();
-            for change in &changes {
-                log::info!("pod {namespace}/{name}: {change} in sandbox {}", sandbox.container_id);
-                match plugin.run(&pod, &sandbox, change) {
+        let (pod, logged) = (pod.clone(), key.clone());
+        let calls = move || -> (Vec<Change>, Result<(), String>) {
+            let sandbox = match locator.locate(&pod) {
+                Ok(sandbox) => sandbox,
+                Err(e) => return (Vec::new(), Err(e)),
+            };
+            let (mut made, mut errors) = (Vec::new(), Vec::new());
+            for change in changes {
+                let exec = Instant::now();
+                let outcome = plugin.run(&pod, &sandbox, &change);
+                let react = arrived.map_or(String::new(), |t| {
+                    format!(", exec'd {:.1} ms after the watch event", ms(exec.duration_since(t)))
+                });
+                log::info!(
+                    "pod {logged}: {change} in sandbox {}: {:.1} ms in the plugin{react}",
+                    sandbox.container_id,
+                    ms(exec.elapsed())
+                );
+                match outcome {
                     Ok(()) => {
                         (if change.add { &metrics.adds } else { &metrics.dels }).inc();
+                        made.push(change);
                     }
                     Err(e) => errors.push(format!("{change}: {e}")),
                 }
             }
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.join("; "))
-            }
+            (made, if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) })
         };
-        tokio::task::spawn_blocking(calls).await.map_err(|e| format!("the plugin call did not finish: {e}"))?
+        let (made, outcome) =
+            tokio::task::spawn_blocking(calls).await.map_err(|e| format!("the plugin call did not finish: {e}"))?;
+        self.recent.made(&key, status.as_deref(), made);
+        outcome.map(|()| None)
     }
 
     /// A Warning Event on the pod; kube's Recorder makes repeats of it one Event with a count.
@@ -199,6 +210,10 @@ fn plan(pod: &Pod) -> Result<Vec<Change>, String> {
 
 fn namespace(pod: &Pod) -> String {
     pod.metadata.namespace.clone().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn key(pod: &Pod) -> String {

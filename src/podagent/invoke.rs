@@ -10,8 +10,9 @@ use super::mount_ns::MountNamespace;
 use super::sandbox::Sandbox;
 use crate::cni::env::{K8S_POD_INFRA_CONTAINER_ID, K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_NETWORK, K8S_POD_UID};
 use crate::cni::{exec, CniArgs, CniError, Command, Invocation, NetworkConfig};
+use crate::plugin::plan::POD_ANNOTATIONS_CAPABILITY;
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ impl NodePlugin {
             cni_path: &cni_path,
             timeout: self.timeout,
         };
-        let stdin = conf.plugin_stdin(0, &Default::default(), None).to_string();
+        let stdin = conf.plugin_stdin(0, &runtime_config(pod), None).to_string();
         let enter = |command: &mut std::process::Command| {
             if let Some(ns) = &self.mount_namespace {
                 ns.enter_in_child(command);
@@ -87,6 +88,16 @@ impl NodePlugin {
             .map_err(|e| e.context(format!("node CNI config {}", file.display())))?;
         Ok((conf, file))
     }
+}
+
+/// What the runtime hands the plugin about the pod, as podagent has it from its watch: the
+/// pod's annotations under the capability containerd and CRI-O pass them with (given, as they
+/// give it, only to a config that declares it: the installer's does). kactus then reads the
+/// network to change from them instead of GETting the pod again.
+fn runtime_config(pod: &Pod) -> Map<String, Value> {
+    let annotations: Map<String, Value> =
+        pod.metadata.annotations.iter().flatten().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    Map::from_iter([(POD_ANNOTATIONS_CAPABILITY.to_string(), Value::Object(annotations))])
 }
 
 fn file_stem(path: &Path) -> String {

@@ -4,7 +4,8 @@
 //! `controller.rs` tells the story of a reconcile (on kube-rs's `Controller`), `diff.rs`
 //! compares desired and had, `sandbox.rs` and `locator.rs` find the pod's sandbox (from the
 //! runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs` runs the node's CNI plugin
-//! in the host's filesystem (`mount_ns.rs`), `metrics.rs` counts.
+//! in the host's filesystem (`mount_ns.rs`), `recent.rs` remembers what the watch and the
+//! last calls told, `metrics.rs` counts.
 
 pub mod controller;
 pub mod cri;
@@ -13,6 +14,7 @@ pub mod invoke;
 pub mod locator;
 pub mod metrics;
 pub mod mount_ns;
+pub mod recent;
 pub mod sandbox;
 
 use crate::daemon::{self, api::Needed, retry::Retries};
@@ -93,6 +95,7 @@ async fn serve(opts: Options) -> Result<(), String> {
         resync: opts.resync,
         retries: Retries::new(controller::RETRY_BASE, controller::RETRY_MAX),
         first_look: FirstLook::default(),
+        recent: Default::default(),
     });
     let first_look = ctx.first_look.clone();
     daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;

@@ -34,13 +34,23 @@ pub fn node_cni(sb: &Sandbox) -> Node {
     let wrapper = format!(
         "#!/bin/sh\necho \"$CNI_COMMAND $CNI_ARGS\" >> '{}'\nexec '{}' \"$@\"\n",
         calls.display(),
-        env!("CARGO_BIN_EXE_kactus")
+        super::kactus_binary()
     );
     let path = bin_dir.join("kactus");
     std::fs::write(&path, wrapper).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     Node { conf_dir, bin_dir, calls }
+}
+
+/// [`node_cni`] with kactus's config declaring `io.kubernetes.cri.pod-annotations`, as the
+/// installer writes it: podagent then hands kactus the pod's annotations, as the runtime does.
+pub fn node_cni_passing_pod_annotations(sb: &Sandbox) -> Node {
+    let node = node_cni(sb);
+    let mut conf = sb.kactus_conf();
+    conf["capabilities"] = json!({"io.kubernetes.cri.pod-annotations": true});
+    std::fs::write(node.conf_dir.join("00-kactus.conf"), conf.to_string()).unwrap();
+    node
 }
 
 impl Node {
@@ -67,9 +77,14 @@ impl PodAgent {
 
     /// With more flags (a cache dir among them: podagent takes each flag once).
     pub fn start_with(sb: &Sandbox, node: &Node, flags: &[String]) -> PodAgent {
+        PodAgent::start_binary(sb, node, flags, env!("CARGO_BIN_EXE_podagent"))
+    }
+
+    /// Another podagent build (the benchmark's before/after).
+    pub fn start_binary(sb: &Sandbox, node: &Node, flags: &[String], binary: &str) -> PodAgent {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(sb.path("podagent.log")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &sb.node.name, env!("CARGO_BIN_EXE_podagent")])
+            .args(["netns", "exec", &sb.node.name, binary])
             .arg("--node-name=node1")
             .arg(format!("--kubeconfig={}", sb.kubeconfig.display()))
             .arg(format!("--cni-conf-dir={}", node.conf_dir.display()))

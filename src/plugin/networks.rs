@@ -1,0 +1,197 @@
+//! The attachments' network configs, read from the apiserver: a NAD's `spec.config` (or,
+//! when it is empty, a file in `confDir`), else Kaloom's `kaloom.com/v1` `Network`.
+//!
+//! In one request per namespace, whatever the number of attachments: a namespace the pod
+//! names one network of is a GET of that NAD; one it names several of is one LIST of the
+//! namespace's NADs, bounded to a page of [`LIST_PAGE`]. A LIST's answer grows with the
+//! namespace where GETs grow with the pod (a whole namespace of 1,000 NADs of ~1.4 KiB each
+//! is 1.4 MB per ADD, see BENCHMARK.md), so the page caps what one ADD can cost: up to
+//! `LIST_PAGE` NADs in the namespace, one request; beyond, the page plus a GET for each
+//! network the page did not hold. A NAD the LIST does not hold is read with a GET before it
+//! is called missing, and a LIST that RBAC forbids (a ClusterRole from before kactus listed
+//! NADs) falls back to one GET per network.
+
+use super::config::KactusConfig;
+use super::plan::kube_error;
+use crate::attachment::Attachment;
+use crate::cni::{code, CniError, NetworkConfig};
+use crate::devices::{self, AllocatedDevice};
+use crate::kube::{self, KubeError, NetworkAttachmentDefinition};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// A network to attach: its config and, when it names a resource, the device backing it.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub config: NetworkConfig,
+    pub resource_name: Option<String>,
+    pub device: Option<AllocatedDevice>,
+}
+
+impl Network {
+    fn new(config: NetworkConfig, meta: &kube::ObjectMeta) -> Network {
+        let resource_name = meta.annotations.get(devices::RESOURCE_NAME_ANNOTATION).filter(|r| !r.is_empty()).cloned();
+        Network { config, resource_name, device: None }
+    }
+}
+
+/// NADs one LIST may bring: namespaces this size or smaller (nearly all: a namespace holds a
+/// handful of networks) cost one request per ADD; a larger one costs at most this many NADs'
+/// bytes (about 70 KB) plus a GET per network beyond the page.
+pub const LIST_PAGE: usize = 50;
+
+/// A network by namespace and name.
+type NetworkRef<'a> = (&'a str, &'a str);
+
+/// The networks of `atts`, in their order (an attachment repeated shares its network's
+/// answer): one request per namespace, the namespaces read concurrently.
+pub fn read(cfg: &KactusConfig, client: &kube::Client, atts: &[Attachment]) -> Vec<Result<Network, CniError>> {
+    let mut wanted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for att in atts {
+        wanted.entry(att.namespace.as_str()).or_default().insert(att.selection.name.as_str());
+    }
+    let namespaces: Vec<(&str, BTreeSet<&str>)> = wanted.into_iter().collect();
+    let found: BTreeMap<NetworkRef, Result<Network, CniError>> =
+        concurrently(&namespaces, |(ns, names)| read_namespace(cfg, client, ns, names)).into_iter().flatten().collect();
+    let missing = || Err(CniError::new(code::IO_FAILURE, "network read thread panicked"));
+    atts.iter()
+        .map(|att| found.get(&(att.namespace.as_str(), att.selection.name.as_str())).cloned().unwrap_or_else(missing))
+        .collect()
+}
+
+/// The networks `names` of namespace `ns`: a GET for one, a LIST for several.
+fn read_namespace<'a>(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    ns: &'a str,
+    names: &BTreeSet<&'a str>,
+) -> Vec<(NetworkRef<'a>, Result<Network, CniError>)> {
+    let names: Vec<&'a str> = names.iter().copied().collect();
+    let one_by_one = || concurrently(&names, |name| ((ns, *name), by_get(cfg, client, ns, name)));
+    if names.len() < 2 {
+        return one_by_one();
+    }
+    let listed = match client.list_network_attachment_definitions(ns, LIST_PAGE) {
+        Ok(listed) => listed,
+        Err(KubeError::Forbidden { message }) => {
+            log::info!("NetworkAttachmentDefinitions of {ns} may not be listed ({message}): reading them one by one");
+            return one_by_one();
+        }
+        Err(e) => {
+            let e = kube_error(e, &format!("list NetworkAttachmentDefinitions in {ns}"));
+            return names.iter().map(|name| ((ns, *name), Err(e.clone()))).collect();
+        }
+    };
+    log::debug!("{} NetworkAttachmentDefinition(s) listed in {ns}", listed.len());
+    let (on_page, beyond): (Vec<&'a str>, Vec<&'a str>) =
+        names.iter().partition(|name| listed.iter().any(|nad| nad.metadata.name == **name));
+    let mut found: Vec<(NetworkRef<'a>, Result<Network, CniError>)> = on_page
+        .iter()
+        .filter_map(|name| {
+            listed.iter().find(|nad| nad.metadata.name == *name).map(|nad| ((ns, *name), from_nad(cfg, ns, name, nad)))
+        })
+        .collect();
+    found.extend(concurrently(&beyond, |name| ((ns, *name), by_get(cfg, client, ns, name))));
+    found
+}
+
+/// `f` of each item, each on its own thread when there are several (the apiserver's client
+/// multiplexes their requests on one connection).
+fn concurrently<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|item| s.spawn(move || f(item))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
+/// A network's config: the NAD's `spec.config`, else a `.conflist`/`.conf` in `confDir`
+/// whose `name` is the NAD's name. Without a NAD, Kaloom's `kaloom.com/v1` `Network` of
+/// that name is the second source, so clusters coming from the original kactus keep working
+/// (the shipped ClusterRole lets the plugin read them).
+fn by_get(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
+    let nad = match client.get_network_attachment_definition(ns, name) {
+        Ok(nad) => nad,
+        Err(KubeError::NotFound { .. }) => return kaloom_network_config(cfg, client, ns, name),
+        Err(e) => return Err(kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}"))),
+    };
+    from_nad(cfg, ns, name, &nad)
+}
+
+fn from_nad(cfg: &KactusConfig, ns: &str, name: &str, nad: &NetworkAttachmentDefinition) -> Result<Network, CniError> {
+    let config = if !nad.spec.config.trim().is_empty() {
+        NetworkConfig::from_bytes(nad.spec.config.as_bytes(), name, &cfg.cni_version)
+            .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")))?
+    } else {
+        config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?
+    };
+    Ok(Network::new(config, &nad.metadata))
+}
+
+/// Kaloom's `Network`: `spec.config` is the CNI config, `spec.plugin` its plugin type (used
+/// when the config leaves `type` out); its metadata may name a resource as a NAD's does.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct KaloomNetwork {
+    metadata: kube::ObjectMeta,
+    spec: KaloomNetworkSpec,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct KaloomNetworkSpec {
+    plugin: String,
+    config: String,
+}
+
+fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
+    let path = format!("/apis/kaloom.com/v1/namespaces/{ns}/networks/{name}");
+    // The NAD is missing: that is the answer, unless the fallback source has the network. A
+    // fallback that is not there (404: no such object, or the CRD is not installed) or not
+    // readable (403: RBAC without the rule) must not hide it behind its own error.
+    let net: KaloomNetwork = client.get(&path).map_err(|e| match e {
+        KubeError::NotFound { .. } | KubeError::Forbidden { .. } => {
+            log::info!("network {ns}/{name}: no NetworkAttachmentDefinition; kaloom.com/v1 Network: {e}");
+            CniError::new(
+                code::NETWORK_NOT_FOUND,
+                format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
+            )
+        }
+        e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
+    })?;
+    if net.spec.config.trim().is_empty() {
+        return Ok(Network::new(config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?, &net.metadata));
+    }
+    let what = format!("kaloom.com/v1 Network {ns}/{name} spec.config");
+    let mut value: Value = serde_json::from_str(&net.spec.config)
+        .map_err(|e| CniError::new(code::DECODING_FAILURE, format!("{what} is not JSON: {e}")))?;
+    if let Some(obj) = value.as_object_mut() {
+        if !obj.contains_key("type") && !obj.contains_key("plugins") && !net.spec.plugin.is_empty() {
+            obj.insert("type".into(), net.spec.plugin.clone().into());
+        }
+    }
+    let config = NetworkConfig::parse(&value, name, &cfg.cni_version).map_err(|e| e.context(what))?;
+    Ok(Network::new(config, &net.metadata))
+}
+
+fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    for ext in ["conflist", "conf"] {
+        for path in files.iter().filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext)) {
+            let Ok(bytes) = std::fs::read(path) else { continue };
+            let Ok(value) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            if value.get("name").and_then(Value::as_str) == Some(name) {
+                return NetworkConfig::parse(&value, name, version).map_err(|e| e.context(path.display()));
+            }
+        }
+    }
+    Err(CniError::new(
+        code::NETWORK_NOT_FOUND,
+        format!("network {name}: its NetworkAttachmentDefinition has an empty spec.config and no .conflist/.conf named {name:?} is in {}", dir.display()),
+    ))
+}
