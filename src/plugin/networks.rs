@@ -3,11 +3,11 @@
 //!
 //! In one request per namespace, whatever the number of attachments: a namespace the pod
 //! names one network of is a GET of that NAD; one it names several of is one LIST of the
-//! namespace's NADs, bounded to a page of [`LIST_PAGE`]. A LIST's answer grows with the
+//! namespace's NADs, bounded to a page ([`list_page`]). A LIST's answer grows with the
 //! namespace where GETs grow with the pod (a whole namespace of 1,000 NADs of ~1.4 KiB each
-//! is 1.4 MB per ADD, see BENCHMARK.md), so the page caps what one ADD can cost: up to
-//! `LIST_PAGE` NADs in the namespace, one request; beyond, the page plus a GET for each
-//! network the page did not hold. A NAD the LIST does not hold is read with a GET before it
+//! is 1.4 MB per ADD, see BENCHMARK.md), so the page caps what one ADD can cost: up to a
+//! page of NADs in the namespace, one request; beyond, the page plus a GET for each network
+//! the page did not hold. A NAD the LIST does not hold is read with a GET before it
 //! is called missing, and a LIST that RBAC forbids (a ClusterRole from before kactus listed
 //! NADs) falls back to one GET per network.
 
@@ -36,10 +36,20 @@ impl Network {
     }
 }
 
-/// NADs one LIST may bring: namespaces this size or smaller (nearly all: a namespace holds a
-/// handful of networks) cost one request per ADD; a larger one costs at most this many NADs'
-/// bytes (about 70 KB) plus a GET per network beyond the page.
-pub const LIST_PAGE: usize = 50;
+/// The NADs one LIST may bring when the pod names `wanted` networks of a namespace: eight
+/// times those, and at least [`MIN_LIST_PAGE`]. A namespace that size or smaller (nearly all:
+/// a namespace holds a handful to tens of networks) costs one request per ADD, which is the
+/// point: per-request work (authentication, authorization, audit) is what an apiserver pays
+/// most for reads of small objects. The page bounds the other cost, bytes: whatever a
+/// namespace holds, an ADD reads at most eight NADs per network it needs (a whole namespace of
+/// 1,000 NADs of ~1.4 KiB is 1.4 MB, see BENCHMARK.md), plus a GET for each network beyond
+/// the page.
+pub fn list_page(wanted: usize) -> usize {
+    (wanted * 8).max(MIN_LIST_PAGE)
+}
+
+/// The smallest LIST page: the namespaces of BENCHMARK.md's rows (64 NADs) are one request.
+pub const MIN_LIST_PAGE: usize = 64;
 
 /// A network by namespace and name.
 type NetworkRef<'a> = (&'a str, &'a str);
@@ -72,7 +82,7 @@ fn read_namespace<'a>(
     if names.len() < 2 {
         return one_by_one();
     }
-    let listed = match client.list_network_attachment_definitions(ns, LIST_PAGE) {
+    let listed = match client.list_network_attachment_definitions(ns, list_page(names.len())) {
         Ok(listed) => listed,
         Err(KubeError::Forbidden { message }) => {
             log::info!("NetworkAttachmentDefinitions of {ns} may not be listed ({message}): reading them one by one");
