@@ -90,10 +90,12 @@ mkdir -p "$RUN/net.d" "$RUN/bin"
 cp "$RUN/kactus.conf" "$RUN/net.d/00-kactus.conf"
 ln -sf "$BIN/kactus" "$RUN/bin/kactus"
 # The demo's pods are not the container runtime's, so podagent finds their sandboxes in
-# kactus's cache rather than asking containerd/CRI-O (--sandbox-lookup cache).
+# kactus's cache rather than asking containerd/CRI-O (--sandbox-lookup cache); it runs on the
+# host, already in the host's filesystem, so the plugin needs no other mount namespace.
 ip netns exec "$NODE" "$BIN/podagent" --node-name node1 --kubeconfig "$RUN/kubeconfig.yaml" \
     --cni-conf-dir "$RUN/net.d" --cni-bin-dir "$RUN/bin" --cni-path "$RUN/bin:/usr/lib/cni" \
-    --kactus-cache-dir "$RUN/cache" --sandbox-lookup cache --log-level warn 2> "$RUN/podagent.log" &
+    --kactus-cache-dir "$RUN/cache" --sandbox-lookup cache --plugin-mount-namespace none \
+    --log-level warn 2> "$RUN/podagent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do ip netns exec "$NODE" curl -sf http://127.0.0.1:9648/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 echo "podagent ready: $(ip netns exec "$NODE" curl -s http://127.0.0.1:9648/healthz)"
