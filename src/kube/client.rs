@@ -186,11 +186,8 @@ impl Client {
         namespace: &str,
         limit: usize,
     ) -> Result<Vec<NetworkAttachmentDefinition>, KubeError> {
-        let path = format!(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions?limit={limit}",
-            segment(namespace)
-        );
-        self.get::<List<NetworkAttachmentDefinition>>(&path).map(|list| list.items)
+        let path = format!("/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions", segment(namespace));
+        self.list(&path, &[("limit", &limit.to_string())]).map(|list| list.items)
     }
 
     /// Sets (`Some`) or removes (`None`) pod annotations with a JSON merge patch, leaving

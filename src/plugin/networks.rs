@@ -94,14 +94,14 @@ fn read_namespace<'a>(
         }
     };
     log::debug!("{} NetworkAttachmentDefinition(s) listed in {ns}", listed.len());
-    let (on_page, beyond): (Vec<&'a str>, Vec<&'a str>) =
-        names.iter().partition(|name| listed.iter().any(|nad| nad.metadata.name == **name));
-    let mut found: Vec<(NetworkRef<'a>, Result<Network, CniError>)> = on_page
-        .iter()
-        .filter_map(|name| {
-            listed.iter().find(|nad| nad.metadata.name == *name).map(|nad| ((ns, *name), from_nad(cfg, ns, name, nad)))
-        })
-        .collect();
+    let mut found = Vec::with_capacity(names.len());
+    let mut beyond = Vec::new();
+    for name in names {
+        match listed.iter().find(|nad| nad.metadata.name == name) {
+            Some(nad) => found.push(((ns, name), from_nad(cfg, ns, name, nad))),
+            None => beyond.push(name),
+        }
+    }
     found.extend(concurrently(&beyond, |name| ((ns, *name), by_get(cfg, client, ns, name))));
     found
 }
