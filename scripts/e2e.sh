@@ -102,7 +102,9 @@ ready() { [ "$(kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready
 # addr POD DEVICE: the device's IPv4 address (no prefix) as the pod sees it.
 addr() { kn exec "$1" -- ip -4 addr show dev "$2" 2>/dev/null | sed -n 's/.*inet \([0-9.]*\)\/.*/\1/p' | head -1; }
 has_dev() { kn exec "$1" -- ip link show dev "$2" >/dev/null 2>&1; }
-leases() { find "$IPAM_DIR" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l; }  # node-local.json: a node's slices, kept by design
+# leases [NETWORK]: IPAM lease files under the test's dataDir (node-local.json is a node's
+# slices, kept by design; last_reserved_ip and lock are host-local's bookkeeping).
+leases() { find "$IPAM_DIR/${1:-}" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l; }
 cached() { find "$CACHE_DIR" -mindepth 1 2>/dev/null | wc -l; }
 event() { # POD REASON: the messages of the pod's Events with that reason, one a line
     kn get events --field-selector "involvedObject.name=$1,reason=$2" -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' 2>/dev/null
@@ -175,7 +177,6 @@ check "the CRD is served" until_ok 30 k get network-attachment-definitions -A
 k create namespace "$NS" >/dev/null 2>&1
 mkdir -p "$IPAM_DIR"
 { nad green kte2e-green 10.201.0.0/24; nad blue kte2e-blue 10.202.0.0/24; nad data kte2e-data 10.203.0.0/24; } | kn apply -f - >/dev/null
-cluster_leases() { find "$(dirname "$(sed -n 's/.*"dataDir": *"\([^"]*\)".*/\1/p' "$RUN/own-conf")")" -type f 2>/dev/null | wc -l; }
 
 # ---- 1. green and blue
 say "seed scenario 1: app1 and app2 on green and blue"
@@ -260,8 +261,7 @@ owned() { [ "$(k get sliceclaims -l kactus.io/network=kte2e-nl -o jsonpath='{.it
 check "the claim is owned by Node $NODE (freed with it)" owned
 check "nl1 pings nl2 on node-local's address (${n2:-none})" pings nl1 nl2 "$n2"
 delete_pods nl1 nl2
-nl_leases() { [ "$(find "$IPAM_DIR/kte2e-nl" -type f ! -name 'last_reserved_ip*' ! -name lock ! -name node-local.json 2>/dev/null | wc -l)" = 0 ]; }
-check "their leases were released (the node keeps its slice)" nl_leases
+check "their leases were released (the node keeps its slice)" test "$(leases kte2e-nl)" = 0
 
 # ---- 4. hot-plug through podagent
 say "seed scenario 2: data added to running app1 through podagent, then removed"
@@ -302,7 +302,6 @@ has_data_status() { status_is app1 "assert any(e['interface']=='net8d777f385d3d'
 check "app1's network-status lists $NS/data" until_ok 30 has_data_status
 gone() { ! has_dev "$1" "$2"; }
 no_data_status() { status_is app1 "assert not any(e['interface']=='net8d777f385d3d' for e in s), s"; }
-data_leases() { [ "$(find "$IPAM_DIR/data" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | wc -l)" = 0 ]; }
 if [ "$(cat "$RUN/appeared")" = yes ]; then
     t0=$(date +%s.%N)
     kn annotate pod app1 --overwrite networks='[ { "name": "green" }, { "name": "blue" } ]' >/dev/null
@@ -310,7 +309,7 @@ if [ "$(cat "$RUN/appeared")" = yes ]; then
     echo "    gone within $(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.2f", a-b}') s of the annotation (polled by kubectl exec)"
     check "app1 still was not restarted" test "$(restarts app1)" = "$before"
     check "app1's network-status no longer lists data" until_ok 30 no_data_status
-    check "data's lease was released" data_leases
+    check "data's lease was released" test "$(leases data)" = 0
 else
     # A device never made cannot be seen to go: the failure is counted once, above.
     kn annotate pod app1 --overwrite networks='[ { "name": "green" }, { "name": "blue" } ]' >/dev/null
