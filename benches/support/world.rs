@@ -5,9 +5,7 @@
 use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,44 +27,43 @@ pub struct Run {
     pub wall: Duration,
 }
 
-/// Spawns `program` inside `netns` (setns in the child, so no `ip netns exec` in the
-/// measurement), feeds stdin, and reaps it.
+/// Spawns `program` inside `netns`, feeds stdin, and reaps it. The spawn is made from a
+/// thread that entered the netns (children inherit the calling thread's namespaces), so it is
+/// a plain `posix_spawn` (vfork), as a container runtime execs a plugin: a `setns` in a
+/// `pre_exec` hook would make it a full fork of this big, many-threaded bench process and
+/// charge the copy of its page tables to the program measured. No `ip netns exec` either.
 pub fn run_in(netns: Option<&Path>, program: &str, env: &[(&str, String)], stdin: &[u8]) -> Run {
-    let ns_file = netns.map(|p| std::fs::File::open(p).expect("open netns"));
-    let ns_fd = ns_file.as_ref().map(|f| f.as_raw_fd());
+    let Some(netns) = netns else { return spawn_and_reap(program, env, stdin) };
+    let program = program.to_string();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let stdin = stdin.to_vec();
+    kactus::netns::run_in(netns, move || {
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        spawn_and_reap(&program, &env, &stdin)
+    })
+    .expect("enter the netns")
+}
+
+fn spawn_and_reap(program: &str, env: &[(&str, String)], stdin: &[u8]) -> Run {
     let mut cmd = Command::new(program);
     cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(fd) = ns_fd {
-        // SAFETY: setns is async-signal-safe; it only changes the forked child's netns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
     let mut input = child.stdin.take().expect("stdin");
     let _ = input.write_all(stdin);
     drop(input);
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let mut stdout = String::new();
-    let _ = child.stdout.take().expect("stdout").read_to_string(&mut stdout);
-    let stderr = err_reader.join().unwrap_or_default();
-    let ok = child.wait().expect("wait for child").success();
+    // stdout and stderr read together on this thread (poll), no reader thread in the timing.
+    let out = child.wait_with_output().expect("wait for child");
     let wall = start.elapsed();
+    let (ok, stdout, stderr) = (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     Run { ok, stdout, stderr, wall }
 }
 
