@@ -128,6 +128,45 @@ fn alone(world: &World, builds: &[&Binary], reps: usize) {
         ),
         &api,
     );
+    no_apiserver(world, builds, reps);
+}
+
+/// What an ADD costs kactus before any apiserver work: a call without pod identity (no
+/// `K8S_POD_*` in CNI_ARGS, as when kactus is run by hand) and the null master, so no client,
+/// no TLS, no network-status or Event: the process, the config, the lock, the plan, the cache
+/// and the delegate's exec. The part of "kactus alone" that no apiserver change can reduce.
+fn no_apiserver(world: &World, builds: &[&Binary], reps: usize) {
+    let pod = world.pod(Delegates::Null, 0);
+    let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>)> =
+        builds.iter().map(|b| (b.label, vec![], vec![])).collect();
+    for rep in 0..=reps {
+        for (bin, (_, add_own, del_own)) in builds.iter().zip(rows.iter_mut()) {
+            let container = format!("floor-{}-{rep}", bin.label.replace(' ', "-"));
+            let conf = world.conf_for("ADD", Delegates::Null, pod).to_string();
+            let call = |command: &str| {
+                let env = cni_env(command, &container, Some(&pod.netns), "eth0", "", world.cni_path(Delegates::Null));
+                let run = run_in(Some(&world.sb.node.path), bin.path(), &env, conf.as_bytes());
+                assert!(run.ok, "{command} without a pod: {}\n{}", run.stdout, run.stderr);
+                run.wall.saturating_sub(world.delegate_time(command, &container).unwrap_or_default())
+            };
+            let (add, del) = (call("ADD"), call("DEL"));
+            if rep > 0 {
+                add_own.push(add);
+                del_own.push(del);
+            }
+        }
+    }
+    world.assert_clean("no apiserver");
+    println!(
+        "\nkactus without the apiserver: a call naming no pod, null master (process, config, lock, plan, cache, exec)"
+    );
+    println!("| build | ADD own p50 | ADD own p99 | DEL own p50 |");
+    println!("|---|---:|---:|---:|");
+    for (label, add, del) in &rows {
+        let (p50, p99) = pct(add);
+        println!("| {label} | {p50:.2} ms | {p99:.2} ms | {:.2} ms |", pct(del).0);
+    }
+    println!("| (spawn and reap /bin/true) | {:.2} ms | - | - |", spawn_floor(reps.max(50)));
 }
 
 fn alone_rows<'b>(
