@@ -11,13 +11,13 @@ use super::leader::Fence;
 use super::metrics::Metrics;
 use super::shape::{selects, shape_of, Shape};
 use crate::daemon::retry::Retries;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Api;
+use kube::{Api, Resource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -179,16 +179,8 @@ impl Context {
             action: "PublishEndpoints".into(),
             secondary: None,
         };
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            namespace: service.metadata.namespace.clone(),
-            name: service.metadata.name.clone(),
-            uid: service.metadata.uid.clone(),
-            ..Default::default()
-        };
         self.recorder
-            .publish(&event, &reference)
+            .publish(&event, &service.object_ref(&()))
             .await
             .map_err(|e| Failed(format!("writing the {UNSUPPORTED_REASON} event: {}", crate::kube::error_chain(&e))))?;
         lock(&self.warned).insert(key.to_string(), seen);

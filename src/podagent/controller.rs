@@ -20,12 +20,12 @@ use crate::daemon::listed::Listed;
 use crate::daemon::retry::Retries;
 use crate::plugin::status::NETWORK_STATUS;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::Api;
+use kube::{Api, Resource};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -178,22 +178,11 @@ impl Context {
             action: "HotPlug".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &reference(pod)).await {
+        // kube's object_ref leaves out the resourceVersion: the Recorder aggregates Events by
+        // their reference, and every status change of the pod would otherwise start a new one.
+        if let Err(e) = self.recorder.publish(&event, &pod.object_ref(&())).await {
             log::warn!("pod {}: event {REASON_ATTACH_FAILED} not recorded: {e}", key(pod));
         }
-    }
-}
-
-/// The pod an Event is about, without its resourceVersion: the Recorder aggregates Events by
-/// their reference, and every status change of the pod would otherwise start a new one.
-fn reference(pod: &Pod) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        namespace: pod.metadata.namespace.clone(),
-        name: pod.metadata.name.clone(),
-        uid: pod.metadata.uid.clone(),
-        ..Default::default()
     }
 }
 
