@@ -137,22 +137,20 @@ fn alone(world: &World, builds: &[&Binary], reps: usize) {
 /// and the delegate's exec. The part of "kactus alone" that no apiserver change can reduce.
 fn no_apiserver(world: &World, builds: &[&Binary], reps: usize) {
     let pod = world.pod(Delegates::Null, 0);
-    let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>)> =
-        builds.iter().map(|b| (b.label, vec![], vec![])).collect();
+    let mut rows: Vec<(&str, Row)> = builds.iter().map(|b| (b.label, Row::default())).collect();
     for rep in 0..=reps {
-        for (bin, (_, add_own, del_own)) in builds.iter().zip(rows.iter_mut()) {
+        for (bin, (_, row)) in builds.iter().zip(rows.iter_mut()) {
             let container = format!("floor-{}-{rep}", bin.label.replace(' ', "-"));
             let conf = world.conf_for("ADD", Delegates::Null, pod).to_string();
             let call = |command: &str| {
                 let env = cni_env(command, &container, Some(&pod.netns), "eth0", "", world.cni_path(Delegates::Null));
                 let run = run_in(Some(&world.sb.node.path), bin.path(), &env, conf.as_bytes());
                 assert!(run.ok, "{command} without a pod: {}\n{}", run.stdout, run.stderr);
-                run.wall.saturating_sub(world.delegate_time(command, &container).unwrap_or_default())
+                run
             };
             let (add, del) = (call("ADD"), call("DEL"));
             if rep > 0 {
-                add_own.push(add);
-                del_own.push(del);
+                world.record(row, &container, &add, &del);
             }
         }
     }
@@ -162,9 +160,9 @@ fn no_apiserver(world: &World, builds: &[&Binary], reps: usize) {
     );
     println!("| build | ADD own p50 | ADD own p99 | DEL own p50 |");
     println!("|---|---:|---:|---:|");
-    for (label, add, del) in &rows {
-        let (p50, p99) = pct(add);
-        println!("| {label} | {p50:.2} ms | {p99:.2} ms | {:.2} ms |", pct(del).0);
+    for (label, row) in &rows {
+        let (p50, p99) = pct(&row.own_add);
+        println!("| {label} | {p50:.2} ms | {p99:.2} ms | {:.2} ms |", pct(&row.own_del).0);
     }
     println!("| (spawn and reap /bin/true) | {:.2} ms | - | - |", spawn_floor(reps.max(50)));
 }
@@ -192,15 +190,7 @@ fn alone_rows<'b>(
                 if rep == 0 {
                     continue;
                 }
-                row.kactus_add.push(add.wall);
-                row.kactus_del.push(del.wall);
-                if let (Some(a), Some(d)) =
-                    (world.delegate_time("ADD", &container), world.delegate_time("DEL", &container))
-                {
-                    row.own_add.push(add.wall.saturating_sub(a));
-                    row.delegates_add.push(a);
-                    row.own_del.push(del.wall.saturating_sub(d));
-                }
+                world.record(row, &container, &add, &del);
                 traffic(row, &before, &mid);
                 row.del_requests.push(after.requests - mid.requests);
             }
@@ -230,14 +220,7 @@ fn measure(world: &World, bin: &Binary, n: usize, reps: usize, tag: &str) -> Row
         if rep == 0 {
             continue;
         }
-        row.kactus_add.push(add.wall);
-        row.kactus_del.push(del.wall);
-        if let (Some(add_waited), Some(del_waited)) =
-            (world.delegate_time("ADD", &container), world.delegate_time("DEL", &container))
-        {
-            row.own_add.push(add.wall.saturating_sub(add_waited));
-            row.own_del.push(del.wall.saturating_sub(del_waited));
-        }
+        world.record(&mut row, &container, &add, &del);
         row.direct_add.push(dadd);
         row.direct_del.push(ddel);
         traffic(&mut row, &before, &mid);

@@ -322,6 +322,19 @@ impl World {
             .map(|ms| Duration::from_secs_f64(ms / 1e3))
     }
 
+    /// Records one measured ADD and DEL of `container` in `row`: their wall times, and their
+    /// own times (the wall time minus what the delegates took, from kactus's log) when the log
+    /// has both.
+    pub fn record(&self, row: &mut crate::report::Row, container: &str, add: &Run, del: &Run) {
+        row.kactus_add.push(add.wall);
+        row.kactus_del.push(del.wall);
+        if let (Some(a), Some(d)) = (self.delegate_time("ADD", container), self.delegate_time("DEL", container)) {
+            row.own_add.push(add.wall.saturating_sub(a));
+            row.delegates_add.push(a);
+            row.own_del.push(del.wall.saturating_sub(d));
+        }
+    }
+
     /// The bridge delegates kactus would run for `n` attachments, as (ifname, config).
     fn delegate_calls(&self, n: usize) -> Vec<(String, Value)> {
         let mut calls = vec![("eth0".to_string(), self.master.clone())];
