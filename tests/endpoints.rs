@@ -119,8 +119,9 @@ impl Cluster {
         self.server.store().apply(obj).unwrap();
     }
 
+    /// A strategic merge patch, as kubelet and kactus write pods: conditions merge by type.
     fn patch_pod(&self, name: &str, patch: Value) {
-        self.server.store().merge_patch("pods", "default", name, &patch).unwrap();
+        self.server.store().strategic_patch("pods", "default", name, &patch).unwrap();
     }
 
     /// Our slices of a Service, by name.
@@ -234,6 +235,19 @@ fn network_status(mp1: &[&str]) -> String {
     .to_string()
 }
 
+/// What kactus writes to a pod's status beside network-status: the addresses it assigned,
+/// which endpoints are made from (the annotation is the pod's writers' to change).
+fn attested(mp1: &[&str]) -> Value {
+    let entries =
+        if mp1.is_empty() { json!([]) } else { json!([{"name": "mep/mp1", "interface": "net1", "ips": mp1}]) };
+    json!({"type": "kactus.io/attachments", "status": "True", "reason": "Attached", "message": entries.to_string()})
+}
+
+/// The patch kactus makes when a pod's mp1 addresses change: annotation and condition.
+fn mp1_changed(mp1: &[&str]) -> Value {
+    json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(mp1)}}, "status": {"conditions": [attested(mp1)]}})
+}
+
 /// A pod of the seed's `hello` deployment with its address on mep/mp1.
 fn hello_pod(name: &str, mp1: &[&str], ready: bool) -> Value {
     json!({
@@ -244,7 +258,7 @@ fn hello_pod(name: &str, mp1: &[&str], ready: bool) -> Value {
             {"name": "hello", "image": "gcr.io/google-samples/hello-go-gke:1.0", "ports": [{"name": "http", "containerPort": 80}]},
             {"name": "tcpdump", "image": "corfr/tcpdump"}]},
         "status": {"phase": "Running", "podIP": "10.244.1.7",
-                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}, attested(mp1)]}
     })
 }
 
@@ -296,10 +310,7 @@ fn service_on_mp1_gets_secondary_addresses_that_follow_the_pods() {
     cluster.server.store().delete("pods", "default", "hello-a").unwrap();
     cluster.expect_endpoints("hello1", &[("200.1.1.3", false)]);
     // hello-b's mp1 address changes, and it gains an IPv6 one: a separate IPv6 slice.
-    cluster.patch_pod(
-        "hello-b",
-        json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&["200.1.1.33", "fd00:200::33"])}}}),
-    );
+    cluster.patch_pod("hello-b", mp1_changed(&["200.1.1.33", "fd00:200::33"]));
     cluster.expect_endpoints("hello1", &[("200.1.1.33", false), ("fd00:200::33", false)]);
     let names: Vec<_> = cluster.slices("hello1").iter().map(|s| s["metadata"]["name"].clone()).collect();
     assert_eq!(names, [json!("hello1-kactus-ipv4-0"), json!("hello1-kactus-ipv6-0")]);
@@ -398,8 +409,7 @@ fn convergence_time_over_50_changes() {
     for i in 1..=50 {
         let address = format!("200.1.2.{i}");
         let start = Instant::now();
-        cluster
-            .patch_pod("hello-a", json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&[&address])}}}));
+        cluster.patch_pod("hello-a", mp1_changed(&[&address]));
         let seen = || cluster.endpoints("hello1").iter().any(|(a, _)| *a == address);
         let mut converged = seen();
         while !converged && start.elapsed() < WAIT {
@@ -484,7 +494,7 @@ fn convergence_time_with_1000_pods() {
         let address = format!("200.3.0.{i}");
         let pod = format!("hello-{:04}", i * 7);
         let start = Instant::now();
-        cluster.patch_pod(&pod, json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&[&address])}}}));
+        cluster.patch_pod(&pod, mp1_changed(&[&address]));
         assert!(wait_until(|| cluster.endpoints("hello1").iter().any(|(a, _)| *a == address)), "{}", cluster.log());
         times.push(start.elapsed());
     }
@@ -520,4 +530,38 @@ fn on_kubernetes_1_20_it_exits_at_once_naming_the_api_and_the_release_that_has_i
     for part in ["discovery.k8s.io/v1", "endpointslices", "1.21", "v1.20.0"] {
         assert!(stderr.contains(part), "{part} missing from: {stderr}");
     }
+}
+
+/// Issue 26: whoever may patch a pod may rewrite its network-status annotation; a claim that
+/// kactus did not assign (here the apiserver's ClusterIP) never reaches the Service's
+/// endpoints, and the pod gets one Warning saying why.
+#[test]
+fn a_forged_network_status_is_ignored_with_an_event_on_the_pod() {
+    let cluster = Cluster::start();
+    cluster.apply(hello_pod("hello-a", &["200.1.1.2"], true));
+    cluster.apply(hello_service("hello1"));
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true)]);
+
+    cluster
+        .patch_pod("hello-a", json!({"metadata": {"annotations": {NETWORK_STATUS: network_status(&["10.96.0.1"])}}}));
+    let events = || -> Vec<Value> {
+        cluster
+            .server
+            .store()
+            .list("events", Some("default"))
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == "hello-a" && e["reason"] == "NetworkStatusIgnored")
+            .collect()
+    };
+    assert!(wait_until(|| !events().is_empty()), "no event:\n{}", cluster.log());
+    let message = events()[0]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("10.96.0.1") && message.contains("mep/mp1"), "{message}");
+    assert_eq!(events()[0]["type"], "Warning");
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true)]);
+    // A pod kactus never attached (no condition at all) gets no endpoint from its annotation.
+    let mut forged = hello_pod("hello-forged", &["10.96.0.1"], true);
+    forged["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    cluster.apply(forged);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.expect_endpoints("hello1", &[("200.1.1.2", true)]);
 }

@@ -293,7 +293,8 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
         granted(file),
         rules(&[
             ("", "pods", "get"),
-            ("", "pods", "patch"),
+            // network-status and the attested condition in one status PATCH (src/plugin/status.rs).
+            ("", "pods/status", "patch"),
             ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
             // Several networks of one namespace are read with one LIST (src/plugin/networks.rs).
             ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),

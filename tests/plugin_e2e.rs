@@ -85,6 +85,20 @@ fn two_pods_on_green_and_blue_ping_each_other_and_del_leaves_nothing() {
     assert_eq!(green_entry["interface"], GREEN);
     assert_eq!(green_entry["ips"], json!([first_addr(a1, GREEN)]));
     assert_eq!(green_entry["mac"], a1.mac(GREEN));
+    // The same addresses in the pod's status, where only kactus writes (what kactus-endpoints
+    // trusts): the attachments only, eth0 being the pod's own podIPs.
+    let condition = pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "kactus.io/attachments"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no kactus.io/attachments condition: {}", pod["status"]));
+    assert_eq!(condition["status"], "True");
+    let attested: Value = serde_json::from_str(condition["message"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        attested,
+        json!([{"name": "default/green", "interface": GREEN, "ips": [first_addr(a1, GREEN)]},
+               {"name": "default/blue", "interface": BLUE, "ips": [first_addr(a1, BLUE)]}])
+    );
 
     assert_eq!(sb.leases().len(), 6, "3 leases per pod: {:?}", sb.leases());
     for (pod, name) in [(p1, "app1"), (p2, "app2")] {

@@ -42,6 +42,16 @@ fn valid(net: &NetworkConfig, name: &str, version: &str) {
     let every_option: Map<String, Value> =
         net.capabilities().into_iter().map(|cap| (cap.clone(), json!({ "asked": cap }))).collect();
     let prev = json!({"cniVersion": net.cni_version});
+    // A network that names a meta-plugin anywhere in its chain never runs as a delegate (it
+    // would run as root with a config its author wrote); every other one may.
+    let meta = (0..net.plugins.len()).any(|i| kactus::cni::conf::META_PLUGINS.contains(&net.plugin_type(i)));
+    match net.check_delegable() {
+        Ok(()) => assert!(!meta, "a meta-plugin in {} was let through", net.types()),
+        Err(e) => {
+            checks::own_error(&e, &[code::INVALID_NETWORK_CONFIG]);
+            assert!(e.msg.contains("meta-plugin"), "{}", e.msg);
+        }
+    }
     for i in 0..net.plugins.len() {
         let t = net.plugin_type(i);
         kactus::cni::conf::validate_plugin_type(t).expect("plugin type checked");

@@ -1,6 +1,7 @@
 //! From a pod's annotations to the list of attachments to make: selection parsing,
 //! device naming, and the pod-level rules (one primary, unique device names).
 
+pub mod attested;
 pub mod dynamic;
 pub mod naming;
 pub mod selection;

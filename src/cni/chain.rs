@@ -16,6 +16,7 @@ fn stdin_bytes(net: &NetworkConfig, i: usize, rc: &Map<String, Value>, prev: Opt
 /// in the network's own `cniVersion`.
 pub fn add(net: &NetworkConfig, inv: &Invocation, runtime_config: &Map<String, Value>) -> Result<Value, CniError> {
     debug_assert_eq!(inv.command, Command::Add);
+    net.check_delegable()?;
     let mut prev: Option<Value> = None;
     for i in 0..net.plugins.len() {
         let t = net.plugin_type(i);
@@ -40,6 +41,14 @@ pub fn del(
     cached: Option<&Value>,
 ) -> Result<(), CniError> {
     debug_assert_eq!(inv.command, Command::Del);
+    if let Err(e) = net.check_delegable() {
+        // Only a cache written before meta-plugins were refused can hold one. Running it would
+        // hand root to its config's author; leaving it fails no teardown that could succeed
+        // (the pod's netns takes its devices), and an error that never clears would hold the
+        // pod's deletion forever. Said loudly instead.
+        log::error!("DEL: not run: {e}");
+        return Ok(());
+    }
     let prev = if net.version() >= Version::V0_4_0 { cached } else { None };
     let mut errors = Vec::new();
     for i in (0..net.plugins.len()).rev() {
@@ -68,6 +77,7 @@ pub fn check(
     if net.disable_check {
         return Ok(());
     }
+    net.check_delegable()?;
     for i in 0..net.plugins.len() {
         exec_plugin(inv, net.plugin_type(i), &stdin_bytes(net, i, runtime_config, Some(cached)))?;
     }
@@ -107,6 +117,9 @@ fn network_wide(command: Command, cni_path: &str, timeout: std::time::Duration) 
 /// Goes on past a failure and returns every error.
 pub fn gc(net: &NetworkConfig, cni_path: &str, timeout: std::time::Duration, valid: &Value) -> Vec<CniError> {
     let inv = network_wide(Command::Gc, cni_path, timeout);
+    if let Err(e) = net.check_delegable() {
+        return vec![e];
+    }
     let mut errors = Vec::new();
     for i in 0..net.plugins.len() {
         let mut stdin = net.plugin_stdin(i, &Map::new(), None);
@@ -121,6 +134,7 @@ pub fn gc(net: &NetworkConfig, cni_path: &str, timeout: std::time::Duration, val
 /// STATUS (CNI 1.1): every plugin of the network in order; the first failure is the answer.
 pub fn status(net: &NetworkConfig, cni_path: &str, timeout: std::time::Duration) -> Result<(), CniError> {
     let inv = network_wide(Command::Status, cni_path, timeout);
+    net.check_delegable()?;
     for i in 0..net.plugins.len() {
         exec_plugin(&inv, net.plugin_type(i), net.plugin_stdin(i, &Map::new(), None).to_string().as_bytes())?;
     }

@@ -86,6 +86,18 @@ impl NetworkConfig {
         self.plugins.get(index).and_then(|p| p.get("type")).and_then(Value::as_str).unwrap_or_default()
     }
 
+    /// Whether kactus may run this network as a delegate: no plugin of it is a meta-plugin
+    /// ([`refuse_meta_plugin`]). Checked where a network is read (NAD, Kaloom `Network`,
+    /// `confDir`, the kactus config's delegates) and again before every delegate call, so a
+    /// cache written before this check cannot run one either.
+    pub fn check_delegable(&self) -> Result<(), CniError> {
+        for i in 0..self.plugins.len() {
+            refuse_meta_plugin(self.plugin_type(i))
+                .map_err(|e| CniError::invalid_config(format!("network {:?}: {e}", self.name)))?;
+        }
+        Ok(())
+    }
+
     /// The plugin types of the chain, for messages ("macvlan+tuning").
     pub fn types(&self) -> String {
         (0..self.plugins.len()).map(|i| self.plugin_type(i)).collect::<Vec<_>>().join("+")
@@ -193,6 +205,27 @@ pub fn validate_plugin_type(t: &str) -> Result<(), String> {
     }
     if t.contains('/') || t.contains('\0') || t == "." || t == ".." {
         return Err(format!("plugin type {t:?} must be a bare binary name found in CNI_PATH"));
+    }
+    Ok(())
+}
+
+/// Meta-plugins: plugins that read a kubeconfig, a cache directory, a log file and more
+/// delegates from the config they are given. kactus runs as root with a config a tenant may
+/// have written (a NAD, a Kaloom `Network`), so a network's config must never run one of them:
+/// through it the tenant would choose the files root opens, the directories its GC empties and
+/// the networks namespace isolation refuses. kactus itself is here under every name it ships
+/// as; the running binary's own name is refused too (an install under another name).
+pub const META_PLUGINS: &[&str] = &["kactus", "multus", "multus-shim", "danm", "genie", "cni-genie"];
+
+/// Refuses a delegate `type` that is a meta-plugin ([`META_PLUGINS`], or this binary's own
+/// name): kactus delegates to plugins that make devices, never to another meta-plugin.
+pub fn refuse_meta_plugin(t: &str) -> Result<(), String> {
+    let own = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if META_PLUGINS.contains(&t) || own.as_deref() == Some(t) {
+        return Err(format!(
+            "plugin type {t:?} is a meta-plugin: a network's config may only name plugins that make devices, \
+             never kactus or another meta-plugin (it would run as root with a config the network's author wrote)"
+        ));
     }
     Ok(())
 }

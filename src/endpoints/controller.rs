@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const UNSUPPORTED_REASON: &str = "UnsupportedServiceShape";
+/// The Event on a pod whose network-status claims addresses kactus did not give it.
+pub const UNATTESTED_REASON: &str = "NetworkStatusIgnored";
 /// Bound on one reconcile's apiserver calls: a hung apiserver fails it, and it is retried.
 const RECONCILE_BOUND: Duration = Duration::from_secs(30);
 
@@ -93,6 +95,9 @@ impl Context {
                     .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
                     .filter(|p| p.metadata.labels.as_ref().is_some_and(|labels| selects(&selector, labels)))
                     .collect();
+                for pod in &selected {
+                    self.warn_of_unattested_claims(pod, &network).await?;
+                }
                 desired_slices(service, &network, &selected)
             }
             Shape::Unsupported { message } => {
@@ -167,22 +172,57 @@ impl Context {
     /// One Warning Event per problem (Service uid and message); kube's Recorder would fold
     /// repeats into a count, but a Service re-checked on every pod change need not say it again.
     async fn warn_once(&self, key: &str, service: &Service, message: &str) -> Result<(), Failed> {
-        let seen = (service.metadata.uid.clone().unwrap_or_default(), message.to_string());
+        log::warn!("service {key}: {message}");
+        self.warn_once_about(key, service, UNSUPPORTED_REASON, message).await
+    }
+
+    /// A pod whose `network-status` annotation claims addresses kactus did not record for it
+    /// (someone edited it): the claim is ignored (see [`desired::addresses_on`]) and the pod's
+    /// owner told why, once per claim.
+    async fn warn_of_unattested_claims(&self, pod: &Pod, network: &super::shape::NetworkRef) -> Result<(), Failed> {
+        let claims = desired::unattested_claims(pod, network);
+        let key = format!(
+            "pod:{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        if claims.is_empty() {
+            lock(&self.warned).remove(&key);
+            return Ok(());
+        }
+        let listed: Vec<String> = claims.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "network-status claims {} on {network}, which kactus did not assign to this pod: ignored; \
+             endpoints list only the addresses kactus recorded in the pod's {} condition",
+            listed.join(", "),
+            crate::attachment::attested::CONDITION
+        );
+        log::warn!("{key}: {message}");
+        self.warn_once_about(&key, pod, UNATTESTED_REASON, &message).await
+    }
+
+    async fn warn_once_about<K: Resource<DynamicType = ()>>(
+        &self,
+        key: &str,
+        object: &K,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Failed> {
+        let seen = (object.meta().uid.clone().unwrap_or_default(), message.to_string());
         if lock(&self.warned).get(key) == Some(&seen) {
             return Ok(());
         }
-        log::warn!("service {key}: {message}");
         let event = Event {
             type_: EventType::Warning,
-            reason: UNSUPPORTED_REASON.into(),
+            reason: reason.into(),
             note: Some(message.chars().take(1000).collect()),
             action: "PublishEndpoints".into(),
             secondary: None,
         };
         self.recorder
-            .publish(&event, &service.object_ref(&()))
+            .publish(&event, &object.object_ref(&()))
             .await
-            .map_err(|e| Failed(format!("writing the {UNSUPPORTED_REASON} event: {}", crate::kube::error_chain(&e))))?;
+            .map_err(|e| Failed(format!("writing the {reason} event: {}", crate::kube::error_chain(&e))))?;
         lock(&self.warned).insert(key.to_string(), seen);
         Ok(())
     }

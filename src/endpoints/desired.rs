@@ -2,6 +2,7 @@
 //! rules are tested directly and every reconcile arrives at the same answer.
 
 use super::shape::NetworkRef;
+use crate::attachment::attested;
 use crate::plugin::status::NETWORK_STATUS;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -137,33 +138,45 @@ fn endpoint_for(pod: &Pod, address: &IpAddr, publish_not_ready: bool) -> Endpoin
     }
 }
 
-/// The pod's addresses on `network` from its NPWG `network-status` annotation: the entry
-/// named `namespace/name` (or the bare name, for a network in the pod's own namespace).
+/// The pod's addresses on `network` as kactus recorded them in the pod's
+/// [`attested::CONDITION`] (status, which the pod's authors cannot write), never from the
+/// `network-status` annotation, which anyone who may patch the pod can make claim any address
+/// (the class of CVE-2021-25740: endpoints pointing at the apiserver, other tenants' pods).
 pub fn addresses_on(pod: &Pod, network: &NetworkRef) -> Vec<IpAddr> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    attested_entries(pod)
+        .map(|entries| attested::addresses_on(&entries, namespace, &network.namespace, &network.name))
+        .unwrap_or_default()
+}
+
+fn attested_entries(pod: &Pod) -> Option<Vec<attested::Attested>> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let condition = conditions.iter().find(|c| c.type_ == attested::CONDITION)?;
+    attested::decode(condition.message.as_deref()?)
+}
+
+/// Addresses the pod's `network-status` annotation claims on `network` that kactus did not
+/// record for it: ignored, and worth telling the pod's owner why.
+pub fn unattested_claims(pod: &Pod, network: &NetworkRef) -> Vec<IpAddr> {
     #[derive(serde::Deserialize)]
     struct Entry {
         #[serde(default)]
         name: String,
         #[serde(default)]
+        interface: String,
+        #[serde(default)]
         ips: Vec<String>,
     }
     let Some(raw) = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)) else { return Vec::new() };
+    let Ok(entries) = serde_json::from_str::<Vec<Entry>>(raw) else { return Vec::new() };
+    let claimed: Vec<attested::Attested> =
+        entries.into_iter().map(|e| attested::Attested { name: e.name, interface: e.interface, ips: e.ips }).collect();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let Ok(entries) = serde_json::from_str::<Vec<Entry>>(raw) else {
-        log::debug!(
-            "pod {namespace}/{}: unreadable {NETWORK_STATUS}",
-            pod.metadata.name.as_deref().unwrap_or_default()
-        );
-        return Vec::new();
-    };
-    let full = network.to_string();
-    let matches = |name: &str| name == full || (name == network.name && namespace == network.namespace);
-    entries
-        .iter()
-        .filter(|e| matches(&e.name))
-        .flat_map(|e| e.ips.iter())
-        .filter_map(|ip| ip.split('/').next().and_then(|a| a.trim().parse().ok()))
-        .collect()
+    let attested = addresses_on(pod, network);
+    let mut claims = attested::addresses_on(&claimed, namespace, &network.namespace, &network.name);
+    claims.retain(|a| !attested.contains(a));
+    claims.dedup();
+    claims
 }
 
 fn family_of(address: &IpAddr) -> &'static str {
@@ -221,15 +234,46 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// A pod whose network-status annotation is `status` and whose attested condition (what
+    /// kactus wrote to its status) says the same of its attachments.
     fn pod(name: &str, status: &str, ready: bool, http_port: i32) -> Pod {
+        pod_claiming(name, status, status, ready, http_port)
+    }
+
+    /// A pod whose annotation says `claimed` while kactus attested `attested`.
+    fn pod_claiming(name: &str, claimed: &str, attested: &str, ready: bool, http_port: i32) -> Pod {
+        let entries: Vec<Value> = serde_json::from_str::<Vec<Value>>(attested)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e["default"] != json!(true))
+            .collect();
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
-                         "annotations": {NETWORK_STATUS: status}},
+                         "annotations": {NETWORK_STATUS: claimed}},
             "spec": {"nodeName": "node1", "containers": [
                 {"name": "hello", "ports": [{"name": "http", "containerPort": http_port}]}]},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+            "status": {"conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }},
+                {"type": attested::CONDITION, "status": "True", "message": Value::Array(entries).to_string()}]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn addresses_come_from_what_kactus_attested_never_from_the_annotation() {
+        // A tenant patched the annotation to point the Service at the apiserver's ClusterIP.
+        let forged = pod_claiming("a", &status(&["10.96.0.1"]), &status(&["200.1.1.2"]), true, 80);
+        let slices = desired_slices(&service(json!("http")), &mp1(), &[&forged]);
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0].endpoints[0].addresses, vec!["200.1.1.2".to_string()]);
+        assert_eq!(unattested_claims(&forged, &mp1()), vec!["10.96.0.1".parse::<IpAddr>().unwrap()]);
+        // An annotation with no attested condition at all (a pod kactus never attached).
+        let mut bare = pod("b", &status(&["200.1.1.3"]), true, 80);
+        bare.status.as_mut().unwrap().conditions.as_mut().unwrap().retain(|c| c.type_ == "Ready");
+        assert!(desired_slices(&service(json!("http")), &mp1(), &[&bare]).is_empty());
+        assert_eq!(unattested_claims(&bare, &mp1()).len(), 1);
+        // Agreement is not a claim.
+        assert!(unattested_claims(&pod("c", &status(&["200.1.1.4"]), true, 80), &mp1()).is_empty());
     }
 
     fn service(target: Value) -> Service {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MERGE_PATCH: &str = "application/merge-patch+json";
+const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
 const JSON: &str = "application/json";
 
 /// Bounds on each apiserver call.
@@ -200,6 +201,16 @@ impl Client {
     ) -> Result<Pod, KubeError> {
         let body = serde_json::json!({ "metadata": { "annotations": annotations } });
         self.merge_patch(&pod_path(namespace, name), &body)
+    }
+
+    /// PATCHes the pod's `status` subresource with a strategic merge patch (conditions merge
+    /// by `type`, so kubelet's own stay). The status subresource takes the pod's annotations
+    /// too (the apiserver keeps only its spec and owner references from such a write), so one
+    /// request sets both; tenants' roles do not grant it, which is what makes what kactus
+    /// writes there trustworthy.
+    pub fn patch_pod_status(&self, namespace: &str, name: &str, body: &serde_json::Value) -> Result<Pod, KubeError> {
+        let path = format!("{}/status", pod_path(namespace, name));
+        self.request_json(Method::PATCH, &path, Some((STRATEGIC_MERGE_PATCH, body)))
     }
 
     /// PATCH with `application/merge-patch+json` (RFC 7386: `null` deletes a key).

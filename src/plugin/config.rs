@@ -84,6 +84,7 @@ impl KactusConfig {
             })?;
             let default_name = if is_master { name.clone() } else { String::new() };
             let net = NetworkConfig::parse(&Value::Object(d), &default_name, &cni_version)
+                .and_then(|net| net.check_delegable().map(|()| net))
                 .map_err(|e| e.context(format!("delegates[{i}]")))?;
             if is_master {
                 if master.is_some() {

@@ -33,9 +33,9 @@ pub fn gc(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     for container in legacy_locks(&cfg.cache_dir).iter().filter(|c| !alive.contains(c.as_str())) {
         remove_legacy_lock(&cfg.cache_dir, container);
     }
-    for (net, attachments) in networks_alive(cfg, valid).into_values() {
-        if net.version() >= Version::V1_1_0 && !net.disable_gc {
-            errors.extend(forward_gc(cfg, env, &net, &attachments));
+    for (configs, attachments) in networks_alive(cfg, valid).into_values() {
+        for net in configs.iter().filter(|net| net.version() >= Version::V1_1_0 && !net.disable_gc) {
+            errors.extend(forward_gc(cfg, env, net, &attachments));
         }
     }
     join_errors(errors).map_or(Ok(()), Err)
@@ -78,24 +78,36 @@ fn delete_stale(cfg: &KactusConfig, env: &CniEnv, container: &str) -> Vec<CniErr
     errors.into_iter().map(context).collect()
 }
 
-/// Each network kactus drives, by name (GC is per network), with its live attachments: the
-/// master gets the runtime's own list plus its cached ones; every other network the cached
-/// attachments of the containers still alive.
+/// Each network kactus drives, by name (GC is per network), with every config it has been run
+/// with and its live attachments: the master gets the runtime's own list plus its cached ones;
+/// every other network the cached attachments of the containers still alive. One name can come
+/// with several configs (NADs of one name in two namespaces): each gets a GC, and each with
+/// the attachments of the whole name, since a plugin keeps its state by network name (host-local's
+/// directory) and would otherwise release the other config's live leases.
 fn networks_alive(
     cfg: &KactusConfig,
     valid: &[ValidAttachment],
-) -> BTreeMap<String, (NetworkConfig, Vec<ValidAttachment>)> {
-    let mut nets: BTreeMap<String, (NetworkConfig, Vec<ValidAttachment>)> = BTreeMap::new();
-    nets.insert(cfg.master.name.clone(), (cfg.master.clone(), valid.to_vec()));
+) -> BTreeMap<String, (Vec<NetworkConfig>, Vec<ValidAttachment>)> {
+    let mut nets: BTreeMap<String, (Vec<NetworkConfig>, Vec<ValidAttachment>)> = BTreeMap::new();
+    let add_config = |nets: &mut BTreeMap<String, (Vec<NetworkConfig>, Vec<ValidAttachment>)>, net: NetworkConfig| {
+        let configs = &mut nets.entry(net.name.clone()).or_default().0;
+        if !configs.contains(&net) {
+            configs.push(net);
+        }
+    };
+    add_config(&mut nets, cfg.master.clone());
+    nets.entry(cfg.master.name.clone()).or_default().1.extend(valid.iter().cloned());
     for d in &cfg.delegates {
-        nets.entry(d.name.clone()).or_insert_with(|| (d.clone(), Vec::new()));
+        add_config(&mut nets, d.clone());
     }
     for container in cached_containers(&cfg.cache_dir) {
         let Ok(Some(cache)) = ContainerCache::open(&cfg.cache_dir, &container) else { continue };
         let Ok(record) = cache.read() else { continue };
         for entry in &record.calls {
             let Ok(net) = entry.network() else { continue };
-            let list = &mut nets.entry(net.name.clone()).or_insert_with(|| (net, Vec::new())).1;
+            let name = net.name.clone();
+            add_config(&mut nets, net);
+            let list = &mut nets.entry(name).or_default().1;
             let att = ValidAttachment { container_id: container.clone(), ifname: entry.if_name.clone() };
             if !list.contains(&att) {
                 list.push(att);
@@ -182,6 +194,85 @@ mod tests {
         assert_eq!(gcs.len(), 2, "blue is 1.0.0 and gets no GC: {gcs:?}");
         assert_eq!(gcs["kactus-net"], json!([{"containerID": "live", "ifname": "eth0"}]));
         assert_eq!(gcs["green"], json!([{"containerID": "live", "ifname": "net9f27410725ab"}]));
+    }
+
+    fn gc_env(fake: &FakePlugin) -> CniEnv {
+        CniEnv::from_lookup(|k| match k {
+            "CNI_COMMAND" => Some("GC".into()),
+            "CNI_PATH" => Some(fake.path()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    /// Issue 26: two NADs named n1 in two namespaces, with different configs: both configs
+    /// get a GC (the second's leases were never collected), each with the live attachments
+    /// of the whole name (a plugin keeps state by network name and must not free the other's).
+    #[test]
+    fn every_config_of_a_network_name_gets_gc_with_all_of_its_attachments() {
+        let fake = FakePlugin::new("fakenet");
+        let cache_dir = fake.dir().join("cache");
+        let master = json!({"cniVersion": "1.1.0", "type": "fakenet", "masterPlugin": true});
+        let conf = json!({"cniVersion": "1.1.0", "name": "kactus-net", "cacheDir": cache_dir, "delegates": [master],
+            "cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}, {"containerID": "b", "ifname": "eth0"}]});
+        let cfg = KactusConfig::from_bytes(conf.to_string().as_bytes()).unwrap();
+        let n1 = |subnet: &str| {
+            NetworkConfig::parse(
+                &json!({"cniVersion": "1.1.0", "name": "n1", "type": "fakenet", "subnet": subnet}),
+                "",
+                "",
+            )
+            .unwrap()
+        };
+        for (container, net) in [("a", n1("10.1.0.0/24")), ("b", n1("10.2.0.0/24"))] {
+            let cache = ContainerCache::create(&cache_dir, container).unwrap();
+            cache.write(&entry(container, "eth0", &cfg.master, 0)).unwrap();
+            cache.write(&entry(container, "net1", &net, 1)).unwrap();
+        }
+        gc(&cfg, &gc_env(&fake)).unwrap();
+        let both = json!([{"containerID": "a", "ifname": "net1"}, {"containerID": "b", "ifname": "net1"}]);
+        let mut n1_gcs: Vec<(String, Value)> = fake
+            .calls()
+            .iter()
+            .filter(|c| c.command == "GC" && c.stdin["name"] == "n1")
+            .map(|c| (c.stdin["subnet"].as_str().unwrap_or_default().to_string(), c.stdin[VALID_ATTACHMENTS].clone()))
+            .collect();
+        n1_gcs.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(n1_gcs, vec![("10.1.0.0/24".to_string(), both.clone()), ("10.2.0.0/24".to_string(), both)]);
+    }
+
+    /// Issue 26: GC deletes only what kactus wrote. A directory in cacheDir that is not a
+    /// container's cache (another program's, files kactus never writes, a subdirectory) is
+    /// left whole.
+    #[test]
+    fn gc_leaves_directories_and_files_kactus_did_not_write() {
+        let fake = FakePlugin::new("fakenet");
+        let cache_dir = fake.dir().join("cache");
+        let master = json!({"cniVersion": "1.1.0", "type": "fakenet", "masterPlugin": true});
+        let conf = json!({"cniVersion": "1.1.0", "name": "kactus-net", "cacheDir": cache_dir, "delegates": [master],
+            "cni.dev/valid-attachments": []});
+        let cfg = KactusConfig::from_bytes(conf.to_string().as_bytes()).unwrap();
+        let foreign = cache_dir.join("precious");
+        std::fs::create_dir_all(foreign.join("sub")).unwrap();
+        std::fs::write(foreign.join("data.db"), b"keep me").unwrap();
+        std::fs::write(foreign.join("sub").join("x.json"), b"{}").unwrap();
+        let stale = ContainerCache::create(&cache_dir, "stale").unwrap();
+        stale.write(&entry("stale", "eth0", &cfg.master, 0)).unwrap();
+        drop(stale);
+        std::fs::write(cache_dir.join("stale").join("notes.txt"), b"operator's").unwrap();
+        let gone = ContainerCache::create(&cache_dir, "gone").unwrap();
+        gone.write(&entry("gone", "eth0", &cfg.master, 0)).unwrap();
+        drop(gone);
+
+        assert_eq!(cached_containers(&cache_dir), vec!["gone"], "only caches that hold kactus's own records");
+        gc(&cfg, &gc_env(&fake)).unwrap();
+        assert_eq!(std::fs::read(foreign.join("data.db")).unwrap(), b"keep me");
+        assert!(foreign.join("sub").join("x.json").exists());
+        assert!(!cache_dir.join("gone").exists(), "a stale cache of kactus's own goes");
+        // A container directory someone else wrote into is not taken for a cache at all (its
+        // runtime's DEL still finds it by container ID).
+        assert!(cache_dir.join("stale").join("notes.txt").exists(), "not kactus's to delete");
+        assert!(fake.calls().iter().all(|c| c.container_id != "stale"));
     }
 
     #[test]

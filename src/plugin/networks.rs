@@ -137,7 +137,7 @@ fn from_nad(cfg: &KactusConfig, ns: &str, name: &str, nad: &NetworkAttachmentDef
         NetworkConfig::from_bytes(nad.spec.config.as_bytes(), name, &cfg.cni_version)
             .map_err(|e| e.context(format!("NetworkAttachmentDefinition {ns}/{name} spec.config")))?
     } else {
-        config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?
+        config_from_dir(cfg, ns, name)?
     };
     Ok(Network::new(config, &nad.metadata))
 }
@@ -174,7 +174,7 @@ fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, na
         e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
     })?;
     if net.spec.config.trim().is_empty() {
-        return Ok(Network::new(config_from_dir(&cfg.conf_dir, name, &cfg.cni_version)?, &net.metadata));
+        return Ok(Network::new(config_from_dir(cfg, ns, name)?, &net.metadata));
     }
     let what = format!("kaloom.com/v1 Network {ns}/{name} spec.config");
     let mut value: Value = serde_json::from_str(&net.spec.config)
@@ -188,7 +188,39 @@ fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, na
     Ok(Network::new(config, &net.metadata))
 }
 
-fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfig, CniError> {
+/// The config of a network whose object leaves it empty: a `.conflist`/`.conf` named `name`
+/// in `confDir/<namespace>/` (the operator's networks for that namespace), else in `confDir`
+/// itself (the operator's cluster-wide networks). An empty NAD is something anyone who may
+/// write NADs can make, so with `namespaceIsolation` the cluster-wide files serve only NADs of
+/// the `globalNamespaces`: a tenant's empty NAD cannot pick up a network the operator kept for
+/// someone else.
+fn config_from_dir(cfg: &KactusConfig, ns: &str, name: &str) -> Result<NetworkConfig, CniError> {
+    let cluster_wide = !cfg.namespace_isolation || cfg.global_namespaces.iter().any(|g| g == ns);
+    // Namespaces are DNS-1123 labels (checked where the annotation is parsed); a path must
+    // never come of one that is not.
+    let mut dirs = Vec::new();
+    if !ns.is_empty() && !ns.contains('/') && !ns.starts_with('.') {
+        dirs.push(cfg.conf_dir.join(ns));
+    }
+    if cluster_wide {
+        dirs.push(cfg.conf_dir.clone());
+    }
+    for dir in &dirs {
+        if let Some(config) = config_in_dir(dir, name, &cfg.cni_version)? {
+            return Ok(config);
+        }
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(CniError::new(
+        code::NETWORK_NOT_FOUND,
+        format!(
+            "network {ns}/{name}: its NetworkAttachmentDefinition has an empty spec.config and no .conflist/.conf named {name:?} is in {}",
+            searched.join(" or ")
+        ),
+    ))
+}
+
+fn config_in_dir(dir: &Path, name: &str, version: &str) -> Result<Option<NetworkConfig>, CniError> {
     let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
     for ext in ["conflist", "conf"] {
@@ -196,12 +228,9 @@ fn config_from_dir(dir: &Path, name: &str, version: &str) -> Result<NetworkConfi
             let Ok(bytes) = std::fs::read(path) else { continue };
             let Ok(value) = serde_json::from_slice::<Value>(&bytes) else { continue };
             if value.get("name").and_then(Value::as_str) == Some(name) {
-                return NetworkConfig::parse(&value, name, version).map_err(|e| e.context(path.display()));
+                return NetworkConfig::parse(&value, name, version).map(Some).map_err(|e| e.context(path.display()));
             }
         }
     }
-    Err(CniError::new(
-        code::NETWORK_NOT_FOUND,
-        format!("network {name}: its NetworkAttachmentDefinition has an empty spec.config and no .conflist/.conf named {name:?} is in {}", dir.display()),
-    ))
+    Ok(None)
 }

@@ -3,6 +3,7 @@
 
 use super::cache::CacheEntry;
 use super::config::KactusConfig;
+use crate::attachment::attested;
 use crate::cni::{CniResult, PodRef};
 use crate::kube;
 use serde_json::{json, Value};
@@ -48,13 +49,50 @@ fn entry_status(e: &CacheEntry) -> Value {
     out
 }
 
-/// Writes the annotation. Never fails the CNI call: a failure is logged and returned for
-/// the caller to log, the devices stay.
+/// Writes the annotation and, in the same `pods/status` PATCH, the [`attested`] condition that
+/// readers of the pod's secondary addresses trust (the annotation is the tenant's to edit).
+/// Never fails the CNI call: a failure is returned for the caller to log, the devices stay.
+/// A plugin whose role predates the condition (no `pods/status`) still writes the annotation,
+/// and says what is missing.
 pub fn publish(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) -> Result<(), kube::KubeError> {
     let status = network_status(entries).to_string();
-    let mut patch = BTreeMap::new();
-    patch.insert(NETWORK_STATUS.to_string(), Some(status));
-    client.patch_pod_annotations(&pod.namespace, &pod.name, &patch).map(|_| ())
+    let body = json!({
+        "metadata": {"annotations": {NETWORK_STATUS: status}},
+        "status": {"conditions": [attested_condition(entries)]},
+    });
+    match client.patch_pod_status(&pod.namespace, &pod.name, &body) {
+        Err(kube::KubeError::Forbidden { message }) => {
+            log::warn!(
+                "pod {}/{}: pods/status may not be patched ({message}): network-status written without the {} \
+                 condition, so kactus-endpoints will not publish this pod's secondary addresses; give the \
+                 plugin's ClusterRole \"patch\" on pods/status (manifests/)",
+                pod.namespace,
+                pod.name,
+                attested::CONDITION
+            );
+            let mut patch = BTreeMap::new();
+            patch.insert(NETWORK_STATUS.to_string(), Some(status));
+            client.patch_pod_annotations(&pod.namespace, &pod.name, &patch).map(|_| ())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// The pod condition listing each attachment's network, device and addresses as kactus made
+/// them (the default network is the pod's own `podIPs`).
+pub fn attested_condition(entries: &[CacheEntry]) -> Value {
+    let mut ordered: Vec<&CacheEntry> = entries.iter().filter(|e| !e.kactus.is_default).collect();
+    ordered.sort_by_key(|e| e.kactus.seq);
+    let list: Vec<attested::Attested> = ordered
+        .into_iter()
+        .map(|e| {
+            let shown = entry_status(e);
+            let ips = shown["ips"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from));
+            attested::Attested { name: e.shown_network().to_string(), interface: e.if_name.clone(), ips: ips.collect() }
+        })
+        .collect();
+    let (status, reason) = if list.is_empty() { ("False", "NoAttachments") } else { ("True", attested::REASON) };
+    json!({"type": attested::CONDITION, "status": status, "reason": reason, "message": attested::encode(&list)})
 }
 
 /// [`publish`] as the plugin calls it: best effort, a failure is logged and the devices stay.

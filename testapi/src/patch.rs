@@ -1,9 +1,9 @@
-//! Patch bodies: JSON merge patch (RFC 7386), strategic merge patch treated as a merge patch,
-//! and JSON patch (RFC 6902).
+//! Patch bodies: JSON merge patch (RFC 7386), strategic merge patch, and JSON patch (RFC 6902).
 //!
-//! Strategic merge patch differs from merge patch only for lists with merge keys (containers,
-//! ports...) and `$patch` directives; kactus patches annotations and status maps, where the
-//! two agree, so the simplification does not change what clients observe.
+//! Strategic merge patch differs from merge patch for lists with merge keys and `$patch`
+//! directives. Modelled: `conditions` lists merge by `type` (pod and other status
+//! conditions: kubelet's stay when kactus patches its own), the rest as a merge patch; other
+//! merge-keyed lists (containers, ports...) are not patched by the project's clients.
 
 use serde_json::Value;
 
@@ -13,6 +13,7 @@ use super::status::ApiError;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Patch {
     Merge(Value),
+    Strategic(Value),
     Json(Vec<Value>),
 }
 
@@ -26,7 +27,10 @@ impl Patch {
                 if !value.is_object() {
                     return Err(ApiError::bad_request("patch body must be a JSON object"));
                 }
-                Ok(Patch::Merge(value))
+                match media {
+                    "application/merge-patch+json" => Ok(Patch::Merge(value)),
+                    _ => Ok(Patch::Strategic(value)),
+                }
             }
             "application/json-patch+json" => match value {
                 Value::Array(ops) => Ok(Patch::Json(ops)),
@@ -41,6 +45,7 @@ impl Patch {
         let mut out = target.clone();
         match self {
             Patch::Merge(patch) => merge_patch(&mut out, patch),
+            Patch::Strategic(patch) => strategic_merge(&mut out, patch),
             Patch::Json(ops) => {
                 for op in ops {
                     json_patch_op(&mut out, op)?;
@@ -67,6 +72,48 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             } else {
                 merge_patch(target_map.entry(key.clone()).or_insert(Value::Null), value);
             }
+        }
+    }
+}
+
+/// Lists that a strategic merge patch merges item by item, and the key that matches items.
+const MERGE_KEYS: &[(&str, &str)] = &[("conditions", "type")];
+
+/// A strategic merge patch: a merge patch, except that the lists of [`MERGE_KEYS`] merge their
+/// items by key (an item of the patch replaces the fields it names of the item with the same
+/// key, or is appended) instead of being replaced whole.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let Value::Object(target_map) = target else { return };
+    for (key, value) in patch_map {
+        let merge_key = MERGE_KEYS.iter().find(|(list, _)| list == key).map(|(_, k)| *k);
+        match (value, merge_key) {
+            (Value::Null, _) => {
+                target_map.remove(key);
+            }
+            (Value::Array(items), Some(merge_key)) => {
+                let slot = target_map.entry(key.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                if !slot.is_array() {
+                    *slot = Value::Array(Vec::new());
+                }
+                let Value::Array(existing) = slot else { continue };
+                for item in items {
+                    match existing
+                        .iter_mut()
+                        .find(|e| e.get(merge_key).is_some() && e.get(merge_key) == item.get(merge_key))
+                    {
+                        Some(found) => strategic_merge(found, item),
+                        None => existing.push(item.clone()),
+                    }
+                }
+            }
+            (value, _) => strategic_merge(target_map.entry(key.clone()).or_insert(Value::Null), value),
         }
     }
 }
@@ -157,6 +204,27 @@ mod tests {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn strategic_merge_patch_merges_conditions_by_type() {
+        let doc = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "kactus.io/attachments", "status": "True", "message": "[1]"}]}});
+        let body = json!({"metadata": {"annotations": {"a": "b"}}, "status": {"conditions": [
+            {"type": "kactus.io/attachments", "message": "[2]"}, {"type": "Other", "status": "False"}]}});
+        let patch = Patch::parse("application/strategic-merge-patch+json", body.to_string().as_bytes()).unwrap();
+        let out = patch.apply_to(&doc).unwrap();
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([
+            {"type": "Ready", "status": "True"},
+            {"type": "kactus.io/attachments", "status": "True", "message": "[2]"},
+            {"type": "Other", "status": "False"}])
+        );
+        assert_eq!(
+            (out["status"]["phase"].as_str(), out["metadata"]["annotations"]["a"].as_str()),
+            (Some("Running"), Some("b"))
+        );
     }
 
     #[test]

@@ -343,7 +343,13 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                 }
                 _ => {
                     let namespace = namespace.unwrap_or_default();
-                    let created = ctx.store.create(stored(kind), &namespace, body()?)?;
+                    let mut object = body()?;
+                    if kind.resource == "pods" && object.is_object() {
+                        // As the real podStrategy: a created pod's status is the server's, so
+                        // nothing a pod's author writes there is believed.
+                        object["status"] = json!({"phase": "Pending"});
+                    }
+                    let created = ctx.store.create(stored(kind), &namespace, object)?;
                     Ok(Reply::Json { code: 201, body: shown(created), headers: Vec::new() })
                 }
             }
@@ -357,6 +363,7 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                     let content_type = req.header("content-type").unwrap_or("");
                     let patch = match Patch::parse(content_type, &req.body)? {
                         Patch::Merge(merge) if events_v1 => Patch::Merge(events::to_core(&merge)),
+                        Patch::Strategic(merge) if events_v1 => Patch::Strategic(events::to_core(&merge)),
                         Patch::Json(ops) if events_v1 => Patch::Json(
                             ops.into_iter()
                                 .map(|mut op| {

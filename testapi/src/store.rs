@@ -253,6 +253,24 @@ impl Store {
         Ok(self.commit_update(&mut state, kind, existing, patched, None)?)
     }
 
+    /// [`Store::merge_patch`] as a strategic merge patch: `conditions` merge by `type`, as
+    /// kubelet's and kactus's status writes do, so a test changing one condition keeps the rest.
+    pub fn strategic_patch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, StoreError> {
+        let kind = resources::by_resource(resource).ok_or_else(|| StoreError::UnknownResource(resource.to_string()))?;
+        let mut state = self.lock();
+        let existing = get_existing(&state, kind, namespace, name)?;
+        let mut patched = existing.clone();
+        super::patch::strategic_merge(&mut patched, patch);
+        check_resource_version(kind, &existing, &patched)?;
+        Ok(self.commit_update(&mut state, kind, existing, patched, None)?)
+    }
+
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> Result<Value, StoreError> {
         let kind = resources::by_resource(resource).ok_or_else(|| StoreError::UnknownResource(resource.to_string()))?;
         Ok(self.delete_kind(kind, namespace, name)?)
@@ -535,10 +553,23 @@ impl Store {
         match part {
             Some(Part::Status) => {
                 let status = new.get("status").cloned();
+                // A pod's status subresource takes its labels and annotations too (the real
+                // podStatusStrategy keeps only spec, deletionTimestamp and ownerReferences from
+                // the stored pod): multus and kactus write network-status through it.
+                let metadata = (kind.resource == "pods")
+                    .then(|| (new["metadata"].get("labels").cloned(), new["metadata"].get("annotations").cloned()));
                 new = existing.clone();
                 match status {
                     Some(status) => new["status"] = status,
                     None => remove_key(&mut new, "status"),
+                }
+                if let Some((labels, annotations)) = metadata {
+                    for (field, value) in [("labels", labels), ("annotations", annotations)] {
+                        match value {
+                            Some(v) => new["metadata"][field] = v,
+                            None => remove_key(&mut new["metadata"], field),
+                        }
+                    }
                 }
             }
             Some(Part::Main) if kind.has_status => match existing.get("status") {

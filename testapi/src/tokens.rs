@@ -97,6 +97,13 @@ impl Tokens {
         Ok(answer["status"]["token"].as_str().unwrap_or_default().to_string())
     }
 
+    /// A token for `service_account` in `namespace`, bound to nothing (as `kubectl create
+    /// token` gives): tests act as that account, with exactly what RBAC grants it.
+    pub fn issue(&self, store: &Store, namespace: &str, service_account: &str) -> Result<String, ApiError> {
+        let answer = self.request(store, namespace, service_account, &json!({"spec": {}}))?;
+        Ok(answer["status"]["token"].as_str().unwrap_or_default().to_string())
+    }
+
     /// Answers a TokenRequest for `namespace/name` (the body's `spec`; 201 with
     /// `status.token` and `status.expirationTimestamp`).
     pub(crate) fn request(&self, store: &Store, namespace: &str, name: &str, body: &Value) -> Result<Value, ApiError> {

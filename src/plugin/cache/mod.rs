@@ -26,7 +26,9 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Container IDs with a cache under `cache_dir` (what GC weighs against the runtime's list).
+/// Container IDs with a cache under `cache_dir` (what GC weighs against the runtime's list):
+/// directories named as a container ID can be, holding only files kactus writes there. Any
+/// other directory is not a container's cache, whatever put it there, and GC leaves it alone.
 pub fn cached_containers(cache_dir: &Path) -> Vec<String> {
     let mut ids: Vec<String> = fs::read_dir(cache_dir)
         .into_iter()
@@ -34,9 +36,19 @@ pub fn cached_containers(cache_dir: &Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|id| crate::cni::env::valid_container_id(id))
+        .filter(|id| holds_only_own_files(&cache_dir.join(id)))
         .collect();
     ids.sort();
     ids
+}
+
+/// Whether every entry of `dir` is a regular file kactus writes in a container's cache.
+fn holds_only_own_files(dir: &Path) -> bool {
+    let Ok(listing) = fs::read_dir(dir) else { return false };
+    listing
+        .flatten()
+        .all(|e| e.file_type().is_ok_and(|t| t.is_file()) && e.file_name().to_str().is_some_and(record::is_own_file))
 }
 
 /// A container's cache as it is now, read without its lock (a call in flight may be changing
@@ -254,11 +266,34 @@ impl ContainerCache {
                 remove_legacy_lock(cache_dir, id);
             }
         }
-        match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(CniError::io(format!("remove cache {}", self.dir.display()), e))
+        // Only what kactus wrote goes: a file someone else put here is not kactus's to delete
+        // (and a cache directory that is not one must never become a recursive delete).
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(CniError::io(format!("read cache {}", self.dir.display()), e)),
+        };
+        for item in listing.flatten() {
+            let own = item.file_type().is_ok_and(|t| t.is_file())
+                && item.file_name().to_str().is_some_and(record::is_own_file);
+            if own {
+                match fs::remove_file(item.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(CniError::io(format!("remove {}", item.path().display()), e))
+                    }
+                    _ => {}
+                }
             }
-            _ => Ok(()),
+        }
+        match fs::remove_dir(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                // Everything kactus recorded is gone; what is left is someone else's.
+                log::warn!("cache {} holds files kactus did not write: left in place", self.dir.display());
+                Ok(())
+            }
+            Err(e) => Err(CniError::io(format!("remove cache {}", self.dir.display()), e)),
         }
     }
 
@@ -292,6 +327,28 @@ mod tests {
 
     fn intended(ifname: &str, seq: u64) -> CacheEntry {
         CacheEntry::sample(ifname, seq, Value::Null)
+    }
+
+    /// Removing a container's cache deletes what kactus wrote there and nothing else: never a
+    /// recursive delete of whatever the directory holds.
+    #[test]
+    fn removal_deletes_only_kactus_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ContainerCache::create(dir.path(), "c1").unwrap();
+        cache.intend(&[intended("eth0", 0)]).unwrap();
+        cache.write(&entry("eth0", 0)).unwrap();
+        fs::create_dir(dir.path().join("c1").join("sub")).unwrap();
+        fs::write(dir.path().join("c1").join("sub").join("keep.json"), b"{}").unwrap();
+        fs::write(dir.path().join("c1").join("keep.txt"), b"x").unwrap();
+        cache.remove().unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path().join("c1"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["keep.txt", "sub"]);
+        assert!(dir.path().join("c1").join("sub").join("keep.json").exists());
     }
 
     fn files(dir: &Path) -> Vec<String> {

@@ -44,6 +44,12 @@ impl Damaged {
     }
 }
 
+/// Whether `name` is a file kactus writes in a container's cache: an entry, an intent record,
+/// or the temp file of one of their atomic writes. Nothing else there is kactus's to remove.
+pub fn is_own_file(name: &str) -> bool {
+    name.ends_with(".json") || name.ends_with(".intent") || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
 /// The file name of a call's entry (libcni's layout: one per interface).
 pub fn entry_file(ifname: &str) -> String {
     format!("{ifname}.json")
