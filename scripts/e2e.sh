@@ -197,6 +197,12 @@ status_is() { # POD PYTHON-ASSERTIONS on s, the parsed network-status
 }
 check "app1's network-status: eth0 (default), then $NS/green and $NS/blue" status_is app1 \
     "assert [e['interface'] for e in s]==['eth0','net9f27410725ab','net48d6215903df'], s; assert s[0].get('default') is True; assert s[1]['name']=='$NS/green', s"
+attested_is() { # POD PYTHON-ASSERTIONS on a, the kactus.io/attachments condition's entries
+    kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="kactus.io/attachments")].message}' \
+        | python3 -c "import json,sys; a=json.load(sys.stdin); $2"
+}
+check "app1's status holds the addresses kactus assigned (kactus.io/attachments, beside kubelet's conditions)" attested_is app1 \
+    "assert [e['interface'] for e in a]==['net9f27410725ab','net48d6215903df'], a; assert a[0]['ips'][0].startswith('10.201.0.'), a"
 event_has() { event "$1" "$2" | grep -q -- "$3"; }
 check "app1 has an AddedInterface Event for net9f27410725ab" event_has app1 AddedInterface "Add net9f27410725ab \\[10.201.0.[0-9]*/24\\] from $NS/green"
 
@@ -217,6 +223,25 @@ echo "    event: $(event nonad NetworkNotFound)"
 not_ready() { ! ready "$1"; }
 check "pod nonad is not started" not_ready nonad
 delete_pods nonad npwg-comma npwg-json
+
+# ---- 3a. a NAD that would run kactus itself (a tenant's way to steer root code)
+say "a network whose config names kactus itself"
+cat <<YAML | kn apply -f - >/dev/null
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: nested, namespace: $NS}
+spec:
+  config: '{"cniVersion": "0.4.0", "type": "kactus", "logFile": "$RUN/nested-victim", "cacheDir": "$RUN/nested-cache",
+            "delegates": [{"type": "bridge", "bridge": "kte2e-nested", "masterPlugin": true}]}'
+YAML
+pod nested networks '[ { "name": "nested" } ]' | kn apply -f - >/dev/null
+check "pod nested gets a Warning naming the meta-plugin refusal" until_ok 90 event_has nested AttachFailed meta-plugin
+echo "    event: $(event nested AttachFailed | head -1)"
+no_nested_trace() { [ ! -e "$RUN/nested-victim" ] && [ ! -e "$RUN/nested-cache" ]; }
+check "nothing of the node was touched through its config (no log file, no cache dir)" no_nested_trace
+check "pod nested is not started" not_ready nested
+delete_pods nested
+k -n "$NS" delete network-attachment-definition nested >/dev/null 2>&1 || true
 
 # ---- 3b. a network backed by an allocated device, asked of the real kubelet
 say "a network that names a device resource the pod was not allocated"
