@@ -720,7 +720,9 @@ fn uninstall_puts_the_config_back_when_a_pod_got_attachments_meanwhile() {
     reconcile_once(&node.args(&[])).unwrap();
     let config = fs::read(node.path("net.d/00-kactus.conflist")).unwrap();
     // A kactus ADD the runtime started before the config went: it holds its container's lock.
-    let in_flight = kactus::plugin::cache::ContainerCache::create(&node.path("cache"), "c2").unwrap();
+    let in_flight =
+        kactus::plugin::cache::ContainerCache::create(&node.path("cache"), "c2", std::time::Duration::from_secs(30))
+            .unwrap();
     let args = uninstall_args(&node, &[]);
     let uninstaller = std::thread::spawn(move || kactus::install::uninstall_once(&args));
     let removed = Instant::now();

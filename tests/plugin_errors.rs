@@ -221,3 +221,28 @@ fn of_two_concurrent_adds_of_one_container_the_second_gets_code_7_and_the_first_
     sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
     sb.assert_nothing_left(p, "after the DEL");
 }
+
+/// Issue 22: a delegate that closes its output and lives on reached EOF at once, and kactus
+/// then waited for its exit without bound, holding the container's lock (a concurrent DEL
+/// blocked). It is killed at `delegateTimeoutSeconds` like any hung delegate, and rolled back.
+#[test]
+fn a_master_that_closes_its_output_and_lives_on_is_killed_at_the_bound_and_rolled_back() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("app1");
+    wrapper_plugin(
+        &mut sb,
+        "detaching-bridge",
+        &format!(
+            "if [ \"$CNI_COMMAND\" != ADD ]; then exec {CNI_PATH}/bridge; fi\n{CNI_PATH}/bridge >/dev/null\nexec >/dev/null 2>&1\nsleep 30\n"
+        ),
+    );
+    let mut conf = sb.kactus_conf();
+    conf["delegates"][0]["type"] = "detaching-bridge".into();
+    conf["delegateTimeoutSeconds"] = 2.into();
+    let started = std::time::Instant::now();
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).err();
+    eprintln!("ADD answered after {:?}", started.elapsed());
+    assert_eq!(code, 103, "{msg}");
+    assert!(msg.contains("detaching-bridge did not answer ADD") && msg.contains("was killed"), "{msg}");
+    assert_clean(&sb, p);
+}

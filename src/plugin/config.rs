@@ -142,6 +142,14 @@ impl KactusConfig {
             devices: device_paths(obj)?,
         })
     }
+
+    /// How long a call waits for its container's lock before it gives up with code 11 (the
+    /// runtime tries again). The holder is another call on the same container, each of whose
+    /// steps is bounded; this bound is for one that is stuck all the same. One delegate's
+    /// bound: a call that waits longer than the slowest delegate may take is better retried.
+    pub fn lock_wait(&self) -> Duration {
+        self.delegate_timeout
+    }
 }
 
 /// A runtime hands kactus its own plugin config, but an operator driving kactus by hand
