@@ -292,13 +292,7 @@ const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 /// Reads a small text file a config names, refusing one larger than [`MAX_CONFIG_FILE`].
 pub(super) fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?.take(MAX_CONFIG_FILE + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_FILE {
-        return Err(std::io::Error::other(format!("larger than {MAX_CONFIG_FILE} bytes")));
-    }
-    Ok(text)
+    crate::bounded::read_text(path, MAX_CONFIG_FILE)
 }
 
 /// DNS from a resolv.conf, as host-local reads `resolvConf`.

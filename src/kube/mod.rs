@@ -12,6 +12,7 @@ mod error;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+mod redact;
 pub mod time;
 mod tls;
 mod types;
