@@ -246,3 +246,23 @@ fn a_master_that_closes_its_output_and_lives_on_is_killed_at_the_bound_and_rolle
     assert!(msg.contains("detaching-bridge did not answer ADD") && msg.contains("was killed"), "{msg}");
     assert_clean(&sb, p);
 }
+
+/// Issue 22: the plugin now logs to a file on every node by default; whatever the level, the
+/// apiserver's token never reaches it (neither one it accepts nor one it refuses).
+#[test]
+fn the_plugins_log_at_trace_never_holds_its_token() {
+    let mut sb = Sandbox::new();
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({})));
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["logLevel"] = "trace".into();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let text = std::fs::read_to_string(&sb.kubeconfig).unwrap().replace(TOKEN, "refused-token");
+    std::fs::write(&sb.kubeconfig, text).unwrap();
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).err();
+    let log = std::fs::read_to_string(sb.path("kactus.log")).unwrap();
+    assert!(log.contains("ADD c1 answered (ok)") && log.contains("ADD c1 answered (error)"), "{log}");
+    assert!(!log.contains(TOKEN) && !log.contains("refused-token"), "{log}");
+}
