@@ -8,6 +8,10 @@
 use std::io::{Error, ErrorKind, Read};
 use std::path::Path;
 
+/// The most a small text file a config names may hold (a node-local template, a resolv.conf,
+/// the node file, a state file): a few KiB when it is what it should be.
+pub const MAX_SMALL_FILE: u64 = 1 << 20;
+
 /// The bytes of `path`, refused when it holds more than `max`. Reads at most `max + 1`
 /// bytes whatever the file claims to be (the size `stat` gives means nothing for a device).
 pub fn read(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
