@@ -1,4 +1,4 @@
-//! Reading a file an input names, with a bound on its size.
+//! Reading an input, a file it names or the plugin's stdin, with a bound on its size.
 //!
 //! kactus runs as root on every pod start, and many files it reads are named by a config or
 //! written by someone else (a kubeconfig and its token, a template, a lease, a device-info
@@ -15,8 +15,13 @@ pub const MAX_SMALL_FILE: u64 = 1 << 20;
 /// The bytes of `path`, refused when it holds more than `max`. Reads at most `max + 1`
 /// bytes whatever the file claims to be (the size `stat` gives means nothing for a device).
 pub fn read(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    read_from(std::fs::File::open(path)?, max)
+}
+
+/// All of `reader` (a pipe: the plugin's stdin), refused when it holds more than `max`.
+pub fn read_from(reader: impl Read, max: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    reader.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(Error::new(ErrorKind::FileTooLarge, format!("larger than {max} bytes")));
     }
