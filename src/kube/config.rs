@@ -9,6 +9,7 @@
 use super::error::KubeError;
 use super::redact;
 use kube::config::Kubeconfig;
+use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 
 /// The most a kubeconfig, a token file, a CA bundle or a client certificate or key may hold.
@@ -52,6 +53,7 @@ pub fn load(kubeconfig: Option<&Path>) -> Result<(kube::Config, Source), KubeErr
             if let Some(dir) = path.parent() {
                 resolve_relative(&mut file, dir);
             }
+            inline_current_files(&mut file).map_err(fail)?;
             let config = kube::Config::try_from(file).map_err(|e| fail(redact::kubeconfig(&e)))?;
             Ok((config, source))
         }
@@ -88,6 +90,52 @@ fn text_of(bytes: Vec<u8>) -> Result<String, String> {
         [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
         _ => String::from_utf8(bytes).map_err(|_| "reading it: not UTF-8".into()),
     }
+}
+
+/// Reads the files the current context names (its cluster's CA, its user's client
+/// certificate and key) within [`MAX_CREDENTIAL_FILE`] into the matching `*-data` fields,
+/// which kube-rs and the plugin's client prefer to files: kube-rs would read them without a
+/// bound. Only the current context's: another context's missing file is no concern of this
+/// process. The token file stays a file, reread on every request (see `Auth::TokenFile`).
+fn inline_current_files(file: &mut Kubeconfig) -> Result<(), String> {
+    use base64::Engine;
+    let Some(context) = file
+        .current_context
+        .as_deref()
+        .and_then(|name| file.contexts.iter().find(|c| c.name == name))
+        .and_then(|c| c.context.as_ref())
+    else {
+        return Ok(()); // kube-rs names what is missing.
+    };
+    let (cluster, user) = (context.cluster.clone(), context.user.clone());
+    let read = |field: &str, path: &str| {
+        crate::bounded::read(Path::new(path), MAX_CREDENTIAL_FILE)
+            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+            .map_err(|e| format!("{field}: reading {path}: {e}"))
+    };
+    let unset = |data: Option<&str>| data.is_none_or(|d| d.trim().is_empty());
+    for named in file.clusters.iter_mut().filter(|c| c.name == cluster) {
+        let Some(c) = named.cluster.as_mut() else { continue };
+        if unset(c.certificate_authority_data.as_deref()) {
+            if let Some(path) = c.certificate_authority.take() {
+                c.certificate_authority_data = Some(read("certificate-authority", &path)?);
+            }
+        }
+    }
+    for named in file.auth_infos.iter_mut().filter(|u| Some(&u.name) == user.as_ref()) {
+        let Some(u) = named.auth_info.as_mut() else { continue };
+        if unset(u.client_certificate_data.as_deref()) {
+            if let Some(path) = u.client_certificate.take() {
+                u.client_certificate_data = Some(read("client-certificate", &path)?);
+            }
+        }
+        if unset(u.client_key_data.as_ref().map(|k| k.expose_secret())) {
+            if let Some(path) = u.client_key.take() {
+                u.client_key_data = Some(read("client-key", &path)?.into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes the files a kubeconfig names relative to its own directory, as kubectl (and kube-rs's
@@ -211,5 +259,38 @@ mod tests {
             let err = load(Some(path)).unwrap_err().to_string();
             assert!(err.contains(&path.display().to_string()) && err.contains("larger than 1048576 bytes"), "{err}");
         }
+    }
+
+    /// The CA and client key files a kubeconfig names were read by kube-rs without a bound.
+    #[test]
+    fn the_current_contexts_ca_and_key_files_are_read_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kc.yaml");
+        let text = |ca: &str, key: &str| {
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: a\ncontexts:\n- name: a\n  context:\n    cluster: c\n    user: u\n\
+                 clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    certificate-authority: {ca}\n\
+                 - name: other\n  cluster:\n    server: https://127.0.0.2:6443\n    certificate-authority: missing.crt\n\
+                 users:\n- name: u\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key: {key}\n"
+            )
+        };
+        std::fs::write(dir.path().join("ca.crt"), "x".repeat(MAX_CREDENTIAL_FILE as usize + 1)).unwrap();
+        std::fs::write(dir.path().join("u.key"), "KEY").unwrap();
+        std::fs::write(&path, text("ca.crt", "u.key")).unwrap();
+        let err = load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("certificate-authority: reading") && err.contains("larger than 1048576 bytes"), "{err}");
+        std::fs::write(&path, text("/dev/zero", "u.key")).unwrap();
+        assert!(load(Some(&path)).unwrap_err().to_string().contains("larger than"));
+        let (ok_ca, key) = (dir.path().join("ok.crt"), dir.path().join("u.key"));
+        let ca = rcgen::generate_simple_self_signed(vec!["kubernetes".into()]).unwrap().cert.pem();
+        std::fs::write(&ok_ca, ca).unwrap();
+        std::fs::write(&path, text("ok.crt", "/dev/zero")).unwrap();
+        let err = load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("client-key: reading /dev/zero") && err.contains("larger than"), "{err}");
+        // Within the bound, as before: the other context's missing CA is no concern.
+        std::fs::write(&path, text("ok.crt", &key.display().to_string())).unwrap();
+        let (config, _) = load(Some(&path)).unwrap();
+        assert_eq!(config.root_cert.map(|r| r.len()), Some(1));
+        assert_eq!(config.auth_info.client_key_data.map(|k| k.expose_secret().to_string()), Some("S0VZ".into()));
     }
 }
