@@ -266,3 +266,25 @@ fn the_plugins_log_at_trace_never_holds_its_token() {
     assert!(log.contains("ADD c1 answered (ok)") && log.contains("ADD c1 answered (error)"), "{log}");
     assert!(!log.contains(TOKEN) && !log.contains("refused-token"), "{log}");
 }
+
+/// Issue 22: a call waiting for the container's lock waited as long as its holder chose. Here
+/// the holder is this test (standing for a call stuck beyond its own bounds): the runtime's
+/// DEL gives up after `delegateTimeoutSeconds` with code 11 naming the lock, and succeeds once
+/// the lock is free.
+#[test]
+fn a_del_behind_a_stuck_call_on_its_container_answers_11_naming_the_lock() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["delegateTimeoutSeconds"] = 1.into();
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    let stuck =
+        kactus::plugin::cache::ContainerCache::open(&sb.cache_dir(), "c1", std::time::Duration::from_secs(30)).unwrap();
+    let (code, msg) = sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).err();
+    assert_eq!(code, 11, "{msg}");
+    let lock = sb.cache_dir().join("c1").display().to_string();
+    assert!(msg.contains("still holds the lock") && msg.contains(&lock), "{msg}");
+    drop(stuck);
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    assert_clean(&sb, p);
+}
