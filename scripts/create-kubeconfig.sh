@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Create a kubeconfig for the kactus service account, for installs without the kactus
-# DaemonSet (which writes and rotates this file itself). Copy the result to every node:
+# DaemonSet (which writes and renews this file itself). Copy the result to every node:
 #   sudo install -m 755 -d /etc/cni/net.d/kactus.d
 #   sudo install -m 600 /tmp/kubeconfig/kactus-kubeconfig.yaml /etc/cni/net.d/kactus.d/
 #
-# The token comes from `kubectl create token` (Kubernetes >= 1.24), valid for -d DURATION;
-# renew the file before it expires. On older clusters or kubectl it falls back to a legacy
-# service-account token Secret, which does not expire but is stored in the cluster.
+# The token comes from the TokenRequest API (`kubectl create token`, Kubernetes >= 1.24), as
+# the installer's does: bound to no pod, and expiring after -d DURATION (24h by default, at
+# most 720h; the apiserver may grant less). No legacy token Secret: such a token never expires
+# and lives in the cluster for anyone who may read Secrets in the namespace.
 # The apiserver address and CA are taken from the current kubectl context.
 #
-# Needs: kubectl (with rights to create tokens/secrets), base64.
+# Needs: kubectl (with rights to create tokens for the service account), base64.
 # Apply manifests/kactus-serviceaccount-and-rbac.yaml first.
 set -euo pipefail
 
 namespace=kube-system
 service_account=kactus
 output_dir=/tmp/kubeconfig
-duration=8760h
+duration=24h
+# The longest token asked for: a leaked copy of the file is worth no more than this.
+max_duration_seconds=$((720 * 3600))
 
 usage() {
     cat <<USAGE
@@ -24,7 +27,14 @@ usage: $0 [-n NAMESPACE] [-s SERVICE_ACCOUNT] [-o OUTPUT_DIR] [-d TOKEN_DURATION
   -n  namespace of the service account (default: $namespace)
   -s  service account (default: $service_account)
   -o  directory for kactus-kubeconfig.yaml (default: $output_dir)
-  -d  token lifetime for 'kubectl create token' (default: $duration; the apiserver may cap it)
+  -d  token lifetime, as 'kubectl create token --duration' reads it (24h, 90m, 1h30m;
+      default: $duration, at most 720h; the apiserver may grant less)
+
+When the token expires, every ADD on the nodes fails with code 100 ("Unauthorized") and pods
+with kactus networks stop starting. Before that, run this script again and copy the new
+kactus-kubeconfig.yaml to every node (the plugin reads it on every call: no restart needed),
+e.g. from a scheduled job every half of the lifetime. Or install with manifests/kactus-ds.yaml,
+whose installer renews the token on its own.
 USAGE
 }
 
@@ -44,42 +54,21 @@ die() {
     exit 1
 }
 
+# Seconds in a Go duration of hours, minutes and seconds (what --duration accepts here).
+duration_seconds() {
+    [[ "$1" =~ ^(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?$ && -n "$1" ]] || return 1
+    echo $((10#${BASH_REMATCH[2]:-0} * 3600 + 10#${BASH_REMATCH[4]:-0} * 60 + 10#${BASH_REMATCH[6]:-0}))
+}
+
+seconds=$(duration_seconds "$duration") || { echo "create-kubeconfig: -d $duration is not a duration like 24h or 90m" >&2; usage >&2; exit 2; }
+((seconds >= 600 && seconds <= max_duration_seconds)) ||
+    { echo "create-kubeconfig: -d $duration must be from 10m to 720h" >&2; usage >&2; exit 2; }
+
 kubectl get serviceaccount "$service_account" -n "$namespace" >/dev/null ||
     die "service account $namespace/$service_account not found; apply manifests/kactus-serviceaccount-and-rbac.yaml first"
 
-# A legacy token Secret: pre-1.24 clusters create one per service account; later ones
-# populate one that is created with the service-account annotation.
-legacy_token() {
-    local secret
-    secret=$(kubectl get serviceaccount "$service_account" -n "$namespace" \
-        -o jsonpath='{.secrets[0].name}' 2>/dev/null || true)
-    if [[ -z "$secret" ]]; then
-        secret="$service_account-token"
-        kubectl apply -n "$namespace" -f - >/dev/null <<SECRET
-apiVersion: v1
-kind: Secret
-metadata:
-  name: $secret
-  annotations:
-    kubernetes.io/service-account.name: $service_account
-type: kubernetes.io/service-account-token
-SECRET
-    fi
-    local encoded="" attempt
-    for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        encoded=$(kubectl get secret "$secret" -n "$namespace" -o jsonpath='{.data.token}')
-        [[ -n "$encoded" ]] && break
-        echo "waiting for the token controller to fill secret $namespace/$secret ($attempt/10)" >&2
-        sleep 1
-    done
-    [[ -n "$encoded" ]] || die "secret $namespace/$secret has no token"
-    printf '%s' "$encoded" | base64 -d
-}
-
-if ! token=$(kubectl create token "$service_account" -n "$namespace" --duration="$duration" 2>/dev/null); then
-    echo "create-kubeconfig: 'kubectl create token' failed (Kubernetes < 1.24?); using a legacy token Secret" >&2
-    token=$(legacy_token)
-fi
+token=$(kubectl create token "$service_account" -n "$namespace" --duration="$duration") ||
+    die "'kubectl create token' failed (it needs Kubernetes >= 1.24 and the right to create serviceaccounts/token for $namespace/$service_account)"
 [[ -n "$token" ]] || die "got an empty token for $namespace/$service_account"
 
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
@@ -116,4 +105,5 @@ contexts:
 current-context: kactus-context
 KUBECONFIG
 
-echo "wrote $kubeconfig for $namespace/$service_account (server $server)"
+echo "wrote $kubeconfig for $namespace/$service_account (server $server); its token expires within $duration:" \
+    "run $0 again before then and copy the file to every node"

@@ -117,6 +117,7 @@ impl Node {
             format!("--binary={}", self.path("image/kactus").display()),
             format!("--cache-dir={}", self.path("cache").display()),
             format!("--api-server={}", self.api.url()),
+            format!("--plugin-log-file={}", self.path("log/kactus.log").display()),
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
         Cli::try_parse_from(argv).unwrap().install
@@ -245,6 +246,9 @@ fn config_wraps_an_existing_conflist_as_master_delegate_with_its_capabilities() 
             "type": "kactus",
             "kubeconfig": kubeconfig,
             "cacheDir": node.path("cache"),
+            "logFile": node.path("log/kactus.log"),
+            "logLevel": "info",
+            "logOptions": {"maxSize": 10, "maxBackups": 5},
             "capabilities": {
                 "portMappings": true, "bandwidth": true, "io.kubernetes.cri.pod-annotations": true
             },
@@ -720,7 +724,9 @@ fn uninstall_puts_the_config_back_when_a_pod_got_attachments_meanwhile() {
     reconcile_once(&node.args(&[])).unwrap();
     let config = fs::read(node.path("net.d/00-kactus.conflist")).unwrap();
     // A kactus ADD the runtime started before the config went: it holds its container's lock.
-    let in_flight = kactus::plugin::cache::ContainerCache::create(&node.path("cache"), "c2").unwrap();
+    let in_flight =
+        kactus::plugin::cache::ContainerCache::create(&node.path("cache"), "c2", std::time::Duration::from_secs(30))
+            .unwrap();
     let args = uninstall_args(&node, &[]);
     let uninstaller = std::thread::spawn(move || kactus::install::uninstall_once(&args));
     let removed = Instant::now();

@@ -173,3 +173,68 @@ fn shutdown_ends_open_watches_at_once() {
         assert!(started.elapsed() < Duration::from_secs(3));
     });
 }
+
+/// `n` ResourceSlices of driver `driver` (one device each), as a big DRA node publishes them.
+fn resource_slices(server: &TestApiServer, driver: &str, n: usize) {
+    for i in 0..n {
+        server
+            .store()
+            .apply(serde_json::json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+                "metadata": {"name": format!("node1-{driver}-{i:05}")},
+                "spec": {"driver": driver, "nodeName": "node1", "pool": {"name": "node1", "generation": 1, "resourceSliceCount": n},
+                         "devices": [{"name": format!("dev{i}")}]}
+            }))
+            .unwrap();
+    }
+}
+
+fn names(list: &kactus::kube::List<serde_json::Value>) -> std::collections::BTreeSet<String> {
+    list.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// Issue 26: `Client::list` read the first page of an answer and dropped the rest (the
+/// ResourceSlices of a big DRA node run over a page).
+#[test]
+fn the_plugins_list_follows_continue_across_every_page() {
+    let server = server();
+    resource_slices(&server, "gpu.example.com", 1234);
+    resource_slices(&server, "nic.example.com", 7);
+    let dir = tempfile::tempdir().unwrap();
+    let client = kube_client(&server, &dir);
+    let lists = || server.stats().per_verb.get("list").copied().unwrap_or_default();
+    let list: kactus::kube::List<serde_json::Value> = client
+        .list("/apis/resource.k8s.io/v1/resourceslices", &[("fieldSelector", "spec.driver=gpu.example.com")])
+        .unwrap();
+    assert_eq!(names(&list).len(), 1234, "every slice, once");
+    assert!(list.items.iter().all(|o| o["spec"]["driver"] == "gpu.example.com"));
+    assert_eq!(lists(), 3, "pages of {}", kactus::kube::LIST_PAGE_SIZE);
+}
+
+/// A continue token the apiserver no longer honours (410 between pages, as after a
+/// compaction) restarts the LIST from its first page, as the API conventions say.
+#[test]
+fn the_plugins_list_starts_again_when_its_continue_token_expires() {
+    let server = server();
+    resource_slices(&server, "gpu.example.com", 1234);
+    let dir = tempfile::tempdir().unwrap();
+    let client = kube_client(&server, &dir);
+    let lists = || server.stats().per_verb.get("list").copied().unwrap_or_default();
+    // The first page is answered only once the second is set to expire.
+    let first_page_out = dir.path().join("first-page-out");
+    server.faults().hold("resourceslices", &first_page_out);
+    let listing = std::thread::spawn({
+        let client = client.clone();
+        move || client.list::<serde_json::Value>("/apis/resource.k8s.io/v1/resourceslices", &[])
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lists() < 1 {
+        assert!(std::time::Instant::now() < deadline, "the first page was never asked for");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.faults().fail_next(1, 410, Some("resourceslices"));
+    std::fs::write(&first_page_out, "").unwrap();
+    let list = listing.join().unwrap().unwrap();
+    assert_eq!(names(&list).len(), 1234, "every slice, once");
+    assert_eq!(client.request_count(), 2 + 3, "a first page and an expired second, then three pages from the start");
+}

@@ -764,3 +764,56 @@ fn the_hello1_example_service_is_in_the_shape_the_endpoints_controller_serves() 
         other => panic!("hello1 is not served: {other:?}"),
     }
 }
+
+/// Issue 26: scripts/create-kubeconfig.sh minted a legacy Secret-based token (it never
+/// expires and lives in the cluster) when asked for a year's token failed. It asks the
+/// TokenRequest API for a bounded lifetime, refuses a longer one before calling kubectl, never
+/// falls back to a Secret, and its usage says what to do when the token expires. Run against
+/// a kubectl stand-in that records its calls.
+#[test]
+fn create_kubeconfig_asks_the_token_request_api_for_a_bounded_token_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let kubectl = dir.path().join("kubectl");
+    fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$*\" in\n  'create token'*) [ -e {fail} ] && exit 1; echo minted-token ;;\n  *'cluster.server'*) echo https://10.0.0.1:6443 ;;\n  *'certificate-authority-data'*) echo Q0E= ;;\nesac\n",
+            calls = calls.display(),
+            fail = dir.path().join("fail").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&kubectl, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("bash")
+            .arg(repo("scripts/create-kubeconfig.sh"))
+            .args(["-o", &dir.path().join("out").display().to_string()])
+            .args(args)
+            .env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .unwrap();
+        let recorded = fs::read_to_string(&calls).unwrap_or_default();
+        let _ = fs::remove_file(&calls);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), recorded)
+    };
+
+    let (code, _, recorded) = run(&[]);
+    assert_eq!(code, Some(0));
+    assert!(recorded.contains("create token kactus -n kube-system --duration=24h"), "{recorded}");
+    let written = fs::read_to_string(dir.path().join("out/kactus-kubeconfig.yaml")).unwrap();
+    assert!(written.contains("token: \"minted-token\""), "{written}");
+
+    for too_long in ["721h", "8760h", "5m", "1y"] {
+        let (code, stderr, recorded) = run(&["-d", too_long]);
+        assert_eq!(code, Some(2), "-d {too_long}: {stderr}");
+        assert!(recorded.is_empty(), "-d {too_long} reached kubectl: {recorded}");
+        assert!(stderr.contains("When the token expires") && stderr.contains("run this script again"), "{stderr}");
+    }
+
+    fs::write(dir.path().join("fail"), "").unwrap();
+    let (code, stderr, recorded) = run(&["-d", "48h"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!recorded.contains("secret") && !recorded.contains("apply"), "a legacy token Secret: {recorded}");
+}

@@ -221,3 +221,70 @@ fn of_two_concurrent_adds_of_one_container_the_second_gets_code_7_and_the_first_
     sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
     sb.assert_nothing_left(p, "after the DEL");
 }
+
+/// Issue 22: a delegate that closes its output and lives on reached EOF at once, and kactus
+/// then waited for its exit without bound, holding the container's lock (a concurrent DEL
+/// blocked). It is killed at `delegateTimeoutSeconds` like any hung delegate, and rolled back.
+#[test]
+fn a_master_that_closes_its_output_and_lives_on_is_killed_at_the_bound_and_rolled_back() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("app1");
+    wrapper_plugin(
+        &mut sb,
+        "detaching-bridge",
+        &format!(
+            "if [ \"$CNI_COMMAND\" != ADD ]; then exec {CNI_PATH}/bridge; fi\n{CNI_PATH}/bridge >/dev/null\nexec >/dev/null 2>&1\nsleep 30\n"
+        ),
+    );
+    let mut conf = sb.kactus_conf();
+    conf["delegates"][0]["type"] = "detaching-bridge".into();
+    conf["delegateTimeoutSeconds"] = 2.into();
+    let started = std::time::Instant::now();
+    let (code, msg) = sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).err();
+    eprintln!("ADD answered after {:?}", started.elapsed());
+    assert_eq!(code, 103, "{msg}");
+    assert!(msg.contains("detaching-bridge did not answer ADD") && msg.contains("was killed"), "{msg}");
+    assert_clean(&sb, p);
+}
+
+/// Issue 22: the plugin now logs to a file on every node by default; whatever the level, the
+/// apiserver's token never reaches it (neither one it accepts nor one it refuses).
+#[test]
+fn the_plugins_log_at_trace_never_holds_its_token() {
+    let mut sb = Sandbox::new();
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({})));
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["logLevel"] = "trace".into();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let text = std::fs::read_to_string(&sb.kubeconfig).unwrap().replace(TOKEN, "refused-token");
+    std::fs::write(&sb.kubeconfig, text).unwrap();
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", &args, &conf).err();
+    let log = std::fs::read_to_string(sb.path("kactus.log")).unwrap();
+    assert!(log.contains("ADD c1 answered (ok)") && log.contains("ADD c1 answered (error)"), "{log}");
+    assert!(!log.contains(TOKEN) && !log.contains("refused-token"), "{log}");
+}
+
+/// Issue 22: a call waiting for the container's lock waited as long as its holder chose. Here
+/// the holder is this test (standing for a call stuck beyond its own bounds): the runtime's
+/// DEL gives up after `delegateTimeoutSeconds` with code 11 naming the lock, and succeeds once
+/// the lock is free.
+#[test]
+fn a_del_behind_a_stuck_call_on_its_container_answers_11_naming_the_lock() {
+    let mut sb = Sandbox::new();
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["delegateTimeoutSeconds"] = 1.into();
+    sb.kactus("ADD", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    let stuck =
+        kactus::plugin::cache::ContainerCache::open(&sb.cache_dir(), "c1", std::time::Duration::from_secs(30)).unwrap();
+    let (code, msg) = sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).err();
+    assert_eq!(code, 11, "{msg}");
+    let lock = sb.cache_dir().join("c1").display().to_string();
+    assert!(msg.contains("still holds the lock") && msg.contains(&lock), "{msg}");
+    drop(stuck);
+    sb.kactus("DEL", "c1", Some(&sb.pods[p].path), "eth0", "", &conf).ok();
+    assert_clean(&sb, p);
+}

@@ -86,7 +86,11 @@ fn reserialised(cfg: &KactusConfig) -> Value {
     out.insert("cacheDir".into(), cfg.cache_dir.to_string_lossy().into_owned().into());
     out.insert("confDir".into(), cfg.conf_dir.to_string_lossy().into_owned().into());
     if let Some(f) = &cfg.log_file {
-        out.insert("logFile".into(), f.to_string_lossy().into_owned().into());
+        out.insert("logFile".into(), f.path.to_string_lossy().into_owned().into());
+        let o = &f.options;
+        let max_age = o.max_age.map_or(0, |a| a.as_secs() / 86_400);
+        let options = serde_json::json!({"maxSize": o.max_size >> 20, "maxBackups": o.max_backups, "maxAge": max_age, "compress": o.compress});
+        out.insert("logOptions".into(), options);
     }
     out.insert("logLevel".into(), cfg.log_level.to_string().to_lowercase().into());
     out.insert("apiTimeoutSeconds".into(), cfg.api_timeout.as_secs_f64().into());

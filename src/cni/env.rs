@@ -1,6 +1,7 @@
 //! The `CNI_*` environment a runtime hands a plugin, and the `CNI_ARGS` key/value list.
 
 use super::error::CniError;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// The CNI verbs kactus answers.
@@ -144,17 +145,44 @@ pub struct CniEnv {
 impl CniEnv {
     /// Reads the process environment.
     pub fn from_process() -> Result<CniEnv, CniError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_os(|k| std::env::var_os(k))
     }
 
     /// Reads from any lookup, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<CniEnv, CniError> {
-        let command = Command::parse(&get("CNI_COMMAND").unwrap_or_default())?;
-        let container_id = get("CNI_CONTAINERID").unwrap_or_default();
+        Self::from_os(|k| get(k).map(OsString::from))
+    }
+
+    /// Reads the variables as the runtime set them: bytes, which must be UTF-8 text (a
+    /// variable that is not is named, code 4: taken for unset, it was reported as missing),
+    /// but for `CNI_NETNS`, a path. VERSION reads nothing but `CNI_COMMAND`, as libcni's skel.
+    pub fn from_os(get: impl Fn(&str) -> Option<OsString>) -> Result<CniEnv, CniError> {
+        let text = |key: &str| -> Result<String, CniError> {
+            match get(key).map(OsString::into_string) {
+                None => Ok(String::new()),
+                Some(Ok(value)) => Ok(value),
+                Some(Err(raw)) => Err(CniError::invalid_env(format!(
+                    "{key} is not UTF-8 text: {:?} (the runtime passed bytes kactus cannot use)",
+                    raw.to_string_lossy()
+                ))),
+            }
+        };
+        let command = Command::parse(&text("CNI_COMMAND")?)?;
+        if command == Command::Version {
+            return Ok(CniEnv {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                args: CniArgs::default(),
+                path: String::new(),
+            });
+        }
+        let container_id = text("CNI_CONTAINERID")?;
         let netns = get("CNI_NETNS").filter(|s| !s.is_empty()).map(PathBuf::from);
-        let ifname = get("CNI_IFNAME").unwrap_or_default();
-        let args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())?;
-        let path = get("CNI_PATH").unwrap_or_default();
+        let ifname = text("CNI_IFNAME")?;
+        let args = CniArgs::parse(&text("CNI_ARGS")?)?;
+        let path = text("CNI_PATH")?;
         let env = CniEnv { command, container_id, netns, ifname, args, path };
         env.validate()?;
         Ok(env)
@@ -241,5 +269,26 @@ mod tests {
     fn container_id_cannot_escape_the_cache() {
         let e = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "../x"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/x")]);
         assert_eq!(e.unwrap_err().code, 4);
+    }
+
+    /// Issue 26: a CNI_IFNAME that is not UTF-8 was read as unset, and the call failed
+    /// "CNI_IFNAME is not set", which sends an operator looking for the wrong fault.
+    #[test]
+    fn an_ifname_that_is_not_utf8_is_code_4_naming_cni_ifname() {
+        use std::os::unix::ffi::OsStringExt;
+        let get = |k: &str| match k {
+            "CNI_COMMAND" => Some(OsString::from("ADD")),
+            "CNI_CONTAINERID" => Some(OsString::from("c1")),
+            "CNI_NETNS" => Some(OsString::from("/var/run/netns/p")),
+            "CNI_IFNAME" => Some(OsString::from_vec(b"eth\xff0".to_vec())),
+            "CNI_PATH" => Some(OsString::from("/opt/cni/bin")),
+            _ => None,
+        };
+        let e = CniEnv::from_os(get).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.starts_with("CNI_IFNAME is not UTF-8 text: \"eth\u{fffd}0\""), "{}", e.msg);
+        // VERSION reads nothing else.
+        let version = |k: &str| if k == "CNI_COMMAND" { Some(OsString::from("VERSION")) } else { get(k) };
+        assert_eq!(CniEnv::from_os(version).unwrap().command, Command::Version);
     }
 }

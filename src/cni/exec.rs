@@ -87,8 +87,15 @@ pub fn exec_plugin_with(
         .process_group(0)
         .spawn()
         .map_err(|e| CniError::new(code::DELEGATE_EXEC, format!("exec {}: {e}", path.display())))?;
-    let (stdout, stderr, stopped) = collect(&mut child, stdin, inv.timeout);
-    let status = child.wait().map_err(|e| CniError::io(format!("wait for {plugin_type}"), e))?;
+    let deadline = started + inv.timeout;
+    let (stdout, stderr, stopped) = collect(&mut child, stdin, deadline);
+    // Its pipes are closed, but the plugin may live on (`exec >/dev/null 2>&1; sleep`): the
+    // same bound holds for its exit.
+    let (status, stopped) = match stopped {
+        Some(_) => (child.wait(), stopped),
+        None => reap(&mut child, deadline),
+    };
+    let status = status.map_err(|e| CniError::io(format!("wait for {plugin_type}"), e))?;
     DELEGATE_CALLS.fetch_add(1, Ordering::Relaxed);
     DELEGATE_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if !stderr.trim().is_empty() {
@@ -152,9 +159,8 @@ enum Stopped {
 /// each cost more than the I/O itself. A plugin that exits without reading stdin gives EPIPE,
 /// and its exit status tells the story; one whose own children keep its stdout open is killed
 /// at the bound all the same.
-fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, String, Option<Stopped>) {
+fn collect(child: &mut Child, stdin: &[u8], deadline: Instant) -> (Vec<u8>, String, Option<Stopped>) {
     const CHUNK: usize = 4096; // PIPE_BUF: after POLLOUT, a write this size does not block.
-    let deadline = Instant::now() + timeout;
     let mut input = child.stdin.take().filter(|_| !stdin.is_empty());
     let mut pending = stdin;
     let (mut out_pipe, mut err_pipe) = (child.stdout.take(), child.stderr.take());
@@ -215,6 +221,28 @@ fn collect(child: &mut Child, stdin: &[u8], timeout: Duration) -> (Vec<u8>, Stri
         stderr.truncate(MAX_STDERR);
     }
     (stdout, String::from_utf8_lossy(&stderr).into_owned(), None)
+}
+
+/// Waits for the child to exit until `deadline`, then kills its group and reaps it. A plugin
+/// that closed its pipes has almost always exited already (its pipes close as it exits), so
+/// the first look mostly finds it gone; one that lives on is looked at again at growing
+/// intervals (at most 10 ms apart), which costs nothing beside the bound it runs into.
+fn reap(child: &mut Child, deadline: Instant) -> (std::io::Result<std::process::ExitStatus>, Option<Stopped>) {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return (Ok(status), None),
+            Ok(None) => {}
+            Err(e) => return (Err(e), None),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            kill_group(child);
+            return (child.wait(), Some(Stopped::Timeout));
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
 }
 
 /// Kills the child and every process of its group (see [`exec_plugin`]).
@@ -317,6 +345,22 @@ mod tests {
         // however loaded the machine (300 ms was once not enough while the suite compiled).
         let err = run(dir.path(), "ipam-hangs", &body, Duration::from_secs(2), b"{}").unwrap_err();
         assert!(err.msg.contains("was killed"), "{}", err.msg);
+        let pid = std::fs::read_to_string(&pidfile).expect("the delegate wrote its child's pid").trim().to_string();
+        std::thread::sleep(Duration::from_millis(100));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z "), "the delegate's child {pid} still runs: {state}");
+    }
+
+    #[test]
+    fn a_delegate_that_closes_its_pipes_and_lives_on_is_killed_at_the_bound() {
+        // Issue 22: its pipes reach EOF at once, and an unbounded wait for its exit held the
+        // container's lock for as long as it chose to run.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let body = format!("exec >/dev/null 2>&1 </dev/null; sleep 30 & echo $! > {}; wait", pidfile.display());
+        let err = run(dir.path(), "detaches", &body, Duration::from_secs(2), b"{}").unwrap_err();
+        assert_eq!(err.code, code::DELEGATE_EXEC);
+        assert!(err.msg.contains("detaches did not answer ADD") && err.msg.contains("was killed"), "{}", err.msg);
         let pid = std::fs::read_to_string(&pidfile).expect("the delegate wrote its child's pid").trim().to_string();
         std::thread::sleep(Duration::from_millis(100));
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -34,15 +34,28 @@ impl Outcome {
 /// needs no valid config), every other command by `run`, which gets the raw config and the
 /// validated environment and returns what to print on success.
 pub fn run_from_process(run: impl FnOnce(&[u8], CniEnv) -> Result<String, CniError>) -> Outcome {
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
+    let (stdin, read) = match read_stdin(std::io::stdin()) {
+        Ok(stdin) => (stdin, Ok(())),
+        Err(e) => (Vec::new(), Err(e)),
+    };
     let result = match (read, CniEnv::from_process()) {
-        (Err(e), _) => Err(CniError::io("read stdin", e)),
+        (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(e),
         (Ok(_), Ok(env)) if env.command == Command::Version => Ok(version_answer(&stdin)),
         (Ok(_), Ok(env)) => run(&stdin, env),
     };
     outcome(&stdin, result)
+}
+
+/// The most a config on stdin may hold: kactus's own config, the runtime's `prevResult` and
+/// `runtimeConfig` (the pod's annotations among it, which the apiserver keeps under 256 KiB),
+/// or a network's config for node-local, are far smaller; a runtime gone wrong must not
+/// make the plugin read without end.
+pub const MAX_STDIN: u64 = 16 << 20;
+
+/// The config on stdin, within [`MAX_STDIN`].
+fn read_stdin(stdin: impl Read) -> Result<Vec<u8>, CniError> {
+    crate::bounded::read_from(stdin, MAX_STDIN).map_err(|e| CniError::io("read stdin", e))
 }
 
 /// What the process prints for a call's result: the answer, or the error as CNI error JSON
@@ -67,4 +80,19 @@ pub fn stdin_version(stdin: &[u8]) -> Option<String> {
 fn version_answer(stdin: &[u8]) -> String {
     let asked = stdin_version(stdin).unwrap_or_else(|| version::LATEST.to_string());
     version::version_info(&asked).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_beyond_the_bound_is_an_io_error_and_up_to_it_is_read() {
+        let config = br#"{"cniVersion": "1.0.0"}"#;
+        assert_eq!(read_stdin(&config[..]).unwrap(), config);
+        let endless = std::io::repeat(b' ');
+        let e = read_stdin(endless).unwrap_err();
+        assert_eq!(e.code, crate::cni::code::IO_FAILURE);
+        assert_eq!(e.msg, format!("read stdin: larger than {MAX_STDIN} bytes"));
+    }
 }

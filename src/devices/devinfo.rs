@@ -13,7 +13,6 @@
 use super::{is_pci_address, AllocatedDevice};
 use crate::cni::CniError;
 use serde_json::{json, Value};
-use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -82,16 +81,11 @@ pub fn remove(device: &AllocatedDevice) -> Result<(), CniError> {
 
 /// A valid device-info file's content; `None` when there is no file.
 fn read(path: &Path) -> Result<Option<Value>, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
+    let bytes = match crate::bounded::read(path, MAX_FILE_BYTES) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
-    }
     let info: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
     match info.get("type").and_then(Value::as_str) {
         Some(t) if !t.is_empty() => Ok(Some(info)),

@@ -66,6 +66,23 @@ pub struct InstallArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
 
+    /// `logFile` of the plugin (a path on the host; its directory is made 0700 by the plugin);
+    /// an empty one writes none, and the plugin logs to the runtime's stderr.
+    #[arg(long, value_name = "PATH", default_value = crate::logging::DEFAULT_PLUGIN_LOG_FILE)]
+    pub plugin_log_file: PathBuf,
+
+    /// `logLevel` of the plugin: off, error, warn, info (a line per call), debug, trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub plugin_log_level: log::LevelFilter,
+
+    /// `logOptions.maxSize` of the plugin's log: MiB at which it is rotated.
+    #[arg(long, value_name = "MIB", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub plugin_log_max_size: u64,
+
+    /// `logOptions.maxBackups` of the plugin's log: rotated files kept (`.1` the newest).
+    #[arg(long, value_name = "COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub plugin_log_max_backups: u32,
+
     /// Directory holding the installer's own service-account `token`, `ca.crt` and
     /// `namespace` (the token is used only to request the plugin's).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SERVICE_ACCOUNT_DIR)]

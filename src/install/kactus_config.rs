@@ -35,11 +35,23 @@ pub struct RenderOptions {
     pub cache_dir: PathBuf,
     /// `cniVersion` override; the default network's when `None`.
     pub cni_version: Option<String>,
+    pub log: PluginLog,
+}
+
+/// The plugin's `logFile`, `logLevel` and `logOptions`: by default a file the node keeps,
+/// rotated, so an operator debugging a pod start finds what kactus did on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLog {
+    /// A host path; `None` leaves the plugin on the runtime's stderr.
+    pub file: Option<PathBuf>,
+    pub level: log::LevelFilter,
+    pub max_size_mib: u64,
+    pub max_backups: u32,
 }
 
 /// The kactus plugin conf wrapping `default` as its master delegate:
-/// `{"cniVersion","name","type":"kactus","kubeconfig","cacheDir","delegates":[..],
-/// "capabilities"}`.
+/// `{"cniVersion","name","type":"kactus","kubeconfig","cacheDir","logLevel","logFile",
+/// "logOptions","delegates":[..],"capabilities"}`.
 pub fn render_kactus_config(default: &DefaultNetwork, opts: &RenderOptions) -> Result<Value, InstallError> {
     let cni_version = match (&opts.cni_version, default.config.get("cniVersion")) {
         (Some(version), _) => version.clone(),
@@ -63,8 +75,14 @@ pub fn render_kactus_config(default: &DefaultNetwork, opts: &RenderOptions) -> R
         "type": "kactus",
         "kubeconfig": opts.kubeconfig,
         "cacheDir": opts.cache_dir,
+        "logLevel": opts.log.level.as_str().to_ascii_lowercase(),
         "delegates": [delegate],
     });
+    if let (Some(file), Some(object)) = (&opts.log.file, config.as_object_mut()) {
+        object.insert("logFile".into(), json!(file));
+        object
+            .insert("logOptions".into(), json!({"maxSize": opts.log.max_size_mib, "maxBackups": opts.log.max_backups}));
+    }
     let mut capabilities = delegate_capabilities(&default.config);
     capabilities.insert(POD_ANNOTATIONS_CAPABILITY.into(), Value::Bool(true));
     if let Some(object) = config.as_object_mut() {

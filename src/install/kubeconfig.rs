@@ -5,13 +5,14 @@
 //! environment, so it needs a kubeconfig file. The token is embedded, so one atomic rename
 //! replaces server, CA and token together; the plugin reads the file afresh on every call.
 
-use std::fs;
 use std::path::Path;
 
 use base64::Engine;
 use serde::Serialize;
 
 use super::InstallError;
+use crate::bounded;
+use crate::kube::config::MAX_CREDENTIAL_FILE;
 
 /// Mode of the kubeconfig: it holds a bearer token, so root only.
 pub const KUBECONFIG_MODE: u32 = 0o600;
@@ -28,7 +29,7 @@ pub struct ServiceAccountCredentials {
 /// Reads `ca.crt` from the installer pod's service-account dir; it must not be empty.
 pub fn read_ca(dir: &Path) -> Result<Vec<u8>, InstallError> {
     let ca_path = dir.join("ca.crt");
-    let ca_pem = fs::read(&ca_path).map_err(|e| InstallError::ServiceAccount {
+    let ca_pem = bounded::read(&ca_path, MAX_CREDENTIAL_FILE).map_err(|e| InstallError::ServiceAccount {
         what: "CA",
         path: ca_path.clone(),
         reason: e.to_string(),
@@ -41,7 +42,7 @@ pub fn read_ca(dir: &Path) -> Result<Vec<u8>, InstallError> {
 
 /// The token in a kubeconfig this installer wrote (its one user's), if it can be read.
 pub fn token_in(path: &Path) -> Option<String> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = bounded::read_text(path, MAX_CREDENTIAL_FILE).ok()?;
     let config: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
     let token = config["users"][0]["user"]["token"].as_str()?.trim();
     (!token.is_empty()).then(|| token.to_string())

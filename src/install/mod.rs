@@ -30,7 +30,7 @@ pub use args::*;
 pub use default_network::{find_default_network, DefaultNetwork};
 pub use error::InstallError;
 pub use files::{install_binary, install_binary_as, write_atomic, write_if_changed};
-pub use kactus_config::{render_kactus_config, render_kactus_conflist, RenderOptions};
+pub use kactus_config::{render_kactus_config, render_kactus_conflist, PluginLog, RenderOptions};
 pub use kubeconfig::{api_server_url, read_ca, render_kubeconfig};
 pub use reconcile::{reconcile_once, Changes, Reconciler};
 pub use run::run;

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::default_network::{config_files, find_default_network, DefaultNetwork};
 use super::files::{install_binary_as, with_newline, write_atomic, write_if_changed};
-use super::kactus_config::{render_kactus_config, render_kactus_conflist, RenderOptions};
+use super::kactus_config::{render_kactus_config, render_kactus_conflist, PluginLog, RenderOptions};
 use super::kubeconfig::{self, api_server_from_env, read_ca, render_kubeconfig, KUBECONFIG_MODE};
 use super::token::TokenKeeper;
 use super::{InstallArgs, InstallError, NODE_LOCAL_BINARY};
@@ -91,6 +91,12 @@ impl Reconciler {
             kubeconfig: args.kubeconfig_path(),
             cache_dir: args.cache_dir.clone(),
             cni_version: args.cni_version.clone(),
+            log: PluginLog {
+                file: Some(args.plugin_log_file.clone()).filter(|f| !f.as_os_str().is_empty()),
+                level: args.plugin_log_level,
+                max_size_mib: args.plugin_log_max_size,
+                max_backups: args.plugin_log_max_backups,
+            },
         };
         let conflist = render_kactus_conflist(&render_kactus_config(&default, &opts)?);
         let text = serde_json::to_string_pretty(&conflist)

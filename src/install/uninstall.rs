@@ -39,6 +39,11 @@ use crate::plugin::cache::{self, ContainerCache, Role};
 /// How long a kactus call exec'd just before the config went has to take its container's lock.
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(500);
 
+/// How long one pass waits for a kactus call in flight on a container (the plugin's default
+/// `delegateTimeoutSeconds`); past it the pass reads the cache as it is, whose intent records
+/// already name what the stuck call is making, and the next pass looks again.
+const CALL_WAIT: Duration = Duration::from_secs(120);
+
 /// A container whose DEL needs kactus: what it is and which attachments it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -183,7 +188,7 @@ pub fn pending_containers(cache_dir: &Path, wait_for_calls: bool) -> Vec<Pending
     let mut pending = Vec::new();
     for container in cache::cached_containers(cache_dir) {
         // Waits for a kactus call on this container; only then is its cache what it will be.
-        let held = wait_for_calls.then(|| ContainerCache::open(cache_dir, &container));
+        let held = wait_for_calls.then(|| ContainerCache::open(cache_dir, &container, CALL_WAIT));
         let mut found = Pending { container: container.clone(), pod: String::new(), attachments: Vec::new() };
         match cache::peek(cache_dir, &container) {
             Ok(record) => {

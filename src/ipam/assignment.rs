@@ -14,9 +14,10 @@
 //! 30 s): pods keep starting while the apiserver is down.
 
 use super::claims::{spread, ClaimApi, SliceClaim};
-use super::config::{Addressing, Config, Pools};
+use super::config::{Addressing, Config};
 use super::leases::LeaseStore;
 use super::node::NodeIdentity;
+use super::pools::Pools;
 use super::range::{Range, RangeSpec, SlicedRange};
 use super::template::{self, IndexSource, NodeField, Template};
 use crate::cni::result::{Dns, Route};

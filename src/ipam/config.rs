@@ -11,18 +11,18 @@
 //! | `apiTimeoutSeconds` | 5 | bound on each apiserver request (slice assignment only) |
 //! | `cfg`, `templateDir`, `nodeIndex` | `/etc/cni/node-local` | seed-compatible mode (see [`super::template`]) |
 
-use super::range::{Range, RangeSpec, SlicedRange};
+use super::fields::{invalid, opt_str};
+use super::leases::DEFAULT_DATA_DIR;
+use super::node::DEFAULT_NODE_FILE;
+use super::pools::Pools;
 use super::template::Template;
 use crate::cni::chain::{valid_attachments, ValidAttachment};
-use crate::cni::result::{Dns, Route};
 use crate::cni::{code, CniArgs, CniError, Version};
-use ipnet::IpNet;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 const DEFAULT_REVALIDATE_SECS: u64 = 300;
 const DEFAULT_API_TIMEOUT_SECS: u64 = 5;
 
@@ -51,28 +51,6 @@ pub enum Addressing {
     Inline(Pools),
     /// Seed mode: a template whose `.x` becomes this node's index.
     Template(Template),
-}
-
-/// What host-local's `ipam` section describes: range sets, routes, DNS.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pools {
-    pub range_sets: Vec<Vec<RangeSpec>>,
-    pub routes: Vec<Route>,
-    pub dns: Dns,
-}
-
-impl Pools {
-    /// The sliced ranges, in order: what the node must hold claims for.
-    pub fn sliced(&self) -> Vec<&SlicedRange> {
-        self.range_sets
-            .iter()
-            .flatten()
-            .filter_map(|r| match r {
-                RangeSpec::Sliced(s) => Some(s),
-                RangeSpec::Fixed(_) => None,
-            })
-            .collect()
-    }
 }
 
 impl Config {
@@ -106,7 +84,7 @@ impl Config {
             network,
             data_dir,
             addressing,
-            node_file: opt_str(ipam, "nodeFile", "ipam.nodeFile")?.unwrap_or(super::node::DEFAULT_NODE_FILE).into(),
+            node_file: opt_str(ipam, "nodeFile", "ipam.nodeFile")?.unwrap_or(DEFAULT_NODE_FILE).into(),
             revalidate: Duration::from_secs(seconds(ipam, "revalidateSeconds", DEFAULT_REVALIDATE_SECS)?),
             api_timeout: Duration::from_secs(seconds(ipam, "apiTimeoutSeconds", DEFAULT_API_TIMEOUT_SECS)?.max(1)),
             requested: requested_ips(conf, args)?,
@@ -114,126 +92,6 @@ impl Config {
             prev_result: conf.get("prevResult").filter(|v| !v.is_null()).cloned(),
         })
     }
-}
-
-impl Pools {
-    /// host-local's `ipam` keys: `ranges` (a list of range sets), a single range given at the
-    /// top (`subnet`, ...) put first as host-local does, `routes` and `resolvConf`. `at` names
-    /// where the section came from in messages (`ipam`, or the template's path).
-    pub fn parse(ipam: &Map<String, Value>, at: &str) -> Result<Pools, CniError> {
-        let mut range_sets = Vec::new();
-        if ipam.contains_key("subnet") {
-            range_sets.push(vec![range_spec(ipam, at)?]);
-        }
-        match ipam.get("ranges") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(sets)) => {
-                for (i, set) in sets.iter().enumerate() {
-                    let set = set
-                        .as_array()
-                        .filter(|s| !s.is_empty())
-                        .ok_or_else(|| invalid(format!("{at}.ranges[{i}] must be a non-empty list of ranges")))?;
-                    let mut specs = Vec::new();
-                    for (j, range) in set.iter().enumerate() {
-                        let here = format!("{at}.ranges[{i}][{j}]");
-                        let obj = range.as_object().ok_or_else(|| invalid(format!("{here} must be an object")))?;
-                        specs.push(range_spec(obj, &here)?);
-                    }
-                    range_sets.push(specs);
-                }
-            }
-            Some(_) => return Err(invalid(format!("{at}.ranges must be a list of range sets"))),
-        }
-        if range_sets.is_empty() {
-            return Err(invalid(format!("{at} has no ranges: give \"ranges\": [[{{\"subnet\": ...}}]]")));
-        }
-        check_families_and_overlaps(&range_sets, at)?;
-        let routes = match ipam.get("routes") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(v) => serde_json::from_value::<Vec<Route>>(v.clone())
-                .map_err(|e| invalid(format!("{at}.routes must be a list of {{\"dst\", \"gw\"}}: {e}")))?,
-        };
-        for (i, route) in routes.iter().enumerate() {
-            route
-                .dst
-                .parse::<IpNet>()
-                .map_err(|_| invalid(format!("{at}.routes[{i}].dst {:?} is not a CIDR", route.dst)))?;
-            if let Some(gw) = &route.gw {
-                gw.parse::<IpAddr>().map_err(|_| invalid(format!("{at}.routes[{i}].gw {gw:?} is not an address")))?;
-            }
-        }
-        let dns = match opt_str(ipam, "resolvConf", &format!("{at}.resolvConf"))? {
-            Some(path) => resolv_conf(Path::new(path))?,
-            None => Dns::default(),
-        };
-        Ok(Pools { range_sets, routes, dns })
-    }
-}
-
-/// One range: fixed (host-local's keys) or sliced (`nodeSliceSize`).
-fn range_spec(obj: &Map<String, Value>, at: &str) -> Result<RangeSpec, CniError> {
-    let field = |key: &str| format!("{at}.{key}");
-    let subnet: IpNet = match opt_str(obj, "subnet", &field("subnet"))? {
-        Some(s) => s.parse().map_err(|_| invalid(format!("{} {s:?} is not a CIDR", field("subnet"))))?,
-        None => return Err(invalid(format!("{} is required", field("subnet")))),
-    };
-    let addr = |key: &str| -> Result<Option<IpAddr>, CniError> {
-        match opt_str(obj, key, &field(key))? {
-            Some(s) => s.parse().map(Some).map_err(|_| invalid(format!("{} {s:?} is not an address", field(key)))),
-            None => Ok(None),
-        }
-    };
-    let gateway = addr("gateway")?;
-    let spec = match slice_size(obj, &field("nodeSliceSize"))? {
-        Some(len) => {
-            for key in ["rangeStart", "rangeEnd"] {
-                if obj.contains_key(key) {
-                    return Err(invalid(format!(
-                        "{} cannot be combined with nodeSliceSize: a node's slice is all it hands out",
-                        field(key)
-                    )));
-                }
-            }
-            let shared = obj.get("sharedSubnet").and_then(Value::as_bool).unwrap_or(false);
-            SlicedRange::new(subnet, len, shared, gateway).map(RangeSpec::Sliced)
-        }
-        None => Range::new(subnet, addr("rangeStart")?, addr("rangeEnd")?, gateway).map(RangeSpec::Fixed),
-    };
-    spec.map_err(|e| invalid(format!("{at}: {e}")))
-}
-
-/// `nodeSliceSize`: a prefix length, as `24` or `"/24"` (whereabouts' spelling).
-fn slice_size(obj: &Map<String, Value>, at: &str) -> Result<Option<u8>, CniError> {
-    let bad = || invalid(format!("{at} must be a prefix length such as 24 or \"/24\""));
-    match obj.get("nodeSliceSize") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| u8::try_from(n).ok()).map(Some).ok_or_else(bad),
-        Some(Value::String(s)) => s.trim_start_matches('/').parse().map(Some).map_err(|_| bad()),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// A range set holds one family; no two ranges anywhere may hand out the same address.
-fn check_families_and_overlaps(sets: &[Vec<RangeSpec>], at: &str) -> Result<(), CniError> {
-    let all: Vec<(usize, usize, &RangeSpec)> =
-        sets.iter().enumerate().flat_map(|(i, set)| set.iter().enumerate().map(move |(j, r)| (i, j, r))).collect();
-    for (i, set) in sets.iter().enumerate() {
-        if set.iter().any(|r| r.is_v4() != set[0].is_v4()) {
-            return Err(invalid(format!("{at}.ranges[{i}] mixes IPv4 and IPv6 (one family per range set)")));
-        }
-    }
-    for (n, (i, j, a)) in all.iter().enumerate() {
-        for (k, l, b) in &all[n + 1..] {
-            if a.overlaps(b) {
-                return Err(invalid(format!(
-                    "{at}.ranges[{i}][{j}] {} overlaps {at}.ranges[{k}][{l}] {}",
-                    a.describe(),
-                    b.describe()
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn data_dir(ipam: &Map<String, Value>) -> Result<PathBuf, CniError> {
@@ -286,38 +144,6 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.split('/').next()?.trim().parse().ok()
 }
 
-/// The most a file named by a config (a template, a resolv.conf, the node file) may hold: a
-/// path to `/dev/zero` or a log file must not make the plugin read forever.
-const MAX_CONFIG_FILE: u64 = 1 << 20;
-
-/// Reads a small text file a config names, refusing one larger than [`MAX_CONFIG_FILE`].
-pub(super) fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?.take(MAX_CONFIG_FILE + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_FILE {
-        return Err(std::io::Error::other(format!("larger than {MAX_CONFIG_FILE} bytes")));
-    }
-    Ok(text)
-}
-
-/// DNS from a resolv.conf, as host-local reads `resolvConf`.
-fn resolv_conf(path: &Path) -> Result<Dns, CniError> {
-    let text = read_small(path).map_err(|e| CniError::io(format!("resolvConf {}", path.display()), e))?;
-    let mut dns = Dns::default();
-    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.starts_with(';')) {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.collect::<Vec<_>>()) {
-            (Some("nameserver"), w) => dns.nameservers.extend(w.first().map(|s| s.to_string())),
-            (Some("domain"), w) => dns.domain = w.first().map(|s| s.to_string()),
-            (Some("search"), w) => dns.search = w.iter().map(|s| s.to_string()).collect(),
-            (Some("options"), w) => dns.options.extend(w.iter().map(|s| s.to_string())),
-            _ => {}
-        }
-    }
-    Ok(dns)
-}
-
 fn seconds(obj: &Map<String, Value>, key: &str, default: u64) -> Result<u64, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
@@ -325,22 +151,12 @@ fn seconds(obj: &Map<String, Value>, key: &str, default: u64) -> Result<u64, Cni
     }
 }
 
-pub(super) fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<Option<&'a str>, CniError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(format!("{at} must be a string"))),
-    }
-}
-
-pub(super) fn invalid(msg: impl Into<String>) -> CniError {
-    CniError::invalid_config(msg)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::range::RangeSpec;
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     fn parse(ipam: Value) -> Result<Config, CniError> {
         let conf = json!({"cniVersion": "1.0.0", "name": "green", "type": "bridge", "ipam": ipam});

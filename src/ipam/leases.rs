@@ -9,7 +9,6 @@
 //! hard-linked into place, which fails if the address is taken. A file named like an address
 //! whose content is not a lease is reported as corrupt, never reused and never guessed at.
 
-use super::config::read_small;
 use crate::cni::{code, CniError};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
@@ -23,8 +22,11 @@ const LINE_BREAK: &str = "\r\n";
 const LAST_RESERVED: &str = "last_reserved_ip.";
 /// Temporary files start with this; a name that is never an address nor host-local's.
 const TEMP_PREFIX: &str = ".node-local-";
-/// A lease file is two short lines; anything longer is not one.
+/// A lease file is two short lines, a `last_reserved_ip` file one; anything longer is not one.
 const MAX_LEASE_BYTES: u64 = 512;
+/// host-local's default `dataDir`: where leases live unless the config (or a seed-mode
+/// template) says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
 /// Whose address a lease file says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +148,11 @@ impl LeaseStore {
 
     /// The address last handed out from range set `set`, where round-robin goes on from.
     pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
-        read_small(&self.dir.join(format!("{LAST_RESERVED}{set}"))).ok()?.trim().parse().ok()
+        crate::bounded::read_text(&self.dir.join(format!("{LAST_RESERVED}{set}")), MAX_LEASE_BYTES)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), CniError> {
@@ -156,7 +162,7 @@ impl LeaseStore {
     /// A state file of this network's directory, if it exists.
     pub fn read_file(&self, name: &str) -> Result<Option<String>, CniError> {
         let path = self.dir.join(name);
-        match read_small(&path) {
+        match crate::bounded::read_text(&path, crate::bounded::MAX_SMALL_FILE) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CniError::io(format!("read {}", path.display()), e)),

@@ -12,8 +12,11 @@
 //!   `.x` replaced by the node's index ([`template`]).
 //!
 //! Each verb is a file telling its story: [`add`], [`del`], [`check`], [`gc`]; [`config`]
-//! parses and validates, [`range`] does the address arithmetic, [`leases`] is the on-disk
-//! store, [`allocator`] picks addresses, [`node`] says which node this is.
+//! parses and validates (the address [`pools`] of an `ipam` section, inline or from a
+//! [`template`]), [`range`] does the address arithmetic, [`leases`] is the on-disk store,
+//! [`allocator`] picks addresses, [`node`] says which node this is. Each reads only the ones
+//! below it: `config` -> `template` -> `pools` -> `range`, with `leases` and `node` at the
+//! bottom.
 
 pub mod add;
 pub mod allocator;
@@ -22,9 +25,11 @@ pub mod check;
 pub mod claims;
 pub mod config;
 pub mod del;
+mod fields;
 pub mod gc;
 pub mod leases;
 pub mod node;
+pub mod pools;
 pub mod range;
 pub mod template;
 

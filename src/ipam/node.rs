@@ -48,7 +48,7 @@ impl NodeIdentity {
             ))
         };
         let meta = std::fs::metadata(path).map_err(missing)?;
-        let text = super::config::read_small(path).map_err(missing)?;
+        let text = crate::bounded::read_text(path, crate::bounded::MAX_SMALL_FILE).map_err(missing)?;
         let file: NodeFile = serde_json::from_str(&text).map_err(|e| {
             CniError::new(
                 code::DECODING_FAILURE,

@@ -15,7 +15,9 @@
 //! never from a guess: the seed's hostname rule (`vm-004` -> 4), or a label or annotation of
 //! the node's Node object.
 
-use super::config::{invalid, opt_str, read_small, Pools, DEFAULT_DATA_DIR};
+use super::fields::{invalid, opt_str};
+use super::leases::DEFAULT_DATA_DIR;
+use super::pools::Pools;
 use crate::cni::CniError;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -67,7 +69,7 @@ impl Template {
         let index = index_source(ipam.get("nodeIndex"))?;
         let dir = opt_str(ipam, "templateDir", "ipam.templateDir")?.unwrap_or(DEFAULT_TEMPLATE_DIR);
         let path = Path::new(dir).join(cfg);
-        let text = read_small(&path)
+        let text = crate::bounded::read_text(&path, crate::bounded::MAX_SMALL_FILE)
             .map_err(|e| invalid(format!("ipam.cfg {cfg:?}: template {} cannot be read ({e})", path.display())))?;
         // The template is JSON before substitution too (`.x` sits inside strings): where its
         // leases live must not depend on the index, or DEL could not find them.

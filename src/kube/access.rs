@@ -8,7 +8,7 @@
 //! kubeconfig means the same to the plugin as to the daemons: username and password, then an
 //! inline token, then a token file, then the client certificate alone.
 
-use super::config::Source;
+use super::config::{Source, MAX_CREDENTIAL_FILE};
 use super::error::KubeError;
 use base64::Engine;
 use secrecy::ExposeSecret;
@@ -77,7 +77,7 @@ impl Auth {
             Auth::None => Ok(None),
             Auth::Token(token) => Ok(Some(format!("Bearer {token}"))),
             Auth::TokenFile(path) => {
-                let token = std::fs::read_to_string(path)
+                let token = crate::bounded::read_text(path, MAX_CREDENTIAL_FILE)
                     .map_err(|e| KubeError::config(format!("reading token file {}: {e}", path.display())))?;
                 let token = token.trim();
                 if token.is_empty() {
@@ -156,11 +156,13 @@ fn data_or_file(data: Option<&str>, file: Option<&str>) -> Result<Option<Vec<u8>
         return base64::engine::general_purpose::STANDARD
             .decode(compact)
             .map(Some)
-            .map_err(|e| format!("the -data field is not valid base64: {e}"));
+            .map_err(|e| super::redact::base64(&e));
     }
     match file.map(str::trim).filter(|f| !f.is_empty()) {
         None => Ok(None),
-        Some(file) => std::fs::read(Path::new(file)).map(Some).map_err(|e| format!("reading {file}: {e}")),
+        Some(file) => crate::bounded::read(Path::new(file), MAX_CREDENTIAL_FILE)
+            .map(Some)
+            .map_err(|e| format!("reading {file}: {e}")),
     }
 }
 
@@ -250,5 +252,17 @@ mod tests {
         let (_dir, path) = kubeconfig(exec, "    insecure-skip-tls-verify: true\n");
         let err = access(&path).unwrap_err().to_string();
         assert!(err.contains("exec or auth-provider credential plugin"), "{err}");
+    }
+
+    /// Issue 22: the token file is read on every request; one that names something without
+    /// end must not be read without end.
+    #[test]
+    fn a_token_file_larger_than_the_bound_is_refused_by_name() {
+        let (dir, path) = kubeconfig("    tokenFile: token\n", "    insecure-skip-tls-verify: true\n");
+        std::fs::write(dir.path().join("token"), "t".repeat(MAX_CREDENTIAL_FILE as usize + 1)).unwrap();
+        let err = access(&path).unwrap().auth.header_value().unwrap_err().to_string();
+        assert!(err.contains("token file") && err.contains("larger than 1048576 bytes"), "{err}");
+        let err = Auth::TokenFile("/dev/zero".into()).header_value().unwrap_err().to_string();
+        assert!(err.contains("/dev/zero") && err.contains("larger than"), "{err}");
     }
 }

@@ -17,6 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Objects asked for per page of a LIST (client-go's reflectors ask for as many).
+pub const LIST_PAGE_SIZE: usize = 500;
+/// Pages a LIST reads at most: 50,000 objects, beyond any collection the plugin lists (the
+/// ResourceSlices of one driver, one network's slice claims).
+pub const MAX_LIST_PAGES: usize = 100;
+
 const MERGE_PATCH: &str = "application/merge-patch+json";
 const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
 const JSON: &str = "application/json";
@@ -188,7 +194,7 @@ impl Client {
         limit: usize,
     ) -> Result<Vec<NetworkAttachmentDefinition>, KubeError> {
         let path = format!("/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions", segment(namespace));
-        self.list(&path, &[("limit", &limit.to_string())]).map(|list| list.items)
+        self.list_page::<NetworkAttachmentDefinition>(&path, &[], limit, None).map(|page| page.list.items)
     }
 
     /// Sets (`Some`) or removes (`None`) pod annotations with a JSON merge patch, leaving
@@ -241,11 +247,63 @@ impl Client {
         self.request_json::<serde_json::Value>(Method::DELETE, path, Some((JSON, &options))).map(|_| ())
     }
 
-    /// The objects of a collection that the selectors pick, in one unpaginated LIST:
+    /// Every object of a collection that the selectors pick:
     /// `&[("fieldSelector", "spec.driver=<driver>")]`, `&[("labelSelector", "kactus.io/node=node1")]`.
+    ///
+    /// Read in pages of [`LIST_PAGE_SIZE`] chained by `continue` tokens, as the API
+    /// conventions ask of a client (an apiserver may page an answer whether or not it was
+    /// asked to: ResourceSlices of a big DRA node run to thousands), at most [`MAX_LIST_PAGES`]
+    /// of them: a collection larger than that is an error, not a plugin reading without end.
+    /// A token that expired between pages (410: the apiserver compacted past the list's
+    /// version) restarts the list from its first page, once, as the conventions say; a second
+    /// expiry is transient (code 11), the collection changing faster than it can be read.
     pub fn list<T: DeserializeOwned>(&self, path: &str, selectors: &[(&str, &str)]) -> Result<List<T>, KubeError> {
+        let mut relisted = false;
+        'from_the_start: loop {
+            let mut items = Vec::new();
+            let mut token: Option<String> = None;
+            for _ in 0..MAX_LIST_PAGES {
+                let page = match self.list_page::<T>(path, selectors, LIST_PAGE_SIZE, token.as_deref()) {
+                    Err(KubeError::Http { status: 410, .. }) if token.is_some() && !relisted => {
+                        log::debug!("LIST {path}: the continue token expired; listing again from the start");
+                        relisted = true;
+                        continue 'from_the_start;
+                    }
+                    Err(KubeError::Http { status: 410, message }) if token.is_some() => {
+                        return Err(KubeError::Transient {
+                            message: format!("LIST {path}: the list expired twice while being read ({message})"),
+                        })
+                    }
+                    page => page?,
+                };
+                items.extend(page.list.items);
+                match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next),
+                    None => return Ok(List { items }),
+                }
+            }
+            return Err(KubeError::TooLarge {
+                message: format!(
+                    "LIST {path}: more than {MAX_LIST_PAGES} pages of {LIST_PAGE_SIZE} objects; not read further"
+                ),
+            });
+        }
+    }
+
+    /// One page of a LIST: at most `limit` objects, from `continue` token `after` (a
+    /// consistent read: no `resourceVersion`, which a token must not be combined with).
+    fn list_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        selectors: &[(&str, &str)],
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<T>, KubeError> {
         let mut url = self.url(path)?;
-        url.query_pairs_mut().extend_pairs(selectors);
+        url.query_pairs_mut().extend_pairs(selectors).append_pair("limit", &limit.to_string());
+        if let Some(token) = after {
+            url.query_pairs_mut().append_pair("continue", token);
+        }
         self.send_json(Method::GET, url, None)
     }
 
@@ -370,6 +428,22 @@ impl Client {
         let kind = if e.is_timeout() { "timed out: " } else { "" };
         Failure::Retryable { cause: format!("{kind}{}", error_chain(e)), wait: None }
     }
+}
+
+/// One page of a LIST answer: its objects and where the next page starts.
+#[derive(serde::Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct Page<T> {
+    #[serde(flatten)]
+    list: List<T>,
+    #[serde(default)]
+    metadata: PageMeta,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct PageMeta {
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
 }
 
 fn pod_path(namespace: &str, name: &str) -> String {

@@ -27,6 +27,9 @@ pub enum KubeError {
     Config { message: String },
     #[error("decoding apiserver answer: {message}")]
     Decode { message: String },
+    /// An answer beyond what the client reads (a LIST of more pages than its bound).
+    #[error("apiserver answer too large: {message}")]
+    TooLarge { message: String },
 }
 
 impl KubeError {

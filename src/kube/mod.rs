@@ -12,11 +12,12 @@ mod error;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+mod redact;
 pub mod time;
 mod tls;
 mod types;
 
-pub use client::{segment as path_segment, Client, ClientOptions};
+pub use client::{segment as path_segment, Client, ClientOptions, LIST_PAGE_SIZE, MAX_LIST_PAGES};
 pub use error::{error_chain, KubeError};
 pub use types::{
     ContainerExtendedResourceRequest, List, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, Node,

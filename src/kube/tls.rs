@@ -6,6 +6,7 @@
 
 use super::access::ClusterAccess;
 use super::error::KubeError;
+use super::redact;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -65,12 +66,12 @@ pub(crate) fn client_config(access: &ClusterAccess) -> Result<ClientConfig, Kube
         Some(identity) => {
             let certs = CertificateDer::pem_slice_iter(&identity.cert_pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| fail(format!("client certificate is not PEM: {e}")))?;
+                .map_err(|e| fail(format!("client certificate: {}", redact::pem(&e))))?;
             if certs.is_empty() {
                 return Err(fail("client certificate holds no PEM certificate".into()));
             }
             let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
-                .map_err(|e| fail(format!("client key is not a PEM private key: {e}")))?;
+                .map_err(|e| fail(format!("client key: {}", redact::pem(&e))))?;
             builder.with_client_auth_cert(certs, key).map_err(|e| fail(format!("client certificate and key: {e}")))?
         }
     };

@@ -23,7 +23,7 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     // the way included: of two ADDs of one container, the second fails with code 7 before
     // anything runs (checked before the lock, both could pass it and the second delegate
     // would fail on the first's devices, and its rollback delete them).
-    let cache = ContainerCache::create(&cfg.cache_dir, &env.container_id)?;
+    let cache = ContainerCache::create(&cfg.cache_dir, &env.container_id, cfg.lock_wait())?;
     let before = cache.read()?;
     if let Some(answer) = repeated_dynamic_add(cfg, env, &cache, &before)? {
         return Ok(answer);

@@ -19,7 +19,7 @@ pub fn check(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     }
     let unknown =
         || CniError::new(code::UNKNOWN_CONTAINER, format!("nothing was added for container {}", env.container_id));
-    let cache = ContainerCache::open(&cfg.cache_dir, &env.container_id)?.ok_or_else(unknown)?;
+    let cache = ContainerCache::open(&cfg.cache_dir, &env.container_id, cfg.lock_wait())?.ok_or_else(unknown)?;
     let record = cache.read()?;
     if let Some(damaged) = record.damaged.first() {
         return Err(CniError::new(code::IO_FAILURE, format!("cannot check: {}", damaged.describe())));

@@ -3,6 +3,7 @@
 use crate::cni::conf::flag;
 use crate::cni::{CniError, NetworkConfig, Version};
 use crate::devices::DevicePaths;
+use crate::logging::{LogFile, LogOptions};
 use log::LevelFilter;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -26,7 +27,8 @@ pub struct KactusConfig {
     pub delegates: Vec<NetworkConfig>,
     pub cache_dir: PathBuf,
     pub conf_dir: PathBuf,
-    pub log_file: Option<PathBuf>,
+    /// `logFile` with its `logOptions` (rotation); stderr without one.
+    pub log_file: Option<LogFile>,
     pub log_level: LevelFilter,
     /// Bound on each apiserver request (retries come on top, bounded too).
     pub api_timeout: Duration,
@@ -129,7 +131,7 @@ impl KactusConfig {
             delegates,
             cache_dir,
             conf_dir: path(obj, "confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
-            log_file: path(obj, "logFile")?,
+            log_file: log_file(obj)?,
             log_level,
             api_timeout: seconds(obj, "apiTimeoutSeconds", DEFAULT_API_TIMEOUT_SECS)?,
             delegate_timeout: seconds(obj, "delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT_SECS)?,
@@ -142,6 +144,14 @@ impl KactusConfig {
             valid_attachments: crate::cni::chain::valid_attachments(obj)?,
             devices: device_paths(obj)?,
         })
+    }
+
+    /// How long a call waits for its container's lock before it gives up with code 11 (the
+    /// runtime tries again). The holder is another call on the same container, each of whose
+    /// steps is bounded; this bound is for one that is stuck all the same. One delegate's
+    /// bound: a call that waits longer than the slowest delegate may take is better retried.
+    pub fn lock_wait(&self) -> Duration {
+        self.delegate_timeout
     }
 }
 
@@ -197,6 +207,17 @@ fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniErro
 /// `cacheDir` would otherwise put the cache in whatever directory the runtime runs in).
 fn path(obj: &Map<String, Value>, key: &str) -> Result<Option<PathBuf>, CniError> {
     Ok(string(obj, key)?.filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
+/// `logFile`, rotated as `logOptions` says (multus's keys), else at the defaults: the plugin
+/// runs on every pod start, and a log without a bound would fill the node's disk.
+fn log_file(obj: &Map<String, Value>) -> Result<Option<LogFile>, CniError> {
+    let Some(path) = path(obj, "logFile")? else { return Ok(None) };
+    let options = match obj.get("logOptions") {
+        None | Some(Value::Null) => LogOptions::default(),
+        Some(v) => LogOptions::from_json(v).map_err(|e| field("logOptions", &e))?,
+    };
+    Ok(Some(LogFile { path, options }))
 }
 
 fn seconds(obj: &Map<String, Value>, key: &str, default: f64) -> Result<Duration, CniError> {

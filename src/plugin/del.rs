@@ -14,7 +14,7 @@ use crate::cni::{chain, CniEnv, CniError, Command, Invocation};
 
 pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let dynamic = env.args.get(K8S_POD_NETWORK);
-    let Some(cache) = ContainerCache::open(&cfg.cache_dir, &env.container_id)? else {
+    let Some(cache) = ContainerCache::open(&cfg.cache_dir, &env.container_id, cfg.lock_wait())? else {
         remove_legacy_lock(&cfg.cache_dir, &env.container_id);
         if let Some(name) = dynamic {
             log::warn!("DEL {}: K8S_POD_NETWORK={name} matches nothing: the container has no cache", env.container_id);

@@ -47,7 +47,7 @@ pub fn gc(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
 /// leases that could not be released: the runtime says the container is gone for good.
 fn delete_stale(cfg: &KactusConfig, env: &CniEnv, container: &str) -> Vec<CniError> {
     let context = |e: CniError| e.context(format!("GC of container {container}"));
-    let cache = match ContainerCache::open(&cfg.cache_dir, container) {
+    let cache = match ContainerCache::open(&cfg.cache_dir, container, cfg.lock_wait()) {
         Ok(Some(c)) => c,
         Ok(None) => return Vec::new(),
         Err(e) => return vec![context(e)],
@@ -101,7 +101,7 @@ fn networks_alive(
         add_config(&mut nets, d.clone());
     }
     for container in cached_containers(&cfg.cache_dir) {
-        let Ok(Some(cache)) = ContainerCache::open(&cfg.cache_dir, &container) else { continue };
+        let Ok(Some(cache)) = ContainerCache::open(&cfg.cache_dir, &container, cfg.lock_wait()) else { continue };
         let Ok(record) = cache.read() else { continue };
         for entry in &record.calls {
             let Ok(net) = entry.network() else { continue };
@@ -167,7 +167,7 @@ mod tests {
         let old =
             NetworkConfig::parse(&json!({"cniVersion": "1.0.0", "name": "blue", "type": "fakenet"}), "", "").unwrap();
         for container in ["live", "stale"] {
-            let cache = ContainerCache::create(&cache_dir, container).unwrap();
+            let cache = ContainerCache::create(&cache_dir, container, cfg.lock_wait()).unwrap();
             cache.write(&entry(container, "eth0", &cfg.master, 0)).unwrap();
             cache.write(&entry(container, "net9f27410725ab", &att, 1)).unwrap();
             cache.write(&entry(container, "net48d6215903df", &old, 2)).unwrap();

@@ -34,7 +34,7 @@ pub fn run_from_process() -> Outcome {
 /// One CNI call (VERSION is answered by [`skel`]): the config is parsed fully first.
 pub fn run(stdin: &[u8], env: CniEnv) -> Result<String, CniError> {
     let cfg = KactusConfig::from_bytes(stdin)?;
-    crate::logging::init(cfg.log_file.as_deref(), cfg.log_level);
+    crate::logging::init(cfg.log_file.as_ref(), cfg.log_level);
     log::debug!("{} container={} ifname={} args={}", env.command.as_str(), env.container_id, env.ifname, redact(&env));
     let answer = match env.command {
         Command::Add => add::add(&cfg, &env).map(|v| v.to_string()),

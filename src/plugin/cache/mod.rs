@@ -18,13 +18,15 @@ mod record;
 pub use entry::{CacheEntry, Intent, KactusMeta, Role};
 pub use record::{Damaged, Record};
 
-use crate::cni::CniError;
+use crate::cni::{error::code, CniError};
 use io::{Background, FileOp};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Container IDs with a cache under `cache_dir` (what GC weighs against the runtime's list):
 /// directories named as a container ID can be, holding only files kactus writes there. Any
@@ -84,14 +86,16 @@ pub struct ContainerCache {
 
 impl ContainerCache {
     /// ADD's: creates `cacheDir` (0700) and the container's directory, and locks it. Waits for
-    /// a concurrent call on the same container; other containers are not blocked.
-    pub fn create(cache_dir: &Path, container_id: &str) -> Result<ContainerCache, CniError> {
+    /// a concurrent call on the same container, at most `wait` (see [`ContainerCache::open`]);
+    /// other containers are not blocked.
+    pub fn create(cache_dir: &Path, container_id: &str, wait: Duration) -> Result<ContainerCache, CniError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(cache_dir)
             .map_err(|e| CniError::io(format!("create cache dir {}", cache_dir.display()), e))?;
         let dir = cache_dir.join(container_id);
+        let deadline = Instant::now() + wait;
         loop {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -100,7 +104,7 @@ impl ContainerCache {
                 _ => {}
             }
             // Removed again by a DEL before the lock was had: make it anew.
-            if let Some(cache) = ContainerCache::lock(dir.clone())? {
+            if let Some(cache) = ContainerCache::lock(dir.clone(), deadline)? {
                 return Ok(cache);
             }
         }
@@ -108,12 +112,17 @@ impl ContainerCache {
 
     /// DEL's, CHECK's and GC's: the container's cache, locked, or `None` when it has none.
     /// Creates nothing and writes nothing, so it works on a read-only `cacheDir`.
-    pub fn open(cache_dir: &Path, container_id: &str) -> Result<Option<ContainerCache>, CniError> {
-        ContainerCache::lock(cache_dir.join(container_id))
+    ///
+    /// A concurrent call on the container is waited for at most `wait`, then this fails with
+    /// code 11 naming the lock: a call stuck beyond every bound of its own must not hold the
+    /// runtime's next call (its DEL) forever, and the runtime retries a code 11.
+    pub fn open(cache_dir: &Path, container_id: &str, wait: Duration) -> Result<Option<ContainerCache>, CniError> {
+        ContainerCache::lock(cache_dir.join(container_id), Instant::now() + wait)
     }
 
-    /// Locks the directory `dir`; `None` if it does not exist (any more).
-    fn lock(dir: PathBuf) -> Result<Option<ContainerCache>, CniError> {
+    /// Locks the directory `dir`, waiting until `deadline` at the latest; `None` if it does
+    /// not exist (any more).
+    fn lock(dir: PathBuf, deadline: Instant) -> Result<Option<ContainerCache>, CniError> {
         let what = |e: std::io::Error| CniError::io(format!("lock cache {}", dir.display()), e);
         loop {
             let file = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir) {
@@ -121,7 +130,17 @@ impl ContainerCache {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(what(e)),
             };
-            let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| what(e.into()))?;
+            let lock = lock_until(file, deadline).map_err(|e| match e {
+                LockError::Held(waited) => CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!(
+                        "another kactus call on this container still holds the lock of its cache {} after {:.1?}",
+                        dir.display(),
+                        waited
+                    ),
+                ),
+                LockError::Failed(e) => what(e),
+            })?;
             // The directory is removed under its lock when the container's cache goes: a
             // waiter that wins the lock on a removed directory looks again.
             let held = lock.metadata().map_err(what)?;
@@ -309,6 +328,36 @@ impl ContainerCache {
     }
 }
 
+/// Why a lock was not had.
+enum LockError {
+    /// Another holds it still, after this long.
+    Held(Duration),
+    Failed(std::io::Error),
+}
+
+/// Takes an exclusive `flock` on `file`, trying again until `deadline` while another holds
+/// it. flock(2) has no timeout of its own: a blocking lock would wait for ever on a holder
+/// that never lets go. The looks grow apart (at most 20 ms): a wait only happens while
+/// another call runs on the same container, which takes far longer than that.
+fn lock_until(file: File, deadline: Instant) -> Result<Flock<File>, LockError> {
+    let started = Instant::now();
+    let mut file = file;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => file = back,
+            Err((_, e)) => return Err(LockError::Failed(e.into())),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LockError::Held(started.elapsed()));
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 impl Drop for ContainerCache {
     /// The lock is released only once the I/O asked for under it is done.
     fn drop(&mut self) {
@@ -320,6 +369,9 @@ impl Drop for ContainerCache {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    /// A bound no test reaches unless the lock is stuck.
+    const WAIT: Duration = Duration::from_secs(30);
 
     fn entry(ifname: &str, seq: u64) -> CacheEntry {
         CacheEntry::sample(ifname, seq, json!({"cniVersion": "1.0.0"}))
@@ -361,7 +413,7 @@ mod tests {
     #[test]
     fn background_writes_and_removals_keep_their_order_and_reads_wait_for_them() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ContainerCache::create(dir.path(), "c1").unwrap();
+        let cache = ContainerCache::create(dir.path(), "c1", WAIT).unwrap();
         cache.write(&entry("a", 0)).unwrap();
         cache.write(&entry("b", 1)).unwrap();
         cache.forget(&[entry("a", 0)]).unwrap();
@@ -375,7 +427,7 @@ mod tests {
     #[test]
     fn a_failed_background_write_is_reported_by_sync_not_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ContainerCache::create(dir.path(), "c1").unwrap();
+        let cache = ContainerCache::create(dir.path(), "c1", WAIT).unwrap();
         // The entry cannot be renamed into place: a directory has its name.
         fs::create_dir(dir.path().join("c1").join("a.json")).unwrap();
         cache.write(&entry("a", 0)).unwrap();
@@ -387,7 +439,7 @@ mod tests {
     #[test]
     fn forgetting_calls_shrinks_their_intent_records_and_removes_empty_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ContainerCache::create(dir.path(), "c1").unwrap();
+        let cache = ContainerCache::create(dir.path(), "c1", WAIT).unwrap();
         cache.intend(&[intended("eth0", 0), intended("a", 1)]).unwrap();
         cache.intend(&[intended("b", 2), intended("c", 3)]).unwrap();
         cache.write(&entry("eth0", 0)).unwrap();
@@ -405,14 +457,29 @@ mod tests {
     #[test]
     fn open_creates_nothing_and_a_waiter_on_a_removed_cache_finds_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(ContainerCache::open(dir.path(), "c1").unwrap().is_none());
+        assert!(ContainerCache::open(dir.path(), "c1", WAIT).unwrap().is_none());
         assert!(files(dir.path()).is_empty());
-        let cache = ContainerCache::create(dir.path(), "c1").unwrap();
+        let cache = ContainerCache::create(dir.path(), "c1", WAIT).unwrap();
         let path = dir.path().to_path_buf();
-        let waiter = std::thread::spawn(move || ContainerCache::open(&path, "c1").unwrap().is_some());
+        let waiter = std::thread::spawn(move || ContainerCache::open(&path, "c1", WAIT).unwrap().is_some());
         std::thread::sleep(std::time::Duration::from_millis(50));
         cache.remove().unwrap();
         assert!(!waiter.join().unwrap(), "the waiter got the lock of a removed cache");
         assert!(files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_call_waiting_for_a_lock_held_by_a_stuck_call_gives_up_with_code_11() {
+        // Issue 22: a DEL waited for ever behind an ADD that never finished.
+        let dir = tempfile::tempdir().unwrap();
+        let stuck = ContainerCache::create(dir.path(), "c1", WAIT).unwrap();
+        let err = ContainerCache::open(dir.path(), "c1", Duration::from_millis(200)).err().expect("the lock is held");
+        assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+        let lock = dir.path().join("c1").display().to_string();
+        assert!(err.msg.contains("still holds the lock of its cache") && err.msg.contains(&lock), "{}", err.msg);
+        let err = ContainerCache::create(dir.path(), "c1", Duration::from_millis(200)).err().expect("the lock is held");
+        assert_eq!(err.code, code::TRY_AGAIN_LATER, "{}", err.msg);
+        drop(stuck);
+        assert!(ContainerCache::open(dir.path(), "c1", WAIT).unwrap().is_some(), "free once the holder is done");
     }
 }
