@@ -22,5 +22,6 @@ pub mod kube;
 pub mod logging;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod plugin;
 pub mod podagent;
