@@ -182,10 +182,16 @@ fn set_message(table: &Table, set: &Set, id: u32) -> Result<Message, Invalid> {
     if set.verdicts {
         a.be32(attr::set::DATA_TYPE, wire::DATA_VERDICT);
     }
-    if set.key == [Field::Index] {
+    if set.key == [Field::Index] || set.key == [Field::IfName] {
         a.put(attr::set::USERDATA, &wire::host_order_keys_userdata());
     }
-    Ok(Message { op: Op::NewSet, flags: wire::NLM_F_CREATE, family: nfproto_of(table.family), attrs: a, what: format!("add {what}") })
+    Ok(Message {
+        op: Op::NewSet,
+        flags: wire::NLM_F_CREATE,
+        family: nfproto_of(table.family),
+        attrs: a,
+        what: format!("add {what}"),
+    })
 }
 
 /// The set's elements, in as many messages as the 16-bit attribute length needs.
@@ -478,3 +484,121 @@ fn stmt_exprs(family: Family, stmt: &Stmt, out: &mut Vec<Expr>) -> Result<(), In
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::table::{priority, ChainKind, Element, Hook, HookPoint, Policy};
+    use crate::nft::Verdict;
+
+    fn exprs(family: Family, stmts: Vec<Stmt>) -> Result<Vec<Expr>, Invalid> {
+        rule_exprs(family, &Rule(stmts))
+    }
+
+    #[test]
+    fn an_inet_rule_checks_the_family_once_before_reading_an_ip_header() {
+        let got = exprs(
+            Family::Inet,
+            vec![
+                Stmt::Within(Key::Ip4Saddr, "10.0.0.0/8".parse().unwrap()),
+                Stmt::Is(Key::Ip4Daddr, Value::Addr("10.1.2.3".parse().unwrap())),
+                Stmt::Verdict(Verdict::Accept),
+            ],
+        )
+        .unwrap();
+        let r = wire::REG32_00;
+        assert_eq!(
+            got,
+            vec![
+                Expr::Meta { key: meta::NFPROTO, dreg: r },
+                Expr::Cmp { sreg: r, op: CmpOp::Eq, data: vec![nfproto::IPV4] },
+                Expr::Payload { base: Base::Network, offset: 12, len: 4, dreg: r },
+                Expr::Bitwise { sreg: r, dreg: r, mask: vec![255, 0, 0, 0], xor: vec![0; 4] },
+                Expr::Cmp { sreg: r, op: CmpOp::Eq, data: vec![10, 0, 0, 0] },
+                Expr::Payload { base: Base::Network, offset: 16, len: 4, dreg: r },
+                Expr::Cmp { sreg: r, op: CmpOp::Eq, data: vec![10, 1, 2, 3] },
+                Expr::Verdict(Verdict::Accept),
+            ]
+        );
+        // An ip table needs no check, and cannot read an IPv6 header.
+        assert_eq!(
+            exprs(Family::Ip, vec![Stmt::Is(Key::Ip4Daddr, Value::Addr("10.1.2.3".parse().unwrap()))]).unwrap().len(),
+            2
+        );
+        assert!(exprs(Family::Ip, vec![Stmt::In(vec![Key::Ip6Saddr], "s".into())]).is_err());
+    }
+
+    #[test]
+    fn a_concatenation_fills_whole_registers_one_after_the_other() {
+        let got =
+            exprs(Family::Ip6, vec![Stmt::Vmap(vec![Key::Ip6Daddr, Key::L4Proto, Key::Dport], "m".into())]).unwrap();
+        let r = wire::REG32_00;
+        assert_eq!(
+            got,
+            vec![
+                Expr::Payload { base: Base::Network, offset: 24, len: 16, dreg: r },
+                Expr::Meta { key: meta::L4PROTO, dreg: r + 4 },
+                Expr::Payload { base: Base::Transport, offset: 2, len: 2, dreg: r + 5 },
+                Expr::Lookup { set: "m".into(), sreg: r, dreg: Some(wire::REG_VERDICT), invert: false },
+            ]
+        );
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_and_bad_names_are_refused_before_sending() {
+        assert!(exprs(Family::Inet, vec![Stmt::Is(Key::Dport, Value::Proto(6))]).is_err());
+        assert!(exprs(Family::Inet, vec![Stmt::Is(Key::IifName, Value::IfName("a-name-too-long-for-linux".into()))])
+            .is_err());
+        assert!(exprs(Family::Ip6, vec![Stmt::Dnat("10.0.0.1".parse().unwrap(), None)]).is_err());
+        let mut t = Table::new(Family::Inet, "has space");
+        assert!(replace(&t).is_err());
+        t.name = "ok".into();
+        t.sets.push(Set::new("m", vec![Field::Ipv4Addr]).with(vec![Element::of(Value::Port(1))]));
+        assert!(replace(&t).is_err());
+        t.sets[0] = Set::verdict_map("m", vec![Field::Ipv4Addr])
+            .with(vec![Element::of(Value::Addr("10.0.0.1".parse().unwrap()))]);
+        assert!(replace(&t).unwrap_err().contains("no verdict"));
+    }
+
+    #[test]
+    fn interval_sets_get_merged_ranges_as_start_and_end_past_the_last() {
+        let set = Set::intervals("p", Field::InetService).with(vec![
+            Element::range(Value::Port(100), Value::Port(200)),
+            Element::range(Value::Port(150), Value::Port(300)),
+            Element::of(Value::Port(65535)),
+        ]);
+        let got = interval_elements(&set).unwrap();
+        let key = |port: u16| {
+            let mut a = Attrs::new();
+            a.data(attr::elem::KEY, &port.to_be_bytes());
+            a
+        };
+        let mut end = key(301);
+        end.be32(attr::elem::FLAGS, wire::ELEM_INTERVAL_END);
+        // 65535 runs to the field's end: no end element.
+        let want = [key(100), end, key(65535)];
+        assert_eq!(got.iter().map(Attrs::bytes).collect::<Vec<_>>(), want.iter().map(Attrs::bytes).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_replace_adds_deletes_and_adds_the_table_then_chains_sets_elements_rules() {
+        let mut t = Table::new(Family::Inet, "t");
+        let hook =
+            Hook { kind: ChainKind::Filter, point: HookPoint::Input, priority: priority::FILTER, policy: Policy::Drop };
+        t.chains.push(Chain::base("in", hook, vec![Rule(vec![Stmt::In(vec![Key::Dport], "ports".into())])]));
+        t.sets.push(Set::new("ports", vec![Field::InetService]).with(vec![Element::of(Value::Port(80))]));
+        let ops: Vec<Op> = replace(&t).unwrap().iter().map(|m| m.op).collect();
+        assert_eq!(
+            ops,
+            [Op::NewTable, Op::DelTable, Op::NewTable, Op::NewChain, Op::NewSet, Op::NewSetElem, Op::NewRule]
+        );
+    }
+
+    #[test]
+    fn many_elements_are_split_over_messages_below_the_attribute_limit() {
+        let addrs = (0..20_000u32).map(|i| Element::of(Value::Addr(std::net::Ipv4Addr::from(0x0a00_0000 + i).into())));
+        let set = Set::new("many", vec![Field::Ipv4Addr]).with(addrs.collect());
+        let messages = element_messages(nfproto::INET, "t", &set).unwrap();
+        assert!(messages.len() > 1);
+        assert!(messages.iter().all(|m| m.attrs.len() < u16::MAX as usize));
+    }
+}

@@ -20,13 +20,17 @@ mod wire;
 
 pub use error::NftError;
 pub use table::{
-    priority, proto, Chain, ChainKind, CtState, Element, Family, Field, Hook, HookPoint, Key, Policy, Rule, Set,
-    Stmt, Table, Value,
+    priority, proto, Chain, ChainKind, CtState, Element, Family, Field, Hook, HookPoint, Key, Policy, Rule, Set, Stmt,
+    Table, Value,
 };
 pub use wire::Verdict;
 
 use socket::NfSocket;
 use std::path::Path;
+
+/// The table kactus owns in a pod for MultiNetworkPolicy (the Service proxy's is
+/// [`service_proxy::TABLE`]). No other table is ever touched.
+pub const POLICY_TABLE: &str = "kactus-policy";
 
 /// nftables in one network namespace.
 pub struct Nft {
@@ -71,7 +75,9 @@ impl Nft {
         match self.socket.request(&compile::get_table(family, name))? {
             Ok(_) => Ok(true),
             Err(errno) if errno == libc::ENOENT => Ok(false),
-            Err(errno) => Err(NftError::Refused { what: format!("get table {} {name}", family.as_str()), index: 1, errno }),
+            Err(errno) => {
+                Err(NftError::Refused { what: format!("get table {} {name}", family.as_str()), index: 1, errno })
+            }
         }
     }
 

@@ -54,10 +54,10 @@ pub struct ServicePort {
 /// The proxy table for these Service ports.
 pub fn table(ports: &[ServicePort]) -> Table {
     let mut table = Table::new(Family::Inet, TABLE);
-    let dispatch = |ip6| -> Vec<Key> {
-        vec![if ip6 { Key::Ip6Daddr } else { Key::Ip4Daddr }, Key::L4Proto, Key::Dport]
-    };
-    let key_fields = |ip6| vec![if ip6 { Field::Ipv6Addr } else { Field::Ipv4Addr }, Field::InetProto, Field::InetService];
+    let dispatch =
+        |ip6| -> Vec<Key> { vec![if ip6 { Key::Ip6Daddr } else { Key::Ip4Daddr }, Key::L4Proto, Key::Dport] };
+    let key_fields =
+        |ip6| vec![if ip6 { Field::Ipv6Addr } else { Field::Ipv4Addr }, Field::InetProto, Field::InetService];
     let mut nat = Vec::new();
     let mut filter = Vec::new();
     for ip6 in [false, true] {
@@ -70,13 +70,16 @@ pub fn table(ports: &[ServicePort]) -> Table {
             Stmt::Reject,
         ]));
         let mine = ports.iter().filter(|p| p.cluster_ip.is_ipv6() == ip6);
-        let key = |p: &ServicePort| vec![Value::Addr(p.cluster_ip), Value::Proto(p.protocol.number()), Value::Port(p.port)];
+        let key =
+            |p: &ServicePort| vec![Value::Addr(p.cluster_ip), Value::Proto(p.protocol.number()), Value::Port(p.port)];
         let (served, unserved): (Vec<_>, Vec<_>) = mine.partition(|p| !p.endpoints.is_empty());
         table.sets.push(
             Set::verdict_map(&services, key_fields(ip6))
                 .with(served.iter().map(|p| Element::concat(key(p)).to(Verdict::Goto(service_chain(p)))).collect()),
         );
-        table.sets.push(Set::new(&empty, key_fields(ip6)).with(unserved.iter().map(|p| Element::concat(key(p))).collect()));
+        table
+            .sets
+            .push(Set::new(&empty, key_fields(ip6)).with(unserved.iter().map(|p| Element::concat(key(p))).collect()));
     }
     let hook = |kind, priority| Hook { kind, point: HookPoint::Output, priority, policy: Policy::Accept };
     table.chains.push(Chain::base("nat-output", hook(ChainKind::Nat, priority::DSTNAT), nat));

@@ -14,6 +14,9 @@ use std::os::fd::AsRawFd;
 /// and a batch must go in one `send`).
 const DEFAULT_SNDBUF: usize = 128 * 1024;
 
+/// A message the kernel answered with: its type and attributes.
+pub type Answer = (u16, Vec<u8>);
+
 pub struct NfSocket {
     socket: Socket,
     seq: u32,
@@ -61,18 +64,19 @@ impl NfSocket {
         match refused {
             Some((seq, errno)) => {
                 let index = (seq - begin) as usize;
-                let what =
-                    if index == 0 { "begin transaction".to_string() } else { messages[index - 1].what.clone() };
+                let what = if index == 0 { "begin transaction".to_string() } else { messages[index - 1].what.clone() };
                 Err(NftError::Refused { what, index, errno })
             }
             None if acked => Ok(()),
-            None => Err(NftError::Protocol(format!("no answer to the transaction ending with \"{}\"", messages[messages.len() - 1].what))),
+            None => Err(NftError::Protocol(format!(
+                "no answer to the transaction ending with \"{}\"",
+                messages[messages.len() - 1].what
+            ))),
         }
     }
 
-    /// Sends one request; its answer messages (type and attributes), or the errno the kernel
-    /// answered with.
-    pub fn request(&mut self, message: &Message) -> Result<Result<Vec<(u16, Vec<u8>)>, i32>, NftError> {
+    /// Sends one request; its answer messages, or the errno the kernel answered with.
+    pub fn request(&mut self, message: &Message) -> Result<Result<Vec<Answer>, i32>, NftError> {
         if self.seq > u32::MAX / 2 {
             self.seq = 0;
         }

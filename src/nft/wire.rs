@@ -105,7 +105,7 @@ pub const DATA_VERDICT: u32 = 0xffff_ff00;
 /// `NFT_SET_ELEM_INTERVAL_END`.
 pub const ELEM_INTERVAL_END: u32 = 0x1;
 /// `NFTNL_UDATA_SET_KEYBYTEORDER` with `BYTEORDER_HOST_ENDIAN`: tells `nft list` that a
-/// set's keys are host-order numbers (numgen's), so it prints them as such.
+/// set's keys are in host order (numgen's numbers, device names), so it prints them right.
 pub fn host_order_keys_userdata() -> Vec<u8> {
     let mut out = vec![0, 4];
     out.extend_from_slice(&1u32.to_ne_bytes());
@@ -225,27 +225,68 @@ pub enum Base {
 /// The kernel expressions kactus emits, with their registers already chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    Payload { base: Base, offset: u32, len: u32, dreg: u32 },
+    Payload {
+        base: Base,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
     /// `NFT_META_*` key into `dreg`.
-    Meta { key: u32, dreg: u32 },
+    Meta {
+        key: u32,
+        dreg: u32,
+    },
     /// `NFT_CT_*` key (original direction unset) into `dreg`.
-    Ct { key: u32, dreg: u32 },
-    Cmp { sreg: u32, op: CmpOp, data: Vec<u8> },
+    Ct {
+        key: u32,
+        dreg: u32,
+    },
+    Cmp {
+        sreg: u32,
+        op: CmpOp,
+        data: Vec<u8>,
+    },
     /// `dreg = (sreg & mask) ^ xor` over `mask.len()` bytes.
-    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8> },
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
     /// `from <= sreg <= to` (big-endian comparison, as payloads are).
-    Range { sreg: u32, from: Vec<u8>, to: Vec<u8> },
+    Range {
+        sreg: u32,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
     /// Set membership; with `dreg`, a map lookup into that register.
-    Lookup { set: String, sreg: u32, dreg: Option<u32>, invert: bool },
-    Immediate { dreg: u32, data: Vec<u8> },
+    Lookup {
+        set: String,
+        sreg: u32,
+        dreg: Option<u32>,
+        invert: bool,
+    },
+    Immediate {
+        dreg: u32,
+        data: Vec<u8>,
+    },
     Verdict(Verdict),
     /// `numgen random mod modulus` into `dreg`.
-    NumgenRandom { dreg: u32, modulus: u32 },
+    NumgenRandom {
+        dreg: u32,
+        modulus: u32,
+    },
     /// Destination NAT for `family` (`NFPROTO_IPV4`/`IPV6`) to the address in `addr` and,
     /// if given, the port in `port`.
-    Dnat { family: u8, addr: u32, port: Option<u32> },
+    Dnat {
+        family: u8,
+        addr: u32,
+        port: Option<u32>,
+    },
     /// Reject: ICMP(v6) port unreachable for `ip`/`ip6` tables, its "icmpx" form for `inet`.
-    Reject { family: u8 },
+    Reject {
+        family: u8,
+    },
     Counter,
 }
 
@@ -434,10 +475,19 @@ pub fn batch(messages: &[Message], first_seq: u32) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `NLMSG_ERROR`: `errno` 0 is an ACK; `seq` is the sequence number it answers.
-    Ack { seq: u32, errno: i32 },
-    Done { seq: u32 },
+    Ack {
+        seq: u32,
+        errno: i32,
+    },
+    Done {
+        seq: u32,
+    },
     /// Any other message: its type, sequence number and attributes (after `nfgenmsg`).
-    Message { kind: u16, seq: u32, attrs: Vec<u8> },
+    Message {
+        kind: u16,
+        seq: u32,
+        attrs: Vec<u8>,
+    },
 }
 
 const NLMSG_ERROR: u16 = 2;
@@ -545,7 +595,8 @@ mod tests {
     fn a_batch_is_framed_by_begin_and_end_and_only_its_last_message_asks_for_an_ack() {
         let mut attrs = Attrs::new();
         attrs.string(attr::table::NAME, "t");
-        let m = |op| Message { op, flags: NLM_F_CREATE, family: nfproto::INET, attrs: attrs.clone(), what: String::new() };
+        let m =
+            |op| Message { op, flags: NLM_F_CREATE, family: nfproto::INET, attrs: attrs.clone(), what: String::new() };
         let bytes = batch(&[m(Op::NewTable), m(Op::DelTable)], 100);
         #[rustfmt::skip]
         let begin = [
