@@ -7,7 +7,7 @@
 //! helpers ([`netns`], [`netlink`]), unary gRPC to node daemons ([`grpc`]), the node daemon
 //! ([`podagent`]), the Service endpoints controller ([`endpoints`]), what those two daemons
 //! share on kube-rs ([`daemon`]), the DaemonSet installer ([`install`]) and the node-local
-//! IPAM plugin ([`ipam`]).
+//! IPAM plugin ([`ipam`]), MultiNetworkPolicy to per-pod nftables ([`policy`]).
 //! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
@@ -25,3 +25,4 @@ pub mod netns;
 pub mod nft;
 pub mod plugin;
 pub mod podagent;
+pub mod policy;
