@@ -52,7 +52,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 /// The table kactus owns in each pod for MultiNetworkPolicy.
-pub const TABLE: &str = "kactus-policy";
+pub const TABLE: &str = crate::nft::POLICY_TABLE;
 
 /// What the cluster holds, as the compiler reads it.
 pub struct Cluster<'a> {
