@@ -592,3 +592,44 @@ fn removing_the_last_policy_deletes_the_table() {
     let exists = Nft::open_in(&w.pods[ALPHA_WEB].netns.path).unwrap().exists(Family::Inet, TABLE).unwrap();
     assert!(!exists);
 }
+
+/// The in-pod Service proxy DNATs in `nat output` (priority dstnat, -100), before this
+/// table's `output` chain (filter, 0) runs: a connection to a ClusterIP is judged by the
+/// backend address and port it was translated to, as NetworkPolicy judges kube-proxy's.
+#[test]
+fn a_service_connection_is_filtered_as_the_backend_it_reaches() {
+    use kactus::nft::service_proxy::{self, Protocol, ServicePort};
+    let mut w = World::new();
+    let vip: IpAddr = "10.96.0.10".parse().unwrap();
+    let cli = &w.pods[ALPHA_CLI].netns;
+    cli.ip(&["route", "add", "10.96.0.10/32", "dev", DEVICE, "src", &v4(ALPHA_CLI)]);
+    let backend = SocketAddr::new(v4(ALPHA_WEB).parse().unwrap(), 7001);
+    let proxy = service_proxy::table(&[ServicePort {
+        id: "alpha/web/tcp/http".into(),
+        cluster_ip: vip,
+        protocol: Protocol::Tcp,
+        port: 80,
+        endpoints: vec![backend],
+    }]);
+    Nft::open_in(&cli.path).unwrap().apply(&proxy).expect("the proxy table");
+    let path = cli.path.clone();
+    let to_vip = move |wait| {
+        let path = path.clone();
+        let to = SocketAddr::new(vip, 80);
+        kactus::netns::run_in(&path, move || TcpStream::connect_timeout(&to, wait).is_ok()).unwrap()
+    };
+    assert!(to_vip(PATIENT), "through the proxy without policy");
+
+    let cli_out = |to: Json, port: u16| {
+        policy(
+            "alpha",
+            "cli-out",
+            json!({"podSelector": {"matchLabels": {"app": "cli"}}, "policyTypes": ["Egress"], "egress": [{"to": [to], "ports": [{"port": port}]}]}),
+        )
+    };
+    w.enforce(&[cli_out(json!({"podSelector": {"matchLabels": {"app": "web"}}}), 7001)]);
+    assert!(to_vip(PATIENT), "egress allowed to the backend pod and port: the ClusterIP works");
+    w.enforce(&[cli_out(json!({"ipBlock": {"cidr": "10.96.0.10/32"}}), 80)]);
+    assert!(!to_vip(WAIT), "egress allowed to the ClusterIP only: the backend is not allowed");
+    assert!(Nft::open_in(&w.pods[ALPHA_CLI].netns.path).unwrap().exists(Family::Inet, service_proxy::TABLE).unwrap());
+}
