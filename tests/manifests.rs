@@ -98,6 +98,7 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("examples/data-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/mp1-net.yaml", vec![("v1", "Namespace"), ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
+        ("examples/mp1-policy.yaml", vec![("k8s.cni.cncf.io/v1beta1", "MultiNetworkPolicy")]),
         ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
         (
@@ -273,6 +274,37 @@ fn the_multi_network_policy_crd_is_npwgs_with_end_port() {
         assert_eq!(keys(peer), ["ipBlock", "namespaceSelector", "podSelector"].map(String::from).into());
         assert_eq!(keys(&peer["properties"]["ipBlock"]), ["cidr", "except"].map(String::from).into());
     }
+}
+
+/// README's example policy means what its comment says for the seeds' hello pod on mp1.
+#[test]
+fn the_example_policy_governs_hellos_mp1_device_only() {
+    use kactus::policy::{compile, Cluster, MultiNetworkPolicy, PodView};
+    let policy: MultiNetworkPolicy =
+        serde_json::from_value(one("examples/mp1-policy.yaml", "MultiNetworkPolicy")).unwrap();
+    let deployment = one("examples/mp1-service.yaml", "Deployment");
+    let mut pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(deployment["spec"]["template"].clone()).unwrap();
+    pod.metadata.namespace = Some("mep".into());
+    let attached = r#"[{"name": "mep/mp1", "interface": "netc890d403fb27", "ips": ["200.1.1.6/24"]}]"#;
+    pod.status = Some(
+        serde_json::from_value(serde_json::json!({"conditions": [
+        {"type": kactus::policy::pod::ATTACHMENTS_CONDITION, "status": "True", "message": attached}]}))
+        .unwrap(),
+    );
+    let hello = PodView::from_pod(&pod);
+    let namespaces = BTreeMap::from([("mep".to_string(), BTreeMap::new())]);
+    let pods = [hello.clone()];
+    let compiled = compile(&Cluster { policies: &[policy], pods: &pods, namespaces: &namespaces }, &hello);
+    assert!(compiled.problems.is_empty(), "{:?}", compiled.problems);
+    assert_eq!(compiled.devices.len(), 1);
+    assert_eq!(
+        (compiled.devices[0].device.as_str(), compiled.devices[0].ingress.as_slice()),
+        ("netc890d403fb27", &["mep/hello-http".to_string()][..])
+    );
+    assert!(compiled.devices[0].egress.is_empty());
+    let text = format!("{:?}", compiled.table.unwrap());
+    assert!(text.contains("Port(80)"), "the named port is the container's 80: {text}");
 }
 
 type Rule = (String, String, String);
