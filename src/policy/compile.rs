@@ -171,7 +171,7 @@ pub fn compile(cluster: &Cluster, pod: &PodView) -> Compiled {
             if isolating.is_empty() {
                 continue;
             }
-            let chain = format!("{}/{device}", dir.name());
+            let chain = format!("{}/{}", dir.name(), chain_suffix(device));
             let (dispatch, key) = match dir {
                 Direction::Ingress => (&mut input, Key::IifName),
                 Direction::Egress => (&mut output, Key::OifName),
@@ -484,6 +484,16 @@ enum Selected<'a> {
     Pods(Vec<&'a PodView>),
 }
 
+/// A device's name as chain and set names may hold it (`[A-Za-z0-9-_.]`; Linux allows more in
+/// a device name): itself, or `x` and its bytes in hex.
+fn chain_suffix(device: &str) -> String {
+    if device.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        device.to_string()
+    } else {
+        format!("x{}", hex::encode(device))
+    }
+}
+
 /// `meta l4proto P [th dport first-last]`.
 fn port_stmts(number: u8, range: Option<(u16, u16)>) -> Vec<Stmt> {
     let mut stmts = vec![Stmt::Is(Key::L4Proto, Value::Proto(number))];
@@ -695,6 +705,15 @@ mod tests {
             Element::concat(vec![Value::Addr(ip.parse().unwrap()), Value::Proto(proto::TCP), Value::Port(port)])
         };
         assert_eq!(n4.elements, vec![el("10.1.0.2", 8080), el("10.1.0.3", 9090)]);
+    }
+
+    #[test]
+    fn a_device_name_chain_names_cannot_hold_is_still_governed() {
+        let mut all = pods();
+        all[0].attachments[0].interface = "net:1".into();
+        let t = run(&[policy("mep", "db", json!({"podSelector": {}}))], &all, 0).table.unwrap();
+        assert_eq!(chain(&t, "input").rules[0].0[0], Stmt::Is(Key::IifName, Value::IfName("net:1".into())));
+        assert_eq!(drops(chain(&t, "ingress/x6e65743a31")), 1);
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! policy governs, `selection.rs` label selectors, `pod.rs` what a pod contributes (labels,
 //! container ports, and its addresses per network from kactus's own pod condition),
 //! `compile.rs` from (policies, pods, namespaces, this pod) to the pod's table, `update.rs`
-//! the cheapest change from the table applied to the one wanted. The caller (podagent) owns
-//! the watching and the applying (`crate::nft::Nft`).
+//! the cheapest change from the table applied to the one wanted, `report.rs` the Events and
+//! numbers an operator needs. The caller (podagent) owns the watching, the applying
+//! (`crate::nft::Nft`) and the publishing.
 
 pub mod compile;
 pub mod model;
 pub mod pod;
 pub mod policy_for;
+pub mod report;
 pub mod selection;
 pub mod update;
 
