@@ -459,10 +459,11 @@ impl<'a> RuleContext<'a, '_> {
                 if let Some(sel) = pod_selector {
                     selection::matches(sel, &none).map_err(|e| format!("podSelector: {e}"))?;
                 }
-                let holds = |sel: &Option<_>, labels: Option<&Labels>| match (sel, labels) {
-                    (None, _) => true,
-                    (Some(sel), Some(labels)) => selection::matches(sel, labels).unwrap_or(false),
-                    (Some(_), None) => false,
+                // A namespace not (yet) known has no labels: `namespaceSelector: {}` still
+                // selects its pods, as it selects every namespace.
+                let holds = |sel: &Option<_>, labels: Option<&Labels>| match sel {
+                    None => true,
+                    Some(sel) => selection::matches(sel, labels.unwrap_or(&none)).unwrap_or(false),
                 };
                 let pods = self
                     .cluster
@@ -701,6 +702,11 @@ mod tests {
             ]));
         assert_eq!(accepts(ingress), 3, "the UDP one names no port of this pod: nothing");
         let n4 = set(&t, "egress/net1/p0/r0/n4");
+        // `namespaceSelector: {}` selects every namespace, known to the cache or not.
+        all.push(pod("new-ns", "web", &[("app", "web")], "10.1.0.4"));
+        let p = policy("mep", "db", json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}));
+        let t2 = run(&[p], &all, 0).table.unwrap();
+        assert_eq!(set(&t2, "ingress/net1/p0/r0/a4").elements.len(), 4);
         let el = |ip: &str, port| {
             Element::concat(vec![Value::Addr(ip.parse().unwrap()), Value::Proto(proto::TCP), Value::Port(port)])
         };
