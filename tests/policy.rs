@@ -633,3 +633,40 @@ fn a_service_connection_is_filtered_as_the_backend_it_reaches() {
     assert!(!to_vip(WAIT), "egress allowed to the ClusterIP only: the backend is not allowed");
     assert!(Nft::open_in(&w.pods[ALPHA_CLI].netns.path).unwrap().exists(Family::Inet, service_proxy::TABLE).unwrap());
 }
+
+/// The table reads back with `nft` in the shape `kactus::policy::compile` documents.
+#[test]
+fn the_policy_table_reads_back_as_documented() {
+    if !have_nft() {
+        return skip("the_policy_table_reads_back_as_documented", "no nft binary to read the table back");
+    }
+    let mut w = World::new();
+    w.enforce(&[policy(
+        "alpha",
+        "web",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"ipBlock": {"cidr": "10.88.0.0/24", "except": ["10.88.0.12/31"]}}], "ports": [{"port": 7001}, {"protocol": "UDP", "port": 7002, "endPort": 7003}]}],
+               "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}]}),
+    )]);
+    let text = nft_cli(&w.pods[ALPHA_WEB].netns, &["list", "table", "inet", TABLE]);
+    for expected in [
+        "type filter hook input priority filter; policy accept;",
+        "type filter hook output priority filter; policy accept;",
+        "iifname \"net1\" goto ingress/net1",
+        "oifname \"net1\" goto egress/net1",
+        "ct state established,related accept",
+        "icmpv6 type 133-137 accept",
+        "tcp dport 7001 ip saddr @ingress/net1/p0/r0/a4 accept",
+        "udp dport 7002-7003 ip6 saddr @ingress/net1/p0/r0/a6 accept",
+        "ip daddr . meta l4proto . th dport @egress/net1/p0/r0/n4 accept",
+        "elements = { 10.88.0.0-10.88.0.11, 10.88.0.14-10.88.0.255 }",
+        "drop",
+    ] {
+        assert!(text.lines().any(|l| l.trim() == expected), "missing {expected:?} in\n{text}");
+    }
+    let other = Command::new("ip")
+        .args(["netns", "exec", &w.pods[ALPHA_CLI].netns.name, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&other.stdout).trim().is_empty(), "a pod no policy selects has no table");
+}

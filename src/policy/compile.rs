@@ -10,7 +10,7 @@
 //!   chain ingress/<dev>
 //!     ct state established,related accept         replies of allowed connections
 //!     icmpv6 type 133-137 accept                  neighbour discovery: IPv6 keeps working
-//!     ip saddr @ingress/<dev>/p0/r0/a4 meta l4proto tcp th dport 80 accept
+//!     tcp dport 80 ip saddr @ingress/<dev>/p0/r0/a4 accept
 //!     ...                                         every rule of every policy, each an accept
 //!     drop
 //!   chain egress/<dev>                            the same with daddr, plus for named ports
