@@ -336,13 +336,13 @@ fn a_refused_transaction_changes_nothing_and_says_which_message_failed() {
     let mut bad = service_proxy::table(&[port("a/web/tcp/http", VIP4, Protocol::Tcp, &EP4)]);
     let nat = bad.chains.iter_mut().find(|c| c.name == "nat-output").unwrap();
     nat.rules.push(Rule(vec![Stmt::Verdict(Verdict::Jump("missing".into()))]));
-    match nft.apply(&bad) {
-        Err(NftError::Refused { what, errno, .. }) => {
-            assert_eq!(what, "add rule 2 to chain nat-output");
-            assert_eq!(errno, libc::ENOENT);
-        }
-        other => panic!("expected the kernel to refuse the jump to a missing chain: {other:?}"),
-    }
+    let e = nft.apply(&bad).expect_err("the kernel refuses a jump to a missing chain");
+    assert!(
+        matches!(&e, NftError::Refused { what, errno, .. } if what == "add rule 2 to chain nat-output" && *errno == libc::ENOENT),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("ENOENT") && text.contains("nothing was changed"), "{text}");
     assert_eq!(nft.generation().unwrap(), generation, "nothing committed");
     assert_eq!(listed(), before, "the old table, handles and all");
     assert_eq!(answers(5, || tcp(&w.pod.path, VIP4)), set(&EP4[..1]), "the old rules still serve");

@@ -22,22 +22,34 @@ pub fn replace(table: &Table) -> Result<Vec<Message>, Invalid> {
         table_message(Op::DelTable, table, "delete table"),
         table_message(Op::NewTable, table, "add table"),
     ];
+    let mut seen = std::collections::HashSet::new();
     for chain in &table.chains {
         check_name("chain", &chain.name)?;
+        if !seen.insert(&chain.name) {
+            return Err(format!("chain {} twice", chain.name));
+        }
         out.push(chain_message(table, chain));
     }
+    seen.clear();
     for (id, set) in table.sets.iter().enumerate() {
         check_name("set", &set.name)?;
+        if !seen.insert(&set.name) {
+            return Err(format!("set {} twice", set.name));
+        }
         out.push(set_message(table, set, id as u32)?);
         out.extend(element_messages(family, &table.name, set)?);
     }
     for chain in &table.chains {
         for (i, rule) in chain.rules.iter().enumerate() {
             let exprs = rule_exprs(table.family, rule).map_err(|e| format!("chain {} rule {i}: {e}", chain.name))?;
+            let exprs = wire::expressions(&exprs);
+            if exprs.len() > wire::MAX_NESTED {
+                return Err(format!("chain {} rule {i}: too long for one netlink attribute", chain.name));
+            }
             let mut a = Attrs::new();
             a.string(attr::rule::TABLE, &table.name)
                 .string(attr::rule::CHAIN, &chain.name)
-                .nested(attr::rule::EXPRESSIONS, &wire::expressions(&exprs));
+                .nested(attr::rule::EXPRESSIONS, &exprs);
             out.push(Message {
                 op: Op::NewRule,
                 flags: wire::NLM_F_CREATE | wire::NLM_F_APPEND,
@@ -53,8 +65,10 @@ pub fn replace(table: &Table) -> Result<Vec<Message>, Invalid> {
 /// Replaces the elements of existing sets, in one transaction: each set flushed, then filled.
 /// Rules are not touched.
 pub fn refill(family: Family, table: &str, sets: &[Set]) -> Result<Vec<Message>, Invalid> {
+    check_name("table", table)?;
     let mut out = Vec::new();
     for set in sets {
+        check_name("set", &set.name)?;
         let mut a = Attrs::new();
         a.string(attr::elems::TABLE, table).string(attr::elems::SET, &set.name);
         // A delete with no element list flushes the set.
@@ -557,6 +571,8 @@ mod tests {
         t.sets[0] = Set::verdict_map("m", vec![Field::Ipv4Addr])
             .with(vec![Element::of(Value::Addr("10.0.0.1".parse().unwrap()))]);
         assert!(replace(&t).unwrap_err().contains("no verdict"));
+        t.sets = vec![Set::new("s", vec![Field::Ipv4Addr]), Set::new("s", vec![Field::Ipv6Addr])];
+        assert!(replace(&t).unwrap_err().contains("twice"));
     }
 
     #[test]

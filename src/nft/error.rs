@@ -15,7 +15,7 @@ pub enum NftError {
     Socket(io::Error),
     /// The kernel refused message `index` of the transaction (described by `what`); it then
     /// applied none of it.
-    #[error("nftables refused \"{what}\" (message {index} of the transaction): {} (errno {errno}); nothing was changed", io::Error::from_raw_os_error(*errno))]
+    #[error("nftables refused \"{what}\" (message {index} of the transaction): {}; nothing was changed", nix::errno::Errno::from_raw(*errno))]
     Refused { what: String, index: usize, errno: i32 },
     /// The kernel's answers were not what netlink promises.
     #[error("nftables netlink: {0}")]
