@@ -8,7 +8,7 @@
 //! ([`bounded`]), unary gRPC to node daemons ([`grpc`]), the node daemon
 //! ([`podagent`]), the Service endpoints controller ([`endpoints`]), what those two daemons
 //! share on kube-rs ([`daemon`]), the DaemonSet installer ([`install`]) and the node-local
-//! IPAM plugin ([`ipam`]).
+//! IPAM plugin ([`ipam`]), MultiNetworkPolicy to per-pod nftables ([`policy`]).
 //! The project's test apiserver is test infrastructure: the workspace crate `kactus-testapi`.
 
 pub mod attachment;
@@ -24,5 +24,7 @@ pub mod kube;
 pub mod logging;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod plugin;
 pub mod podagent;
+pub mod policy;

@@ -57,6 +57,7 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
     let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
         ("manifests/network-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
         ("manifests/sliceclaim-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
+        ("manifests/multi-networkpolicy-crd.yaml", vec![("apiextensions.k8s.io/v1", "CustomResourceDefinition")]),
         (
             "manifests/kactus-serviceaccount-and-rbac.yaml",
             vec![
@@ -97,6 +98,7 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
         ("examples/data-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/mp1-net.yaml", vec![("v1", "Namespace"), ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/mp1-service.yaml", vec![("apps/v1", "Deployment"), ("v1", "Service")]),
+        ("examples/mp1-policy.yaml", vec![("k8s.cni.cncf.io/v1beta1", "MultiNetworkPolicy")]),
         ("examples/macvlan100-net.yaml", vec![("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")]),
         ("examples/macvlan100-pod.yaml", vec![("v1", "Pod")]),
         (
@@ -205,7 +207,9 @@ fn crds_use_no_schema_field_newer_than_the_oldest_supported_kubernetes() {
             _ => {}
         }
     }
-    for file in ["manifests/network-crd.yaml", "manifests/sliceclaim-crd.yaml"] {
+    for file in
+        ["manifests/network-crd.yaml", "manifests/sliceclaim-crd.yaml", "manifests/multi-networkpolicy-crd.yaml"]
+    {
         let mut found = Vec::new();
         find(&one(file, "CustomResourceDefinition"), String::new(), &mut found);
         assert!(found.is_empty(), "{file}: Kubernetes 1.20-1.24 refuse {found:?}");
@@ -229,6 +233,78 @@ fn the_crd_is_the_npwg_network_attachment_definition() {
     assert_eq!(versions[0]["storage"], true);
     let schema = &versions[0]["schema"]["openAPIV3Schema"];
     assert_eq!(schema["properties"]["spec"]["properties"]["config"]["type"], "string");
+}
+
+/// The same CRD as the Network Plumbing Working Group's (so applying ours over theirs keeps
+/// every object), serving the version kactus's model reads, with NetworkPolicy's spec and
+/// `endPort` (as multi-networkpolicy-nftables accepts on v1beta1).
+#[test]
+fn the_multi_network_policy_crd_is_npwgs_with_end_port() {
+    use k8s_openapi::Resource;
+    use kactus::policy::MultiNetworkPolicy;
+    let crd = one("manifests/multi-networkpolicy-crd.yaml", "CustomResourceDefinition");
+    let spec = &crd["spec"];
+    assert_eq!(
+        crd["metadata"]["name"],
+        format!("{}.{}", MultiNetworkPolicy::URL_PATH_SEGMENT, MultiNetworkPolicy::GROUP)
+    );
+    assert_eq!((spec["group"].as_str(), spec["scope"].as_str()), (Some(MultiNetworkPolicy::GROUP), Some("Namespaced")));
+    assert_eq!(spec["names"]["plural"], "multi-networkpolicies");
+    assert_eq!(spec["names"]["singular"], "multi-networkpolicy");
+    assert_eq!(spec["names"]["kind"], MultiNetworkPolicy::KIND);
+    assert_eq!(spec["names"]["shortNames"], serde_json::json!(["multi-policy"]));
+    let versions = spec["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    let v = &versions[0];
+    assert_eq!(
+        (v["name"].as_str(), &v["served"], &v["storage"]),
+        (Some(MultiNetworkPolicy::VERSION), &Value::Bool(true), &Value::Bool(true))
+    );
+    let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let keys = |v: &Value| v["properties"].as_object().unwrap().keys().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(keys(spec), ["egress", "ingress", "podSelector", "policyTypes"].map(String::from).into());
+    for (dir, peers) in [("ingress", "from"), ("egress", "to")] {
+        let rule = &spec["properties"][dir]["items"];
+        assert_eq!(keys(rule), ["ports", peers].map(String::from).into());
+        assert_eq!(
+            keys(&rule["properties"]["ports"]["items"]),
+            ["endPort", "port", "protocol"].map(String::from).into()
+        );
+        let peer = &rule["properties"][peers]["items"];
+        assert_eq!(keys(peer), ["ipBlock", "namespaceSelector", "podSelector"].map(String::from).into());
+        assert_eq!(keys(&peer["properties"]["ipBlock"]), ["cidr", "except"].map(String::from).into());
+    }
+}
+
+/// README's example policy means what its comment says for the seeds' hello pod on mp1.
+#[test]
+fn the_example_policy_governs_hellos_mp1_device_only() {
+    use kactus::policy::{compile, Cluster, MultiNetworkPolicy, PodView};
+    let policy: MultiNetworkPolicy =
+        serde_json::from_value(one("examples/mp1-policy.yaml", "MultiNetworkPolicy")).unwrap();
+    let deployment = one("examples/mp1-service.yaml", "Deployment");
+    let mut pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(deployment["spec"]["template"].clone()).unwrap();
+    pod.metadata.namespace = Some("mep".into());
+    let attached = r#"[{"name": "mep/mp1", "interface": "netc890d403fb27", "ips": ["200.1.1.6/24"]}]"#;
+    pod.status = Some(
+        serde_json::from_value(serde_json::json!({"conditions": [
+        {"type": kactus::policy::pod::ATTACHMENTS_CONDITION, "status": "True", "message": attached}]}))
+        .unwrap(),
+    );
+    let hello = PodView::from_pod(&pod);
+    let namespaces = BTreeMap::from([("mep".to_string(), BTreeMap::new())]);
+    let pods = [hello.clone()];
+    let compiled = compile(&Cluster { policies: &[policy], pods: &pods, namespaces: &namespaces }, &hello);
+    assert!(compiled.problems.is_empty(), "{:?}", compiled.problems);
+    assert_eq!(compiled.devices.len(), 1);
+    assert_eq!(
+        (compiled.devices[0].device.as_str(), compiled.devices[0].ingress.as_slice()),
+        ("netc890d403fb27", &["mep/hello-http".to_string()][..])
+    );
+    assert!(compiled.devices[0].egress.is_empty());
+    let text = format!("{:?}", compiled.table.unwrap());
+    assert!(text.contains("Port(80)"), "the named port is the container's 80: {text}");
 }
 
 type Rule = (String, String, String);
@@ -340,6 +416,10 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
             ("", "pods", "watch"),
             ("events.k8s.io", "events", "create"),
             ("events.k8s.io", "events", "patch"),
+            ("k8s.cni.cncf.io", "multi-networkpolicies", "list"),
+            ("k8s.cni.cncf.io", "multi-networkpolicies", "watch"),
+            ("", "namespaces", "list"),
+            ("", "namespaces", "watch"),
         ])
     );
     assert_bound(file, "manifests/podagent-ds.yaml", "podagent");

@@ -77,7 +77,7 @@ pub fn shape_of(service: &Service) -> Shape {
 
 /// One network, `ns/name` or a bare `name` in the Service's namespace; a JSON list with
 /// one `{"name","namespace"}` element is accepted too, as on pods.
-fn parse_network(value: &str, service_namespace: &str) -> Result<NetworkRef, String> {
+pub fn parse_network(value: &str, service_namespace: &str) -> Result<NetworkRef, String> {
     let value = value.trim();
     let refuse = |why: &str| {
         format!(

@@ -5,7 +5,8 @@
 //! compares desired and had, `sandbox.rs` and `locator.rs` find the pod's sandbox (from the
 //! runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs` runs the node's CNI plugin
 //! in the host's filesystem (`mount_ns.rs`), `recent.rs` remembers what the watch and the
-//! last calls told, `metrics.rs` counts.
+//! last calls told, `metrics.rs` counts. `service_proxy.rs` computes a pod's in-pod Service
+//! proxy table (not applied yet).
 
 pub mod controller;
 pub mod cri;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod mount_ns;
 pub mod recent;
 pub mod sandbox;
+pub mod service_proxy;
 
 use crate::daemon::{self, api::Needed, retry::Retries};
 use controller::{Context, FirstLook};
