@@ -7,12 +7,10 @@
 use super::policy_for::NetworkRef;
 use super::selection::Labels;
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 use std::net::IpAddr;
 
-/// The pod condition kactus writes its attachments to (`attachment::attested::CONDITION`
-/// on main): its `message` is a JSON list of `{name: "ns/net", interface, ips}`.
-pub const ATTACHMENTS_CONDITION: &str = "kactus.io/attachments";
+/// The pod condition kactus writes its attachments to: one place for its name and format.
+pub use crate::attachment::attested::CONDITION as ATTACHMENTS_CONDITION;
 
 /// A pod as policies see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,14 +39,6 @@ pub struct Attachment {
     pub network: NetworkRef,
     pub interface: String,
     pub ips: Vec<IpAddr>,
-}
-
-#[derive(Deserialize)]
-struct Attested {
-    name: String,
-    interface: String,
-    #[serde(default)]
-    ips: Vec<String>,
 }
 
 impl PodView {
@@ -90,7 +80,7 @@ impl PodView {
 
 /// The condition's entries; a message that is not kactus's list gives none.
 fn attachments(message: &str, pod_namespace: &str) -> Vec<Attachment> {
-    let entries: Vec<Attested> = serde_json::from_str(message).unwrap_or_default();
+    let entries = crate::attachment::attested::decode(message).unwrap_or_default();
     entries
         .into_iter()
         .filter_map(|e| {
