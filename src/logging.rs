@@ -351,8 +351,10 @@ mod tests {
         for name in names(&logs).iter().filter(|n| !n.ends_with(".lock")) {
             let text = std::fs::read_to_string(logs.join(name)).unwrap();
             assert!(text.lines().all(|l| l.starts_with("writer ") && l.ends_with(&"x".repeat(40))), "{name}: {text}");
-            // The few lines of writers that held the file while it was rotated may follow.
-            assert!(text.len() < 4096 + 8 * 64, "{name} holds {} bytes", text.len());
+            // Lines of writers that opened it while another was rotating it may follow: as
+            // many as they write before the rotation's rename, which a loaded machine can
+            // delay (seen: more than one line each at load 12). Bounded, never without end.
+            assert!(text.len() < 4 * 4096, "{name} holds {} bytes", text.len());
             total += 1;
         }
         assert!(total <= 4, "{:?}", names(&logs));

@@ -225,7 +225,7 @@ mod tests {
             .unwrap()
         };
         for (container, net) in [("a", n1("10.1.0.0/24")), ("b", n1("10.2.0.0/24"))] {
-            let cache = ContainerCache::create(&cache_dir, container).unwrap();
+            let cache = ContainerCache::create(&cache_dir, container, cfg.lock_wait()).unwrap();
             cache.write(&entry(container, "eth0", &cfg.master, 0)).unwrap();
             cache.write(&entry(container, "net1", &net, 1)).unwrap();
         }
@@ -256,11 +256,11 @@ mod tests {
         std::fs::create_dir_all(foreign.join("sub")).unwrap();
         std::fs::write(foreign.join("data.db"), b"keep me").unwrap();
         std::fs::write(foreign.join("sub").join("x.json"), b"{}").unwrap();
-        let stale = ContainerCache::create(&cache_dir, "stale").unwrap();
+        let stale = ContainerCache::create(&cache_dir, "stale", cfg.lock_wait()).unwrap();
         stale.write(&entry("stale", "eth0", &cfg.master, 0)).unwrap();
         drop(stale);
         std::fs::write(cache_dir.join("stale").join("notes.txt"), b"operator's").unwrap();
-        let gone = ContainerCache::create(&cache_dir, "gone").unwrap();
+        let gone = ContainerCache::create(&cache_dir, "gone", cfg.lock_wait()).unwrap();
         gone.write(&entry("gone", "eth0", &cfg.master, 0)).unwrap();
         drop(gone);
 

@@ -144,10 +144,11 @@ mod tests {
         Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    /// A pod of namespace `mep` on network `mep/mp1` (200.1.1.9).
+    /// A pod of namespace `mep` on network `mep/mp1` (200.1.1.9), as kactus attested it.
     fn client() -> Pod {
         let status =
             r#"[{"name":"cluster","ips":["10.244.0.9"]},{"name":"mep/mp1","interface":"net1","ips":["200.1.1.9"]}]"#;
+        let attested = r#"[{"name":"mep/mp1","interface":"net1","ips":["200.1.1.9"]}]"#;
         Pod {
             metadata: ObjectMeta {
                 name: Some("client".into()),
@@ -155,6 +156,15 @@ mod tests {
                 annotations: map(&[(NETWORK_STATUS, status)]),
                 ..Default::default()
             },
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: crate::attachment::attested::CONDITION.into(),
+                    status: "True".into(),
+                    message: Some(attested.into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn removal_deletes_only_kactus_files() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ContainerCache::create(dir.path(), "c1").unwrap();
+        let cache = ContainerCache::create(dir.path(), "c1", WAIT).unwrap();
         cache.intend(&[intended("eth0", 0)]).unwrap();
         cache.write(&entry("eth0", 0)).unwrap();
         fs::create_dir(dir.path().join("c1").join("sub")).unwrap();
