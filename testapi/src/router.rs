@@ -174,10 +174,7 @@ fn handle_api(ctx: &Context, req: &Request, caller: &Caller) -> Reply {
         ctx.stats.request("other");
         return Reply::ok(document);
     }
-    let Some(target) = route(&req.path).filter(|t| {
-        let kind = t.kind();
-        ctx.emulation.serves(kind.group, kind.version)
-    }) else {
+    let Some(target) = route(&req.path).filter(|t| ctx.emulation.serves_kind(t.kind())) else {
         ctx.stats.request(verb_guess(req));
         return ApiError::no_route().into();
     };
