@@ -4,13 +4,14 @@
 //! the netns already removed; never claims success for a call it could not tear down (a
 //! damaged cache is rebuilt first: see `repair.rs`).
 
+use super::abandon::{self, Abandoned};
 use super::cache::{remove_legacy_lock, CacheEntry, ContainerCache, Damaged, Record, Role};
 use super::config::KactusConfig;
 use super::repair;
 use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::error::join_errors;
-use crate::cni::{chain, CniEnv, CniError, Command, Invocation};
+use crate::cni::{chain, code, CniEnv, CniError, Command, Invocation};
 
 pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let dynamic = env.args.get(K8S_POD_NETWORK);
@@ -38,7 +39,7 @@ fn del_all(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, record: Reco
     let mut calls = record.calls;
     calls.extend(repair.rebuilt.iter().cloned());
     let (deleted, mut errors) = teardown(cfg, env, &calls, &|call| cache.remove_entry(call));
-    repair.release_gone(env);
+    repair.release_gone(cfg, env);
     // What could not be rebuilt comes first: its code 11 tells the runtime to retry.
     errors.splice(0..0, repair.waiting);
     if errors.is_empty() {
@@ -72,7 +73,7 @@ fn del_dynamic(
                 record.damaged.iter().filter(|d| matches!(d, Damaged::Entry { ifname, .. } if *ifname == device));
             let damaged = Record { calls: record.calls.clone(), damaged: damaged.cloned().collect() };
             let repair = repair::rebuild(cfg, env, &damaged, Some(&target));
-            repair.release_gone(env);
+            repair.release_gone(cfg, env);
             let found = repair.rebuilt.into_iter().find(|c| c.kactus.role == Role::Attachment);
             match (found, repair.waiting.into_iter().next()) {
                 (Some(call), _) => call,
@@ -87,7 +88,9 @@ fn del_dynamic(
             }
         }
     };
-    del_entry(cfg, env, &call).map_err(|e| e.context(format!("delete {} ({})", call.if_name, call.network_name)))?;
+    let given_up =
+        del_call(cfg, env, &call).map_err(|e| e.context(format!("delete {} ({})", call.if_name, call.network_name)))?;
+    abandon::release(cfg, env, None, given_up.as_slice());
     let forgot = cache.forget(std::slice::from_ref(&call));
     if let Some(pod) = pod {
         let left: Vec<CacheEntry> = cache.read().map(|r| r.completed().cloned().collect()).unwrap_or_default();
@@ -97,7 +100,7 @@ fn del_dynamic(
 }
 
 /// DELs `calls` newest first, passing each deleted one to `deleted_one`; returns those deleted
-/// and the errors of the others.
+/// (or given up on: see [`del_call`]) and the errors of the others.
 pub fn teardown(
     cfg: &KactusConfig,
     env: &CniEnv,
@@ -107,17 +110,42 @@ pub fn teardown(
     let mut ordered: Vec<&CacheEntry> = calls.iter().collect();
     // eth0 last, whatever order a rebuilt cache gives it.
     ordered.sort_by_key(|c| (c.kactus.role == Role::Master, std::cmp::Reverse(c.kactus.seq)));
-    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    let (mut deleted, mut errors, mut abandoned) = (Vec::new(), Vec::new(), Vec::new());
     for call in ordered {
-        match del_entry(cfg, env, call) {
-            Ok(()) => {
+        match del_call(cfg, env, call) {
+            Ok(given_up) => {
+                abandoned.extend(given_up);
                 deleted_one(call);
                 deleted.push(call.clone());
             }
             Err(e) => errors.push(e.context(format!("delete {} ({})", call.if_name, call.network_name))),
         }
     }
+    abandon::release(cfg, env, None, &abandoned);
     (deleted, errors)
+}
+
+/// DELs one call, as [`del_entry`] does, except that a call whose ADD failed and whose
+/// delegate fails its DEL too, for good (any code but 11), is given up on and returned, for
+/// [`abandon::release`] to remove its device and report its lease. The rollback of its ADD
+/// sent it DEL once already and kept it (see `add.rs`), so this is at least its second DEL:
+/// a config its delegate rejects (host-local without a subnet fails ADD and DEL alike) fails
+/// every retry, and a DEL that keeps failing holds the pod's deletion forever (kubelet
+/// retries StopPodSandbox without end, the pod stays Terminating). A transient failure
+/// (code 11) is reported as such, the call kept, so the runtime's retry reaches it again.
+/// A call whose ADD completed keeps its DEL's error, whatever it is.
+pub fn del_call(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result<Option<Abandoned>, CniError> {
+    match del_entry(cfg, env, entry) {
+        Ok(()) => Ok(None),
+        Err(e) if !entry.is_complete() && e.code != code::TRY_AGAIN_LATER => {
+            let what = format!(
+                "{} ({}): its ADD failed and its delegate's DEL fails too: {}",
+                entry.if_name, entry.network_name, e.msg
+            );
+            Ok(Some(Abandoned { ifname: Some(entry.if_name.clone()), what }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// DELs one call with its own config, interface, args and result (none if its ADD never

@@ -5,6 +5,7 @@
 //! ADD does with the apiserver beside its delegates, `status.rs` and `events.rs` tell the
 //! apiserver what the pod has.
 
+mod abandon;
 pub mod add;
 mod apiserver_side;
 pub mod cache;

@@ -10,6 +10,7 @@
 //! rather than be retried forever. While the apiserver cannot answer, DEL answers code 11
 //! naming what it could not rebuild and keeps the files, so the runtime retries.
 
+use super::abandon::{self, Abandoned};
 use super::cache::{CacheEntry, Damaged, Record};
 use super::config::KactusConfig;
 use super::plan::{self, PlannedCall};
@@ -23,20 +24,13 @@ use std::collections::BTreeSet;
 pub struct Repair {
     /// Calls rebuilt for what the cache lost, to be deleted with the others.
     pub rebuilt: Vec<CacheEntry>,
-    /// What nothing can rebuild because its pod or network is gone for good.
-    pub gone: Vec<Gone>,
+    /// What nothing can rebuild because its pod or network is gone for good: its device (when
+    /// the file name tells it), the damaged file and why.
+    pub gone: Vec<Abandoned>,
     /// What cannot be rebuilt until the apiserver answers (code 11).
     pub waiting: Vec<CniError>,
     /// The client that read the pod, for the warning about what is gone.
     client: Option<kube::Client>,
-}
-
-/// A call nothing can rebuild.
-pub struct Gone {
-    /// Its device, when the file name tells it.
-    pub ifname: Option<String>,
-    /// The damaged file and why nothing rebuilds it.
-    pub what: String,
 }
 
 /// Rebuilds what `record` lost (nothing to do, and no apiserver call, when nothing is
@@ -64,7 +58,7 @@ pub fn rebuild(cfg: &KactusConfig, env: &CniEnv, record: &Record, dynamic: Optio
                 }
                 Fate::Gone(why) => repair
                     .gone
-                    .push(Gone { ifname: Some(ifname.clone()), what: format!("{}: {why}", damaged.describe()) }),
+                    .push(Abandoned { ifname: Some(ifname.clone()), what: format!("{}: {why}", damaged.describe()) }),
                 Fate::Waiting(e) => repair.waiting.push(waiting(damaged, Some(ifname), e)),
             },
             Damaged::Intent { .. } => match sources.all_calls() {
@@ -72,7 +66,7 @@ pub fn rebuild(cfg: &KactusConfig, env: &CniEnv, record: &Record, dynamic: Optio
                     log::warn!("{}: deleting every call the config and the pod's annotation name", damaged.describe());
                     calls.into_iter().for_each(|c| add(&mut repair, c));
                     if let Some(why) = gone {
-                        repair.gone.push(Gone { ifname: None, what: format!("{}: {why}", damaged.describe()) });
+                        repair.gone.push(Abandoned { ifname: None, what: format!("{}: {why}", damaged.describe()) });
                     }
                 }
                 Err(e) => repair.waiting.push(waiting(damaged, None, e)),
@@ -92,29 +86,10 @@ fn waiting(damaged: &Damaged, ifname: Option<&String>, e: CniError) -> CniError 
 }
 
 impl Repair {
-    /// Removes the devices of what is gone for good and reports the leases they may hold:
-    /// in the log and, where the apiserver answers, as a Warning Event on the pod.
-    pub fn release_gone(&self, env: &CniEnv) {
-        for gone in &self.gone {
-            let device = match (&gone.ifname, env.netns.as_deref().filter(|p| p.exists())) {
-                (Some(ifname), Some(netns)) => match crate::netlink::delete_link(netns, ifname) {
-                    Ok(true) => format!("device {ifname} removed from the pod"),
-                    Ok(false) => format!("device {ifname} was not in the pod"),
-                    Err(e) => format!("device {ifname} not removed: {e}"),
-                },
-                (Some(ifname), None) => format!("device {ifname} went with the pod's network namespace"),
-                (None, _) => "its devices are unknown".to_string(),
-            };
-            let interface = gone.ifname.as_deref().map(|i| format!(", interface {i}")).unwrap_or_default();
-            let msg = format!(
-                "{}; {device}; the IPAM lease it may hold (container {}{interface}) could not be released",
-                gone.what, env.container_id
-            );
-            log::warn!("DEL {}: {msg}", env.container_id);
-            if let (Some(client), Some(pod)) = (&self.client, env.args.pod()) {
-                super::events::lease_not_released(client, &pod, &msg);
-            }
-        }
+    /// Removes the devices of what is gone for good and reports the leases they may hold
+    /// (see [`abandon`]).
+    pub fn release_gone(&self, cfg: &KactusConfig, env: &CniEnv) {
+        abandon::release(cfg, env, self.client.as_ref(), &self.gone);
     }
 }
 
