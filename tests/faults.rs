@@ -459,6 +459,53 @@ fn a_damaged_cache_of_a_deleted_pod_removes_the_devices_and_reports_the_leases()
     }
 }
 
+/// The container's whole cache directory gone (a node whose cacheDir did not survive, an
+/// operator's cleanup) while its devices are not: DEL rebuilds every call from the pod's
+/// annotation and networks, so the attachments' leases are released, not only eth0's; while
+/// the apiserver does not answer, code 11 and nothing deleted; with the pod deleted, the
+/// attachments are unknown and that is reported on the pod (LeaseNotReleased).
+#[test]
+fn a_lost_cache_directory_is_rebuilt_from_the_pods_annotation_and_networks() {
+    for (case, apiserver) in [
+        ("cache directory removed, apiserver up", "up"),
+        ("cache directory removed, apiserver unreachable", "unreachable"),
+        ("cache directory removed, pod deleted", "pod deleted"),
+    ] {
+        eprintln!("fault matrix: case {case}");
+        let w = World::new("green, blue");
+        w.add().ok();
+        std::fs::remove_dir_all(w.cache()).expect("remove the cache directory");
+        match apiserver {
+            "up" => w.assert_clean_after_del(case),
+            "unreachable" => {
+                w.sb.api().faults().reset_next(1000);
+                let (code, msg) = w.del().err();
+                assert_eq!(code, 11, "{case}: {msg}");
+                assert!(msg.contains("cache directory"), "{case}: {msg}");
+                assert!(w.sb.pods[w.pod].has_link(GREEN), "{case}: nothing deleted before the retry");
+                w.sb.api().faults().clear();
+                w.assert_clean_after_del(case);
+            }
+            _ => {
+                w.sb.api().store().delete("pods", "default", "app1").expect("delete pod");
+                w.del().ok();
+                // eth0's lease went with the master's DEL (from the config on stdin); green's
+                // and blue's networks are unknown without the pod: reported.
+                let left = w.sb.leases();
+                assert_eq!(left.len(), 2, "{case}: {left:?}");
+                let reported = pod_events(&w.sb, "default", "app1").into_iter().any(|(kind, reason, msg)| {
+                    kind == "Warning"
+                        && reason == "LeaseNotReleased"
+                        && msg.contains("cache directory")
+                        && msg.contains(CID)
+                });
+                assert!(reported, "{case}: {:?}", pod_events(&w.sb, "default", "app1"));
+                assert!(w.sb.cache_files().is_empty(), "{case}: {:?}", w.sb.cache_files());
+            }
+        }
+    }
+}
+
 /// A small tmpfs mounted for one test; unmounted when dropped (on failure too).
 struct Tmpfs(PathBuf);
 

@@ -2,7 +2,7 @@
 //! calls whose ADD never completed included. Goes on past failures and reports them all;
 //! succeeds when there is nothing left to delete, with the apiserver down, the NAD gone or
 //! the netns already removed; never claims success for a call it could not tear down (a
-//! damaged cache is rebuilt first: see `repair.rs`).
+//! damaged or lost cache is rebuilt first: see `repair.rs`).
 
 use super::abandon::{self, Abandoned};
 use super::cache::{remove_legacy_lock, CacheEntry, ContainerCache, Damaged, Record, Role};
@@ -20,6 +20,9 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         if let Some(name) = dynamic {
             log::warn!("DEL {}: K8S_POD_NETWORK={name} matches nothing: the container has no cache", env.container_id);
             return Ok(());
+        }
+        if cache_lost(cfg, env) {
+            return del_lost(cfg, env);
         }
         // Never added, rolled back, or deleted already: release what the master may hold
         // (its IPAM lease) with the config we were given.
@@ -50,6 +53,39 @@ fn del_all(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, record: Reco
     if let Err(e) = cache.forget(&deleted) {
         log::warn!("DEL {}: {e}", env.container_id);
     }
+    join_errors(errors).map_or(Ok(()), Err)
+}
+
+/// Whether the container has devices kactus made although its cache directory is gone:
+/// the runtime passes its ADD's result (libcni keeps it until a DEL succeeds; containerd's
+/// later DELs, after ours succeeded, come without it), or `CNI_IFNAME` is still in the pod
+/// (every DEL and every rollback removes it). A DEL after a rollback, of a container never
+/// added, or repeated after success has neither.
+fn cache_lost(cfg: &KactusConfig, env: &CniEnv) -> bool {
+    let netns = env.netns.as_deref().filter(|p| p.exists());
+    cfg.prev_result.is_some() || netns.is_some_and(|ns| crate::netns::link_exists(ns, &env.ifname).unwrap_or(false))
+}
+
+/// The runtime's DEL of a container whose cache directory is gone while its devices are not
+/// (a node whose cacheDir did not survive, an operator's cleanup): deleting the master alone
+/// would leak the attachments' leases (whereabouts' are cluster-wide), so every call is
+/// rebuilt as for a cache damaged beyond its intent records (see `repair.rs`): from the
+/// config, and from the pod's annotation and networks when the apiserver answers. While it
+/// does not, code 11 and nothing deleted (the runtime's retry carries the same result); a pod
+/// gone for good leaves its attachments unknown, which is logged and reported on the pod.
+fn del_lost(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
+    let path = cfg.cache_dir.join(&env.container_id);
+    log::warn!(
+        "DEL {}: cache directory {} is missing, but {}: rebuilding every call",
+        env.container_id,
+        path.display(),
+        if cfg.prev_result.is_some() { "the runtime passed its ADD's result" } else { "the pod has its devices" }
+    );
+    let lost = Record { calls: Vec::new(), damaged: vec![Damaged::Directory { path }] };
+    let repair = repair::rebuild(cfg, env, &lost, None);
+    let (_, mut errors) = teardown(cfg, env, &repair.rebuilt, &|_| {});
+    repair.release_gone(cfg, env);
+    errors.splice(0..0, repair.waiting);
     join_errors(errors).map_or(Ok(()), Err)
 }
 

@@ -61,7 +61,7 @@ pub fn rebuild(cfg: &KactusConfig, env: &CniEnv, record: &Record, dynamic: Optio
                     .push(Abandoned { ifname: Some(ifname.clone()), what: format!("{}: {why}", damaged.describe()) }),
                 Fate::Waiting(e) => repair.waiting.push(waiting(damaged, Some(ifname), e)),
             },
-            Damaged::Intent { .. } => match sources.all_calls() {
+            Damaged::Intent { .. } | Damaged::Directory { .. } => match sources.all_calls() {
                 Ok((calls, gone)) => {
                     log::warn!("{}: deleting every call the config and the pod's annotation name", damaged.describe());
                     calls.into_iter().for_each(|c| add(&mut repair, c));

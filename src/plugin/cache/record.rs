@@ -26,12 +26,15 @@ pub enum Damaged {
     Entry { ifname: String, path: PathBuf, why: String },
     /// An intent record: the calls it held are unknown, except those whose entries are read.
     Intent { path: PathBuf, why: String },
+    /// The container's whole directory, gone while its devices are not (a node whose cache
+    /// did not survive, an operator's cleanup): every call it held is unknown.
+    Directory { path: PathBuf },
 }
 
 impl Damaged {
     pub fn path(&self) -> &Path {
         match self {
-            Damaged::Entry { path, .. } | Damaged::Intent { path, .. } => path,
+            Damaged::Entry { path, .. } | Damaged::Intent { path, .. } | Damaged::Directory { path } => path,
         }
     }
 
@@ -40,6 +43,7 @@ impl Damaged {
         match self {
             Damaged::Entry { path, why, .. } => format!("cache entry {} ({why})", path.display()),
             Damaged::Intent { path, why } => format!("intent record {} ({why})", path.display()),
+            Damaged::Directory { path } => format!("cache directory {} (missing)", path.display()),
         }
     }
 }
