@@ -205,6 +205,42 @@ fn network_status_matches_the_devices_in_the_pod_field_by_field() {
     assert_clean(&sb, p);
 }
 
+/// Hot-plugging `green` into a pod that has `mep/green` makes the pod's own `default/green`:
+/// a dynamic ADD is a repeat only of that key or network, never of a bare name's match in
+/// another namespace (it was answered from mep/green's cache: rc 0, no device, network-status
+/// unchanged, and podagent re-planned forever).
+#[test]
+fn hot_plugging_a_bare_name_beside_another_namespaces_network_of_that_name_makes_it() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "mep");
+    green_blue(&sb, "default");
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "mep/green" })));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let mep_green = device_name_for("mep/green");
+    assert!(sb.pods[p].has_link(&mep_green), "{:?}", sb.pod_devices(p));
+
+    let patch = json!({"metadata": {"annotations": { NPWG: "mep/green, green" }}});
+    sb.api().store().merge_patch("pods", "default", "app1", &patch).expect("annotate");
+    let dynamic = format!("{args};K8S_POD_NETWORK=green");
+    let r = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &dynamic, &conf).ok();
+    assert!(r["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == GREEN), "{r}");
+    assert_eq!(sorted(sb.pod_devices(p)), sorted(vec!["eth0".into(), mep_green.clone(), GREEN.into()]));
+    let names: Vec<String> = network_status(&sb, "default", "app1")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(names.contains(&"default/green".to_string()) && names.contains(&"mep/green".to_string()), "{names:?}");
+
+    // Its DEL removes the pod's own green, not mep's.
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &dynamic, &conf).ok();
+    assert_eq!(sorted(sb.pod_devices(p)), sorted(vec!["eth0".into(), mep_green]));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
+
 #[test]
 fn namespace_isolation_refuses_another_namespaces_network_but_not_a_global_one() {
     let mut sb = Sandbox::new();

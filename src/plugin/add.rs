@@ -189,7 +189,7 @@ fn repeated_dynamic_add(
     let (Some(name), Some(pod), Some(netns)) = (env.args.get(K8S_POD_NETWORK), pod, env.netns.as_deref()) else {
         return Ok(None);
     };
-    let Some(entry) = before.find_dynamic(&DynamicTarget::parse(&pod.namespace, name)) else { return Ok(None) };
+    let Some(entry) = before.find_repeat(&DynamicTarget::parse(&pod.namespace, name)) else { return Ok(None) };
     if !entry.is_complete() {
         log::info!("ADD {}: {name} was left half-made ({}); deleting it first", env.container_id, entry.if_name);
         let given_up = del_call(cfg, env, entry)?;

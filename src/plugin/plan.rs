@@ -273,9 +273,9 @@ fn runtime_pod_annotations(cfg: &KactusConfig) -> Option<std::collections::BTree
     Some(passed.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
 }
 
-/// A dynamic call names one network: find it among the pod's selections in any form an ADD
-/// accepts (see [`attachment::DynamicTarget`]); absent from the annotation, it is taken as a
-/// bare reference so the plugin can be driven by hand.
+/// A dynamic call names one network: find it among the pod's selections by its key or
+/// network (see [`attachment::DynamicTarget::exact_position`]); absent from the annotation,
+/// it is taken as a bare reference so the plugin can be driven by hand.
 fn dynamic_attachment(
     pod: &PodRef,
     atts: Vec<Attachment>,
@@ -284,7 +284,8 @@ fn dynamic_attachment(
 ) -> Result<Attachment, CniError> {
     let target = attachment::DynamicTarget::parse(&pod.namespace, name);
     let refs: Vec<String> = atts.iter().map(Attachment::network_ref).collect();
-    let found = target.position(atts.iter().zip(&refs).map(|(a, r)| (a.key.as_str(), r.as_str(), a.ifname.as_str())));
+    let found =
+        target.exact_position(atts.iter().zip(&refs).map(|(a, r)| (a.key.as_str(), r.as_str(), a.ifname.as_str())));
     let mut att = match found {
         Some(i) => atts.into_iter().nth(i).ok_or_else(|| CniError::invalid_env("attachment vanished"))?,
         None => {
