@@ -265,6 +265,43 @@ fn namespace_isolation_refuses_another_namespaces_network_but_not_a_global_one()
     assert_clean(&sb, p2);
 }
 
+/// DEL rebuilding a damaged cache from the pod's annotation checks what an ADD checks: the
+/// tenant rewrote the annotation after the ADD to name another namespace's network on green's
+/// device, and that network's delegate must not run (as root, with team-b's config) for it.
+#[test]
+fn a_rebuilt_call_passes_namespace_isolation_as_an_add_would() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    let log = recording_plugin(&mut sb, "bridge");
+    let foreign = json!({"cniVersion": "1.0.0", "type": "rec-bridge", "bridge": "teamb-br",
+        "ipam": {"type": "host-local", "subnet": "192.168.99.0/24", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("team-b", "green", &foreign));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "green, blue" })));
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["namespaceIsolation"] = true.into();
+    // The UID the apiserver gave the pod, as kubelet passes it (DEL rebuilds only for that pod).
+    let uid = sb.api().store().get("pods", "default", "app1").expect("pod")["metadata"]["uid"].clone();
+    let args = pod_args("default", "app1").replace("uid-app1", uid.as_str().unwrap_or_default());
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    // The tenant names team-b's green on green's device, then the cache is damaged beyond
+    // its intent records.
+    let patch = json!({"metadata": {"annotations": { NPWG: format!("team-b/green@{GREEN}, blue") }}});
+    sb.api().store().merge_patch("pods", "default", "app1", &patch).expect("annotate");
+    for file in std::fs::read_dir(sb.cache_dir().join("c-app1")).expect("cache").flatten() {
+        std::fs::write(file.path(), b"{\"trunc").expect("damage");
+    }
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(recorded_calls(&log).is_empty(), "team-b's delegate ran: {:?}", recorded_calls(&log));
+    assert!(sb.pod_devices(p).is_empty(), "green's device is removed all the same: {:?}", sb.pod_devices(p));
+    // green's lease (its network no longer known) is reported; eth0's and blue's released.
+    let leases = sb.leases();
+    assert!(leases.len() == 1 && leases[0].starts_with("green/"), "{leases:?}");
+    let events = pod_events(&sb, "default", "app1");
+    assert!(events.iter().any(|e| e.1 == "LeaseNotReleased" && e.2.contains(GREEN)), "{events:?}");
+    assert!(sb.cache_files().is_empty(), "{:?}", sb.cache_files());
+}
+
 #[test]
 fn the_npwg_annotation_wins_over_the_kactus_one() {
     let mut sb = Sandbox::new();

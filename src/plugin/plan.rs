@@ -308,7 +308,9 @@ fn dynamic_attachment(
     Ok(att)
 }
 
-fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -> Result<(), CniError> {
+/// `namespaceIsolation`: a pod may use only networks of its own namespace and of the global
+/// ones. Checked for every attachment an ADD makes and every call DEL rebuilds.
+pub fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -> Result<(), CniError> {
     if !cfg.namespace_isolation || att.namespace == pod.namespace || cfg.global_namespaces.contains(&att.namespace) {
         return Ok(());
     }

@@ -197,15 +197,24 @@ impl<'a> Sources<'a> {
         Some(att)
     }
 
-    /// An attachment's call from its network as the apiserver has it now.
+    /// An attachment's call from its network as the apiserver has it now, if an ADD could
+    /// have made it: the pod's annotation is the tenant's to rewrite after the ADD, so it
+    /// passes the checks an ADD makes (namespace isolation) before its network's delegate
+    /// runs as root; one that fails them could not have been made, and nothing rebuilds it.
     fn network_call(&mut self, att: &Attachment, source: &'static str) -> Fate {
+        let Some(pod) = self.env.args.pod() else {
+            return Fate::Gone("no pod identity in CNI_ARGS: no attachment was made".into());
+        };
+        if let Err(e) = plan::check_namespace_allowed(self.cfg, &pod, att) {
+            return Fate::Gone(e.msg);
+        }
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Fate::Waiting(e),
         };
         let args = self.env.args.for_delegate();
         let is_primary = att.ifname == self.env.ifname;
-        let pod = self.env.args.pod();
+        let pod = Some(pod);
         // The device its ADD chose is not known: the DEL goes without it.
         let target = plan::Target {
             pod: pod.as_ref(),
