@@ -30,7 +30,7 @@ pub fn release(cfg: &KactusConfig, env: &CniEnv, client: Option<&kube::Client>, 
     let client = match (client, &pod) {
         (Some(c), _) => Some(c),
         (None, Some(_)) => {
-            own = super::plan::kube_client(cfg).ok();
+            own = super::apiserver::kube_client(cfg).ok();
             own.as_ref()
         }
         (None, None) => None,

@@ -8,7 +8,7 @@ use super::apiserver_side::{self, ApiserverSide};
 use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
 use super::del::{del_call, del_entry};
-use super::plan::{plan_add, PlannedCall};
+use super::plan::{plan_add, Call, PlannedCall};
 use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation};
@@ -76,20 +76,6 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
         cache.remove_if_unused();
     }
     answer
-}
-
-/// One delegate call of this ADD and its intent record entry (its place in the container's
-/// order, and everything its DEL needs).
-pub(super) struct Call {
-    planned: PlannedCall,
-    pub(super) intent: CacheEntry,
-}
-
-impl Call {
-    /// `calls` numbered from `first`, in order.
-    pub(super) fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
-        (first..).zip(calls).map(|(seq, planned)| Call { intent: planned.intent(env, seq), planned }).collect()
-    }
 }
 
 /// What this ADD recorded and made, so a failure undoes exactly that.

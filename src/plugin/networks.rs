@@ -12,8 +12,8 @@
 //! its page holds them all; a 404 for it means the cluster serves no NADs at all) are read
 //! from Kaloom's `Network`s in the same way: a GET for one, one LIST for several.
 
+use super::apiserver::kube_error;
 use super::config::KactusConfig;
-use super::plan::kube_error;
 use crate::attachment::Attachment;
 use crate::cni::{code, CniError, NetworkConfig};
 use crate::devices::{self, AllocatedDevice};

@@ -3,6 +3,7 @@
 //! names, namespace isolation, devices in the way) is checked before the first delegate
 //! runs; the attachments' configs are read and checked while the master makes `eth0`.
 
+use super::apiserver::{kube_client, kube_error};
 use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
 use super::networks::{self, Network};
@@ -10,7 +11,7 @@ use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
 use crate::cni::{code, CniArgs, CniEnv, CniError, NetworkConfig, PodRef};
 use crate::devices::{AllocatedDevice, DeviceError, DeviceLookup, DeviceRequest};
-use crate::kube::{self, KubeError};
+use crate::kube;
 use serde_json::{Map, Value};
 
 /// One delegate call of an ADD.
@@ -31,6 +32,20 @@ pub struct PlannedCall {
     pub set_mac: Option<String>,
     /// The allocated device backing the attachment, if its network names a resource.
     pub device: Option<AllocatedDevice>,
+}
+
+/// One delegate call of an ADD and its intent record entry (its place in the container's
+/// order, and everything its DEL needs).
+pub struct Call {
+    pub(super) planned: PlannedCall,
+    pub(super) intent: CacheEntry,
+}
+
+impl Call {
+    /// `calls` numbered from `first`, in order.
+    pub fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
+        (first..).zip(calls).map(|(seq, planned)| Call { intent: planned.intent(env, seq), planned }).collect()
+    }
 }
 
 /// What an ADD will do, and for which pod: the calls it can make at once, and the
@@ -89,21 +104,6 @@ pub struct Target<'a> {
     /// `None`: no device is looked up. A DEL rebuilding a lost entry does not know the device
     /// its ADD chose, and a lookup now could choose another (or fail with the pod going).
     pub held: Option<&'a [AllocatedDevice]>,
-}
-
-pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
-    let opts = kube::ClientOptions { timeout: cfg.api_timeout, ..Default::default() };
-    kube::Client::new(cfg.kubeconfig.as_deref(), opts).map_err(|e| kube_error(e, "connect to the apiserver"))
-}
-
-/// Maps apiserver failures to CNI codes: transient ones to 11 so the runtime retries.
-pub fn kube_error(e: KubeError, what: &str) -> CniError {
-    let c = match &e {
-        _ if e.is_transient() => code::TRY_AGAIN_LATER,
-        KubeError::Config { .. } => code::INVALID_NETWORK_CONFIG,
-        _ => code::APISERVER,
-    };
-    CniError::new(c, format!("{what}: {e}"))
 }
 
 /// Everything an ADD can know and check before its first delegate without reading networks:

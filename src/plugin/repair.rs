@@ -11,6 +11,7 @@
 //! naming what it could not rebuild and keeps the files, so the runtime retries.
 
 use super::abandon::{self, Abandoned};
+use super::apiserver;
 use super::cache::{CacheEntry, Damaged, Record};
 use super::config::KactusConfig;
 use super::plan::{self, PlannedCall};
@@ -235,7 +236,7 @@ impl<'a> Sources<'a> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = plan::kube_client(self.cfg)?;
+        let c = apiserver::kube_client(self.cfg)?;
         self.client = Some(c.clone());
         Ok(c)
     }
@@ -260,7 +261,7 @@ impl<'a> Sources<'a> {
         let name = format!("{}/{}", pod.namespace, pod.name);
         match client.get_pod(&pod.namespace, &pod.name) {
             Err(KubeError::NotFound { .. }) => PodState::Gone(format!("pod {name} is deleted")),
-            Err(e) => PodState::Unreachable(plan::kube_error(e, &format!("get pod {name}"))),
+            Err(e) => PodState::Unreachable(apiserver::kube_error(e, &format!("get pod {name}"))),
             Ok(found) if pod.uid.as_ref().is_some_and(|uid| *uid != found.metadata.uid) => {
                 PodState::Gone(format!("pod {name} is another pod now (uid {})", found.metadata.uid))
             }
