@@ -615,12 +615,12 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
         (
             "a garbage body for a NAD",
             &|w| w.sb.api().faults().garbage_next(1, Some("/network-attachment-definitions")),
-            Some(100),
+            Some(11),
         ),
         (
             "a truncated body for a NAD",
             &|w| w.sb.api().faults().truncate_next(1, Some("/network-attachment-definitions")),
-            Some(100),
+            Some(11),
         ),
     ];
     for (case, set_up, code) in cases {
@@ -645,6 +645,23 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
         w.sb.api().faults().clear();
         w.assert_clean_after_del(case);
     }
+}
+
+/// A 200 for a NAD whose JSON is not that NAD (a misbehaving proxy or aggregated server) is
+/// no answer about the network: 11, as for a body that is not JSON, not a missing config.
+#[test]
+fn a_nad_answer_that_is_json_but_not_the_nad_is_code_11() {
+    let case = "a body that is JSON but not the NAD";
+    eprintln!("fault matrix: case {case}");
+    let w = World::new("green");
+    w.sb.api().faults().foreign_next(1, Some("/network-attachment-definitions/green"));
+    let (code, msg) = w.add().err();
+    assert_eq!(code, 11, "{case}: {msg}");
+    assert!(msg.contains("NetworkAttachmentDefinition default/green"), "{case}: {msg}");
+    w.sb.assert_nothing_left(w.pod, &format!("{case}, after the failed ADD"));
+    w.sb.api().faults().clear();
+    w.add().ok();
+    w.assert_clean_after_del(case);
 }
 
 /// The apiserver rotates the token: ADDs fail with a clear error (nothing made) until the

@@ -12,10 +12,13 @@ pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
     kube::Client::new(cfg.kubeconfig.as_deref(), opts).map_err(|e| kube_error(e, "connect to the apiserver"))
 }
 
-/// Maps apiserver failures to CNI codes: transient ones to 11 so the runtime retries.
+/// Maps apiserver failures to CNI codes: transient ones to 11 so the runtime retries. An
+/// answer that does not decode (a proxy's error page, a body cut short, JSON that is not the
+/// object asked for) is one too: it says nothing about the object, and the next may be whole.
 pub fn kube_error(e: KubeError, what: &str) -> CniError {
     let c = match &e {
         _ if e.is_transient() => code::TRY_AGAIN_LATER,
+        KubeError::Decode { .. } => code::TRY_AGAIN_LATER,
         KubeError::Config { .. } => code::INVALID_NETWORK_CONFIG,
         _ => code::APISERVER,
     };

@@ -190,7 +190,8 @@ fn concurrently<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 /// (the shipped ClusterRole lets the plugin read them).
 fn by_get(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
     let nad = match client.get_network_attachment_definition(ns, name) {
-        Ok(nad) => nad,
+        Ok(nad) if nad.metadata.name == name => nad,
+        Ok(nad) => return Err(not_the_object(&format!("NetworkAttachmentDefinition {ns}/{name}"), &nad.metadata)),
         Err(KubeError::NotFound { .. }) => return kaloom_network_config(cfg, client, ns, name),
         Err(e) => return Err(kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}"))),
     };
@@ -234,7 +235,17 @@ fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, na
         KubeError::NotFound { .. } | KubeError::Forbidden { .. } => not_found(ns, name, &e),
         e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
     })?;
+    if net.metadata.name != name {
+        return Err(not_the_object(&format!("kaloom.com/v1 Network {ns}/{name}"), &net.metadata));
+    }
     from_kaloom(cfg, ns, name, &net)
+}
+
+/// A 200 whose JSON is not the object asked for (every field of ours has a default, so any
+/// JSON object decodes): no answer about the network, so not a missing config either.
+fn not_the_object(what: &str, got: &kube::ObjectMeta) -> CniError {
+    let message = format!("the answer is not {what} (its metadata.name is {:?})", got.name);
+    kube_error(KubeError::Decode { message }, &format!("get {what}"))
 }
 
 /// A network that neither source has: NetworkNotFound, `why` the Kaloom source's answer.

@@ -113,6 +113,10 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
             ctx.stats.request(verb_guess(req));
             return (Reply::Raw(200, b"<html><body>502 Bad Gateway</body></html>".to_vec()), true);
         }
+        Some(Injected::Foreign) => {
+            ctx.stats.request(verb_guess(req));
+            return (Reply::ok(success_status()), true);
+        }
         Some(Injected::Truncated) | None => {}
     }
     let Some(caller) = caller(ctx, req) else {
