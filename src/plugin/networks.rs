@@ -106,21 +106,10 @@ fn read_namespace<'a>(
         }
     };
     log::debug!("{} NetworkAttachmentDefinition(s) listed in {ns}", listed.len());
-    let mut found = Vec::with_capacity(names.len());
-    let mut unlisted = Vec::new();
-    for name in names {
-        match listed.iter().find(|nad| nad.metadata.name == name) {
-            Some(nad) => found.push(((ns, name), from_nad(cfg, ns, name, nad))),
-            None => unlisted.push(name),
-        }
-    }
-    if listed.len() < page {
-        // The LIST (a consistent read) held every NAD of the namespace: the others have none.
-        found.extend(kaloom_networks(cfg, client, ns, &unlisted));
-    } else {
-        // Beyond the page: a GET each, as for one network.
-        found.extend(one_by_one(&unlisted));
-    }
+    let page = Page::of(&listed, |nad| &nad.metadata.name, &names, page);
+    let mut found: Vec<_> = page.held.iter().map(|(name, nad)| ((ns, *name), from_nad(cfg, ns, name, nad))).collect();
+    found.extend(one_by_one(&page.beyond));
+    found.extend(kaloom_networks(cfg, client, ns, &page.absent));
     found
 }
 
@@ -155,20 +144,36 @@ fn kaloom_networks<'a>(
         }
     };
     log::debug!("{} kaloom.com/v1 Network(s) listed in {ns}", listed.len());
-    let mut found = Vec::with_capacity(names.len());
-    let mut unlisted = Vec::new();
-    for name in names {
-        match listed.iter().find(|net| net.metadata.name == *name) {
-            Some(net) => found.push(((ns, *name), from_kaloom(cfg, ns, name, net))),
-            None if listed.len() < page => {
-                let why = format!("not among the {} listed", listed.len());
-                found.push(((ns, *name), Err(not_found(ns, name, &why))));
-            }
-            None => unlisted.push(*name),
-        }
-    }
-    found.extend(one_by_one(&unlisted));
+    let page = Page::of(&listed, |net| &net.metadata.name, names, page);
+    let mut found: Vec<_> =
+        page.held.iter().map(|(name, net)| ((ns, *name), from_kaloom(cfg, ns, name, net))).collect();
+    let why = format!("not among the {} listed", listed.len());
+    found.extend(page.absent.iter().map(|name| ((ns, *name), Err(not_found(ns, name, &why)))));
+    found.extend(one_by_one(&page.beyond));
     found
+}
+
+/// What one LIST page of a source says about `names`: the objects it holds, the names it
+/// shows absent (a page shorter than its limit held every object: the LIST is a consistent
+/// read), and those that may be beyond a full page, to be read one by one.
+struct Page<'l, 'a, T> {
+    held: Vec<(&'a str, &'l T)>,
+    absent: Vec<&'a str>,
+    beyond: Vec<&'a str>,
+}
+
+impl<'l, 'a, T> Page<'l, 'a, T> {
+    fn of(listed: &'l [T], name_of: fn(&T) -> &String, names: &[&'a str], limit: usize) -> Page<'l, 'a, T> {
+        let mut page = Page { held: Vec::new(), absent: Vec::new(), beyond: Vec::new() };
+        for name in names {
+            match listed.iter().find(|o| name_of(o) == name) {
+                Some(o) => page.held.push((name, o)),
+                None if listed.len() < limit => page.absent.push(name),
+                None => page.beyond.push(name),
+            }
+        }
+        page
+    }
 }
 
 /// `f` of each item, each on its own thread when there are several (the apiserver's client
