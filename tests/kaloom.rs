@@ -68,8 +68,8 @@ fn kactus_networks(names: &[&str]) -> Value {
 /// The seed's scenario on `cluster` with pods asking for `names`: both pods get every
 /// device, ping each other over green and blue, and DEL leaves nothing, the
 /// second pod's DEL from a cache damaged beyond its intent records (rebuilt from the
-/// annotation and the networks, read from the same sources). Each ADD reads the networks in
-/// `want_reads` requests, however many attachments.
+/// annotation and the networks, read from the same sources). Each ADD, and that DEL after
+/// reading the pod, reads the networks in `want_reads` requests, however many attachments.
 fn two_pods_ping(cluster: Cluster, names: &[&str], want_reads: u64) {
     let case = format!("{cluster:?} {names:?}");
     let mut sb = Sandbox::new();
@@ -108,7 +108,10 @@ fn two_pods_ping(cluster: Cluster, names: &[&str], want_reads: u64) {
     for file in std::fs::read_dir(&dir).expect("app2's cache").flatten() {
         std::fs::write(file.path(), b"{\"trunc").expect("damage");
     }
-    sb.kactus("DEL", "c-app2", Some(&a2.path), "eth0", &args_of(&sb, "app2"), &conf).ok();
+    let args = args_of(&sb, "app2");
+    let before = reads(&sb);
+    sb.kactus("DEL", "c-app2", Some(&a2.path), "eth0", &args, &conf).ok();
+    assert_eq!(reads(&sb) - before, 1 + want_reads, "{case}: the pod, then its networks as an ADD reads them");
     sb.assert_nothing_left(ps[1], &case);
     assert!(sb.pod_devices(ps[0]).is_empty(), "{case}");
 }

@@ -88,7 +88,7 @@ impl Plan {
             known_pod: self.known_pod.as_ref(),
             container_id: &self.container_id,
             delegate_args: &self.delegate_args,
-            held: Some(&held),
+            held: &held,
         };
         attachment_calls(cfg, client, &target, &self.pending, false)
     }
@@ -101,9 +101,8 @@ pub struct Target<'a> {
     pub known_pod: Option<&'a kube::Pod>,
     pub container_id: &'a str,
     pub delegate_args: &'a CniArgs,
-    /// `None`: no device is looked up. A DEL rebuilding a lost entry does not know the device
-    /// its ADD chose, and a lookup now could choose another (or fail with the pod going).
-    pub held: Option<&'a [AllocatedDevice]>,
+    /// Devices the container's other attachments hold, none of which is chosen again.
+    pub held: &'a [AllocatedDevice],
 }
 
 /// Everything an ADD can know and check before its first delegate without reading networks:
@@ -170,7 +169,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
                     known_pod: known_pod.as_ref(),
                     container_id: &env.container_id,
                     delegate_args: &delegate_args,
-                    held: Some(&[]),
+                    held: &[],
                 };
                 ready.extend(attachment_calls(cfg, c, &target, std::slice::from_ref(&primary), true)?);
             }
@@ -342,6 +341,27 @@ pub fn attachment_calls(
     atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, target.delegate_args, is_primary)).collect()
 }
 
+/// Each attachment's call on its own, for DEL's repair: the networks read as an ADD reads
+/// them (one request per namespace and source), a network that fails failing only its own
+/// attachment. No allocated device is looked up: a DEL rebuilding a lost entry does not know
+/// the device its ADD chose, and a lookup now could choose another (or fail with the pod
+/// going). The attachment on `primary_ifname` is the pod's `isPrimary` network.
+pub fn attachment_calls_each(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    delegate_args: &CniArgs,
+    atts: &[Attachment],
+    primary_ifname: &str,
+) -> Vec<Result<PlannedCall, CniError>> {
+    let nets = networks::read(cfg, client, atts);
+    atts.iter()
+        .zip(nets)
+        .map(|(att, net)| {
+            net.and_then(|net| attachment_call(cfg, att, net, delegate_args, att.ifname == primary_ifname))
+        })
+        .collect()
+}
+
 /// Gives each network that names a resource a device of the pod's allocation (see
 /// [`devices`]), none held by another attachment of the container.
 fn assign_devices(
@@ -359,9 +379,10 @@ fn assign_devices(
             Some(DeviceRequest { network: att.network_ref(), ifname: att.ifname.clone(), resource })
         })
         .collect();
-    let Some(held) = target.held.filter(|_| requests.iter().any(Option::is_some)) else {
+    if !requests.iter().any(Option::is_some) {
         return Ok(());
-    };
+    }
+    let held = target.held;
     let pod =
         target.pod.ok_or_else(|| CniError::invalid_env("allocated devices need the pod's identity in CNI_ARGS"))?;
     let lookup = DeviceLookup {

@@ -95,12 +95,14 @@ impl Repair {
 }
 
 /// What a damaged call comes to.
+#[derive(Clone)]
 enum Fate {
     Rebuilt(Box<Rebuilt>),
     Gone(String),
     Waiting(CniError),
 }
 
+#[derive(Clone)]
 struct Rebuilt {
     call: PlannedCall,
     /// Where it was rebuilt from, for the log.
@@ -125,11 +127,14 @@ struct Sources<'a> {
     dynamic: Option<&'a DynamicTarget>,
     client: Option<kube::Client>,
     pod: Option<PodState>,
+    /// The calls of the pod's attachments (`PodState::Here`), in their order: rebuilt
+    /// together the first time one is needed, their networks read as an ADD reads them.
+    pod_calls: Option<Vec<Fate>>,
 }
 
 impl<'a> Sources<'a> {
     fn new(cfg: &'a KactusConfig, env: &'a CniEnv, dynamic: Option<&'a DynamicTarget>) -> Sources<'a> {
-        Sources { cfg, env, dynamic, client: None, pod: None }
+        Sources { cfg, env, dynamic, client: None, pod: None, pod_calls: None }
     }
 
     /// The call that made `ifname`.
@@ -139,7 +144,7 @@ impl<'a> Sources<'a> {
             return stdin(call);
         }
         if let Some(att) = self.dynamic_attachment().filter(|a| a.ifname == ifname) {
-            return self.network_call(&att, "the network K8S_POD_NETWORK names");
+            return self.dynamic_call(&att);
         }
         let is_eth0 = ifname == self.env.ifname;
         match self.pod() {
@@ -147,8 +152,8 @@ impl<'a> Sources<'a> {
             PodState::NoIdentity => {
                 Fate::Gone("no pod identity in CNI_ARGS and no delegate of the config makes it".into())
             }
-            PodState::Here(atts) => match atts.iter().find(|a| a.ifname == ifname) {
-                Some(att) => self.network_call(att, "the pod's annotation"),
+            PodState::Here(atts) => match atts.iter().position(|a| a.ifname == ifname) {
+                Some(i) => self.pod_calls(&atts).swap_remove(i),
                 // eth0 without an `isPrimary` network is the master's.
                 None if is_eth0 => stdin(plan::master_call(self.cfg, self.env)),
                 None => Fate::Gone("the pod's annotation no longer names a network on it".into()),
@@ -166,18 +171,22 @@ impl<'a> Sources<'a> {
     fn all_calls(&mut self) -> Result<(Vec<PlannedCall>, Option<String>), CniError> {
         let mut calls = plan::config_delegate_calls(self.cfg, self.env);
         let mut atts: Vec<Attachment> = self.dynamic_attachment().into_iter().collect();
+        let mut fates: Vec<Fate> = atts.iter().map(|att| self.dynamic_call(att)).collect();
         let mut gone = None;
         match self.pod() {
             PodState::NoIdentity => {}
-            PodState::Here(listed) => atts.extend(listed),
+            PodState::Here(listed) => {
+                fates.extend(self.pod_calls(&listed));
+                atts.extend(listed);
+            }
             PodState::Gone(why) => gone = Some(format!("the attachments it held are unknown: {why}")),
             PodState::Unreachable(e) => return Err(e),
         }
         if !atts.iter().any(|a| a.ifname == self.env.ifname) {
             calls.push(plan::master_call(self.cfg, self.env));
         }
-        for att in atts {
-            match self.network_call(&att, "") {
+        for (att, fate) in atts.iter().zip(fates) {
+            match fate {
                 Fate::Rebuilt(r) => calls.push(r.call),
                 Fate::Gone(why) => log::warn!("{}: not rebuilt: {why}", att.ifname),
                 Fate::Waiting(e) => return Err(e),
@@ -198,38 +207,61 @@ impl<'a> Sources<'a> {
         Some(att)
     }
 
-    /// An attachment's call from its network as the apiserver has it now, if an ADD could
-    /// have made it: the pod's annotation is the tenant's to rewrite after the ADD, so it
-    /// passes the checks an ADD makes (namespace isolation) before its network's delegate
-    /// runs as root; one that fails them could not have been made, and nothing rebuilds it.
-    fn network_call(&mut self, att: &Attachment, source: &'static str) -> Fate {
+    /// The call of the attachment a dynamic DEL names.
+    fn dynamic_call(&mut self, att: &Attachment) -> Fate {
+        let mut fates = self.network_calls(std::slice::from_ref(att), "the network K8S_POD_NETWORK names");
+        fates.pop().unwrap_or_else(|| Fate::Gone(format!("network {} has no config", att.network_ref())))
+    }
+
+    /// The calls of the pod's attachments `atts` (read once, see [`Sources::pod_calls`]).
+    fn pod_calls(&mut self, atts: &[Attachment]) -> Vec<Fate> {
+        if self.pod_calls.is_none() {
+            self.pod_calls = Some(self.network_calls(atts, "the pod's annotation"));
+        }
+        self.pod_calls.clone().unwrap_or_default()
+    }
+
+    /// The attachments' calls from their networks as the apiserver has them now (read
+    /// together, in one request per namespace and source, as an ADD reads them), for those an
+    /// ADD could have made: the pod's annotation is the tenant's to rewrite after the ADD, so
+    /// each passes the checks an ADD makes (namespace isolation) before its network's
+    /// delegate runs as root; one that fails them could not have been made, and nothing
+    /// rebuilds it. The devices their ADD chose are not known: their DELs go without them.
+    fn network_calls(&mut self, atts: &[Attachment], source: &'static str) -> Vec<Fate> {
         let Some(pod) = self.env.args.pod() else {
-            return Fate::Gone("no pod identity in CNI_ARGS: no attachment was made".into());
+            return atts
+                .iter()
+                .map(|_| Fate::Gone("no pod identity in CNI_ARGS: no attachment was made".into()))
+                .collect();
         };
-        if let Err(e) = plan::check_namespace_allowed(self.cfg, &pod, att) {
-            return Fate::Gone(e.msg);
+        let checked: Vec<Result<(), CniError>> =
+            atts.iter().map(|att| plan::check_namespace_allowed(self.cfg, &pod, att)).collect();
+        let allowed: Vec<Attachment> =
+            atts.iter().zip(&checked).filter(|(_, ok)| ok.is_ok()).map(|(att, _)| att.clone()).collect();
+        let mut calls = match allowed.is_empty() {
+            true => Vec::new(),
+            false => match self.client() {
+                Ok(client) => {
+                    let args = self.env.args.for_delegate();
+                    plan::attachment_calls_each(self.cfg, &client, &args, &allowed, &self.env.ifname)
+                }
+                Err(e) => allowed.iter().map(|_| Err(e.clone())).collect(),
+            },
         }
-        let client = match self.client() {
-            Ok(c) => c,
-            Err(e) => return Fate::Waiting(e),
+        .into_iter();
+        let fate = |att: &Attachment, call: Option<Result<PlannedCall, CniError>>| match call {
+            Some(Ok(call)) => Fate::Rebuilt(Box::new(Rebuilt { call, source })),
+            Some(Err(e)) if e.code == code::NETWORK_NOT_FOUND => Fate::Gone(e.msg),
+            Some(Err(e)) => Fate::Waiting(e),
+            None => Fate::Gone(format!("network {} has no config", att.network_ref())),
         };
-        let args = self.env.args.for_delegate();
-        let is_primary = att.ifname == self.env.ifname;
-        let pod = Some(pod);
-        // The device its ADD chose is not known: the DEL goes without it.
-        let target = plan::Target {
-            pod: pod.as_ref(),
-            known_pod: None,
-            container_id: &self.env.container_id,
-            delegate_args: &args,
-            held: None,
-        };
-        match plan::attachment_calls(self.cfg, &client, &target, std::slice::from_ref(att), is_primary) {
-            Ok(mut calls) if !calls.is_empty() => Fate::Rebuilt(Box::new(Rebuilt { call: calls.remove(0), source })),
-            Ok(_) => Fate::Gone(format!("network {} has no config", att.network_ref())),
-            Err(e) if e.code == code::NETWORK_NOT_FOUND => Fate::Gone(e.msg),
-            Err(e) => Fate::Waiting(e),
-        }
+        atts.iter()
+            .zip(checked)
+            .map(|(att, ok)| match ok {
+                Err(e) => Fate::Gone(e.msg),
+                Ok(()) => fate(att, calls.next()),
+            })
+            .collect()
     }
 
     fn client(&mut self) -> Result<kube::Client, CniError> {
