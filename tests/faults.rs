@@ -285,6 +285,43 @@ fn a_failing_delegate_whose_del_fails_too_is_kept_until_a_del_tears_it_down_or_r
     }
 }
 
+/// podagent repeats a hot-plug that failed: the repeat finds the failing call kept, sends it
+/// DEL again and, its delegate failing for good, gives it up (device removed, lease
+/// reported) before trying anew, rather than fail with code 7 on the device left behind.
+/// With the delegate's DEL answering 11, the repeat answers 11 naming it.
+#[test]
+fn a_repeated_hot_plug_after_a_failing_delegate_whose_del_fails_tries_anew() {
+    for del in [FailingDel::Always(999), FailingDel::Always(11)] {
+        let case = format!("repeated hot-plug with blue failing its DEL {del:?}");
+        eprintln!("fault matrix: case {case}");
+        let mut w = World::new("green");
+        flaky_blue(&mut w, del);
+        w.add().ok();
+        let args = format!("{};K8S_POD_NETWORK=blue", w.args);
+        let hot_plug = || w.sb.kactus("ADD", CID, Some(w.netns()), "eth0", &args, &w.conf).err();
+        assert_eq!(hot_plug().0, 999, "{case}");
+        let (code, msg) = hot_plug();
+        match del {
+            FailingDel::Always(11) => {
+                assert_eq!(code, 11, "{case}: {msg}");
+                assert!(msg.contains(BLUE) && msg.contains("half-made"), "{case}: {msg}");
+            }
+            _ => {
+                assert_eq!(code, 999, "{case}: the ADD was tried anew: {msg}");
+                let reported = pod_events(&w.sb, "default", "app1")
+                    .into_iter()
+                    .filter(|(_, reason, msg)| reason == "LeaseNotReleased" && msg.contains(BLUE))
+                    .count();
+                assert_eq!(reported, 1, "{case}: {:?}", pod_events(&w.sb, "default", "app1"));
+            }
+        }
+        // host-local gave the new attempt the given-up one's lease (same container and
+        // interface), which the runtime's DEL releases once the delegate's DEL works.
+        std::fs::write(w.sb.path("del-fixed"), "").expect("fix the delegate's DEL");
+        w.assert_clean_after_del(&case);
+    }
+}
+
 /// kactus killed (SIGKILL: a runtime's timeout, the OOM killer) at each stage of an ADD; the
 /// runtime's DEL then finds everything it had made or was making.
 #[test]

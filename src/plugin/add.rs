@@ -178,7 +178,8 @@ fn repeated_dynamic_add(
     let Some(entry) = before.find_repeat(&DynamicTarget::parse(&pod.namespace, name)) else { return Ok(None) };
     if !entry.is_complete() {
         log::info!("ADD {}: {name} was left half-made ({}); deleting it first", env.container_id, entry.if_name);
-        let given_up = del_call(cfg, env, entry)?;
+        let given_up = del_call(cfg, env, entry)
+            .map_err(|e| e.context(format!("delete {} ({}) left half-made", entry.if_name, entry.network_name)))?;
         abandon::release(cfg, env, None, given_up.as_slice());
         cache.forget(std::slice::from_ref(entry))?;
         return Ok(None);
