@@ -163,8 +163,8 @@ impl<'a> Run<'a> {
 /// device is there, the repeat re-publishes network-status and answers with the cached result
 /// instead of failing on the existing device, so the retry converges. One that never
 /// completed (kactus was killed during it, or it failed and its rollback's DEL failed too) is
-/// deleted first and made again. A runtime's ADD
-/// (not dynamic) onto an existing device still fails, as the spec requires.
+/// deleted first (or given up: see `del::del_call`) and made again. A runtime's ADD (not
+/// dynamic) onto an existing device still fails, as the spec requires.
 fn repeated_dynamic_add(
     cfg: &KactusConfig,
     env: &CniEnv,

@@ -161,15 +161,15 @@ pub fn teardown(
     (deleted, errors)
 }
 
-/// DELs one call, as [`del_entry`] does, except that a call whose ADD failed and whose
-/// delegate fails its DEL too, for good (any code but 11), is given up on and returned, for
-/// [`abandon::release`] to remove its device and report its lease. The rollback of its ADD
-/// sent it DEL once already and kept it (see `add.rs`), so this is at least its second DEL:
-/// a config its delegate rejects (host-local without a subnet fails ADD and DEL alike) fails
-/// every retry, and a DEL that keeps failing holds the pod's deletion forever (kubelet
-/// retries StopPodSandbox without end, the pod stays Terminating). A transient failure
-/// (code 11) is reported as such, the call kept, so the runtime's retry reaches it again.
-/// A call whose ADD completed keeps its DEL's error, whatever it is.
+/// DELs one call, as [`del_entry`] does, except that a call whose ADD never completed (it
+/// failed, or kactus was killed during it) and whose delegate fails its DEL, for good (any
+/// code but 11), is given up on and returned, for [`abandon::release`] to remove its device
+/// and report its lease. A failed ADD's rollback sent it DEL once already and kept it (see
+/// `add.rs`); a config its delegate rejects (host-local without a subnet fails ADD and DEL
+/// alike) fails every retry, and a DEL that keeps failing holds the pod's deletion forever
+/// (kubelet retries StopPodSandbox without end, the pod stays Terminating). A transient
+/// failure (code 11) is reported as such, the call kept, so the runtime's retry reaches it
+/// again. A call whose ADD completed keeps its DEL's error, whatever it is.
 pub fn del_call(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result<Option<Abandoned>, CniError> {
     match del_entry(cfg, env, entry) {
         Ok(()) => Ok(None),
