@@ -1,9 +1,11 @@
-//! DEL's answer to a damaged cache: DEL never claims success for a call it could not tear down.
+//! DEL's answer to a damaged or lost cache: DEL never claims success for a call it could not
+//! tear down.
 //!
 //! An unreadable entry whose intent record is readable was made up for when the cache was
-//! read ([`super::cache::Record`]). What is left is rebuilt here from what else knows it: the
-//! kactus config on stdin (the master and the config delegates), the network a dynamic call
-//! names, and the pod's annotation and networks when the apiserver answers. When the apiserver
+//! read ([`super::cache::Record`]). What is left (or a whole directory gone, see `del.rs`) is
+//! rebuilt here from what else knows it: the kactus config on stdin (the master and the
+//! config delegates), the network a dynamic call names, and the pod's annotation and
+//! networks when the apiserver answers, under the checks an ADD makes. When the apiserver
 //! says the pod is gone for good (404, or another pod by that name) or the call's network is,
 //! nothing will ever rebuild it: its device is removed from the pod over netlink and the lease
 //! its IPAM may still hold is reported (log and a Warning Event), and DEL goes on to succeed
@@ -153,7 +155,11 @@ impl<'a> Sources<'a> {
                 Fate::Gone("no pod identity in CNI_ARGS and no delegate of the config makes it".into())
             }
             PodState::Here(atts) => match atts.iter().position(|a| a.ifname == ifname) {
-                Some(i) => self.pod_calls(&atts).swap_remove(i),
+                Some(i) => self
+                    .pod_calls(&atts)
+                    .into_iter()
+                    .nth(i)
+                    .unwrap_or_else(|| Fate::Gone("the pod's annotation no longer names a network on it".into())),
                 // eth0 without an `isPrimary` network is the master's.
                 None if is_eth0 => stdin(plan::master_call(self.cfg, self.env)),
                 None => Fate::Gone("the pod's annotation no longer names a network on it".into()),
