@@ -179,14 +179,146 @@ fn a_delegate_whose_ipam_fails_after_it_made_its_device_is_sent_del() {
             "bridge with host-local and no subnet",
             json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "x-br", "ipam": {"type": "host-local"}}),
         ),
+        (
+            "macvlan with host-local and no subnet",
+            json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "blue0", "ipam": {"type": "host-local"}}),
+        ),
     ] {
         eprintln!("fault matrix: case {case}");
         let w = World::new("green, broken");
         w.sb.apply(&Sandbox::nad_yaml("default", "broken", &config));
         let (_, msg) = w.add().err();
         assert!(msg.contains("default/broken"), "{case}: {msg}");
-        w.sb.assert_nothing_left(w.pod, &format!("{case}, after the failed ADD"));
+        // A plugin whose DEL fails as its ADD did (host-local without a subnet) is kept in
+        // the cache for the runtime's DEL, which gives it up (device removed, lease reported).
+        if msg.contains("rollback of") {
+            assert!(!w.sb.cache_files().is_empty(), "{case}: kept for the runtime's DEL: {msg}");
+        } else {
+            w.sb.assert_nothing_left(w.pod, &format!("{case}, after the failed ADD"));
+        }
         w.assert_clean_after_del(case);
+    }
+}
+
+/// How a delegate that made its device and lease, then failed its ADD, answers DEL.
+#[derive(Debug, Clone, Copy)]
+enum FailingDel {
+    /// Fails the rollback's DEL with this code, then works.
+    Once(u32),
+    /// Fails every DEL with this code.
+    Always(u32),
+}
+
+/// blue's delegate: the real macvlan makes the device and host-local the lease, then the
+/// ADD fails; its DEL fails as `del` says, else runs the real macvlan.
+fn flaky_blue(w: &mut World, del: FailingDel) {
+    let (code, once) = match del {
+        FailingDel::Once(code) => (code, "touch"),
+        FailingDel::Always(code) => (code, "true"),
+    };
+    let script = format!(
+        "in=$(cat)\nif [ \"$CNI_COMMAND\" = ADD ]; then printf '%s' \"$in\" | {CNI_PATH}/macvlan >/dev/null; echo '{{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"injected ADD failure\"}}'; exit 1; fi\n\
+         if [ \"$CNI_COMMAND\" = DEL ] && [ ! -e {m} ] && [ ! -e {fixed} ]; then {once} {m}; echo '{{\"cniVersion\":\"1.0.0\",\"code\":{code},\"msg\":\"injected DEL failure\"}}'; exit 1; fi\n\
+         printf '%s' \"$in\" | exec {CNI_PATH}/macvlan\n",
+        m = w.sb.path("del-failed-once").display(),
+        fixed = w.sb.path("del-fixed").display(),
+    );
+    wrapper_plugin(&mut w.sb, "flaky", &script);
+    let mut blue = json!({"cniVersion": "1.0.0", "type": "flaky", "master": "blue0", "mode": "bridge",
+        "ipam": {"type": "host-local", "subnet": "192.168.43.0/24", "dataDir": w.sb.ipam_dir()}});
+    blue["name"] = "blue".into();
+    w.sb.apply(&Sandbox::nad_yaml("default", "blue", &blue));
+}
+
+/// A delegate that made its device and lease, failed its ADD, and fails its DEL too: the
+/// call stays in the cache (DESIGN: the failing call is sent DEL by the rollback and by every
+/// later DEL), so the runtime's DEL tears it down when its delegate lets it (once), answers 11
+/// while the delegate answers 11 (then succeeds once it works), and when the delegate fails
+/// for good removes the device over netlink and reports the lease (LeaseNotReleased), so the
+/// pod's deletion completes. At start-up (the runtime's ADD) and on hot-plug (a dynamic ADD).
+#[test]
+fn a_failing_delegate_whose_del_fails_too_is_kept_until_a_del_tears_it_down_or_reports_it() {
+    for hot_plug in [false, true] {
+        for del in [FailingDel::Once(999), FailingDel::Once(11), FailingDel::Always(11), FailingDel::Always(999)] {
+            let case = format!("{} with blue failing its DEL {del:?}", if hot_plug { "hot-plug" } else { "start-up" });
+            eprintln!("fault matrix: case {case}");
+            let mut w = World::new(if hot_plug { "green" } else { "green, blue" });
+            flaky_blue(&mut w, del);
+            let (code, msg) = if hot_plug {
+                w.add().ok();
+                let args = format!("{};K8S_POD_NETWORK=blue", w.args);
+                w.sb.kactus("ADD", CID, Some(w.netns()), "eth0", &args, &w.conf).err()
+            } else {
+                w.add().err()
+            };
+            assert_eq!(code, 999, "{case}: {msg}");
+            assert!(msg.contains("rollback of") && msg.contains(BLUE), "{case}: {msg}");
+            let kept = std::fs::read_dir(w.cache()).map(|d| d.count()).unwrap_or(0);
+            assert!(kept > 0, "{case}: blue's call is kept for the runtime's DEL");
+            match del {
+                FailingDel::Once(_) => w.assert_clean_after_del(&case),
+                FailingDel::Always(11) => {
+                    let (code, msg) = w.del().err();
+                    assert_eq!(code, 11, "{case}: {msg}");
+                    assert!(msg.contains(BLUE), "{case}: {msg}");
+                    assert!(w.sb.pods[w.pod].has_link(BLUE), "{case}: kept for the retry");
+                    std::fs::write(w.sb.path("del-fixed"), "").expect("fix the delegate");
+                    w.assert_clean_after_del(&case);
+                }
+                FailingDel::Always(_) => {
+                    w.del().ok();
+                    assert!(!w.sb.pods[w.pod].has_link(BLUE), "{case}: {:?}", w.sb.pod_devices(w.pod));
+                    assert!(w.sb.pod_devices(w.pod).is_empty(), "{case}: {:?}", w.sb.pod_devices(w.pod));
+                    assert!(w.sb.cache_files().is_empty(), "{case}: {:?}", w.sb.cache_files());
+                    let leases = w.sb.leases();
+                    assert!(leases.len() == 1 && leases[0].starts_with("blue/"), "{case}: {leases:?}");
+                    let reported = pod_events(&w.sb, "default", "app1").into_iter().any(|(kind, reason, msg)| {
+                        kind == "Warning" && reason == "LeaseNotReleased" && msg.contains(BLUE) && msg.contains(CID)
+                    });
+                    assert!(reported, "{case}: {:?}", pod_events(&w.sb, "default", "app1"));
+                    // The operator releases it by hand, as the Event says.
+                    std::fs::remove_file(w.sb.ipam_dir().join(&leases[0])).expect("release by hand");
+                    w.assert_clean_after_del(&case);
+                }
+            }
+        }
+    }
+}
+
+/// podagent repeats a hot-plug that failed: the repeat finds the failing call kept, sends it
+/// DEL again and, its delegate failing for good, gives it up (device removed, lease
+/// reported) before trying anew, rather than fail with code 7 on the device left behind.
+/// With the delegate's DEL answering 11, the repeat answers 11 naming it.
+#[test]
+fn a_repeated_hot_plug_after_a_failing_delegate_whose_del_fails_tries_anew() {
+    for del in [FailingDel::Always(999), FailingDel::Always(11)] {
+        let case = format!("repeated hot-plug with blue failing its DEL {del:?}");
+        eprintln!("fault matrix: case {case}");
+        let mut w = World::new("green");
+        flaky_blue(&mut w, del);
+        w.add().ok();
+        let args = format!("{};K8S_POD_NETWORK=blue", w.args);
+        let hot_plug = || w.sb.kactus("ADD", CID, Some(w.netns()), "eth0", &args, &w.conf).err();
+        assert_eq!(hot_plug().0, 999, "{case}");
+        let (code, msg) = hot_plug();
+        match del {
+            FailingDel::Always(11) => {
+                assert_eq!(code, 11, "{case}: {msg}");
+                assert!(msg.contains(BLUE) && msg.contains("half-made"), "{case}: {msg}");
+            }
+            _ => {
+                assert_eq!(code, 999, "{case}: the ADD was tried anew: {msg}");
+                let reported = pod_events(&w.sb, "default", "app1")
+                    .into_iter()
+                    .filter(|(_, reason, msg)| reason == "LeaseNotReleased" && msg.contains(BLUE))
+                    .count();
+                assert_eq!(reported, 1, "{case}: {:?}", pod_events(&w.sb, "default", "app1"));
+            }
+        }
+        // host-local gave the new attempt the given-up one's lease (same container and
+        // interface), which the runtime's DEL releases once the delegate's DEL works.
+        std::fs::write(w.sb.path("del-fixed"), "").expect("fix the delegate's DEL");
+        w.assert_clean_after_del(&case);
     }
 }
 
@@ -364,6 +496,53 @@ fn a_damaged_cache_of_a_deleted_pod_removes_the_devices_and_reports_the_leases()
     }
 }
 
+/// The container's whole cache directory gone (a node whose cacheDir did not survive, an
+/// operator's cleanup) while its devices are not: DEL rebuilds every call from the pod's
+/// annotation and networks, so the attachments' leases are released, not only eth0's; while
+/// the apiserver does not answer, code 11 and nothing deleted; with the pod deleted, the
+/// attachments are unknown and that is reported on the pod (LeaseNotReleased).
+#[test]
+fn a_lost_cache_directory_is_rebuilt_from_the_pods_annotation_and_networks() {
+    for (case, apiserver) in [
+        ("cache directory removed, apiserver up", "up"),
+        ("cache directory removed, apiserver unreachable", "unreachable"),
+        ("cache directory removed, pod deleted", "pod deleted"),
+    ] {
+        eprintln!("fault matrix: case {case}");
+        let w = World::new("green, blue");
+        w.add().ok();
+        std::fs::remove_dir_all(w.cache()).expect("remove the cache directory");
+        match apiserver {
+            "up" => w.assert_clean_after_del(case),
+            "unreachable" => {
+                w.sb.api().faults().reset_next(1000);
+                let (code, msg) = w.del().err();
+                assert_eq!(code, 11, "{case}: {msg}");
+                assert!(msg.contains("cache directory"), "{case}: {msg}");
+                assert!(w.sb.pods[w.pod].has_link(GREEN), "{case}: nothing deleted before the retry");
+                w.sb.api().faults().clear();
+                w.assert_clean_after_del(case);
+            }
+            _ => {
+                w.sb.api().store().delete("pods", "default", "app1").expect("delete pod");
+                w.del().ok();
+                // eth0's lease went with the master's DEL (from the config on stdin); green's
+                // and blue's networks are unknown without the pod: reported.
+                let left = w.sb.leases();
+                assert_eq!(left.len(), 2, "{case}: {left:?}");
+                let reported = pod_events(&w.sb, "default", "app1").into_iter().any(|(kind, reason, msg)| {
+                    kind == "Warning"
+                        && reason == "LeaseNotReleased"
+                        && msg.contains("cache directory")
+                        && msg.contains(CID)
+                });
+                assert!(reported, "{case}: {:?}", pod_events(&w.sb, "default", "app1"));
+                assert!(w.sb.cache_files().is_empty(), "{case}: {:?}", w.sb.cache_files());
+            }
+        }
+    }
+}
+
 /// A small tmpfs mounted for one test; unmounted when dropped (on failure too).
 struct Tmpfs(PathBuf);
 
@@ -473,12 +652,12 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
         (
             "a garbage body for a NAD",
             &|w| w.sb.api().faults().garbage_next(1, Some("/network-attachment-definitions")),
-            Some(100),
+            Some(11),
         ),
         (
             "a truncated body for a NAD",
             &|w| w.sb.api().faults().truncate_next(1, Some("/network-attachment-definitions")),
-            Some(100),
+            Some(11),
         ),
     ];
     for (case, set_up, code) in cases {
@@ -503,6 +682,23 @@ fn apiserver_faults_during_an_add_fail_it_cleanly_or_are_absorbed() {
         w.sb.api().faults().clear();
         w.assert_clean_after_del(case);
     }
+}
+
+/// A 200 for a NAD whose JSON is not that NAD (a misbehaving proxy or aggregated server) is
+/// no answer about the network: 11, as for a body that is not JSON, not a missing config.
+#[test]
+fn a_nad_answer_that_is_json_but_not_the_nad_is_code_11() {
+    let case = "a body that is JSON but not the NAD";
+    eprintln!("fault matrix: case {case}");
+    let w = World::new("green");
+    w.sb.api().faults().foreign_next(1, Some("/network-attachment-definitions/green"));
+    let (code, msg) = w.add().err();
+    assert_eq!(code, 11, "{case}: {msg}");
+    assert!(msg.contains("NetworkAttachmentDefinition default/green"), "{case}: {msg}");
+    w.sb.assert_nothing_left(w.pod, &format!("{case}, after the failed ADD"));
+    w.sb.api().faults().clear();
+    w.add().ok();
+    w.assert_clean_after_del(case);
 }
 
 /// The apiserver rotates the token: ADDs fail with a clear error (nothing made) until the

@@ -375,6 +375,8 @@ fn kactus_rbac_is_exactly_what_the_plugin_calls() {
             // Several networks of one namespace are read with one LIST (src/plugin/networks.rs).
             ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
             ("kaloom.com", "networks", "get"),
+            // Several networks without a NAD are read with one LIST (src/plugin/networks.rs).
+            ("kaloom.com", "networks", "list"),
             ("", "events", "create"),
             // node-local IPAM's slice claims (src/ipam/claims.rs).
             ("", "nodes", "get"),

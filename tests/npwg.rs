@@ -205,6 +205,42 @@ fn network_status_matches_the_devices_in_the_pod_field_by_field() {
     assert_clean(&sb, p);
 }
 
+/// Hot-plugging `green` into a pod that has `mep/green` makes the pod's own `default/green`:
+/// a dynamic ADD is a repeat only of that key or network, never of a bare name's match in
+/// another namespace (it was answered from mep/green's cache: rc 0, no device, network-status
+/// unchanged, and podagent re-planned forever).
+#[test]
+fn hot_plugging_a_bare_name_beside_another_namespaces_network_of_that_name_makes_it() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "mep");
+    green_blue(&sb, "default");
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "mep/green" })));
+    let p = sb.pod("app1");
+    let conf = sb.kactus_conf();
+    let args = pod_args("default", "app1");
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    let mep_green = device_name_for("mep/green");
+    assert!(sb.pods[p].has_link(&mep_green), "{:?}", sb.pod_devices(p));
+
+    let patch = json!({"metadata": {"annotations": { NPWG: "mep/green, green" }}});
+    sb.api().store().merge_patch("pods", "default", "app1", &patch).expect("annotate");
+    let dynamic = format!("{args};K8S_POD_NETWORK=green");
+    let r = sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &dynamic, &conf).ok();
+    assert!(r["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == GREEN), "{r}");
+    assert_eq!(sorted(sb.pod_devices(p)), sorted(vec!["eth0".into(), mep_green.clone(), GREEN.into()]));
+    let names: Vec<String> = network_status(&sb, "default", "app1")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(names.contains(&"default/green".to_string()) && names.contains(&"mep/green".to_string()), "{names:?}");
+
+    // Its DEL removes the pod's own green, not mep's.
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &dynamic, &conf).ok();
+    assert_eq!(sorted(sb.pod_devices(p)), sorted(vec!["eth0".into(), mep_green]));
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert_clean(&sb, p);
+}
+
 #[test]
 fn namespace_isolation_refuses_another_namespaces_network_but_not_a_global_one() {
     let mut sb = Sandbox::new();
@@ -227,6 +263,43 @@ fn namespace_isolation_refuses_another_namespaces_network_but_not_a_global_one()
     assert!(sb.pods[p2].has_link(&device_name_for("default/green")));
     sb.kactus("DEL", "c-app2", Some(&sb.pods[p2].path), "eth0", &args2, &conf).ok();
     assert_clean(&sb, p2);
+}
+
+/// DEL rebuilding a damaged cache from the pod's annotation checks what an ADD checks: the
+/// tenant rewrote the annotation after the ADD to name another namespace's network on green's
+/// device, and that network's delegate must not run (as root, with team-b's config) for it.
+#[test]
+fn a_rebuilt_call_passes_namespace_isolation_as_an_add_would() {
+    let mut sb = Sandbox::new();
+    green_blue(&sb, "default");
+    let log = recording_plugin(&mut sb, "bridge");
+    let foreign = json!({"cniVersion": "1.0.0", "type": "rec-bridge", "bridge": "teamb-br",
+        "ipam": {"type": "host-local", "subnet": "192.168.99.0/24", "dataDir": sb.ipam_dir()}});
+    sb.apply(&Sandbox::nad_yaml("team-b", "green", &foreign));
+    sb.apply(&Sandbox::pod_yaml("default", "app1", &json!({ NPWG: "green, blue" })));
+    let p = sb.pod("app1");
+    let mut conf = sb.kactus_conf();
+    conf["namespaceIsolation"] = true.into();
+    // The UID the apiserver gave the pod, as kubelet passes it (DEL rebuilds only for that pod).
+    let uid = sb.api().store().get("pods", "default", "app1").expect("pod")["metadata"]["uid"].clone();
+    let args = pod_args("default", "app1").replace("uid-app1", uid.as_str().unwrap_or_default());
+    sb.kactus("ADD", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    // The tenant names team-b's green on green's device, then the cache is damaged beyond
+    // its intent records.
+    let patch = json!({"metadata": {"annotations": { NPWG: format!("team-b/green@{GREEN}, blue") }}});
+    sb.api().store().merge_patch("pods", "default", "app1", &patch).expect("annotate");
+    for file in std::fs::read_dir(sb.cache_dir().join("c-app1")).expect("cache").flatten() {
+        std::fs::write(file.path(), b"{\"trunc").expect("damage");
+    }
+    sb.kactus("DEL", "c-app1", Some(&sb.pods[p].path), "eth0", &args, &conf).ok();
+    assert!(recorded_calls(&log).is_empty(), "team-b's delegate ran: {:?}", recorded_calls(&log));
+    assert!(sb.pod_devices(p).is_empty(), "green's device is removed all the same: {:?}", sb.pod_devices(p));
+    // green's lease (its network no longer known) is reported; eth0's and blue's released.
+    let leases = sb.leases();
+    assert!(leases.len() == 1 && leases[0].starts_with("green/"), "{leases:?}");
+    let events = pod_events(&sb, "default", "app1");
+    assert!(events.iter().any(|e| e.1 == "LeaseNotReleased" && e.2.contains(GREEN)), "{events:?}");
+    assert!(sb.cache_files().is_empty(), "{:?}", sb.cache_files());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use super::checks;
 use kactus::attachment;
 use kactus::cni::{code, NetworkConfig};
 use kactus::kube::{fuzzing, KubeError, NetworkAttachmentDefinition, Pod, Status};
-use kactus::plugin::plan::kube_error;
+use kactus::plugin::apiserver::kube_error;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;

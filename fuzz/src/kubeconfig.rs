@@ -3,7 +3,7 @@
 use super::checks;
 use kactus::cni::code;
 use kactus::kube::{fuzzing, KubeError};
-use kactus::plugin::plan::kube_error;
+use kactus::plugin::apiserver::kube_error;
 use std::path::Path;
 
 /// Where the text is taken to come from: relative file names in it resolve to nothing here.

@@ -49,11 +49,22 @@ impl DynamicTarget {
         }
     }
 
-    /// Which of `candidates` (attachment key, `namespace/name`, device) it names: the first
-    /// with that key, else with that network, else whose network has that bare name, else the
-    /// first on the selection's network (and device, when it names one).
+    /// Which of `candidates` (attachment key, `namespace/name`, device) it names, as a DEL or
+    /// CHECK matches: the first with that key, else with that network, else whose network has
+    /// that bare name, else the first on the selection's network (and device, when it names
+    /// one). The bare-name rule lets an operator delete `mep/mp1` as `mp1`.
     pub fn position<'a>(&self, candidates: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -> Option<usize> {
-        let all: Vec<(&str, &str, &str)> = candidates.collect();
+        self.find(candidates.collect(), true)
+    }
+
+    /// Which of `candidates` it names, as an ADD matches: only that key or that network
+    /// (and device). A bare name is a network of the pod's namespace, as in the annotation:
+    /// `mp1` is `default/mp1`, never the pod's `mep/mp1`.
+    pub fn exact_position<'a>(&self, candidates: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -> Option<usize> {
+        self.find(candidates.collect(), false)
+    }
+
+    fn find(&self, all: Vec<(&str, &str, &str)>, bare_name: bool) -> Option<usize> {
         let raw = self.raw.as_str();
         let suffix = format!("/{raw}");
         let network = self.network();
@@ -61,7 +72,7 @@ impl DynamicTarget {
         let find = |matches: &dyn Fn(&(&str, &str, &str)) -> bool| all.iter().position(matches);
         find(&|(key, _, _)| *key == raw)
             .or_else(|| find(&|(_, net, _)| *net == raw))
-            .or_else(|| find(&|(_, net, _)| net.ends_with(&suffix)))
+            .or_else(|| find(&|(_, net, _)| bare_name && net.ends_with(&suffix)))
             .or_else(|| {
                 let network = network.as_deref()?;
                 find(&|(_, net, dev)| *net == network && ifname.is_none_or(|i| i == *dev))
@@ -95,6 +106,22 @@ mod tests {
         assert_eq!(find("default/n0@eth7"), Some(3));
         assert_eq!(find(r#"[{"name":"n0","interface":"eth7"}]"#), Some(3));
         assert_eq!(find("green@net898f8541f0ab"), Some(1), "the device picks among repeats");
+    }
+
+    #[test]
+    fn an_add_matches_only_a_key_or_a_network_never_a_bare_name_of_another_namespace() {
+        let exact = |raw: &str| DynamicTarget::parse("default", raw).exact_position(PARSED.iter().copied());
+        assert_eq!(exact("mp1"), None, "mp1 is default/mp1, not mep/mp1");
+        assert_eq!(exact("mep/mp1"), Some(2));
+        assert_eq!(exact("green"), Some(0));
+        assert_eq!(exact("green#1"), Some(1));
+        assert_eq!(exact("default/green"), Some(0));
+        assert_eq!(exact("n0@eth7"), Some(3));
+        assert_eq!(exact("default/n0@eth7"), Some(3));
+        let with_own = [("mep/mp1", "mep/mp1", "netc890d403fb27"), ("mp1", "default/mp1", "net1")];
+        let target = DynamicTarget::parse("default", "mp1");
+        assert_eq!(target.exact_position(with_own.iter().copied()), Some(1));
+        assert_eq!(target.position(with_own.iter().copied()), Some(1), "the pod's own mp1 before mep's");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use super::range::SlicedRange;
 use crate::cni::CniError;
 use crate::kube::{self, KubeError, Node, ObjectMeta};
-use crate::plugin::plan::kube_error;
+use crate::plugin::apiserver::kube_error;
 use ipnet::IpNet;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};

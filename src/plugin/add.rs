@@ -3,11 +3,12 @@
 //! the cache before it runs (an intent record per batch: see `cache::Intent`), so whatever
 //! fails halfway, kactus itself included, the rollback and every later DEL reach it.
 
+use super::abandon;
 use super::apiserver_side::{self, ApiserverSide};
 use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
-use super::del::del_entry;
-use super::plan::{plan_add, PlannedCall};
+use super::del::{del_call, del_entry};
+use super::plan::{plan_add, Call, PlannedCall};
 use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::{chain, CniEnv, CniError, CniResult, Command, Invocation};
@@ -77,20 +78,6 @@ pub fn add(cfg: &KactusConfig, env: &CniEnv) -> Result<Value, CniError> {
     answer
 }
 
-/// One delegate call of this ADD and its intent record entry (its place in the container's
-/// order, and everything its DEL needs).
-pub(super) struct Call {
-    planned: PlannedCall,
-    pub(super) intent: CacheEntry,
-}
-
-impl Call {
-    /// `calls` numbered from `first`, in order.
-    pub(super) fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
-        (first..).zip(calls).map(|(seq, planned)| Call { intent: planned.intent(env, seq), planned }).collect()
-    }
-}
-
 /// What this ADD recorded and made, so a failure undoes exactly that.
 struct Run<'a> {
     cfg: &'a KactusConfig,
@@ -147,22 +134,18 @@ impl<'a> Run<'a> {
     /// Deletes what this ADD made and what it attempted (the failing call included: its
     /// delegate may have made a device and a lease before failing), newest first, and returns
     /// the original error with any teardown failure appended so nothing is hidden. What was
-    /// undone, or never ran, goes from the cache; a made call whose DEL failed stays there for
-    /// the runtime's DEL to retry. The failing call does not: its DEL was sent, and one that
-    /// fails too (its config is broken: host-local without a subnet fails ADD and DEL alike)
-    /// would fail every retry and hold the pod's deletion forever; the ADD's error and the
-    /// pod's warning say it.
+    /// undone, or never ran, goes from the cache; a call whose DEL failed, the failing one
+    /// included, stays there: the runtime's DEL (or a repeat of a dynamic ADD) sends it DEL
+    /// again, and gives it up only if its delegate still cannot tear it down (see
+    /// `del::del_call`).
     fn rollback(self, err: CniError) -> CniError {
         let mut err = err;
         let mut kept = BTreeSet::new();
-        let failed = self.failed.iter().map(|e| (e, false));
-        for (entry, made) in failed.chain(self.made.iter().rev().map(|e| (e, true))) {
+        for entry in self.failed.iter().chain(self.made.iter().rev()) {
             if let Err(e) = del_entry(self.cfg, self.env, entry) {
                 log::error!("rollback of {} failed: {e}", entry.if_name);
                 err.msg = format!("{}; rollback of {} also failed: {}", err.msg, entry.if_name, e.msg);
-                if made {
-                    kept.insert(entry.kactus.seq);
-                }
+                kept.insert(entry.kactus.seq);
             }
         }
         let undone: Vec<CacheEntry> = self.intended.into_iter().filter(|c| !kept.contains(&c.kactus.seq)).collect();
@@ -179,8 +162,9 @@ impl<'a> Run<'a> {
 /// status write after the first ADD failed). When kactus made that attachment already and its
 /// device is there, the repeat re-publishes network-status and answers with the cached result
 /// instead of failing on the existing device, so the retry converges. One that never
-/// completed (kactus was killed during it) is deleted first and made again. A runtime's ADD
-/// (not dynamic) onto an existing device still fails, as the spec requires.
+/// completed (kactus was killed during it, or it failed and its rollback's DEL failed too) is
+/// deleted first (or given up: see `del::del_call`) and made again. A runtime's ADD (not
+/// dynamic) onto an existing device still fails, as the spec requires.
 fn repeated_dynamic_add(
     cfg: &KactusConfig,
     env: &CniEnv,
@@ -191,10 +175,12 @@ fn repeated_dynamic_add(
     let (Some(name), Some(pod), Some(netns)) = (env.args.get(K8S_POD_NETWORK), pod, env.netns.as_deref()) else {
         return Ok(None);
     };
-    let Some(entry) = before.find_dynamic(&DynamicTarget::parse(&pod.namespace, name)) else { return Ok(None) };
+    let Some(entry) = before.find_repeat(&DynamicTarget::parse(&pod.namespace, name)) else { return Ok(None) };
     if !entry.is_complete() {
         log::info!("ADD {}: {name} was left half-made ({}); deleting it first", env.container_id, entry.if_name);
-        del_entry(cfg, env, entry)?;
+        let given_up = del_call(cfg, env, entry)
+            .map_err(|e| e.context(format!("delete {} ({}) left half-made", entry.if_name, entry.network_name)))?;
+        abandon::release(cfg, env, None, given_up.as_slice());
         cache.forget(std::slice::from_ref(entry))?;
         return Ok(None);
     }

@@ -7,10 +7,10 @@
 //! pass its annotations), the network reads, one Event and one PATCH, whatever the number of
 //! attachments.
 
-use super::add::Call;
+use super::apiserver::kube_client;
 use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
-use super::plan::{kube_client, Plan};
+use super::plan::{Call, Plan};
 use super::{events, status};
 use crate::cni::{code, CniEnv, CniError, PodRef};
 use crate::devices::AllocatedDevice;

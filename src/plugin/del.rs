@@ -2,15 +2,16 @@
 //! calls whose ADD never completed included. Goes on past failures and reports them all;
 //! succeeds when there is nothing left to delete, with the apiserver down, the NAD gone or
 //! the netns already removed; never claims success for a call it could not tear down (a
-//! damaged cache is rebuilt first: see `repair.rs`).
+//! damaged or lost cache is rebuilt first: see `repair.rs`).
 
+use super::abandon::{self, Abandoned};
 use super::cache::{remove_legacy_lock, CacheEntry, ContainerCache, Damaged, Record, Role};
 use super::config::KactusConfig;
 use super::repair;
 use crate::attachment::DynamicTarget;
 use crate::cni::env::K8S_POD_NETWORK;
 use crate::cni::error::join_errors;
-use crate::cni::{chain, CniEnv, CniError, Command, Invocation};
+use crate::cni::{chain, code, CniEnv, CniError, Command, Invocation};
 
 pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
     let dynamic = env.args.get(K8S_POD_NETWORK);
@@ -19,6 +20,9 @@ pub fn del(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
         if let Some(name) = dynamic {
             log::warn!("DEL {}: K8S_POD_NETWORK={name} matches nothing: the container has no cache", env.container_id);
             return Ok(());
+        }
+        if cache_lost(cfg, env) {
+            return del_lost(cfg, env);
         }
         // Never added, rolled back, or deleted already: release what the master may hold
         // (its IPAM lease) with the config we were given.
@@ -38,7 +42,7 @@ fn del_all(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, record: Reco
     let mut calls = record.calls;
     calls.extend(repair.rebuilt.iter().cloned());
     let (deleted, mut errors) = teardown(cfg, env, &calls, &|call| cache.remove_entry(call));
-    repair.release_gone(env);
+    repair.release_gone(cfg, env);
     // What could not be rebuilt comes first: its code 11 tells the runtime to retry.
     errors.splice(0..0, repair.waiting);
     if errors.is_empty() {
@@ -49,6 +53,39 @@ fn del_all(cfg: &KactusConfig, env: &CniEnv, cache: ContainerCache, record: Reco
     if let Err(e) = cache.forget(&deleted) {
         log::warn!("DEL {}: {e}", env.container_id);
     }
+    join_errors(errors).map_or(Ok(()), Err)
+}
+
+/// Whether the container has devices kactus made although its cache directory is gone:
+/// the runtime passes its ADD's result (libcni keeps it until a DEL succeeds; containerd's
+/// later DELs, after ours succeeded, come without it), or `CNI_IFNAME` is still in the pod
+/// (every DEL and every rollback removes it). A DEL after a rollback, of a container never
+/// added, or repeated after success has neither.
+fn cache_lost(cfg: &KactusConfig, env: &CniEnv) -> bool {
+    let netns = env.netns.as_deref().filter(|p| p.exists());
+    cfg.prev_result.is_some() || netns.is_some_and(|ns| crate::netns::link_exists(ns, &env.ifname).unwrap_or(false))
+}
+
+/// The runtime's DEL of a container whose cache directory is gone while its devices are not
+/// (a node whose cacheDir did not survive, an operator's cleanup): deleting the master alone
+/// would leak the attachments' leases (whereabouts' are cluster-wide), so every call is
+/// rebuilt as for a cache damaged beyond its intent records (see `repair.rs`): from the
+/// config, and from the pod's annotation and networks when the apiserver answers. While it
+/// does not, code 11 and nothing deleted (the runtime's retry carries the same result); a pod
+/// gone for good leaves its attachments unknown, which is logged and reported on the pod.
+fn del_lost(cfg: &KactusConfig, env: &CniEnv) -> Result<(), CniError> {
+    let path = cfg.cache_dir.join(&env.container_id);
+    log::warn!(
+        "DEL {}: cache directory {} is missing, but {}: rebuilding every call",
+        env.container_id,
+        path.display(),
+        if cfg.prev_result.is_some() { "the runtime passed its ADD's result" } else { "the pod has its devices" }
+    );
+    let lost = Record { calls: Vec::new(), damaged: vec![Damaged::Directory { path }] };
+    let repair = repair::rebuild(cfg, env, &lost, None);
+    let (_, mut errors) = teardown(cfg, env, &repair.rebuilt, &|_| {});
+    repair.release_gone(cfg, env);
+    errors.splice(0..0, repair.waiting);
     join_errors(errors).map_or(Ok(()), Err)
 }
 
@@ -72,7 +109,7 @@ fn del_dynamic(
                 record.damaged.iter().filter(|d| matches!(d, Damaged::Entry { ifname, .. } if *ifname == device));
             let damaged = Record { calls: record.calls.clone(), damaged: damaged.cloned().collect() };
             let repair = repair::rebuild(cfg, env, &damaged, Some(&target));
-            repair.release_gone(env);
+            repair.release_gone(cfg, env);
             let found = repair.rebuilt.into_iter().find(|c| c.kactus.role == Role::Attachment);
             match (found, repair.waiting.into_iter().next()) {
                 (Some(call), _) => call,
@@ -87,7 +124,9 @@ fn del_dynamic(
             }
         }
     };
-    del_entry(cfg, env, &call).map_err(|e| e.context(format!("delete {} ({})", call.if_name, call.network_name)))?;
+    let given_up =
+        del_call(cfg, env, &call).map_err(|e| e.context(format!("delete {} ({})", call.if_name, call.network_name)))?;
+    abandon::release(cfg, env, None, given_up.as_slice());
     let forgot = cache.forget(std::slice::from_ref(&call));
     if let Some(pod) = pod {
         let left: Vec<CacheEntry> = cache.read().map(|r| r.completed().cloned().collect()).unwrap_or_default();
@@ -97,7 +136,7 @@ fn del_dynamic(
 }
 
 /// DELs `calls` newest first, passing each deleted one to `deleted_one`; returns those deleted
-/// and the errors of the others.
+/// (or given up on: see [`del_call`]) and the errors of the others.
 pub fn teardown(
     cfg: &KactusConfig,
     env: &CniEnv,
@@ -107,17 +146,42 @@ pub fn teardown(
     let mut ordered: Vec<&CacheEntry> = calls.iter().collect();
     // eth0 last, whatever order a rebuilt cache gives it.
     ordered.sort_by_key(|c| (c.kactus.role == Role::Master, std::cmp::Reverse(c.kactus.seq)));
-    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    let (mut deleted, mut errors, mut abandoned) = (Vec::new(), Vec::new(), Vec::new());
     for call in ordered {
-        match del_entry(cfg, env, call) {
-            Ok(()) => {
+        match del_call(cfg, env, call) {
+            Ok(given_up) => {
+                abandoned.extend(given_up);
                 deleted_one(call);
                 deleted.push(call.clone());
             }
             Err(e) => errors.push(e.context(format!("delete {} ({})", call.if_name, call.network_name))),
         }
     }
+    abandon::release(cfg, env, None, &abandoned);
     (deleted, errors)
+}
+
+/// DELs one call, as [`del_entry`] does, except that a call whose ADD never completed (it
+/// failed, or kactus was killed during it) and whose delegate fails its DEL, for good (any
+/// code but 11), is given up on and returned, for [`abandon::release`] to remove its device
+/// and report its lease. A failed ADD's rollback sent it DEL once already and kept it (see
+/// `add.rs`); a config its delegate rejects (host-local without a subnet fails ADD and DEL
+/// alike) fails every retry, and a DEL that keeps failing holds the pod's deletion forever
+/// (kubelet retries StopPodSandbox without end, the pod stays Terminating). A transient
+/// failure (code 11) is reported as such, the call kept, so the runtime's retry reaches it
+/// again. A call whose ADD completed keeps its DEL's error, whatever it is.
+pub fn del_call(cfg: &KactusConfig, env: &CniEnv, entry: &CacheEntry) -> Result<Option<Abandoned>, CniError> {
+    match del_entry(cfg, env, entry) {
+        Ok(()) => Ok(None),
+        Err(e) if !entry.is_complete() && e.code != code::TRY_AGAIN_LATER => {
+            let what = format!(
+                "{} ({}): its ADD failed and its delegate's DEL fails too: {}",
+                entry.if_name, entry.network_name, e.msg
+            );
+            Ok(Some(Abandoned { ifname: Some(entry.if_name.clone()), what }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// DELs one call with its own config, interface, args and result (none if its ADD never

@@ -1,11 +1,15 @@
 //! The meta-plugin's verbs. `add.rs`, `del.rs` and `check.rs` tell each story, `gc.rs` and
 //! `readiness.rs` (STATUS) the CNI 1.1 ones; `plan.rs` turns inputs into validated delegate
 //! calls (`networks.rs` reads their configs), `cache/` remembers them (before they run and
-//! after), `repair.rs` rebuilds what a damaged cache lost; `apiserver_side.rs` is what an
-//! ADD does with the apiserver beside its delegates, `status.rs` and `events.rs` tell the
-//! apiserver what the pod has.
+//! after), `repair.rs` rebuilds what a damaged or lost cache lost, `abandon.rs` is what DEL
+//! does with a call nothing can tear down; `apiserver.rs` is the plugin's client and the
+//! mapping of apiserver failures to CNI codes, `apiserver_side.rs` what an ADD does with the
+//! apiserver beside its delegates, `status.rs` and `events.rs` tell the apiserver what the
+//! pod has.
 
+mod abandon;
 pub mod add;
+pub mod apiserver;
 mod apiserver_side;
 pub mod cache;
 pub mod check;

@@ -1,18 +1,19 @@
 //! The attachments' network configs, read from the apiserver: a NAD's `spec.config` (or,
 //! when it is empty, a file in `confDir`), else Kaloom's `kaloom.com/v1` `Network`.
 //!
-//! In one request per namespace, whatever the number of attachments: a namespace the pod
-//! names one network of is a GET of that NAD; one it names several of is one LIST of the
-//! namespace's NADs, bounded to a page ([`list_page`]). A LIST's answer grows with the
+//! In one request per namespace and source, whatever the number of attachments: a namespace
+//! the pod names one network of is a GET of that NAD; one it names several of is one LIST of
+//! the namespace's NADs, bounded to a page ([`list_page`]). A LIST's answer grows with the
 //! namespace where GETs grow with the pod (a whole namespace of 1,000 NADs of ~1.4 KiB each
 //! is 1.4 MB per ADD, see BENCHMARK.md), so the page caps what one ADD can cost: up to a
 //! page of NADs in the namespace, one request; beyond, the page plus a GET for each network
-//! the page did not hold. A NAD the LIST does not hold is read with a GET before it
-//! is called missing, and a LIST that RBAC forbids (a ClusterRole from before kactus listed
-//! NADs) falls back to one GET per network.
+//! the page did not hold. A LIST that RBAC forbids (a ClusterRole from before kactus listed
+//! NADs) falls back to one GET per network. The networks without a NAD (a LIST shorter than
+//! its page holds them all; a 404 for it means the cluster serves no NADs at all) are read
+//! from Kaloom's `Network`s in the same way: a GET for one, one LIST for several.
 
+use super::apiserver::kube_error;
 use super::config::KactusConfig;
-use super::plan::kube_error;
 use crate::attachment::Attachment;
 use crate::cni::{code, CniError, NetworkConfig};
 use crate::devices::{self, AllocatedDevice};
@@ -70,7 +71,11 @@ pub fn read(cfg: &KactusConfig, client: &kube::Client, atts: &[Attachment]) -> V
         .collect()
 }
 
-/// The networks `names` of namespace `ns`: a GET for one, a LIST for several.
+/// The networks `names` of namespace `ns`: a GET for one, a LIST for several. What the
+/// NADs do not hold is looked for among Kaloom's `Network`s the same way, so a cluster gives
+/// the same answers whichever source it serves: NADs only, Kaloom `Network`s only (seed 001's
+/// own install, where the apiserver answers 404 to every NAD path: the CRD is not there),
+/// both, or some networks in each.
 fn read_namespace<'a>(
     cfg: &KactusConfig,
     client: &kube::Client,
@@ -78,15 +83,22 @@ fn read_namespace<'a>(
     names: &BTreeSet<&'a str>,
 ) -> Vec<(NetworkRef<'a>, Result<Network, CniError>)> {
     let names: Vec<&'a str> = names.iter().copied().collect();
-    let one_by_one = || concurrently(&names, |name| ((ns, *name), by_get(cfg, client, ns, name)));
+    let one_by_one = |names: &[&'a str]| concurrently(names, |name| ((ns, *name), by_get(cfg, client, ns, name)));
     if names.len() < 2 {
-        return one_by_one();
+        return one_by_one(&names);
     }
-    let listed = match client.list_network_attachment_definitions(ns, list_page(names.len())) {
+    let page = list_page(names.len());
+    let listed = match client.list_network_attachment_definitions(ns, page) {
         Ok(listed) => listed,
         Err(KubeError::Forbidden { message }) => {
             log::info!("NetworkAttachmentDefinitions of {ns} may not be listed ({message}): reading them one by one");
-            return one_by_one();
+            return one_by_one(&names);
+        }
+        Err(KubeError::NotFound { .. }) => {
+            log::debug!(
+                "no NetworkAttachmentDefinitions are served (404 for their LIST): reading kaloom.com/v1 Networks"
+            );
+            return kaloom_networks(cfg, client, ns, &names);
         }
         Err(e) => {
             let e = kube_error(e, &format!("list NetworkAttachmentDefinitions in {ns}"));
@@ -94,16 +106,74 @@ fn read_namespace<'a>(
         }
     };
     log::debug!("{} NetworkAttachmentDefinition(s) listed in {ns}", listed.len());
-    let mut found = Vec::with_capacity(names.len());
-    let mut beyond = Vec::new();
-    for name in names {
-        match listed.iter().find(|nad| nad.metadata.name == name) {
-            Some(nad) => found.push(((ns, name), from_nad(cfg, ns, name, nad))),
-            None => beyond.push(name),
-        }
-    }
-    found.extend(concurrently(&beyond, |name| ((ns, *name), by_get(cfg, client, ns, name))));
+    let page = Page::of(&listed, |nad| &nad.metadata.name, &names, page);
+    let mut found: Vec<_> = page.held.iter().map(|(name, nad)| ((ns, *name), from_nad(cfg, ns, name, nad))).collect();
+    found.extend(one_by_one(&page.beyond));
+    found.extend(kaloom_networks(cfg, client, ns, &page.absent));
     found
+}
+
+/// The networks `names` of namespace `ns` that have no NAD, from Kaloom's `Network`s: a GET
+/// for one, one LIST (bounded like the NADs') for several. A LIST that is not served (404:
+/// no such CRD either) means none of them exists; one RBAC forbids falls back to a GET each.
+fn kaloom_networks<'a>(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    ns: &'a str,
+    names: &[&'a str],
+) -> Vec<(NetworkRef<'a>, Result<Network, CniError>)> {
+    let one_by_one =
+        |names: &[&'a str]| concurrently(names, |name| ((ns, *name), kaloom_network_config(cfg, client, ns, name)));
+    if names.len() < 2 {
+        return one_by_one(names);
+    }
+    let page = list_page(names.len());
+    let path = format!("/apis/kaloom.com/v1/namespaces/{}/networks", kube::path_segment(ns));
+    let listed = match client.list::<KaloomNetwork>(&path, &[("limit", &page.to_string())]) {
+        Ok(list) => list.items,
+        Err(KubeError::Forbidden { message }) => {
+            log::info!("kaloom.com/v1 Networks of {ns} may not be listed ({message}): reading them one by one");
+            return one_by_one(names);
+        }
+        Err(e @ KubeError::NotFound { .. }) => {
+            return names.iter().map(|name| ((ns, *name), Err(not_found(ns, name, &e)))).collect();
+        }
+        Err(e) => {
+            let e = kube_error(e, &format!("list kaloom.com/v1 Networks in {ns}"));
+            return names.iter().map(|name| ((ns, *name), Err(e.clone()))).collect();
+        }
+    };
+    log::debug!("{} kaloom.com/v1 Network(s) listed in {ns}", listed.len());
+    let page = Page::of(&listed, |net| &net.metadata.name, names, page);
+    let mut found: Vec<_> =
+        page.held.iter().map(|(name, net)| ((ns, *name), from_kaloom(cfg, ns, name, net))).collect();
+    let why = format!("not among the {} listed", listed.len());
+    found.extend(page.absent.iter().map(|name| ((ns, *name), Err(not_found(ns, name, &why)))));
+    found.extend(one_by_one(&page.beyond));
+    found
+}
+
+/// What one LIST page of a source says about `names`: the objects it holds, the names it
+/// shows absent (a page shorter than its limit held every object: the LIST is a consistent
+/// read), and those that may be beyond a full page, to be read one by one.
+struct Page<'l, 'a, T> {
+    held: Vec<(&'a str, &'l T)>,
+    absent: Vec<&'a str>,
+    beyond: Vec<&'a str>,
+}
+
+impl<'l, 'a, T> Page<'l, 'a, T> {
+    fn of(listed: &'l [T], name_of: fn(&T) -> &String, names: &[&'a str], limit: usize) -> Page<'l, 'a, T> {
+        let mut page = Page { held: Vec::new(), absent: Vec::new(), beyond: Vec::new() };
+        for name in names {
+            match listed.iter().find(|o| name_of(o) == name) {
+                Some(o) => page.held.push((name, o)),
+                None if listed.len() < limit => page.absent.push(name),
+                None => page.beyond.push(name),
+            }
+        }
+        page
+    }
 }
 
 /// `f` of each item, each on its own thread when there are several (the apiserver's client
@@ -125,7 +195,8 @@ fn concurrently<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 /// (the shipped ClusterRole lets the plugin read them).
 fn by_get(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
     let nad = match client.get_network_attachment_definition(ns, name) {
-        Ok(nad) => nad,
+        Ok(nad) if nad.metadata.name == name => nad,
+        Ok(nad) => return Err(not_the_object(&format!("NetworkAttachmentDefinition {ns}/{name}"), &nad.metadata)),
         Err(KubeError::NotFound { .. }) => return kaloom_network_config(cfg, client, ns, name),
         Err(e) => return Err(kube_error(e, &format!("get NetworkAttachmentDefinition {ns}/{name}"))),
     };
@@ -158,21 +229,40 @@ struct KaloomNetworkSpec {
     config: String,
 }
 
+/// Kaloom's `Network` `name` of `ns`, read with a GET.
 fn kaloom_network_config(cfg: &KactusConfig, client: &kube::Client, ns: &str, name: &str) -> Result<Network, CniError> {
-    let path = format!("/apis/kaloom.com/v1/namespaces/{ns}/networks/{name}");
+    let path =
+        format!("/apis/kaloom.com/v1/namespaces/{}/networks/{}", kube::path_segment(ns), kube::path_segment(name));
     // The NAD is missing: that is the answer, unless the fallback source has the network. A
     // fallback that is not there (404: no such object, or the CRD is not installed) or not
     // readable (403: RBAC without the rule) must not hide it behind its own error.
     let net: KaloomNetwork = client.get(&path).map_err(|e| match e {
-        KubeError::NotFound { .. } | KubeError::Forbidden { .. } => {
-            log::info!("network {ns}/{name}: no NetworkAttachmentDefinition; kaloom.com/v1 Network: {e}");
-            CniError::new(
-                code::NETWORK_NOT_FOUND,
-                format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
-            )
-        }
+        KubeError::NotFound { .. } | KubeError::Forbidden { .. } => not_found(ns, name, &e),
         e => kube_error(e, &format!("get kaloom.com/v1 Network {ns}/{name}")),
     })?;
+    if net.metadata.name != name {
+        return Err(not_the_object(&format!("kaloom.com/v1 Network {ns}/{name}"), &net.metadata));
+    }
+    from_kaloom(cfg, ns, name, &net)
+}
+
+/// A 200 whose JSON is not the object asked for (every field of ours has a default, so any
+/// JSON object decodes): no answer about the network, so not a missing config either.
+fn not_the_object(what: &str, got: &kube::ObjectMeta) -> CniError {
+    let message = format!("the answer is not {what} (its metadata.name is {:?})", got.name);
+    kube_error(KubeError::Decode { message }, &format!("get {what}"))
+}
+
+/// A network that neither source has: NetworkNotFound, `why` the Kaloom source's answer.
+fn not_found(ns: &str, name: &str, why: &dyn std::fmt::Display) -> CniError {
+    log::info!("network {ns}/{name}: no NetworkAttachmentDefinition; kaloom.com/v1 Network: {why}");
+    CniError::new(
+        code::NETWORK_NOT_FOUND,
+        format!("network {ns}/{name}: no NetworkAttachmentDefinition {ns}/{name} (nor kaloom.com/v1 Network)"),
+    )
+}
+
+fn from_kaloom(cfg: &KactusConfig, ns: &str, name: &str, net: &KaloomNetwork) -> Result<Network, CniError> {
     if net.spec.config.trim().is_empty() {
         return Ok(Network::new(config_from_dir(cfg, ns, name)?, &net.metadata));
     }

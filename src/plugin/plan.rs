@@ -3,6 +3,7 @@
 //! names, namespace isolation, devices in the way) is checked before the first delegate
 //! runs; the attachments' configs are read and checked while the master makes `eth0`.
 
+use super::apiserver::{kube_client, kube_error};
 use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
 use super::networks::{self, Network};
@@ -10,7 +11,7 @@ use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
 use crate::cni::{code, CniArgs, CniEnv, CniError, NetworkConfig, PodRef};
 use crate::devices::{AllocatedDevice, DeviceError, DeviceLookup, DeviceRequest};
-use crate::kube::{self, KubeError};
+use crate::kube;
 use serde_json::{Map, Value};
 
 /// One delegate call of an ADD.
@@ -31,6 +32,20 @@ pub struct PlannedCall {
     pub set_mac: Option<String>,
     /// The allocated device backing the attachment, if its network names a resource.
     pub device: Option<AllocatedDevice>,
+}
+
+/// One delegate call of an ADD and its intent record entry (its place in the container's
+/// order, and everything its DEL needs).
+pub struct Call {
+    pub(super) planned: PlannedCall,
+    pub(super) intent: CacheEntry,
+}
+
+impl Call {
+    /// `calls` numbered from `first`, in order.
+    pub fn numbered(env: &CniEnv, calls: Vec<PlannedCall>, first: u64) -> Vec<Call> {
+        (first..).zip(calls).map(|(seq, planned)| Call { intent: planned.intent(env, seq), planned }).collect()
+    }
 }
 
 /// What an ADD will do, and for which pod: the calls it can make at once, and the
@@ -73,7 +88,7 @@ impl Plan {
             known_pod: self.known_pod.as_ref(),
             container_id: &self.container_id,
             delegate_args: &self.delegate_args,
-            held: Some(&held),
+            held: &held,
         };
         attachment_calls(cfg, client, &target, &self.pending, false)
     }
@@ -86,24 +101,8 @@ pub struct Target<'a> {
     pub known_pod: Option<&'a kube::Pod>,
     pub container_id: &'a str,
     pub delegate_args: &'a CniArgs,
-    /// `None`: no device is looked up. A DEL rebuilding a lost entry does not know the device
-    /// its ADD chose, and a lookup now could choose another (or fail with the pod going).
-    pub held: Option<&'a [AllocatedDevice]>,
-}
-
-pub fn kube_client(cfg: &KactusConfig) -> Result<kube::Client, CniError> {
-    let opts = kube::ClientOptions { timeout: cfg.api_timeout, ..Default::default() };
-    kube::Client::new(cfg.kubeconfig.as_deref(), opts).map_err(|e| kube_error(e, "connect to the apiserver"))
-}
-
-/// Maps apiserver failures to CNI codes: transient ones to 11 so the runtime retries.
-pub fn kube_error(e: KubeError, what: &str) -> CniError {
-    let c = match &e {
-        _ if e.is_transient() => code::TRY_AGAIN_LATER,
-        KubeError::Config { .. } => code::INVALID_NETWORK_CONFIG,
-        _ => code::APISERVER,
-    };
-    CniError::new(c, format!("{what}: {e}"))
+    /// Devices the container's other attachments hold, none of which is chosen again.
+    pub held: &'a [AllocatedDevice],
 }
 
 /// Everything an ADD can know and check before its first delegate without reading networks:
@@ -170,7 +169,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
                     known_pod: known_pod.as_ref(),
                     container_id: &env.container_id,
                     delegate_args: &delegate_args,
-                    held: Some(&[]),
+                    held: &[],
                 };
                 ready.extend(attachment_calls(cfg, c, &target, std::slice::from_ref(&primary), true)?);
             }
@@ -273,9 +272,9 @@ fn runtime_pod_annotations(cfg: &KactusConfig) -> Option<std::collections::BTree
     Some(passed.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
 }
 
-/// A dynamic call names one network: find it among the pod's selections in any form an ADD
-/// accepts (see [`attachment::DynamicTarget`]); absent from the annotation, it is taken as a
-/// bare reference so the plugin can be driven by hand.
+/// A dynamic call names one network: find it among the pod's selections by its key or
+/// network (see [`attachment::DynamicTarget::exact_position`]); absent from the annotation,
+/// it is taken as a bare reference so the plugin can be driven by hand.
 fn dynamic_attachment(
     pod: &PodRef,
     atts: Vec<Attachment>,
@@ -284,7 +283,8 @@ fn dynamic_attachment(
 ) -> Result<Attachment, CniError> {
     let target = attachment::DynamicTarget::parse(&pod.namespace, name);
     let refs: Vec<String> = atts.iter().map(Attachment::network_ref).collect();
-    let found = target.position(atts.iter().zip(&refs).map(|(a, r)| (a.key.as_str(), r.as_str(), a.ifname.as_str())));
+    let found =
+        target.exact_position(atts.iter().zip(&refs).map(|(a, r)| (a.key.as_str(), r.as_str(), a.ifname.as_str())));
     let mut att = match found {
         Some(i) => atts.into_iter().nth(i).ok_or_else(|| CniError::invalid_env("attachment vanished"))?,
         None => {
@@ -307,7 +307,9 @@ fn dynamic_attachment(
     Ok(att)
 }
 
-fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -> Result<(), CniError> {
+/// `namespaceIsolation`: a pod may use only networks of its own namespace and of the global
+/// ones. Checked for every attachment an ADD makes and every call DEL rebuilds.
+pub fn check_namespace_allowed(cfg: &KactusConfig, pod: &PodRef, att: &Attachment) -> Result<(), CniError> {
     if !cfg.namespace_isolation || att.namespace == pod.namespace || cfg.global_namespaces.contains(&att.namespace) {
         return Ok(());
     }
@@ -339,6 +341,27 @@ pub fn attachment_calls(
     atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, target.delegate_args, is_primary)).collect()
 }
 
+/// Each attachment's call on its own, for DEL's repair: the networks read as an ADD reads
+/// them (one request per namespace and source), a network that fails failing only its own
+/// attachment. No allocated device is looked up: a DEL rebuilding a lost entry does not know
+/// the device its ADD chose, and a lookup now could choose another (or fail with the pod
+/// going). The attachment on `primary_ifname` is the pod's `isPrimary` network.
+pub fn attachment_calls_each(
+    cfg: &KactusConfig,
+    client: &kube::Client,
+    delegate_args: &CniArgs,
+    atts: &[Attachment],
+    primary_ifname: &str,
+) -> Vec<Result<PlannedCall, CniError>> {
+    let nets = networks::read(cfg, client, atts);
+    atts.iter()
+        .zip(nets)
+        .map(|(att, net)| {
+            net.and_then(|net| attachment_call(cfg, att, net, delegate_args, att.ifname == primary_ifname))
+        })
+        .collect()
+}
+
 /// Gives each network that names a resource a device of the pod's allocation (see
 /// [`devices`]), none held by another attachment of the container.
 fn assign_devices(
@@ -356,9 +379,10 @@ fn assign_devices(
             Some(DeviceRequest { network: att.network_ref(), ifname: att.ifname.clone(), resource })
         })
         .collect();
-    let Some(held) = target.held.filter(|_| requests.iter().any(Option::is_some)) else {
+    if !requests.iter().any(Option::is_some) {
         return Ok(());
-    };
+    }
+    let held = target.held;
     let pod =
         target.pod.ok_or_else(|| CniError::invalid_env("allocated devices need the pod's identity in CNI_ARGS"))?;
     let lookup = DeviceLookup {

@@ -1,15 +1,19 @@
-//! DEL's answer to a damaged cache: DEL never claims success for a call it could not tear down.
+//! DEL's answer to a damaged or lost cache: DEL never claims success for a call it could not
+//! tear down.
 //!
 //! An unreadable entry whose intent record is readable was made up for when the cache was
-//! read ([`super::cache::Record`]). What is left is rebuilt here from what else knows it: the
-//! kactus config on stdin (the master and the config delegates), the network a dynamic call
-//! names, and the pod's annotation and networks when the apiserver answers. When the apiserver
+//! read ([`super::cache::Record`]). What is left (or a whole directory gone, see `del.rs`) is
+//! rebuilt here from what else knows it: the kactus config on stdin (the master and the
+//! config delegates), the network a dynamic call names, and the pod's annotation and
+//! networks when the apiserver answers, under the checks an ADD makes. When the apiserver
 //! says the pod is gone for good (404, or another pod by that name) or the call's network is,
 //! nothing will ever rebuild it: its device is removed from the pod over netlink and the lease
 //! its IPAM may still hold is reported (log and a Warning Event), and DEL goes on to succeed
 //! rather than be retried forever. While the apiserver cannot answer, DEL answers code 11
 //! naming what it could not rebuild and keeps the files, so the runtime retries.
 
+use super::abandon::{self, Abandoned};
+use super::apiserver;
 use super::cache::{CacheEntry, Damaged, Record};
 use super::config::KactusConfig;
 use super::plan::{self, PlannedCall};
@@ -23,20 +27,13 @@ use std::collections::BTreeSet;
 pub struct Repair {
     /// Calls rebuilt for what the cache lost, to be deleted with the others.
     pub rebuilt: Vec<CacheEntry>,
-    /// What nothing can rebuild because its pod or network is gone for good.
-    pub gone: Vec<Gone>,
+    /// What nothing can rebuild because its pod or network is gone for good: its device (when
+    /// the file name tells it), the damaged file and why.
+    pub gone: Vec<Abandoned>,
     /// What cannot be rebuilt until the apiserver answers (code 11).
     pub waiting: Vec<CniError>,
     /// The client that read the pod, for the warning about what is gone.
     client: Option<kube::Client>,
-}
-
-/// A call nothing can rebuild.
-pub struct Gone {
-    /// Its device, when the file name tells it.
-    pub ifname: Option<String>,
-    /// The damaged file and why nothing rebuilds it.
-    pub what: String,
 }
 
 /// Rebuilds what `record` lost (nothing to do, and no apiserver call, when nothing is
@@ -64,15 +61,15 @@ pub fn rebuild(cfg: &KactusConfig, env: &CniEnv, record: &Record, dynamic: Optio
                 }
                 Fate::Gone(why) => repair
                     .gone
-                    .push(Gone { ifname: Some(ifname.clone()), what: format!("{}: {why}", damaged.describe()) }),
+                    .push(Abandoned { ifname: Some(ifname.clone()), what: format!("{}: {why}", damaged.describe()) }),
                 Fate::Waiting(e) => repair.waiting.push(waiting(damaged, Some(ifname), e)),
             },
-            Damaged::Intent { .. } => match sources.all_calls() {
+            Damaged::Intent { .. } | Damaged::Directory { .. } => match sources.all_calls() {
                 Ok((calls, gone)) => {
                     log::warn!("{}: deleting every call the config and the pod's annotation name", damaged.describe());
                     calls.into_iter().for_each(|c| add(&mut repair, c));
                     if let Some(why) = gone {
-                        repair.gone.push(Gone { ifname: None, what: format!("{}: {why}", damaged.describe()) });
+                        repair.gone.push(Abandoned { ifname: None, what: format!("{}: {why}", damaged.describe()) });
                     }
                 }
                 Err(e) => repair.waiting.push(waiting(damaged, None, e)),
@@ -92,39 +89,22 @@ fn waiting(damaged: &Damaged, ifname: Option<&String>, e: CniError) -> CniError 
 }
 
 impl Repair {
-    /// Removes the devices of what is gone for good and reports the leases they may hold:
-    /// in the log and, where the apiserver answers, as a Warning Event on the pod.
-    pub fn release_gone(&self, env: &CniEnv) {
-        for gone in &self.gone {
-            let device = match (&gone.ifname, env.netns.as_deref().filter(|p| p.exists())) {
-                (Some(ifname), Some(netns)) => match crate::netlink::delete_link(netns, ifname) {
-                    Ok(true) => format!("device {ifname} removed from the pod"),
-                    Ok(false) => format!("device {ifname} was not in the pod"),
-                    Err(e) => format!("device {ifname} not removed: {e}"),
-                },
-                (Some(ifname), None) => format!("device {ifname} went with the pod's network namespace"),
-                (None, _) => "its devices are unknown".to_string(),
-            };
-            let interface = gone.ifname.as_deref().map(|i| format!(", interface {i}")).unwrap_or_default();
-            let msg = format!(
-                "{}; {device}; the IPAM lease it may hold (container {}{interface}) could not be released",
-                gone.what, env.container_id
-            );
-            log::warn!("DEL {}: {msg}", env.container_id);
-            if let (Some(client), Some(pod)) = (&self.client, env.args.pod()) {
-                super::events::lease_not_released(client, &pod, &msg);
-            }
-        }
+    /// Removes the devices of what is gone for good and reports the leases they may hold
+    /// (see [`abandon`]).
+    pub fn release_gone(&self, cfg: &KactusConfig, env: &CniEnv) {
+        abandon::release(cfg, env, self.client.as_ref(), &self.gone);
     }
 }
 
 /// What a damaged call comes to.
+#[derive(Clone)]
 enum Fate {
     Rebuilt(Box<Rebuilt>),
     Gone(String),
     Waiting(CniError),
 }
 
+#[derive(Clone)]
 struct Rebuilt {
     call: PlannedCall,
     /// Where it was rebuilt from, for the log.
@@ -149,11 +129,14 @@ struct Sources<'a> {
     dynamic: Option<&'a DynamicTarget>,
     client: Option<kube::Client>,
     pod: Option<PodState>,
+    /// The calls of the pod's attachments (`PodState::Here`), in their order: rebuilt
+    /// together the first time one is needed, their networks read as an ADD reads them.
+    pod_calls: Option<Vec<Fate>>,
 }
 
 impl<'a> Sources<'a> {
     fn new(cfg: &'a KactusConfig, env: &'a CniEnv, dynamic: Option<&'a DynamicTarget>) -> Sources<'a> {
-        Sources { cfg, env, dynamic, client: None, pod: None }
+        Sources { cfg, env, dynamic, client: None, pod: None, pod_calls: None }
     }
 
     /// The call that made `ifname`.
@@ -163,7 +146,7 @@ impl<'a> Sources<'a> {
             return stdin(call);
         }
         if let Some(att) = self.dynamic_attachment().filter(|a| a.ifname == ifname) {
-            return self.network_call(&att, "the network K8S_POD_NETWORK names");
+            return self.dynamic_call(&att);
         }
         let is_eth0 = ifname == self.env.ifname;
         match self.pod() {
@@ -171,8 +154,12 @@ impl<'a> Sources<'a> {
             PodState::NoIdentity => {
                 Fate::Gone("no pod identity in CNI_ARGS and no delegate of the config makes it".into())
             }
-            PodState::Here(atts) => match atts.iter().find(|a| a.ifname == ifname) {
-                Some(att) => self.network_call(att, "the pod's annotation"),
+            PodState::Here(atts) => match atts.iter().position(|a| a.ifname == ifname) {
+                Some(i) => self
+                    .pod_calls(&atts)
+                    .into_iter()
+                    .nth(i)
+                    .unwrap_or_else(|| Fate::Gone("the pod's annotation no longer names a network on it".into())),
                 // eth0 without an `isPrimary` network is the master's.
                 None if is_eth0 => stdin(plan::master_call(self.cfg, self.env)),
                 None => Fate::Gone("the pod's annotation no longer names a network on it".into()),
@@ -190,18 +177,22 @@ impl<'a> Sources<'a> {
     fn all_calls(&mut self) -> Result<(Vec<PlannedCall>, Option<String>), CniError> {
         let mut calls = plan::config_delegate_calls(self.cfg, self.env);
         let mut atts: Vec<Attachment> = self.dynamic_attachment().into_iter().collect();
+        let mut fates: Vec<Fate> = atts.iter().map(|att| self.dynamic_call(att)).collect();
         let mut gone = None;
         match self.pod() {
             PodState::NoIdentity => {}
-            PodState::Here(listed) => atts.extend(listed),
+            PodState::Here(listed) => {
+                fates.extend(self.pod_calls(&listed));
+                atts.extend(listed);
+            }
             PodState::Gone(why) => gone = Some(format!("the attachments it held are unknown: {why}")),
             PodState::Unreachable(e) => return Err(e),
         }
         if !atts.iter().any(|a| a.ifname == self.env.ifname) {
             calls.push(plan::master_call(self.cfg, self.env));
         }
-        for att in atts {
-            match self.network_call(&att, "") {
+        for (att, fate) in atts.iter().zip(fates) {
+            match fate {
                 Fate::Rebuilt(r) => calls.push(r.call),
                 Fate::Gone(why) => log::warn!("{}: not rebuilt: {why}", att.ifname),
                 Fate::Waiting(e) => return Err(e),
@@ -222,36 +213,68 @@ impl<'a> Sources<'a> {
         Some(att)
     }
 
-    /// An attachment's call from its network as the apiserver has it now.
-    fn network_call(&mut self, att: &Attachment, source: &'static str) -> Fate {
-        let client = match self.client() {
-            Ok(c) => c,
-            Err(e) => return Fate::Waiting(e),
-        };
-        let args = self.env.args.for_delegate();
-        let is_primary = att.ifname == self.env.ifname;
-        let pod = self.env.args.pod();
-        // The device its ADD chose is not known: the DEL goes without it.
-        let target = plan::Target {
-            pod: pod.as_ref(),
-            known_pod: None,
-            container_id: &self.env.container_id,
-            delegate_args: &args,
-            held: None,
-        };
-        match plan::attachment_calls(self.cfg, &client, &target, std::slice::from_ref(att), is_primary) {
-            Ok(mut calls) if !calls.is_empty() => Fate::Rebuilt(Box::new(Rebuilt { call: calls.remove(0), source })),
-            Ok(_) => Fate::Gone(format!("network {} has no config", att.network_ref())),
-            Err(e) if e.code == code::NETWORK_NOT_FOUND => Fate::Gone(e.msg),
-            Err(e) => Fate::Waiting(e),
+    /// The call of the attachment a dynamic DEL names.
+    fn dynamic_call(&mut self, att: &Attachment) -> Fate {
+        let mut fates = self.network_calls(std::slice::from_ref(att), "the network K8S_POD_NETWORK names");
+        fates.pop().unwrap_or_else(|| Fate::Gone(format!("network {} has no config", att.network_ref())))
+    }
+
+    /// The calls of the pod's attachments `atts` (read once, see [`Sources::pod_calls`]).
+    fn pod_calls(&mut self, atts: &[Attachment]) -> Vec<Fate> {
+        if self.pod_calls.is_none() {
+            self.pod_calls = Some(self.network_calls(atts, "the pod's annotation"));
         }
+        self.pod_calls.clone().unwrap_or_default()
+    }
+
+    /// The attachments' calls from their networks as the apiserver has them now (read
+    /// together, in one request per namespace and source, as an ADD reads them), for those an
+    /// ADD could have made: the pod's annotation is the tenant's to rewrite after the ADD, so
+    /// each passes the checks an ADD makes (namespace isolation) before its network's
+    /// delegate runs as root; one that fails them could not have been made, and nothing
+    /// rebuilds it. The devices their ADD chose are not known: their DELs go without them.
+    fn network_calls(&mut self, atts: &[Attachment], source: &'static str) -> Vec<Fate> {
+        let Some(pod) = self.env.args.pod() else {
+            return atts
+                .iter()
+                .map(|_| Fate::Gone("no pod identity in CNI_ARGS: no attachment was made".into()))
+                .collect();
+        };
+        let checked: Vec<Result<(), CniError>> =
+            atts.iter().map(|att| plan::check_namespace_allowed(self.cfg, &pod, att)).collect();
+        let allowed: Vec<Attachment> =
+            atts.iter().zip(&checked).filter(|(_, ok)| ok.is_ok()).map(|(att, _)| att.clone()).collect();
+        let mut calls = match allowed.is_empty() {
+            true => Vec::new(),
+            false => match self.client() {
+                Ok(client) => {
+                    let args = self.env.args.for_delegate();
+                    plan::attachment_calls_each(self.cfg, &client, &args, &allowed, &self.env.ifname)
+                }
+                Err(e) => allowed.iter().map(|_| Err(e.clone())).collect(),
+            },
+        }
+        .into_iter();
+        let fate = |att: &Attachment, call: Option<Result<PlannedCall, CniError>>| match call {
+            Some(Ok(call)) => Fate::Rebuilt(Box::new(Rebuilt { call, source })),
+            Some(Err(e)) if e.code == code::NETWORK_NOT_FOUND => Fate::Gone(e.msg),
+            Some(Err(e)) => Fate::Waiting(e),
+            None => Fate::Gone(format!("network {} has no config", att.network_ref())),
+        };
+        atts.iter()
+            .zip(checked)
+            .map(|(att, ok)| match ok {
+                Err(e) => Fate::Gone(e.msg),
+                Ok(()) => fate(att, calls.next()),
+            })
+            .collect()
     }
 
     fn client(&mut self) -> Result<kube::Client, CniError> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = plan::kube_client(self.cfg)?;
+        let c = apiserver::kube_client(self.cfg)?;
         self.client = Some(c.clone());
         Ok(c)
     }
@@ -276,7 +299,7 @@ impl<'a> Sources<'a> {
         let name = format!("{}/{}", pod.namespace, pod.name);
         match client.get_pod(&pod.namespace, &pod.name) {
             Err(KubeError::NotFound { .. }) => PodState::Gone(format!("pod {name} is deleted")),
-            Err(e) => PodState::Unreachable(plan::kube_error(e, &format!("get pod {name}"))),
+            Err(e) => PodState::Unreachable(apiserver::kube_error(e, &format!("get pod {name}"))),
             Ok(found) if pod.uid.as_ref().is_some_and(|uid| *uid != found.metadata.uid) => {
                 PodState::Gone(format!("pod {name} is another pod now (uid {})", found.metadata.uid))
             }

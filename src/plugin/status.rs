@@ -105,7 +105,7 @@ pub fn publish_logged(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry
 
 /// [`publish_logged`] for a call that has no apiserver client yet (a dynamic add or delete).
 pub fn publish_logged_with_new_client(cfg: &KactusConfig, pod: &PodRef, entries: &[CacheEntry]) {
-    match super::plan::kube_client(cfg) {
+    match super::apiserver::kube_client(cfg) {
         Ok(client) => publish_logged(&client, pod, entries),
         Err(e) => log::warn!("pod {}/{}: network-status not written: {e}", pod.namespace, pod.name),
     }

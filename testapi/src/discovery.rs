@@ -2,10 +2,13 @@
 //! `/api/v1`, `/apis`, `/apis/{group}/{version}`) generated from [`resources::KINDS`]. The
 //! server can play an older Kubernetes ([`Emulation`]): group versions a release did not serve
 //! answer 404, as they would there, so a daemon's "this API is not served" path is tested
-//! (kactus-endpoints on 1.20 has no `discovery.k8s.io/v1`).
+//! (kactus-endpoints on 1.20 has no `discovery.k8s.io/v1`). It can also play a cluster
+//! without one of the custom resources it knows ([`Emulation::uninstall`]): seed 001's own
+//! install has Kaloom's `kaloom.com/v1` `Network` CRD and no NetworkAttachmentDefinition one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -18,11 +21,13 @@ const CURRENT_MINOR: u32 = 33;
 #[derive(Debug)]
 pub struct Emulation {
     minor: AtomicU32,
+    /// Kinds whose CRD is not installed, by qualified resource (`networks.kaloom.com`).
+    uninstalled: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Emulation {
     fn default() -> Emulation {
-        Emulation { minor: AtomicU32::new(CURRENT_MINOR) }
+        Emulation { minor: AtomicU32::new(CURRENT_MINOR), uninstalled: Mutex::default() }
     }
 }
 
@@ -38,6 +43,20 @@ impl Emulation {
     /// Whether `group/version` (empty group: core) is served by the release played.
     pub fn serves(&self, group: &str, version: &str) -> bool {
         self.minor() >= since_minor(group, version)
+    }
+
+    /// Plays a cluster where the CRD of `qualified` (`network-attachment-definitions.k8s.cni.cncf.io`)
+    /// is not installed: its paths answer 404 for every verb with the Status a real apiserver
+    /// gives for a resource it does not serve, and discovery leaves it out.
+    pub fn uninstall(&self, qualified: &str) {
+        self.uninstalled.lock().unwrap_or_else(|p| p.into_inner()).insert(qualified.to_string());
+    }
+
+    /// Whether objects of `kind` are served: its group version by the release played, and
+    /// its CRD installed.
+    pub fn serves_kind(&self, kind: &ResourceKind) -> bool {
+        self.serves(kind.group, kind.version)
+            && !self.uninstalled.lock().unwrap_or_else(|p| p.into_inner()).contains(&kind.qualified())
     }
 
     pub fn version(&self) -> Value {
@@ -59,7 +78,7 @@ impl Emulation {
 
     fn groups(&self) -> Value {
         let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for kind in KINDS.iter().filter(|k| !k.group.is_empty() && self.serves(k.group, k.version)) {
+        for kind in KINDS.iter().filter(|k| !k.group.is_empty() && self.serves_kind(k)) {
             let versions = groups.entry(kind.group).or_default();
             if !versions.contains(&kind.version) {
                 versions.push(kind.version);
@@ -77,8 +96,9 @@ impl Emulation {
     }
 
     fn resources(&self, group: &str, version: &str) -> Option<Value> {
-        let kinds: Vec<&ResourceKind> = KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
-        if kinds.is_empty() || !self.serves(group, version) {
+        let kinds: Vec<&ResourceKind> =
+            KINDS.iter().filter(|k| k.group == group && k.version == version && self.serves_kind(k)).collect();
+        if kinds.is_empty() {
             return None;
         }
         let resources: Vec<Value> = kinds
@@ -125,5 +145,14 @@ mod tests {
         assert_eq!(emulation.version()["gitVersion"], "v1.20.0-kactus-test");
         let core = emulation.document("/api/v1").unwrap();
         assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
+    }
+
+    #[test]
+    fn a_cluster_without_the_nad_crd_does_not_discover_its_group() {
+        let emulation = Emulation::default();
+        emulation.uninstall("network-attachment-definitions.k8s.cni.cncf.io");
+        assert!(emulation.document("/apis/k8s.cni.cncf.io/v1").is_none());
+        let groups = emulation.document("/apis").unwrap().to_string();
+        assert!(!groups.contains("k8s.cni.cncf.io") && groups.contains("kaloom.com"), "{groups}");
     }
 }

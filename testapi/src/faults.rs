@@ -24,6 +24,9 @@ pub enum Injected {
     Garbage,
     /// Answer with the first half of the real body (a response cut short).
     Truncated,
+    /// Answer 200 with JSON that is not the object asked for (a `Status` of success, as a
+    /// misbehaving proxy or aggregated server might send).
+    Foreign,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,12 @@ impl Faults {
     /// the first half of their real answer's body.
     pub fn truncate_next(&self, n: u32, path_contains: Option<&str>) {
         self.inject_next(n, Injected::Truncated, path_contains);
+    }
+
+    /// The next `n` API requests whose path contains `path_contains` (any path if None) get
+    /// a 200 whose JSON body is not the object asked for.
+    pub fn foreign_next(&self, n: u32, path_contains: Option<&str>) {
+        self.inject_next(n, Injected::Foreign, path_contains);
     }
 
     fn inject_next(&self, n: u32, answer: Injected, path_contains: Option<&str>) {
@@ -191,6 +200,7 @@ impl Faults {
 
     /// The control endpoint's body: `{"latencyMs":5,"failNext":{"count":2,"status":503,
     /// "pathContains":"..."},"garbageNext":{"count":1,"pathContains":"..."},"truncateNext":{...},
+    /// "foreignNext":{...},
     /// "resetNext":1,"expireWatches":true,"forbid":{"verb":"get","resource":"pods"},
     /// "hold":{"pathContains":"...","untilFile":"/path"},"hang":{"pathContains":"..."},
     /// "rotateToken":"new-token","clear":true}`; `clear` is applied first.
@@ -213,9 +223,13 @@ impl Faults {
                     let count = u32::try_from(count).map_err(|_| bad("failNext.count"))?;
                     self.fail_next(count, status as u16, value["pathContains"].as_str());
                 }
-                "garbageNext" | "truncateNext" => {
+                "garbageNext" | "truncateNext" | "foreignNext" => {
                     let count = u32::try_from(value["count"].as_u64().unwrap_or(1)).map_err(|_| bad(key))?;
-                    let answer = if key == "garbageNext" { Injected::Garbage } else { Injected::Truncated };
+                    let answer = match key.as_str() {
+                        "garbageNext" => Injected::Garbage,
+                        "truncateNext" => Injected::Truncated,
+                        _ => Injected::Foreign,
+                    };
                     self.inject_next(count, answer, value["pathContains"].as_str());
                 }
                 "hang" => self.hang(value["pathContains"].as_str().unwrap_or_default()),
@@ -263,6 +277,8 @@ mod tests {
         faults.truncate_next(1, None);
         assert_eq!(faults.take_injected("/nads/green"), Some(Injected::Garbage));
         assert_eq!(faults.take_injected("/nads/green"), Some(Injected::Truncated));
+        faults.apply_control(&json!({"foreignNext": {"count": 1}})).unwrap();
+        assert_eq!(faults.take_injected("/nads/green"), Some(Injected::Foreign));
         assert_eq!(faults.take_injected("/nads/green"), None);
     }
 

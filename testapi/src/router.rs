@@ -113,6 +113,10 @@ pub fn handle(ctx: &Context, req: &Request) -> (Reply, bool) {
             ctx.stats.request(verb_guess(req));
             return (Reply::Raw(200, b"<html><body>502 Bad Gateway</body></html>".to_vec()), true);
         }
+        Some(Injected::Foreign) => {
+            ctx.stats.request(verb_guess(req));
+            return (Reply::ok(success_status()), true);
+        }
         Some(Injected::Truncated) | None => {}
     }
     let Some(caller) = caller(ctx, req) else {
@@ -174,10 +178,7 @@ fn handle_api(ctx: &Context, req: &Request, caller: &Caller) -> Reply {
         ctx.stats.request("other");
         return Reply::ok(document);
     }
-    let Some(target) = route(&req.path).filter(|t| {
-        let kind = t.kind();
-        ctx.emulation.serves(kind.group, kind.version)
-    }) else {
+    let Some(target) = route(&req.path).filter(|t| ctx.emulation.serves_kind(t.kind())) else {
         ctx.stats.request(verb_guess(req));
         return ApiError::no_route().into();
     };

@@ -196,6 +196,14 @@ impl TestApiServer {
         self.shared.emulation.set_minor(minor);
     }
 
+    /// Plays a cluster without the CRD of `qualified` (`network-attachment-definitions.k8s.cni.cncf.io`,
+    /// as on seed 001's own install): 404 with a `NotFound` Status for every verb on its
+    /// paths, as a real apiserver answers for a resource it does not serve; left out of
+    /// discovery. Objects of that kind already in the store stay there, unseen.
+    pub fn uninstall_crd(&self, qualified: &str) {
+        self.shared.emulation.uninstall(qualified);
+    }
+
     /// The service-account tokens this server issued (TokenRequest).
     pub fn tokens(&self) -> &Tokens {
         &self.shared.tokens

@@ -666,6 +666,30 @@ fn played_as_kubernetes_1_20_there_is_no_discovery_v1() {
     assert_eq!(client.call("GET", "/version", "").body["minor"], "20");
 }
 
+/// Seed 001's own install: Kaloom's `Network` CRD and no NAD CRD. Every NAD path answers 404
+/// with the Status a real apiserver gives for a resource it does not serve.
+#[test]
+fn without_the_nad_crd_every_nad_path_is_404_and_kaloom_networks_are_served() {
+    let server = server();
+    server.uninstall_crd("network-attachment-definitions.k8s.cni.cncf.io");
+    let mut client = Client::connect(&server);
+    for path in [
+        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions",
+        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/green",
+        "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions?watch=1",
+        "/apis/k8s.cni.cncf.io/v1",
+    ] {
+        let answer = client.call("GET", path, "");
+        assert_eq!(answer.code, 404, "{path}");
+        if !path.ends_with("/v1") {
+            assert_eq!(answer.body["kind"], "Status", "{path}");
+            assert_eq!(answer.body["reason"], "NotFound", "{path}");
+            assert_eq!(answer.body["message"], "the server could not find the requested resource", "{path}");
+        }
+    }
+    assert_eq!(client.call("GET", "/apis/kaloom.com/v1/namespaces/default/networks", "").code, 200);
+}
+
 const RBAC: &str = r#"
 apiVersion: v1
 kind: ServiceAccount

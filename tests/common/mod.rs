@@ -237,6 +237,23 @@ impl Sandbox {
         obj.to_string()
     }
 
+    /// Kaloom's `kaloom.com/v1` `Network` in YAML, as Kaloom's examples write it: the plugin
+    /// in `spec.plugin`, the rest of the config (its `type` left out) in `spec.config`.
+    pub fn kaloom_network_yaml(namespace: &str, name: &str, config: &Value) -> String {
+        let mut config = config.clone();
+        let plugin = config.as_object_mut().and_then(|c| c.remove("type")).unwrap_or_default();
+        let obj = json!({"apiVersion": "kaloom.com/v1", "kind": "Network",
+                         "metadata": {"name": name, "namespace": namespace},
+                         "spec": {"plugin": plugin, "config": config.to_string()}});
+        obj.to_string()
+    }
+
+    /// Plays seed 001's own install: no NetworkAttachmentDefinition CRD (every NAD path
+    /// answers 404), Kaloom's `Network` CRD only.
+    pub fn without_nad_crd(&self) {
+        self.api().uninstall_crd("network-attachment-definitions.k8s.cni.cncf.io");
+    }
+
     /// A pod object with annotations, on node "node1".
     pub fn pod_yaml(namespace: &str, name: &str, annotations: &Value) -> String {
         json!({"apiVersion": "v1", "kind": "Pod",

@@ -26,12 +26,15 @@ pub enum Damaged {
     Entry { ifname: String, path: PathBuf, why: String },
     /// An intent record: the calls it held are unknown, except those whose entries are read.
     Intent { path: PathBuf, why: String },
+    /// The container's whole directory, gone while its devices are not (a node whose cache
+    /// did not survive, an operator's cleanup): every call it held is unknown.
+    Directory { path: PathBuf },
 }
 
 impl Damaged {
     pub fn path(&self) -> &Path {
         match self {
-            Damaged::Entry { path, .. } | Damaged::Intent { path, .. } => path,
+            Damaged::Entry { path, .. } | Damaged::Intent { path, .. } | Damaged::Directory { path } => path,
         }
     }
 
@@ -40,6 +43,7 @@ impl Damaged {
         match self {
             Damaged::Entry { path, why, .. } => format!("cache entry {} ({why})", path.display()),
             Damaged::Intent { path, why } => format!("intent record {} ({why})", path.display()),
+            Damaged::Directory { path } => format!("cache directory {} (missing)", path.display()),
         }
     }
 }
@@ -131,13 +135,26 @@ impl Record {
         self.calls.iter().map(|c| c.kactus.seq + 1).max().unwrap_or(0)
     }
 
-    /// The attachment a dynamic call names. Only attachments: a dynamic call never touches
-    /// eth0 or the config's delegates.
+    /// The attachment a dynamic DEL or CHECK names (see [`DynamicTarget::position`]). Only
+    /// attachments: a dynamic call never touches eth0 or the config's delegates.
     pub fn find_dynamic(&self, target: &DynamicTarget) -> Option<&CacheEntry> {
-        let attachments: Vec<&CacheEntry> = self.calls.iter().filter(|c| c.kactus.role == Role::Attachment).collect();
+        let attachments = self.attachments();
         let candidates =
             attachments.iter().map(|c| (c.kactus.key.as_str(), c.kactus.network.as_str(), c.if_name.as_str()));
         target.position(candidates).map(|i| attachments[i])
+    }
+
+    /// The attachment a dynamic ADD repeats: only that key or network (see
+    /// [`DynamicTarget::exact_position`]), so `mp1` in a pod that has `mep/mp1` is a new one.
+    pub fn find_repeat(&self, target: &DynamicTarget) -> Option<&CacheEntry> {
+        let attachments = self.attachments();
+        let candidates =
+            attachments.iter().map(|c| (c.kactus.key.as_str(), c.kactus.network.as_str(), c.if_name.as_str()));
+        target.exact_position(candidates).map(|i| attachments[i])
+    }
+
+    fn attachments(&self) -> Vec<&CacheEntry> {
+        self.calls.iter().filter(|c| c.kactus.role == Role::Attachment).collect()
     }
 }
 
