@@ -4,6 +4,7 @@
 
 use super::cri::{self, CriError, CriLocator};
 use super::sandbox::{KactusCacheLocator, Sandbox, SandboxLocator};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -31,14 +32,14 @@ pub fn sandbox_locator(
     let cri = |socket: PathBuf| CriLocator::new(socket, cri::CALL_TIMEOUT);
     Ok(match (lookup, socket) {
         (SandboxLookup::Cache, _) => Box::new(cache),
-        (SandboxLookup::Cri, Some(socket)) => Box::new(cri(socket)?),
+        (SandboxLookup::Cri, Some(socket)) => Box::new(cri(socket)),
         (SandboxLookup::Cri, None) => {
             return Err(format!(
                 "--sandbox-lookup cri: no runtime socket at {} (pass --cri-socket)",
                 cri::DEFAULT_SOCKETS.join(" or ")
             ))
         }
-        (SandboxLookup::Auto, Some(socket)) => Box::new(AutoLocator::new(cri(socket)?, cache)),
+        (SandboxLookup::Auto, Some(socket)) => Box::new(AutoLocator::new(cri(socket), cache)),
         (SandboxLookup::Auto, None) => {
             log::info!(
                 "no runtime socket at {}: sandboxes are found in the kactus cache {}",
@@ -77,8 +78,14 @@ impl AutoLocator {
 }
 
 impl SandboxLocator for AutoLocator {
-    fn locate(&self, pod: &Pod) -> Result<Sandbox, String> {
-        match self.cri.lookup(pod) {
+    fn locate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<Sandbox, String>> {
+        Box::pin(self.cri_else_cache(pod))
+    }
+}
+
+impl AutoLocator {
+    async fn cri_else_cache(&self, pod: &Pod) -> Result<Sandbox, String> {
+        match self.cri.lookup(pod).await {
             Ok(sandbox) => {
                 self.answered(ANSWERED_BY_CRI, || {
                     format!("sandboxes are found over CRI at {}", self.cri.socket().display())
@@ -87,7 +94,8 @@ impl SandboxLocator for AutoLocator {
             }
             Err(CriError::Answered(e)) => Err(e),
             Err(CriError::Unreachable(e)) => {
-                let sandbox = self.cache.locate(pod).map_err(|cache| format!("{e}; and from the cache: {cache}"))?;
+                let sandbox =
+                    self.cache.locate(pod).await.map_err(|cache| format!("{e}; and from the cache: {cache}"))?;
                 self.answered(ANSWERED_BY_CACHE, || {
                     format!("sandboxes are found in the kactus cache {} ({e})", self.cache.cache_dir.display())
                 });

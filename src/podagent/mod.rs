@@ -62,10 +62,11 @@ const NEEDED: [Needed; 2] = [
     },
 ];
 
-/// Sets everything up (failing fast on a bad kubeconfig, an API the apiserver does not serve
-/// or a taken port), then runs until the process is killed.
+/// Sets everything up (failing fast on a bad kubeconfig, an API the apiserver does not serve,
+/// a mount namespace it cannot enter or a taken port), then runs until SIGTERM (`Ok`, once
+/// the calls under way are done) or until its pod watch ends (an error).
 pub fn run(opts: Options) -> Result<(), String> {
-    daemon::runtime()?.block_on(serve(opts))
+    daemon::block_on(serve(opts))
 }
 
 async fn serve(opts: Options) -> Result<(), String> {
@@ -99,6 +100,13 @@ async fn serve(opts: Options) -> Result<(), String> {
     });
     let first_look = ctx.first_look.clone();
     daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;
-    controller::run(ctx, opts.concurrent_pods).await;
-    Err("the pod watch stopped".into())
+    let termination = daemon::Termination::listen();
+    controller::run(ctx, opts.concurrent_pods, termination.clone().received()).await;
+    match termination.signal() {
+        Some(signal) => {
+            log::info!("podagent stopped on {signal}");
+            Ok(())
+        }
+        None => Err("the pod watch stopped".into()),
+    }
 }

@@ -8,6 +8,7 @@ pub mod api;
 use super::sandbox::{Sandbox, SandboxLocator};
 use crate::grpc::UnixGrpc;
 use api::{PodSandboxState, POD_UID_LABEL};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -52,8 +53,8 @@ pub struct CriLocator {
 }
 
 impl CriLocator {
-    pub fn new(socket: PathBuf, timeout: Duration) -> Result<CriLocator, String> {
-        Ok(CriLocator { grpc: UnixGrpc::new(socket, timeout)? })
+    pub fn new(socket: PathBuf, timeout: Duration) -> CriLocator {
+        CriLocator { grpc: UnixGrpc::new(socket, timeout) }
     }
 
     pub fn socket(&self) -> &Path {
@@ -61,7 +62,7 @@ impl CriLocator {
     }
 
     /// The pod's ready sandbox, found by its UID.
-    pub fn lookup(&self, pod: &Pod) -> Result<Sandbox, CriError> {
+    pub async fn lookup(&self, pod: &Pod) -> Result<Sandbox, CriError> {
         let meta = &pod.metadata;
         let uid = meta.uid.as_deref().unwrap_or_default();
         let context = |e: String| {
@@ -72,7 +73,7 @@ impl CriLocator {
         if uid.is_empty() {
             return Err(CriError::Answered(context("the pod has no UID to look its sandbox up by".into())));
         }
-        self.grpc.block_on(self.lookup_uid(uid)).map_err(|e| match e {
+        self.lookup_uid(uid).await.map_err(|e| match e {
             CriError::Unreachable(m) => CriError::Unreachable(context(m)),
             CriError::Answered(m) => CriError::Answered(context(m)),
         })
@@ -115,8 +116,8 @@ impl CriLocator {
 }
 
 impl SandboxLocator for CriLocator {
-    fn locate(&self, pod: &Pod) -> Result<Sandbox, String> {
-        self.lookup(pod).map_err(|e| e.message().to_string())
+    fn locate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<Sandbox, String>> {
+        Box::pin(async move { self.lookup(pod).await.map_err(|e| e.message().to_string()) })
     }
 }
 
