@@ -10,6 +10,7 @@ use common::*;
 use kactus::podagent::cri::api::{self, PodSandboxState};
 use kactus::podagent::cri::{CriError, CriLocator};
 use kactus::podagent::locator::{sandbox_locator, SandboxLookup};
+use kactus::podagent::mount_ns::PluginMountNamespace;
 use kactus::podagent::sandbox::Sandbox as PodSandbox;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -304,4 +305,57 @@ fn podagent_stops_on_sigterm_once_its_controller_has_returned() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("podagent stopped on SIGTERM"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn the_host_mount_namespace_falls_back_to_the_runtime_serving_the_cri_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = RuntimeSocket::start(dir.path());
+    let unopenable = PathBuf::from("/proc/999999999/ns/mnt");
+    let host = PluginMountNamespace::Host(unopenable.clone());
+    // This test process serves the fake runtime's socket: its namespace stands in.
+    let ns = block_on(host.open(Some(&cri.path))).unwrap().expect("a namespace");
+    assert_eq!(ns.path(), Path::new(&format!("/proc/{}/ns/mnt", std::process::id())));
+    assert_eq!(cri.calls(), 0, "the runtime is not asked anything");
+
+    // No runtime to stand in: both failures, and what to do.
+    let absent = dir.path().join("none.sock");
+    let e = block_on(host.open(Some(&absent))).unwrap_err();
+    for part in ["/proc/999999999/ns/mnt", "nor the container runtime's", "none.sock", "--plugin-mount-namespace"] {
+        assert!(e.contains(part), "{part} missing from: {e}");
+    }
+    assert!(block_on(host.open(None)).unwrap_err().contains("no container runtime socket"));
+    // A namespace given by path is that one or an error; none is podagent's own.
+    let e = block_on(PluginMountNamespace::At(unopenable).open(Some(&cri.path))).unwrap_err();
+    assert!(e.contains("/proc/999999999/ns/mnt") && !e.contains("runtime's"), "{e}");
+    assert!(block_on(PluginMountNamespace::Own.open(Some(&cri.path))).unwrap().is_none());
+}
+
+/// The default, on whichever machine runs the test: the host's init's namespace where root can
+/// open it; where it cannot (init in another user namespace, as in a sandboxed node), the
+/// runtime's, said in the log, and hot-plug works through it.
+#[test]
+fn podagent_by_default_runs_the_plugin_in_the_host_s_or_else_the_runtime_s_mount_namespace() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let cri = RuntimeSocket::start(sb.dir.path());
+    cri.runtime.run("c-app1", &pod_uid(&sb, "app1"), &sb.pods[p].path);
+    let mut flags = over_cri(&cri);
+    flags.push("--plugin-mount-namespace=host".into());
+    let agent = PodAgent::start_with(&sb, &node, &flags);
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    if std::fs::File::open("/proc/1/ns/mnt").is_ok() {
+        assert!(log.contains("runs in mount namespace /proc/1/ns/mnt"), "{log}");
+        return;
+    }
+    let fallback = format!(
+        "/proc/1/ns/mnt cannot be opened: the node's CNI plugin runs in the mount namespace of the container \
+         runtime, pid {} serving {}",
+        std::process::id(),
+        cri.path.display()
+    );
+    assert!(log.contains(&fallback), "{fallback:?} missing from:\n{log}");
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert_data_appears(&sb, p);
 }

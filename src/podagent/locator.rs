@@ -20,15 +20,14 @@ pub enum SandboxLookup {
     Auto,
 }
 
-/// The locator for a lookup mode. `cri_socket` defaults to the first runtime socket that
-/// exists; `cri` without any is an error, `auto` without any uses the cache alone.
+/// The locator for a lookup mode and the runtime's socket (see [`cri::runtime_socket`]);
+/// `cri` without a socket is an error, `auto` without one uses the cache alone.
 pub fn sandbox_locator(
     lookup: SandboxLookup,
-    cri_socket: Option<PathBuf>,
+    socket: Option<PathBuf>,
     cache_dir: PathBuf,
 ) -> Result<Box<dyn SandboxLocator>, String> {
     let cache = KactusCacheLocator { cache_dir };
-    let socket = cri_socket.or_else(cri::default_socket);
     let cri = |socket: PathBuf| CriLocator::new(socket, cri::CALL_TIMEOUT);
     Ok(match (lookup, socket) {
         (SandboxLookup::Cache, _) => Box::new(cache),

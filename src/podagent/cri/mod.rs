@@ -20,9 +20,10 @@ pub const DEFAULT_SOCKETS: [&str; 2] = ["/run/containerd/containerd.sock", "/var
 /// Bound on connecting and on each call: a hung runtime must not hold up the reconcile loop.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The first of [`DEFAULT_SOCKETS`] that exists.
-pub fn default_socket() -> Option<PathBuf> {
-    DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists())
+/// The runtime's socket: the one given (`--cri-socket`), else the first of
+/// [`DEFAULT_SOCKETS`] that exists.
+pub fn runtime_socket(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists()))
 }
 
 /// The socket of a runtime endpoint as the ecosystem writes it (kubelet's
@@ -42,6 +43,26 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
         return Err(format!("{endpoint:?}: the runtime's socket must be an absolute path"));
     }
     Ok(PathBuf::from(path))
+}
+
+/// The pid of the process serving the runtime's socket (the runtime itself), from the peer
+/// credentials of a connection to it: the kernel records who called `listen` (SO_PEERCRED),
+/// so nothing is asked of the runtime and no `/proc` is scanned. The pid is as podagent's
+/// PID namespace sees it: none without `hostPID` when the runtime is outside it.
+pub async fn serving_pid(socket: &Path) -> Result<i32, String> {
+    let connecting = tokio::net::UnixStream::connect(socket);
+    let stream = tokio::time::timeout(CALL_TIMEOUT, connecting)
+        .await
+        .map_err(|_| format!("connecting to {}: no answer within {CALL_TIMEOUT:?}", socket.display()))?
+        .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+    let credentials = stream.peer_cred().map_err(|e| format!("the peer of {}: {e}", socket.display()))?;
+    match credentials.pid() {
+        Some(pid) if pid > 0 => Ok(pid),
+        _ => Err(format!(
+            "the process serving {} is outside podagent's PID namespace (podagent needs hostPID)",
+            socket.display()
+        )),
+    }
 }
 
 /// Why a CRI lookup failed: an unreachable runtime may be stood in for by another locator;
