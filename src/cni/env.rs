@@ -192,7 +192,7 @@ impl CniEnv {
 }
 
 /// The spec's rule for container IDs; they become file names in the cache, so it matters.
-fn valid_container_id(id: &str) -> bool {
+pub fn valid_container_id(id: &str) -> bool {
     id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) && !id.starts_with('.')
 }
 

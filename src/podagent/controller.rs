@@ -11,7 +11,7 @@
 //! call returns, and one just made is not planned again while the watch has not yet
 //! delivered that write (see `recent.rs`).
 
-use super::diff::{self, Change};
+use super::diff::{self, Change, Plan};
 use super::invoke::NodePlugin;
 use super::metrics::Metrics;
 use super::recent::Recent;
@@ -123,7 +123,13 @@ impl Context {
         let key = key(pod);
         let arrived = self.recent.take_arrival(&key);
         let status = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)).cloned();
-        let (changes, waiting) = self.recent.not_yet_shown(&key, status.as_deref(), plan(pod)?);
+        let plan = plan(pod)?;
+        if !plan.ignored.is_empty() {
+            let note = plan.ignored.join("; ");
+            log::warn!("pod {key}: {note}");
+            self.warn(pod, &note).await;
+        }
+        let (changes, waiting) = self.recent.not_yet_shown(&key, status.as_deref(), plan.changes);
         if changes.is_empty() {
             return Ok(waiting);
         }
@@ -187,12 +193,12 @@ impl Context {
 }
 
 /// The pod's pending changes; none for a pod kubelet owns right now.
-fn plan(pod: &Pod) -> Result<Vec<Change>, String> {
+fn plan(pod: &Pod) -> Result<Plan, String> {
     match diff::changes_for(pod)? {
-        Ok(changes) => Ok(changes),
+        Ok(plan) => Ok(plan),
         Err(skip) => {
             log::trace!("pod {}: skipped ({skip:?})", key(pod));
-            Ok(Vec::new())
+            Ok(Plan::default())
         }
     }
 }
