@@ -32,31 +32,21 @@ impl GrpcError {
     }
 }
 
-/// A client of one unix socket, with its own single-threaded runtime so blocking callers
-/// (the plugin, podagent's reconcile loop) can use it.
+/// A client of one unix socket. Its calls run on whichever tokio runtime polls them: the
+/// daemon's own for podagent (so nothing here owns a runtime that could be dropped inside
+/// async code), a runtime made for the call by [`block_on`] for the blocking plugin.
 pub struct UnixGrpc {
     socket: PathBuf,
     timeout: Duration,
-    runtime: tokio::runtime::Runtime,
 }
 
 impl UnixGrpc {
-    pub fn new(socket: PathBuf, timeout: Duration) -> Result<UnixGrpc, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| format!("start the gRPC client runtime for {}: {e}", socket.display()))?;
-        Ok(UnixGrpc { socket, timeout, runtime })
+    pub fn new(socket: PathBuf, timeout: Duration) -> UnixGrpc {
+        UnixGrpc { socket, timeout }
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
-    }
-
-    /// Runs a sequence of calls (say, a list then a status on one connection) to completion.
-    pub fn block_on<F: Future>(&self, calls: F) -> F::Output {
-        self.runtime.block_on(calls)
     }
 
     /// A connection to the socket, bounded by the call timeout.
@@ -107,4 +97,17 @@ impl UnixGrpc {
             .await
             .map_err(|_| GrpcError::Unreachable(format!("{what}: no answer within {:?}", self.timeout)))
     }
+}
+
+/// Runs a sequence of calls (say, a list then a status on one connection) to completion from
+/// blocking code that has no runtime (the plugin): on a single-threaded runtime made for them
+/// and dropped here, in that same blocking code. Never called from async code (a runtime
+/// cannot be started, nor dropped, inside another): the daemons await the calls instead.
+pub fn block_on<F: Future>(calls: F) -> Result<F::Output, GrpcError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| GrpcError::Unreachable(format!("start the gRPC client runtime: {e}")))?;
+    Ok(runtime.block_on(calls))
 }

@@ -609,9 +609,9 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     let env = container["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
     // The node's plugin runs in the host's filesystem, as under the runtime: in the mount
-    // namespace of the host's init, which hostPID makes /proc/1.
+    // namespace of the host's init, which hostPID makes /proc/1 (or the runtime's).
     let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
-    assert!(args.contains(&"--plugin-mount-namespace=/proc/1/ns/mnt"), "{args:?}");
+    assert!(args.contains(&"--plugin-mount-namespace=host"), "{args:?}");
     // So the plugin reaches kubelet's pod-resources socket, the device-plugin checkpoint and
     // the device-info dir (networks backed by allocated devices) at their host paths: the
     // DaemonSet mounts none of them.

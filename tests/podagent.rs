@@ -278,3 +278,37 @@ fn a_repeated_failure_is_one_event_with_a_count() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0]["series"]["count"].as_u64().unwrap_or(0) >= 2, "{:?}", events[0]);
 }
+
+/// Whoever can edit a pod can write its network-status too: an entry whose name would add
+/// CNI_ARGS items (`K8S_POD_NETWORK=default/data;K8S_POD_NAME=victim`) is not acted on, and
+/// is reported on the pod; the pod's real changes still go through.
+#[test]
+fn a_hostile_network_status_name_never_reaches_cni_args() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let agent = PodAgent::start(&sb, &node);
+    let mut status = network_status(&sb);
+    status.as_array_mut().unwrap().push(json!({"name": "default/data;K8S_POD_NAME=victim", "interface": DATA}));
+    let patch = json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": status.to_string()}}});
+    sb.api().store().merge_patch("pods", "default", "app1", &patch).unwrap();
+
+    let warned = || {
+        sb.api().store().list("events", Some("default")).into_iter().find(|e| {
+            e["involvedObject"]["name"] == "app1"
+                && e["type"] == "Warning"
+                && e["message"].as_str().is_some_and(|m| m.contains("K8S_POD_NAME=victim") && m.contains("ignored"))
+        })
+    };
+    assert!(wait_until(|| warned().is_some()), "no Warning event on app1");
+    assert!(node.calls().is_empty(), "{:?}", node.calls());
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("default/data;K8S_POD_NAME=victim") && log.contains("ignored"), "{log}");
+
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert!(wait_until(|| !node.calls().is_empty()), "data was never added");
+    let calls = node.calls();
+    assert!(calls.iter().all(|c| !c.contains("victim")), "{calls:?}");
+    assert!(calls[0].starts_with("ADD ") && calls[0].ends_with("K8S_POD_NETWORK=data"), "{calls:?}");
+    assert!(sb.pods[p].has_link(DATA) || wait_until(|| sb.pods[p].has_link(DATA)));
+}

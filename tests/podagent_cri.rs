@@ -10,6 +10,7 @@ use common::*;
 use kactus::podagent::cri::api::{self, PodSandboxState};
 use kactus::podagent::cri::{CriError, CriLocator};
 use kactus::podagent::locator::{sandbox_locator, SandboxLookup};
+use kactus::podagent::mount_ns::PluginMountNamespace;
 use kactus::podagent::sandbox::Sandbox as PodSandbox;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,11 @@ impl RuntimeSocket {
     }
 }
 
+/// Awaits a lookup as podagent's runtime does.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
 fn pod(namespace: &str, name: &str, uid: &str) -> k8s_openapi::api::core::v1::Pod {
     serde_json::from_value(json!({"metadata": {"namespace": namespace, "name": name, "uid": uid}})).unwrap()
 }
@@ -132,34 +138,42 @@ fn cri_locator_finds_the_ready_sandbox_and_its_netns_by_pod_uid() {
     cri.runtime.run("sandbox-app1", "uid-1", &netns);
     cri.runtime.run("sandbox-app2", "uid-2", Path::new("/nonexistent"));
 
-    let locator = CriLocator::new(cri.path.clone(), Duration::from_secs(2)).unwrap();
-    let found = locator.lookup(&pod("default", "app1", "uid-1"));
+    let locator = CriLocator::new(cri.path.clone(), Duration::from_secs(2));
+    let found = block_on(locator.lookup(&pod("default", "app1", "uid-1")));
     assert_eq!(found, Ok(PodSandbox { container_id: "sandbox-app1".into(), netns: netns.clone() }));
     assert_eq!(cri.calls(), 2, "one ListPodSandbox, one PodSandboxStatus");
 
     // An unknown pod: the runtime's answer, naming socket and pod.
-    let Err(CriError::Answered(e)) = locator.lookup(&pod("default", "ghost", "uid-9")) else { panic!("ghost found") };
+    let Err(CriError::Answered(e)) = block_on(locator.lookup(&pod("default", "ghost", "uid-9"))) else {
+        panic!("ghost found")
+    };
     for part in [cri.path.to_str().unwrap(), "default/ghost", "uid-9", "no ready sandbox"] {
         assert!(e.contains(part), "{part} missing from: {e}");
     }
     // A netns the runtime names but podagent cannot see says so.
-    let Err(CriError::Answered(e)) = locator.lookup(&pod("default", "app2", "uid-2")) else { panic!("app2 found") };
+    let Err(CriError::Answered(e)) = block_on(locator.lookup(&pod("default", "app2", "uid-2"))) else {
+        panic!("app2 found")
+    };
     assert!(e.contains("/nonexistent is not visible here"), "{e}");
 }
 
 #[test]
 fn cri_locator_calls_an_absent_or_silent_runtime_unreachable() {
     let dir = tempfile::tempdir().unwrap();
-    let absent = CriLocator::new(dir.path().join("none.sock"), Duration::from_secs(2)).unwrap();
-    let Err(CriError::Unreachable(e)) = absent.lookup(&pod("default", "app1", "uid-1")) else { panic!("no error") };
+    let absent = CriLocator::new(dir.path().join("none.sock"), Duration::from_secs(2));
+    let Err(CriError::Unreachable(e)) = block_on(absent.lookup(&pod("default", "app1", "uid-1"))) else {
+        panic!("no error")
+    };
     assert!(e.contains("none.sock") && e.contains("default/app1") && e.contains("connect"), "{e}");
 
     // A socket that accepts but never speaks HTTP/2: bounded by the timeout.
     let silent = dir.path().join("silent.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
-    let locator = CriLocator::new(silent, Duration::from_millis(300)).unwrap();
+    let locator = CriLocator::new(silent, Duration::from_millis(300));
     let started = std::time::Instant::now();
-    let Err(CriError::Unreachable(e)) = locator.lookup(&pod("default", "app1", "uid-1")) else { panic!("no error") };
+    let Err(CriError::Unreachable(e)) = block_on(locator.lookup(&pod("default", "app1", "uid-1"))) else {
+        panic!("no error")
+    };
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert!(e.contains("no answer within"), "{e}");
 }
@@ -174,10 +188,10 @@ fn auto_lookup_uses_the_kactus_cache_when_the_runtime_socket_is_absent() {
 
     let auto = sandbox_locator(SandboxLookup::Auto, absent.clone(), sb.cache_dir()).unwrap();
     let expected = PodSandbox { container_id: "c-app1".into(), netns: sb.pods[p].path.clone() };
-    assert_eq!(auto.locate(&app1), Ok(expected));
+    assert_eq!(block_on(auto.locate(&app1)), Ok(expected));
     // Only the runtime: its absence is the error.
     let cri = sandbox_locator(SandboxLookup::Cri, absent, sb.cache_dir()).unwrap();
-    let e = cri.locate(&app1).unwrap_err();
+    let e = block_on(cri.locate(&app1)).unwrap_err();
     assert!(e.contains("no-runtime.sock") && e.contains("default/app1"), "{e}");
 }
 
@@ -189,7 +203,7 @@ fn auto_lookup_takes_the_runtime_word_over_the_cache_when_it_answers() {
     let cri = RuntimeSocket::start(sb.dir.path());
     // The runtime has torn app1's sandbox down; the cache still lists it.
     let auto = sandbox_locator(SandboxLookup::Auto, Some(cri.path.clone()), sb.cache_dir()).unwrap();
-    let e = auto.locate(&pod("default", "app1", &uid)).unwrap_err();
+    let e = block_on(auto.locate(&pod("default", "app1", &uid))).unwrap_err();
     assert!(e.contains("no ready sandbox"), "{e}");
 }
 
@@ -243,4 +257,105 @@ fn podagent_in_auto_mode_without_a_runtime_hot_plugs_through_the_kactus_cache() 
     let fallbacks = log.lines().filter(|l| l.contains("sandboxes are found in the kactus cache")).count();
     assert_eq!(fallbacks, 1, "the fallback is logged once:\n{log}");
     assert!(log.contains("no-runtime.sock"), "the log names the socket:\n{log}");
+}
+
+/// Flags that make podagent find sandboxes over the fake runtime's socket.
+fn over_cri(cri: &RuntimeSocket) -> Vec<String> {
+    vec!["--sandbox-lookup=cri".to_string(), format!("--cri-socket={}", cri.path.display())]
+}
+
+/// A podagent that cannot start exits 1 with the reason, whatever it built before failing
+/// (the CRI client among it), never with a panic's abort.
+fn assert_failed_start(sb: &Sandbox, node: &Node, flags: &[String], reason: &str) {
+    let (code, log) = PodAgent::run_to_exit(sb, node, flags);
+    assert_eq!(code, Some(1), "not a clean error exit:\n{log}");
+    assert!(log.contains(reason), "{reason:?} missing from:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn podagent_whose_metrics_port_is_taken_exits_saying_so() {
+    let sb = Sandbox::new();
+    let node = node_cni(&sb);
+    let cri = RuntimeSocket::start(sb.dir.path());
+    // Something of the node holds podagent's port.
+    let _taken =
+        kactus::netns::run_in(&sb.node.path, || std::net::TcpListener::bind("127.0.0.1:9648")).unwrap().unwrap();
+    assert_failed_start(&sb, &node, &over_cri(&cri), "listen on 127.0.0.1:9648: Address already in use");
+}
+
+#[test]
+fn podagent_whose_plugin_mount_namespace_cannot_be_opened_exits_naming_it() {
+    let sb = Sandbox::new();
+    let node = node_cni(&sb);
+    let cri = RuntimeSocket::start(sb.dir.path());
+    let mut flags = over_cri(&cri);
+    flags.push("--plugin-mount-namespace=/proc/999999999/ns/mnt".into());
+    assert_failed_start(&sb, &node, &flags, "opening mount namespace /proc/999999999/ns/mnt");
+}
+
+#[test]
+fn podagent_stops_on_sigterm_once_its_controller_has_returned() {
+    let sb = Sandbox::new();
+    let node = node_cni(&sb);
+    let cri = RuntimeSocket::start(sb.dir.path());
+    let agent = PodAgent::start_with(&sb, &node, &over_cri(&cri));
+    let log = agent.log.clone();
+    assert_eq!(agent.terminate(), Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("podagent stopped on SIGTERM"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn the_host_mount_namespace_falls_back_to_the_runtime_serving_the_cri_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let cri = RuntimeSocket::start(dir.path());
+    let unopenable = PathBuf::from("/proc/999999999/ns/mnt");
+    let host = PluginMountNamespace::Host(unopenable.clone());
+    // This test process serves the fake runtime's socket: its namespace stands in.
+    let ns = block_on(host.open(Some(&cri.path))).unwrap().expect("a namespace");
+    assert_eq!(ns.path(), Path::new(&format!("/proc/{}/ns/mnt", std::process::id())));
+    assert_eq!(cri.calls(), 0, "the runtime is not asked anything");
+
+    // No runtime to stand in: both failures, and what to do.
+    let absent = dir.path().join("none.sock");
+    let e = block_on(host.open(Some(&absent))).unwrap_err();
+    for part in ["/proc/999999999/ns/mnt", "nor the container runtime's", "none.sock", "--plugin-mount-namespace"] {
+        assert!(e.contains(part), "{part} missing from: {e}");
+    }
+    assert!(block_on(host.open(None)).unwrap_err().contains("no container runtime socket"));
+    // A namespace given by path is that one or an error; none is podagent's own.
+    let e = block_on(PluginMountNamespace::At(unopenable).open(Some(&cri.path))).unwrap_err();
+    assert!(e.contains("/proc/999999999/ns/mnt") && !e.contains("runtime's"), "{e}");
+    assert!(block_on(PluginMountNamespace::Own.open(Some(&cri.path))).unwrap().is_none());
+}
+
+/// The default, on whichever machine runs the test: the host's init's namespace where root can
+/// open it; where it cannot (init in another user namespace, as in a sandboxed node), the
+/// runtime's, said in the log, and hot-plug works through it.
+#[test]
+fn podagent_by_default_runs_the_plugin_in_the_host_s_or_else_the_runtime_s_mount_namespace() {
+    let mut sb = Sandbox::new();
+    let p = running_pod(&mut sb);
+    let node = node_cni(&sb);
+    let cri = RuntimeSocket::start(sb.dir.path());
+    cri.runtime.run("c-app1", &pod_uid(&sb, "app1"), &sb.pods[p].path);
+    let mut flags = over_cri(&cri);
+    flags.push("--plugin-mount-namespace=host".into());
+    let agent = PodAgent::start_with(&sb, &node, &flags);
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    if std::fs::File::open("/proc/1/ns/mnt").is_ok() {
+        assert!(log.contains("runs in mount namespace /proc/1/ns/mnt"), "{log}");
+        return;
+    }
+    let fallback = format!(
+        "/proc/1/ns/mnt cannot be opened: the node's CNI plugin runs in the mount namespace of the container \
+         runtime, pid {} serving {}",
+        std::process::id(),
+        cri.path.display()
+    );
+    assert!(log.contains(&fallback), "{fallback:?} missing from:\n{log}");
+    set_networks(&sb, r#"[{"name":"green"},{"name":"data"}]"#);
+    assert_data_appears(&sb, p);
 }

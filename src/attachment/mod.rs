@@ -7,7 +7,7 @@ pub mod naming;
 pub mod selection;
 
 pub use dynamic::DynamicTarget;
-pub use naming::{attachment_key, device_name_for};
+pub use naming::{attachment_key, check_attachment_key, device_name_for};
 pub use selection::{
     parse_kactus_networks, parse_npwg_networks, NetworkSelection, SelectionError, KACTUS_NETWORKS, NPWG_NETWORKS,
 };

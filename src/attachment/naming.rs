@@ -22,9 +22,45 @@ pub fn attachment_key(pod_namespace: &str, namespace: &str, name: &str, repeat: 
     }
 }
 
+/// Longest object name (a NAD's, a pod's) and namespace name Kubernetes accepts.
+pub const MAX_NAME: usize = 253;
+pub const MAX_NAMESPACE: usize = 63;
+
+/// That `key` is one [`attachment_key`] makes from valid names (`name`, `namespace/name`,
+/// either with `#k`), and so safe to hand on as `K8S_POD_NETWORK`: a name from anywhere
+/// else (a tenant writes its pod's `network-status` too) could add `CNI_ARGS` items.
+pub fn check_attachment_key(key: &str) -> Result<(), String> {
+    let base = match key.rsplit_once('#') {
+        Some((base, repeat)) if !repeat.is_empty() && repeat.bytes().all(|b| b.is_ascii_digit()) => base,
+        Some(_) => return Err(format!("network {key:?}: a repeat is #<number>")),
+        None => key,
+    };
+    match base.split_once('/') {
+        Some((namespace, name)) => {
+            super::selection::check_dns1123("namespace", namespace, MAX_NAMESPACE)?;
+            super::selection::check_dns1123("name", name, MAX_NAME)
+        }
+        None => super::selection::check_dns1123("name", base, MAX_NAME),
+    }
+    .map_err(|e| format!("network {key:?}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_valid_names_with_a_namespace_and_a_repeat_at_most() {
+        for key in ["green", "mep/mp1", "green#1", "mep/mp1#12", "a.b-c/d.e"] {
+            assert_eq!(check_attachment_key(key), Ok(()), "{key}");
+        }
+        for key in ["a/b;X=1", "a/b/c", "green#", "green#x", "green#1#2", "Green", "", "/x", "x/", "a;b", "a=b", "a b"]
+        {
+            assert!(check_attachment_key(key).is_err(), "{key:?} passed");
+        }
+        assert!(check_attachment_key(&"a".repeat(254)).is_err());
+        assert!(check_attachment_key(&format!("{}/x", "a".repeat(64))).is_err());
+    }
 
     #[test]
     fn seed_names() {

@@ -195,9 +195,9 @@ fn npwg_element(mut obj: Map<String, Value>) -> Result<NetworkSelection, String>
 
 /// Per-element value checks shared by both annotations.
 fn validate(sel: &NetworkSelection) -> Result<(), String> {
-    check_dns1123("name", &sel.name, 253)?;
+    check_dns1123("name", &sel.name, super::naming::MAX_NAME)?;
     if let Some(ns) = &sel.namespace {
-        check_dns1123("namespace", ns, 63)?;
+        check_dns1123("namespace", ns, super::naming::MAX_NAMESPACE)?;
     }
     if let Some(ifname) = &sel.interface {
         validate_ifname(ifname)?;
@@ -227,7 +227,10 @@ fn check_list(annotation: &'static str, sels: &[NetworkSelection]) -> Result<(),
     Ok(())
 }
 
-fn check_dns1123(what: &str, s: &str, max: usize) -> Result<(), String> {
+/// A Kubernetes object name (DNS-1123: lower-case letters, digits, '-', '.', at most `max`
+/// bytes, alphanumeric at both ends): what a name may hold, so none can carry a `;`, `=`, `/`
+/// or `#` into a key or `CNI_ARGS`.
+pub(crate) fn check_dns1123(what: &str, s: &str, max: usize) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= max
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')

@@ -1,6 +1,7 @@
 //! `podagent`: the node daemon that hot-plugs pod networks when pod annotations change.
 
 use clap::Parser;
+use kactus::podagent::mount_ns::PluginMountNamespace;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,10 +37,11 @@ struct Cli {
     #[arg(long, value_parser = kactus::podagent::cri::socket_path)]
     cri_socket: Option<PathBuf>,
     /// The mount namespace the node's CNI plugin runs in, so it and its delegates run in the
-    /// host's filesystem as under the runtime: with hostPID, /proc/1/ns/mnt is the host's.
-    /// "none": podagent's own.
-    #[arg(long, default_value = "/proc/1/ns/mnt")]
-    plugin_mount_namespace: String,
+    /// host's filesystem as under the runtime. "host": /proc/1/ns/mnt (the host's, with
+    /// hostPID), or where that cannot be opened, the container runtime's (the process serving
+    /// the CRI socket); a path: that namespace file; "none": podagent's own.
+    #[arg(long, default_value = "host", value_parser = PluginMountNamespace::parse)]
+    plugin_mount_namespace: PluginMountNamespace,
     /// Pods reconciled at once (one pod's hung plugin never holds up the others).
     #[arg(long, default_value_t = 4)]
     concurrent_pods: u16,
@@ -77,7 +79,7 @@ fn main() {
         kactus_cache_dir: cli.kactus_cache_dir,
         sandbox_lookup: cli.sandbox_lookup,
         cri_socket: cli.cri_socket,
-        plugin_mount_namespace: Some(cli.plugin_mount_namespace).filter(|p| p != "none").map(PathBuf::from),
+        plugin_mount_namespace: cli.plugin_mount_namespace,
         concurrent_pods: cli.concurrent_pods.max(1),
         metrics_addr: cli.metrics_addr,
         resync: Duration::from_secs(cli.resync_seconds.max(1)),

@@ -219,8 +219,8 @@ impl CniEnv {
     }
 }
 
-/// The spec's rule for container IDs; they become file names in the cache, so it matters.
-/// The CNI spec's container ID: letters, digits, `_`, `.`, `-`, not starting with `.`.
+/// The spec's rule for container IDs (letters, digits, `_`, `.`, `-`, not starting with `.`);
+/// they become file names in the cache, so it matters.
 pub fn valid_container_id(id: &str) -> bool {
     id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) && !id.starts_with('.')
 }

@@ -8,6 +8,7 @@ pub mod listed;
 pub mod retry;
 
 use crate::kube::{config, error_chain};
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,10 +26,70 @@ pub fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
 }
 
 /// The daemons' runtime: one thread drives every watch, reconcile and request (they wait on the
-/// network, not the CPU); blocking work (a CNI plugin, the runtime's socket) goes to the
-/// blocking pool.
+/// network, not the CPU); blocking work (a CNI plugin) goes to the blocking pool.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the runtime: {e}"))
+}
+
+/// How long a daemon's exit waits for blocking work still running (a plugin call the stop
+/// did not wait for: the daemon failed); the process exits then anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a daemon on [`runtime`] until it returns, then shuts the runtime down here, outside
+/// any async context. A runtime is the one thing that must never be dropped inside async
+/// code (tokio panics: the process would abort instead of reporting the daemon's error), so
+/// the daemons own exactly one, this one, and everything they hold lives on it.
+pub fn block_on<T>(daemon: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(daemon);
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    outcome
+}
+
+/// The signal that asks a daemon to stop (SIGTERM from kubelet, SIGINT from a terminal):
+/// once received, the daemon takes no new work, lets what runs finish, and exits 0.
+#[derive(Clone)]
+pub struct Termination(tokio::sync::watch::Receiver<Option<&'static str>>);
+
+impl Termination {
+    /// Listens from now on, on the current runtime. A signal that cannot be listened for is
+    /// logged, and only kills the process as it would without a handler.
+    pub fn listen() -> Termination {
+        let (received, termination) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (term, int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(term), Ok(int)) => (term, int),
+                (Err(e), _) | (_, Err(e)) => {
+                    log::warn!("cannot listen for SIGTERM/SIGINT ({e}): a stop will not wait for running work");
+                    return;
+                }
+            };
+            let (mut term, mut int) = (term, int);
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            log::info!("{name} received: stopping once the work under way is done");
+            let _ = received.send(Some(name));
+            // Keep the handlers installed: a second signal must not kill the stop midway.
+            std::future::pending::<()>().await;
+        });
+        Termination(termination)
+    }
+
+    /// Completes once a stop signal was received.
+    pub async fn received(mut self) {
+        // An error: the listener is gone (the runtime is shutting down); never a stop.
+        if self.0.wait_for(Option::is_some).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The signal received, if any.
+    pub fn signal(&self) -> Option<&'static str> {
+        *self.0.borrow()
+    }
 }
 
 /// For `Controller::trigger_backoff`: no pause. The Controller's own backoff pauses every

@@ -5,7 +5,7 @@
 //! (CPU IDs, memory, topology, DRA resources) are left out and skipped when decoding.
 
 use super::{DeviceError, DevicesByResource};
-use crate::grpc::{GrpcError, UnixGrpc};
+use crate::grpc::{self, GrpcError, UnixGrpc};
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,13 +59,13 @@ pub fn pod_devices(
         GrpcError::Unreachable(cause) => DeviceError::KubeletUnreachable { socket: socket.to_path_buf(), cause },
         GrpcError::Answered(cause) => DeviceError::KubeletRefused { socket: socket.to_path_buf(), cause },
     };
-    let kubelet = UnixGrpc::new(socket.to_path_buf(), timeout).map_err(GrpcError::Unreachable).map_err(failed)?;
-    let list: ListPodResourcesResponse = kubelet
-        .block_on(async {
-            let mut grpc = kubelet.connect().await?;
-            kubelet.call(&mut grpc, LIST, ListPodResourcesRequest {}).await
-        })
-        .map_err(failed)?;
+    let kubelet = UnixGrpc::new(socket.to_path_buf(), timeout);
+    let list: ListPodResourcesResponse = grpc::block_on(async {
+        let mut connection = kubelet.connect().await?;
+        kubelet.call(&mut connection, LIST, ListPodResourcesRequest {}).await
+    })
+    .and_then(|answer| answer)
+    .map_err(failed)?;
     let mut found = DevicesByResource::new();
     let pods = list.pod_resources.into_iter().filter(|p| p.namespace == namespace && p.name == name);
     for device in pods.flat_map(|p| p.containers).flat_map(|c| c.devices) {

@@ -11,7 +11,7 @@
 //! call returns, and one just made is not planned again while the watch has not yet
 //! delivered that write (see `recent.rs`).
 
-use super::diff::{self, Change};
+use super::diff::{self, Change, Plan};
 use super::invoke::NodePlugin;
 use super::metrics::Metrics;
 use super::recent::Recent;
@@ -27,6 +27,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,9 @@ pub struct Context {
 #[error("{0}")]
 pub struct Failed(String);
 
-/// Runs the controller for the node's pods until its watch ends (it does not, by itself).
-pub async fn run(ctx: Arc<Context>, concurrent_pods: u16) {
+/// Runs the controller for the node's pods until `stop` completes (then the reconciles under
+/// way finish first) or its watch ends (it does not, by itself).
+pub async fn run(ctx: Arc<Context>, concurrent_pods: u16, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let on_this_node = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
     let (store, writer) = reflector::store();
@@ -69,7 +71,8 @@ pub async fn run(ctx: Arc<Context>, concurrent_pods: u16) {
         .inspect_ok(move |pod| arrivals.recent.arrived(&key(pod)));
     let controller = Controller::for_stream(events, store)
         .with_config(controller::Config::default().concurrency(concurrent_pods.max(1)))
-        .trigger_backoff(crate::daemon::EachWatchBacksOff);
+        .trigger_backoff(crate::daemon::EachWatchBacksOff)
+        .graceful_shutdown_on(stop);
     log::info!("podagent started for node {}", ctx.node);
     let metrics = ctx.metrics.clone();
     controller
@@ -120,18 +123,21 @@ impl Context {
         let key = key(pod);
         let arrived = self.recent.take_arrival(&key);
         let status = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)).cloned();
-        let (changes, waiting) = self.recent.not_yet_shown(&key, status.as_deref(), plan(pod)?);
+        let plan = plan(pod)?;
+        if !plan.ignored.is_empty() {
+            let note = plan.ignored.join("; ");
+            log::warn!("pod {key}: {note}");
+            self.warn(pod, &note).await;
+        }
+        let (changes, waiting) = self.recent.not_yet_shown(&key, status.as_deref(), plan.changes);
         if changes.is_empty() {
             return Ok(waiting);
         }
-        // The runtime's socket and the plugin block: on the blocking pool, beside other pods.
-        let (locator, plugin, metrics) = (self.locator.clone(), self.plugin.clone(), self.metrics.clone());
+        let sandbox = self.locator.locate(pod).await?;
+        // The plugin blocks: on the blocking pool, beside other pods.
+        let (plugin, metrics) = (self.plugin.clone(), self.metrics.clone());
         let (pod, logged) = (pod.clone(), key.clone());
         let calls = move || -> (Vec<Change>, Result<(), String>) {
-            let sandbox = match locator.locate(&pod) {
-                Ok(sandbox) => sandbox,
-                Err(e) => return (Vec::new(), Err(e)),
-            };
             let (mut made, mut errors) = (Vec::new(), Vec::new());
             for change in changes {
                 let exec = Instant::now();
@@ -187,12 +193,12 @@ impl Context {
 }
 
 /// The pod's pending changes; none for a pod kubelet owns right now.
-fn plan(pod: &Pod) -> Result<Vec<Change>, String> {
+fn plan(pod: &Pod) -> Result<Plan, String> {
     match diff::changes_for(pod)? {
-        Ok(changes) => Ok(changes),
+        Ok(plan) => Ok(plan),
         Err(skip) => {
             log::trace!("pod {}: skipped ({skip:?})", key(pod));
-            Ok(Vec::new())
+            Ok(Plan::default())
         }
     }
 }

@@ -5,6 +5,8 @@
 //! answer survives a podagent restart and reflects what kactus really did. The two are
 //! compared by device name, which is stable per network (see `attachment::naming`).
 
+use crate::attachment::naming::{MAX_NAME, MAX_NAMESPACE};
+use crate::attachment::selection::check_dns1123;
 use crate::attachment::{self, attachment_key, device_name_for};
 use crate::plugin::status::NETWORK_STATUS;
 use k8s_openapi::api::core::v1::Pod;
@@ -38,6 +40,16 @@ impl std::fmt::Display for Change {
     }
 }
 
+/// A pod's pending changes, ADDs first, and the `network-status` entries left out of the
+/// comparison because their name cannot be a network's (`namespace/name` of DNS-1123 names):
+/// whoever can write the pod's annotations can write that one too, and a name like
+/// `a/b;X=1` must never reach `K8S_POD_NETWORK`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub ignored: Vec<String>,
+}
+
 /// One entry of `network-status`, the fields compared.
 #[derive(Debug, Deserialize)]
 struct StatusEntry {
@@ -49,9 +61,9 @@ struct StatusEntry {
     default: bool,
 }
 
-/// The calls that make the pod's devices match its annotations, ADDs first; or why the pod
-/// is skipped; or why its annotations cannot be acted on.
-pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
+/// The calls that make the pod's devices match its annotations; or why the pod is skipped;
+/// or why its annotations cannot be acted on.
+pub fn changes_for(pod: &Pod) -> Result<Result<Plan, Skip>, String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(Err(Skip::Deleting));
     }
@@ -70,7 +82,19 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
         serde_json::from_str(status).map_err(|e| format!("annotation {NETWORK_STATUS} is not a status list: {e}"))?;
     // Annotation attachments are `namespace/name`; kactus-config delegates carry their CNI
     // network name, which cannot hold a `/`, and are not podagent's to remove.
-    let had: Vec<StatusEntry> = had.into_iter().filter(|e| !e.default && e.name.contains('/')).collect();
+    let mut ignored = Vec::new();
+    let had: Vec<StatusEntry> = had
+        .into_iter()
+        .filter(|e| !e.default && e.name.contains('/'))
+        .filter(|e| match check_network_name(&e.name) {
+            Ok(()) => true,
+            Err(why) => {
+                ignored
+                    .push(format!("{NETWORK_STATUS} entry {:?} (interface {:?}) ignored: {why}", e.name, e.interface));
+                false
+            }
+        })
+        .collect();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let selections = attachment::selections_from_annotations(annotations).map_err(|e| e.to_string())?;
     let wanted: Vec<_> =
@@ -87,7 +111,14 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Vec<Change>, Skip>, String> {
         network: key_of(namespace, e),
         ifname: e.interface.clone(),
     });
-    Ok(Ok(adds.chain(dels).collect()))
+    Ok(Ok(Plan { changes: adds.chain(dels).collect(), ignored }))
+}
+
+/// A status entry's network: `namespace/name` of DNS-1123 names.
+fn check_network_name(name: &str) -> Result<(), String> {
+    let (namespace, name) = name.split_once('/').ok_or("not namespace/name")?;
+    check_dns1123("namespace", namespace, MAX_NAMESPACE)?;
+    check_dns1123("name", name, MAX_NAME)
 }
 
 /// The attachment key of a status entry, recovered from its device name, so a DEL of the
@@ -129,7 +160,7 @@ mod tests {
             r#"[{"name":"green"},{"name":"data"}]"#,
             json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"}]),
         );
-        let changes = changes_for(&p).unwrap().unwrap();
+        let changes = changes_for(&p).unwrap().unwrap().changes;
         assert_eq!(changes, vec![Change { add: true, network: "data".into(), ifname: "net8d777f385d3d".into() }]);
     }
 
@@ -141,7 +172,7 @@ mod tests {
                    {"name": "default/data", "interface": "net8d777f385d3d"},
                    {"name": "sidecar-net", "interface": "net1"}]),
         );
-        let changes = changes_for(&p).unwrap().unwrap();
+        let changes = changes_for(&p).unwrap().unwrap().changes;
         assert_eq!(changes, vec![Change { add: false, network: "data".into(), ifname: "net8d777f385d3d".into() }]);
     }
 
@@ -149,7 +180,7 @@ mod tests {
     fn in_sync_pod_needs_nothing() {
         let p =
             pod(r#"[{"name":"green"}]"#, json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"}]));
-        assert_eq!(changes_for(&p).unwrap().unwrap(), vec![]);
+        assert_eq!(changes_for(&p).unwrap().unwrap(), Plan::default());
     }
 
     #[test]
@@ -160,10 +191,29 @@ mod tests {
             json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"},
                    {"name": "default/green", "interface": second}]),
         );
-        let changes = changes_for(&p).unwrap().unwrap();
+        let changes = changes_for(&p).unwrap().unwrap().changes;
         assert_eq!(changes, vec![Change { add: false, network: "green#1".into(), ifname: second }]);
         let other_ns = StatusEntry { name: "mep/mp1".into(), interface: device_name_for("mep/mp1"), default: false };
         assert_eq!(key_of("default", &other_ns), "mep/mp1");
+    }
+
+    /// A tenant writes network-status too: names that are not `namespace/name` of valid
+    /// names are left out (and said), so none reaches `K8S_POD_NETWORK`.
+    #[test]
+    fn hostile_network_status_names_are_ignored_not_deleted() {
+        let p = pod(
+            r#"[{"name":"green"}]"#,
+            json!([eth0(), {"name": "default/green", "interface": "net9f27410725ab"},
+                   {"name": "a/b;X=1", "interface": "net1"},
+                   {"name": "default/data;K8S_POD_NAME=victim", "interface": "net8d777f385d3d"},
+                   {"name": "a/b/c", "interface": "net2"},
+                   {"name": "Other/x", "interface": "net3"},
+                   {"name": "default/data", "interface": "net8d777f385d3d"}]),
+        );
+        let plan = changes_for(&p).unwrap().unwrap();
+        assert_eq!(plan.changes, vec![Change { add: false, network: "data".into(), ifname: "net8d777f385d3d".into() }]);
+        assert_eq!(plan.ignored.len(), 4, "{:?}", plan.ignored);
+        assert!(plan.ignored[0].contains("\"a/b;X=1\"") && plan.ignored[0].contains("DNS-1123"), "{:?}", plan.ignored);
     }
 
     #[test]
@@ -183,7 +233,7 @@ mod tests {
     #[test]
     fn primary_network_is_not_hot_plugged_and_bad_annotations_are_errors() {
         let p = pod(r#"[{"name":"core","isPrimary":true}]"#, json!([eth0()]));
-        assert_eq!(changes_for(&p).unwrap().unwrap(), vec![]);
+        assert_eq!(changes_for(&p).unwrap().unwrap(), Plan::default());
         assert!(changes_for(&pod("[{", json!([eth0()]))).is_err());
     }
 }

@@ -8,7 +8,12 @@
 use super::diff::Change;
 use super::mount_ns::MountNamespace;
 use super::sandbox::Sandbox;
-use crate::cni::env::{K8S_POD_INFRA_CONTAINER_ID, K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_NETWORK, K8S_POD_UID};
+use crate::attachment::check_attachment_key;
+use crate::attachment::naming::{MAX_NAME, MAX_NAMESPACE};
+use crate::attachment::selection::check_dns1123;
+use crate::cni::env::{
+    valid_container_id, K8S_POD_INFRA_CONTAINER_ID, K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_NETWORK, K8S_POD_UID,
+};
 use crate::cni::{exec, CniArgs, CniError, Command, Invocation, NetworkConfig};
 use crate::plugin::plan::POD_ANNOTATIONS_CAPABILITY;
 use k8s_openapi::api::core::v1::Pod;
@@ -43,13 +48,7 @@ impl NodePlugin {
         } else {
             format!("{bin_dir}:{}", self.cni_path)
         };
-        let meta = &pod.metadata;
-        let mut args = CniArgs(vec![("IgnoreUnknown".into(), "1".into())]);
-        args.set(K8S_POD_NAMESPACE, meta.namespace.as_deref().unwrap_or_default());
-        args.set(K8S_POD_NAME, meta.name.as_deref().unwrap_or_default());
-        args.set(K8S_POD_INFRA_CONTAINER_ID, &sandbox.container_id);
-        args.set(K8S_POD_UID, meta.uid.as_deref().unwrap_or_default());
-        args.set(K8S_POD_NETWORK, &change.network);
+        let args = cni_args(pod, sandbox, change).map_err(CniError::invalid_env)?;
         let inv = Invocation {
             command: if change.add { Command::Add } else { Command::Del },
             container_id: &sandbox.container_id,
@@ -90,6 +89,35 @@ impl NodePlugin {
     }
 }
 
+/// `CNI_ARGS` for one change, as the runtime's with `K8S_POD_NETWORK`. Each value is checked
+/// for what it is, whoever wrote it (the apiserver, the runtime, a tenant's annotation): the
+/// pod's namespace and name DNS-1123 names, its UID and the sandbox's ID the spec's container
+/// ID characters, the network an attachment key. None can then hold a `;` or `=` that would
+/// add a `CNI_ARGS` item (`CNI_CONTAINERID` is the same checked ID).
+fn cni_args(pod: &Pod, sandbox: &Sandbox, change: &Change) -> Result<CniArgs, String> {
+    let meta = &pod.metadata;
+    let (namespace, name) = (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    check_dns1123("pod namespace", namespace, MAX_NAMESPACE)?;
+    check_dns1123("pod name", name, MAX_NAME)?;
+    // An empty UID is left out by kactus (a pod from an apiserver always has one).
+    if !valid_container_id(uid) {
+        return Err(format!("pod UID {uid:?} may only hold letters, digits, '_', '.' and '-'"));
+    }
+    let id = &sandbox.container_id;
+    if id.is_empty() || !valid_container_id(id) {
+        return Err(format!("sandbox ID {id:?} is not a container ID (letters, digits, '_', '.' and '-')"));
+    }
+    check_attachment_key(&change.network)?;
+    let mut args = CniArgs(vec![("IgnoreUnknown".into(), "1".into())]);
+    args.set(K8S_POD_NAMESPACE, namespace);
+    args.set(K8S_POD_NAME, name);
+    args.set(K8S_POD_INFRA_CONTAINER_ID, id);
+    args.set(K8S_POD_UID, uid);
+    args.set(K8S_POD_NETWORK, &change.network);
+    Ok(args)
+}
+
 /// What the runtime hands the plugin about the pod, as podagent has it from its watch: the
 /// pod's annotations under the capability containerd and CRI-O pass them with (given, as they
 /// give it, only to a config that declares it: the installer's does). kactus then reads the
@@ -108,6 +136,32 @@ fn file_stem(path: &Path) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_cni_args_value_is_checked_so_none_adds_an_item() {
+        let pod = |namespace: &str, name: &str, uid: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"namespace": namespace, "name": name, "uid": uid}})).unwrap()
+        };
+        let sandbox = |id: &str| Sandbox { container_id: id.into(), netns: "/var/run/netns/x".into() };
+        let change = |network: &str| Change { add: false, network: network.into(), ifname: "net1".into() };
+        let args = cni_args(&pod("default", "app1", "0f3c-9a"), &sandbox("c-app1"), &change("mep/mp1#1")).unwrap();
+        assert_eq!(
+            args.render(),
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=app1;K8S_POD_INFRA_CONTAINER_ID=c-app1;\
+             K8S_POD_UID=0f3c-9a;K8S_POD_NETWORK=mep/mp1#1"
+        );
+        let hostile = [
+            cni_args(&pod("default", "app1", "u"), &sandbox("c"), &change("a/b;X=1")),
+            cni_args(&pod("default;X=1", "app1", "u"), &sandbox("c"), &change("data")),
+            cni_args(&pod("default", "app1;X=1", "u"), &sandbox("c"), &change("data")),
+            cni_args(&pod("default", "app1", "u;X=1"), &sandbox("c"), &change("data")),
+            cni_args(&pod("default", "app1", "u"), &sandbox("c;X=1"), &change("data")),
+            cni_args(&pod("default", "app1", "u"), &sandbox(""), &change("data")),
+        ];
+        for outcome in hostile {
+            assert!(outcome.as_ref().is_err_and(|e| e.contains("X=1") || e.contains("\"\"")), "{outcome:?}");
+        }
+    }
 
     #[test]
     fn first_config_in_lexical_order_and_first_plugin_of_a_conflist() {

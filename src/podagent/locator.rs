@@ -4,6 +4,7 @@
 
 use super::cri::{self, CriError, CriLocator};
 use super::sandbox::{KactusCacheLocator, Sandbox, SandboxLocator};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,26 +20,25 @@ pub enum SandboxLookup {
     Auto,
 }
 
-/// The locator for a lookup mode. `cri_socket` defaults to the first runtime socket that
-/// exists; `cri` without any is an error, `auto` without any uses the cache alone.
+/// The locator for a lookup mode and the runtime's socket (see [`cri::runtime_socket`]);
+/// `cri` without a socket is an error, `auto` without one uses the cache alone.
 pub fn sandbox_locator(
     lookup: SandboxLookup,
-    cri_socket: Option<PathBuf>,
+    socket: Option<PathBuf>,
     cache_dir: PathBuf,
 ) -> Result<Box<dyn SandboxLocator>, String> {
     let cache = KactusCacheLocator { cache_dir };
-    let socket = cri_socket.or_else(cri::default_socket);
     let cri = |socket: PathBuf| CriLocator::new(socket, cri::CALL_TIMEOUT);
     Ok(match (lookup, socket) {
         (SandboxLookup::Cache, _) => Box::new(cache),
-        (SandboxLookup::Cri, Some(socket)) => Box::new(cri(socket)?),
+        (SandboxLookup::Cri, Some(socket)) => Box::new(cri(socket)),
         (SandboxLookup::Cri, None) => {
             return Err(format!(
                 "--sandbox-lookup cri: no runtime socket at {} (pass --cri-socket)",
                 cri::DEFAULT_SOCKETS.join(" or ")
             ))
         }
-        (SandboxLookup::Auto, Some(socket)) => Box::new(AutoLocator::new(cri(socket)?, cache)),
+        (SandboxLookup::Auto, Some(socket)) => Box::new(AutoLocator::new(cri(socket), cache)),
         (SandboxLookup::Auto, None) => {
             log::info!(
                 "no runtime socket at {}: sandboxes are found in the kactus cache {}",
@@ -77,8 +77,14 @@ impl AutoLocator {
 }
 
 impl SandboxLocator for AutoLocator {
-    fn locate(&self, pod: &Pod) -> Result<Sandbox, String> {
-        match self.cri.lookup(pod) {
+    fn locate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<Sandbox, String>> {
+        Box::pin(self.cri_else_cache(pod))
+    }
+}
+
+impl AutoLocator {
+    async fn cri_else_cache(&self, pod: &Pod) -> Result<Sandbox, String> {
+        match self.cri.lookup(pod).await {
             Ok(sandbox) => {
                 self.answered(ANSWERED_BY_CRI, || {
                     format!("sandboxes are found over CRI at {}", self.cri.socket().display())
@@ -87,7 +93,8 @@ impl SandboxLocator for AutoLocator {
             }
             Err(CriError::Answered(e)) => Err(e),
             Err(CriError::Unreachable(e)) => {
-                let sandbox = self.cache.locate(pod).map_err(|cache| format!("{e}; and from the cache: {cache}"))?;
+                let sandbox =
+                    self.cache.locate(pod).await.map_err(|cache| format!("{e}; and from the cache: {cache}"))?;
                 self.answered(ANSWERED_BY_CACHE, || {
                     format!("sandboxes are found in the kactus cache {} ({e})", self.cache.cache_dir.display())
                 });

@@ -25,7 +25,7 @@ use invoke::NodePlugin;
 use kube::runtime::events::{Recorder, Reporter};
 use locator::SandboxLookup;
 use metrics::Metrics;
-use mount_ns::MountNamespace;
+use mount_ns::PluginMountNamespace;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,8 +43,8 @@ pub struct Options {
     pub sandbox_lookup: SandboxLookup,
     /// The runtime's CRI socket; `None`: the first of [`cri::DEFAULT_SOCKETS`] that exists.
     pub cri_socket: Option<PathBuf>,
-    /// The mount namespace the node's plugin runs in; `None`: podagent's own.
-    pub plugin_mount_namespace: Option<PathBuf>,
+    /// The mount namespace the node's plugin runs in.
+    pub plugin_mount_namespace: PluginMountNamespace,
     pub metrics_addr: SocketAddr,
     pub resync: Duration,
     pub plugin_timeout: Duration,
@@ -64,20 +64,22 @@ const NEEDED: [Needed; 2] = [
     },
 ];
 
-/// Sets everything up (failing fast on a bad kubeconfig, an API the apiserver does not serve
-/// or a taken port), then runs until the process is killed.
+/// Sets everything up (failing fast on a bad kubeconfig, an API the apiserver does not serve,
+/// a mount namespace it cannot enter or a taken port), then runs until SIGTERM (`Ok`, once
+/// the calls under way are done) or until its pod watch ends (an error).
 pub fn run(opts: Options) -> Result<(), String> {
-    daemon::runtime()?.block_on(serve(opts))
+    daemon::block_on(serve(opts))
 }
 
 async fn serve(opts: Options) -> Result<(), String> {
     let client = daemon::client(opts.kubeconfig.as_deref())?;
     daemon::api::require(&client, "podagent", &NEEDED).await?;
-    let locator = locator::sandbox_locator(opts.sandbox_lookup, opts.cri_socket, opts.kactus_cache_dir)?;
-    let mount_namespace = opts.plugin_mount_namespace.as_deref().map(MountNamespace::open).transpose()?;
+    let runtime_socket = cri::runtime_socket(opts.cri_socket);
+    let mount_namespace = opts.plugin_mount_namespace.open(runtime_socket.as_deref()).await?;
     if let Some(ns) = &mount_namespace {
         log::info!("the node's CNI plugin runs in mount namespace {}", ns.path().display());
     }
+    let locator = locator::sandbox_locator(opts.sandbox_lookup, runtime_socket, opts.kactus_cache_dir)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     let reporter = Reporter { controller: "podagent".into(), instance: Some(opts.node_name.clone()) };
@@ -101,6 +103,13 @@ async fn serve(opts: Options) -> Result<(), String> {
     });
     let first_look = ctx.first_look.clone();
     daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;
-    controller::run(ctx, opts.concurrent_pods).await;
-    Err("the pod watch stopped".into())
+    let termination = daemon::Termination::listen();
+    controller::run(ctx, opts.concurrent_pods, termination.clone().received()).await;
+    match termination.signal() {
+        Some(signal) => {
+            log::info!("podagent stopped on {signal}");
+            Ok(())
+        }
+        None => Err("the pod watch stopped".into()),
+    }
 }

@@ -5,6 +5,7 @@
 
 use crate::cni::env::{K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID};
 use crate::plugin::cache::CacheEntry;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,20 +17,34 @@ pub struct Sandbox {
     pub netns: PathBuf,
 }
 
-/// Called from the blocking pool, several pods at once.
+/// Finds a pod's sandbox; awaited on the daemon's runtime, several pods at once (blocking
+/// work goes to the blocking pool).
 pub trait SandboxLocator: Send + Sync {
-    fn locate(&self, pod: &Pod) -> Result<Sandbox, String>;
+    fn locate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<Sandbox, String>>;
 }
 
 /// Reads kactus's own cache (`<cacheDir>/<containerID>/<ifname>.json`): each entry records
 /// the container ID, the netns and the `K8S_POD_*` args it was added with. Needs no runtime
 /// socket, and names exactly the container kactus will look up on the dynamic call.
+#[derive(Clone)]
 pub struct KactusCacheLocator {
     pub cache_dir: PathBuf,
 }
 
 impl SandboxLocator for KactusCacheLocator {
-    fn locate(&self, pod: &Pod) -> Result<Sandbox, String> {
+    fn locate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<Sandbox, String>> {
+        let (cache, pod) = (self.clone(), pod.clone());
+        Box::pin(async move {
+            // A directory read per sandbox of the node: on the blocking pool.
+            tokio::task::spawn_blocking(move || cache.scan(&pod))
+                .await
+                .map_err(|e| format!("reading the kactus cache did not finish: {e}"))?
+        })
+    }
+}
+
+impl KactusCacheLocator {
+    fn scan(&self, pod: &Pod) -> Result<Sandbox, String> {
         let (namespace, name) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref());
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let dirs = fs::read_dir(&self.cache_dir)

@@ -82,26 +82,54 @@ impl PodAgent {
 
     /// Another podagent build (the benchmark's before/after).
     pub fn start_binary(sb: &Sandbox, node: &Node, flags: &[String], binary: &str) -> PodAgent {
+        let child = PodAgent::command(sb, node, flags, binary).spawn().expect("spawn podagent");
+        let agent = PodAgent { child, node_ns: sb.node.path.clone(), log: sb.path("podagent.log") };
+        assert!(wait_until(|| agent.get("/healthz").is_some_and(|(code, _)| code == 200)), "podagent never got ready");
+        agent
+    }
+
+    /// Runs podagent expecting it to stop by itself (a start that fails): its exit code
+    /// (`None`: killed by a signal, a panic's abort among them) and what it wrote.
+    pub fn run_to_exit(sb: &Sandbox, node: &Node, flags: &[String]) -> (Option<i32>, String) {
+        let mut child =
+            PodAgent::command(sb, node, flags, env!("CARGO_BIN_EXE_podagent")).spawn().expect("spawn podagent");
+        let exited = wait_until(|| child.try_wait().ok().flatten().is_some());
+        if !exited {
+            let _ = child.kill();
+        }
+        let status = child.wait().expect("wait for podagent");
+        let log = std::fs::read_to_string(sb.path("podagent.log")).unwrap_or_default();
+        assert!(exited, "podagent did not stop by itself:\n{log}");
+        (status.code(), log)
+    }
+
+    /// Asks podagent to stop as kubelet does (SIGTERM); its exit code once it has.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM podagent");
+        let exited = wait_until(|| self.child.try_wait().ok().flatten().is_some());
+        assert!(exited, "podagent did not stop on SIGTERM");
+        self.child.wait().expect("wait for podagent").code()
+    }
+
+    /// podagent in the node netns, its log appended to podagent.log.
+    fn command(sb: &Sandbox, node: &Node, flags: &[String], binary: &str) -> Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(sb.path("podagent.log")).unwrap();
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &sb.node.name, binary])
             .arg("--node-name=node1")
             .arg(format!("--kubeconfig={}", sb.kubeconfig.display()))
             .arg(format!("--cni-conf-dir={}", node.conf_dir.display()))
             .arg(format!("--cni-bin-dir={}", node.bin_dir.display()))
-            .arg(format!("--cni-path={}:{CNI_PATH}", node.bin_dir.display()))
-            // The plugin runs in the mount namespace of this test, where its files are, as in
-            // a DaemonSet it runs in the host's (/proc/1/ns/mnt); either way through setns.
-            .arg(format!("--plugin-mount-namespace=/proc/{}/ns/mnt", std::process::id()))
-            .args(flags)
-            .arg("--log-level=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn podagent");
-        let agent = PodAgent { child, node_ns: sb.node.path.clone(), log: sb.path("podagent.log") };
-        assert!(wait_until(|| agent.get("/healthz").is_some_and(|(code, _)| code == 200)), "podagent never got ready");
-        agent
+            .arg(format!("--cni-path={}:{CNI_PATH}", node.bin_dir.display()));
+        // The plugin runs in the mount namespace of this test, where its files are, as in a
+        // DaemonSet it runs in the host's (/proc/1/ns/mnt); either way through setns.
+        if !flags.iter().any(|f| f.starts_with("--plugin-mount-namespace")) {
+            command.arg(format!("--plugin-mount-namespace=/proc/{}/ns/mnt", std::process::id()));
+        }
+        command.args(flags).arg("--log-level=info").stdout(Stdio::null()).stderr(log);
+        command
     }
 
     /// GET on the metrics port inside the node netns: (status, body).

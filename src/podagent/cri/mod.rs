@@ -8,6 +8,7 @@ pub mod api;
 use super::sandbox::{Sandbox, SandboxLocator};
 use crate::grpc::UnixGrpc;
 use api::{PodSandboxState, POD_UID_LABEL};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ pub const DEFAULT_SOCKETS: [&str; 2] = ["/run/containerd/containerd.sock", "/var
 /// Bound on connecting and on each call: a hung runtime must not hold up the reconcile loop.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The first of [`DEFAULT_SOCKETS`] that exists.
-pub fn default_socket() -> Option<PathBuf> {
-    DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists())
+/// The runtime's socket: the one given (`--cri-socket`), else the first of
+/// [`DEFAULT_SOCKETS`] that exists.
+pub fn runtime_socket(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists()))
 }
 
 /// The socket of a runtime endpoint as the ecosystem writes it (kubelet's
@@ -43,6 +45,26 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// The pid of the process serving the runtime's socket (the runtime itself), from the peer
+/// credentials of a connection to it: the kernel records who called `listen` (SO_PEERCRED),
+/// so nothing is asked of the runtime and no `/proc` is scanned. The pid is as podagent's
+/// PID namespace sees it: none without `hostPID` when the runtime is outside it.
+pub async fn serving_pid(socket: &Path) -> Result<i32, String> {
+    let connecting = tokio::net::UnixStream::connect(socket);
+    let stream = tokio::time::timeout(CALL_TIMEOUT, connecting)
+        .await
+        .map_err(|_| format!("connecting to {}: no answer within {CALL_TIMEOUT:?}", socket.display()))?
+        .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+    let credentials = stream.peer_cred().map_err(|e| format!("the peer of {}: {e}", socket.display()))?;
+    match credentials.pid() {
+        Some(pid) if pid > 0 => Ok(pid),
+        _ => Err(format!(
+            "the process serving {} is outside podagent's PID namespace (podagent needs hostPID)",
+            socket.display()
+        )),
+    }
+}
+
 /// Why a CRI lookup failed: an unreachable runtime may be stood in for by another locator;
 /// an answer ("no ready sandbox") is the runtime's word and is final.
 pub use crate::grpc::GrpcError as CriError;
@@ -52,8 +74,8 @@ pub struct CriLocator {
 }
 
 impl CriLocator {
-    pub fn new(socket: PathBuf, timeout: Duration) -> Result<CriLocator, String> {
-        Ok(CriLocator { grpc: UnixGrpc::new(socket, timeout)? })
+    pub fn new(socket: PathBuf, timeout: Duration) -> CriLocator {
+        CriLocator { grpc: UnixGrpc::new(socket, timeout) }
     }
 
     pub fn socket(&self) -> &Path {
@@ -61,7 +83,7 @@ impl CriLocator {
     }
 
     /// The pod's ready sandbox, found by its UID.
-    pub fn lookup(&self, pod: &Pod) -> Result<Sandbox, CriError> {
+    pub async fn lookup(&self, pod: &Pod) -> Result<Sandbox, CriError> {
         let meta = &pod.metadata;
         let uid = meta.uid.as_deref().unwrap_or_default();
         let context = |e: String| {
@@ -72,7 +94,7 @@ impl CriLocator {
         if uid.is_empty() {
             return Err(CriError::Answered(context("the pod has no UID to look its sandbox up by".into())));
         }
-        self.grpc.block_on(self.lookup_uid(uid)).map_err(|e| match e {
+        self.lookup_uid(uid).await.map_err(|e| match e {
             CriError::Unreachable(m) => CriError::Unreachable(context(m)),
             CriError::Answered(m) => CriError::Answered(context(m)),
         })
@@ -115,8 +137,8 @@ impl CriLocator {
 }
 
 impl SandboxLocator for CriLocator {
-    fn locate(&self, pod: &Pod) -> Result<Sandbox, String> {
-        self.lookup(pod).map_err(|e| e.message().to_string())
+    fn locate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<Sandbox, String>> {
+        Box::pin(async move { self.lookup(pod).await.map_err(|e| e.message().to_string()) })
     }
 }
 
