@@ -302,25 +302,45 @@ fn a_replace_is_one_transaction_and_connections_never_miss_the_table() {
         assert_eq!(nft.generation().expect("generation"), before.wrapping_add(1), "one replace, one transaction");
     }
     // Connections while the table is replaced over and over: without the table a SYN to the
-    // ClusterIP would leave for a VIP nobody answers.
-    let stop = Arc::new(AtomicBool::new(false));
+    // ClusterIP would leave for a VIP nobody answers. The client runs inside the pod's
+    // namespace on one thread; replaces go on until it has made 500 connections.
+    const CONNECTIONS: usize = 500;
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let client = {
-        let (stop, pod) = (stop.clone(), w.pod.path.clone());
+        let (made, pod) = (made.clone(), w.pod.path.clone());
+        let to = SocketAddr::new(VIP4.parse().unwrap(), 80);
         std::thread::spawn(move || {
-            let mut outcomes = Vec::new();
-            while !stop.load(Ordering::Relaxed) || outcomes.is_empty() {
-                outcomes.push(tcp(&pod, VIP4));
-            }
-            outcomes
+            kactus::netns::run_in(&pod, move || {
+                let mut failed = Vec::new();
+                for _ in 0..CONNECTIONS {
+                    let outcome = TcpStream::connect_timeout(&to, WAIT).and_then(|mut c| {
+                        c.set_read_timeout(Some(WAIT))?;
+                        let mut answer = String::new();
+                        c.read_to_string(&mut answer).map(|_| answer)
+                    });
+                    made.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = outcome {
+                        // One is enough, and more would each wait out the timeout.
+                        failed.push(e.kind());
+                        made.store(CONNECTIONS, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                failed
+            })
+            .expect("enter the pod namespace")
         })
     };
-    for table in tables.iter().cycle().take(200) {
+    let mut replaces = 0;
+    for table in tables.iter().cycle() {
+        if made.load(Ordering::Relaxed) >= CONNECTIONS {
+            break;
+        }
         nft.apply(table).expect("replace under traffic");
+        replaces += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let outcomes = client.join().expect("client thread");
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
-    assert!(failed.is_empty(), "{} of {} connections failed: {failed:?}", failed.len(), outcomes.len());
+    let failed = client.join().expect("client thread");
+    assert!(failed.is_empty(), "a connection failed during {replaces} replaces: {failed:?}");
 }
 
 #[test]
