@@ -694,14 +694,51 @@ impl Cluster {
         }
         cluster.apply(webhook_configuration(&format!("https://{addr}/mutate-services"), None));
         cluster.start_controller();
-        let has_ca =
-            || {
-                cluster.server.store().get("mutatingwebhookconfigurations", "", "kactus-endpoints").is_some_and(|c| {
-                    c["webhooks"][0]["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty())
-                })
-            };
-        assert!(wait_until(has_ca), "no caBundle:\n{}", cluster.log());
+        cluster.wait_for_ca_bundle();
         cluster
+    }
+
+    /// As in a cluster: the manifest's webhook configuration and Service as they are
+    /// (clientConfig.service, certificate for kactus-endpoints-webhook.kube-system.svc, the
+    /// flags of the manifest's Deployment), the apiserver calling the Service's endpoint
+    /// address (`--enable-aggregator-routing=true`), here 127.0.0.1.
+    fn with_the_manifests_webhook(minor: u32) -> Cluster {
+        let port = free_port();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/endpoints-controller.yaml");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let mut args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .filter(|a| a.starts_with("--webhook-"))
+            .collect();
+        assert!(args.iter().any(|a| a == "--webhook-addr=0.0.0.0:9443"), "{args:?}");
+        args.retain(|a| !a.starts_with("--webhook-addr"));
+        args.push(format!("--webhook-addr=127.0.0.1:{port}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::as_the_manifests_account(&args);
+        cluster.server.emulate_kubernetes_minor(minor);
+        for doc in docs.iter().filter(|d| d["kind"] == "MutatingWebhookConfiguration" || d["kind"] == "Service") {
+            cluster.apply(doc.clone());
+        }
+        cluster.apply(json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kactus-endpoints-webhook", "namespace": "kube-system"},
+            "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "webhook", "port": port, "protocol": "TCP"}]}]}));
+        cluster.start_controller();
+        cluster.wait_for_ca_bundle();
+        cluster
+    }
+
+    fn wait_for_ca_bundle(&self) {
+        let has_ca = || {
+            self.server
+                .store()
+                .get("mutatingwebhookconfigurations", "", "kactus-endpoints")
+                .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty()))
+        };
+        assert!(wait_until(has_ca), "no caBundle:\n{}", self.log());
     }
 
     fn service(&self, namespace: &str, name: &str) -> Value {
@@ -874,7 +911,7 @@ fn a_seed_service_that_got_past_a_down_webhook_is_moved_afterwards_and_the_eth0_
 /// and kube-controller-manager's leftovers from a down webhook are replaced and removed.
 #[test]
 fn on_kubernetes_1_20_the_seed_service_gets_the_endpoints_kubectl_get_ep_shows() {
-    let cluster = Cluster::with_webhook(Some(20));
+    let cluster = Cluster::with_the_manifests_webhook(20);
     cluster.apply(hello_pod_in("mep", "hello-9c56bdbb9-xbcp9", &["200.1.1.6"], true));
     let kubectl = Kubectl::new(&cluster.server);
     let (code, created) = kubectl.apply("mep", SEED_SERVICE);
@@ -1002,4 +1039,25 @@ fn bad_inputs_get_an_event_and_nothing_half_made() {
     for (name, reason) in [("two", "UnsupportedServiceShape"), ("unknown", "NoAddressesOnNetwork")] {
         assert_eq!(cluster.events_for("mep", name, reason).len(), 1, "{name}");
     }
+}
+
+/// The apiserver believes the webhook only with a certificate its caBundle vouches for: with
+/// another CA there, the call fails, failurePolicy Ignore stores the Service as written, and
+/// the running controller moves the selector itself.
+#[test]
+fn a_webhook_the_ca_bundle_does_not_vouch_for_is_not_called_and_the_controller_moves_the_selector() {
+    let cluster = Cluster::with_webhook(None);
+    use base64::Engine;
+    let other_ca = base64::engine::general_purpose::STANDARD.encode(cluster.server.ca_pem());
+    let mut config = cluster.server.store().get("mutatingwebhookconfigurations", "", "kactus-endpoints").unwrap();
+    config["webhooks"][0]["clientConfig"]["caBundle"] = json!(other_ca);
+    cluster.apply(config);
+    cluster.apply(hello_pod_in("mep", "hello-a", &["200.1.1.6"], true));
+    let (code, created) = Kubectl::new(&cluster.server).apply("mep", SEED_SERVICE);
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["selector"], json!({"app": "hello"}), "not mutated: the webhook was not believed");
+    assert_eq!(cluster.counter("endpoints_webhook_moves_total"), 0);
+    assert!(wait_until(|| cluster.service("mep", "hello1")["spec"].get("selector").is_none()), "{}", cluster.log());
+    cluster.expect_endpoints_in("mep", "hello1", &[("200.1.1.6", true)]);
+    assert_eq!(cluster.events_for("mep", "hello1", "SelectorMoved").len(), 1);
 }

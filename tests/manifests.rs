@@ -135,7 +135,10 @@ fn namespaced_manifests_live_in_kube_system() {
     for file in yaml_files("manifests") {
         for d in docs(&file) {
             let kind = d["kind"].as_str().unwrap();
-            let cluster_scoped = matches!(kind, "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding");
+            let cluster_scoped = matches!(
+                kind,
+                "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+            );
             if !cluster_scoped {
                 assert_eq!(d["metadata"]["namespace"], "kube-system", "{file}: {kind}");
             }

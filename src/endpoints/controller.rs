@@ -309,11 +309,7 @@ impl Context {
             (Some(mut have), Some(want)) => {
                 fenced()?;
                 let foreign = !desired::is_our_endpoints(&have);
-                let labels = have.metadata.labels.get_or_insert_default();
-                if !want.metadata.labels.as_ref().is_some_and(|l| l.contains_key(desired::SKIP_MIRROR_LABEL)) {
-                    labels.remove(desired::SKIP_MIRROR_LABEL);
-                }
-                labels.extend(want.metadata.labels.unwrap_or_default());
+                have.metadata.labels = want.metadata.labels;
                 have.metadata.owner_references = want.metadata.owner_references;
                 have.subsets = want.subsets;
                 api.replace(name, &PostParams::default(), &have).await?;
@@ -358,8 +354,7 @@ impl Context {
                 Some(have) if up_to_date(&have, &want) => {}
                 Some(mut update) => {
                     fenced()?;
-                    let labels = update.metadata.labels.get_or_insert_default();
-                    labels.extend(want.metadata.labels.unwrap_or_default());
+                    update.metadata.labels = want.metadata.labels;
                     update.metadata.owner_references = want.metadata.owner_references;
                     update.endpoints = want.endpoints;
                     update.ports = want.ports;

@@ -106,10 +106,11 @@ pub fn desired_endpoints(service: &Service, slices: &[EndpointSlice], skip_mirro
             ),
         })
         .collect();
-    let mut labels = BTreeMap::from([(ENDPOINTS_MANAGED_BY_LABEL.to_string(), ENDPOINTS_MANAGED_BY.to_string())]);
+    let mut ours = vec![(ENDPOINTS_MANAGED_BY_LABEL, ENDPOINTS_MANAGED_BY)];
     if skip_mirror {
-        labels.insert(SKIP_MIRROR_LABEL.into(), "true".into());
+        ours.push((SKIP_MIRROR_LABEL, "true"));
     }
+    let labels = labels_for(service, &ours);
     Endpoints {
         metadata: ObjectMeta {
             name: service.metadata.name.clone(),
@@ -122,14 +123,12 @@ pub fn desired_endpoints(service: &Service, slices: &[EndpointSlice], skip_mirro
     }
 }
 
-/// Whether an existing Endpoints object already says what `desired` says.
+/// Whether an existing Endpoints object already says what `desired` says (its labels are
+/// ours to set: exactly those).
 pub fn endpoints_up_to_date(existing: &Endpoints, desired: &Endpoints) -> bool {
-    let labels = |e: &Endpoints| e.metadata.labels.clone().unwrap_or_default();
-    let (have, want) = (labels(existing), labels(desired));
     existing.subsets.as_deref().unwrap_or_default() == desired.subsets.as_deref().unwrap_or_default()
         && existing.metadata.owner_references == desired.metadata.owner_references
-        && want.iter().all(|(k, v)| have.get(k) == Some(v))
-        && (want.contains_key(SKIP_MIRROR_LABEL) || !have.contains_key(SKIP_MIRROR_LABEL))
+        && existing.metadata.labels.clone().unwrap_or_default() == desired.metadata.labels.clone().unwrap_or_default()
 }
 
 /// The label selector that finds all our slices.
@@ -180,11 +179,29 @@ pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) ->
     slices
 }
 
+/// Set on the slices and Endpoints of a headless Service, as kube-controller-manager does.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// The labels our objects carry: the Service's own (as kube-controller-manager copies them,
+/// so a `service.kubernetes.io/service-proxy-name` that makes kube-proxy skip the Service
+/// makes it skip its endpoints too), the headless mark, then `ours` over all of them.
+fn labels_for(service: &Service, ours: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut labels = service.metadata.labels.clone().unwrap_or_default();
+    for reserved in
+        [SERVICE_NAME_LABEL, MANAGED_BY_LABEL, ENDPOINTS_MANAGED_BY_LABEL, SKIP_MIRROR_LABEL, HEADLESS_LABEL]
+    {
+        labels.remove(reserved);
+    }
+    if service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None") {
+        labels.insert(HEADLESS_LABEL.into(), String::new());
+    }
+    labels.extend(ours.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    labels
+}
+
 fn slice(service: &Service, name: String, family: &str, endpoints: &[Endpoint], ports: &[PortKey]) -> EndpointSlice {
-    let labels = BTreeMap::from([
-        (SERVICE_NAME_LABEL.to_string(), service.metadata.name.clone().unwrap_or_default()),
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-    ]);
+    let service_name = service.metadata.name.clone().unwrap_or_default();
+    let labels = labels_for(service, &[(SERVICE_NAME_LABEL, &service_name), (MANAGED_BY_LABEL, MANAGED_BY)]);
     let ports = ports
         .iter()
         .map(|(name, protocol, port, app_protocol)| EndpointPort {
@@ -339,16 +356,16 @@ fn target_port(sp: &ServicePort, protocol: &str, pod: &Pod) -> Option<i32> {
         .map(|p| p.container_port)
 }
 
-/// Whether an existing slice already says what `desired` says (labels we own included);
-/// fields others may add (more labels, annotations) do not count.
+/// Whether an existing slice already says what `desired` says. Its labels are ours to set
+/// (the Service's and ours: a label the Service dropped must go from its slices too);
+/// annotations others add do not count.
 pub fn up_to_date(existing: &EndpointSlice, desired: &EndpointSlice) -> bool {
     let labels = |s: &EndpointSlice| s.metadata.labels.clone().unwrap_or_default();
-    let (have, want) = (labels(existing), labels(desired));
     existing.address_type == desired.address_type
         && existing.endpoints == desired.endpoints
         && existing.ports.as_deref().unwrap_or_default() == desired.ports.as_deref().unwrap_or_default()
         && existing.metadata.owner_references == desired.metadata.owner_references
-        && want.iter().all(|(k, v)| have.get(k) == Some(v))
+        && labels(existing) == labels(desired)
 }
 
 #[cfg(test)]
@@ -482,6 +499,29 @@ mod tests {
         assert!(unresolved_pods(&service(json!("http")), &mp1(), &[&a]).is_empty());
         let other = pod("x", &json!([{"name": "mep/other", "ips": ["1.2.3.4"]}]).to_string(), true, 80);
         assert!(unresolved_pods(&named_grpc, &mp1(), &[&other]).is_empty(), "not on the network: not this problem");
+    }
+
+    #[test]
+    fn slices_and_endpoints_carry_the_services_labels_and_follow_them() {
+        let a = pod("a", &status(&["200.1.1.2"]), true, 80);
+        let mut svc = service(json!("http"));
+        svc.metadata.labels = Some(BTreeMap::from([
+            ("service.kubernetes.io/service-proxy-name".to_string(), "kactus".to_string()),
+            (MANAGED_BY_LABEL.to_string(), "someone-else".to_string()),
+        ]));
+        svc.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        let slices = desired_slices(&svc, &mp1(), &[&a]);
+        let labels = slices[0].metadata.labels.clone().unwrap();
+        assert_eq!(labels["service.kubernetes.io/service-proxy-name"], "kactus");
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY, "ours win");
+        assert_eq!(labels[HEADLESS_LABEL], "");
+        let endpoints = desired_endpoints(&svc, &slices, false);
+        assert_eq!(endpoints.metadata.labels.as_ref().unwrap()["service.kubernetes.io/service-proxy-name"], "kactus");
+        // The Service drops the label: the slices are out of date until it goes from them too.
+        svc.metadata.labels = None;
+        let without = desired_slices(&svc, &mp1(), &[&a]);
+        assert!(!up_to_date(&slices[0], &without[0]));
+        assert!(!endpoints_up_to_date(&endpoints, &desired_endpoints(&svc, &without, false)));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub const BUNDLE_KEEPS: usize = 3;
 const MAX_BODY: usize = 3 << 20;
 /// How often the `caBundle` is checked (someone may have re-applied the manifest).
 const BUNDLE_CHECK: Duration = Duration::from_secs(30);
+/// How soon a failed check is tried again.
+const BUNDLE_RETRY: Duration = Duration::from_secs(1);
 
 /// The JSONPatch that moves a seed-shaped Service's selector, or `None` for any other.
 pub fn mutation(service: &Service) -> Option<Vec<Value>> {
@@ -224,12 +226,20 @@ async fn answer(request: Request<hyper::body::Incoming>, metrics: &Metrics) -> R
 pub async fn keep_ca_bundle(client: kube::Client, name: String, ca_pem: String) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
     loop {
-        match ensure_ca_bundle(&api, &name, &ca_pem).await {
-            Ok(true) => log::info!("webhook: our CA is now in mutatingwebhookconfiguration {name}'s caBundle"),
-            Ok(false) => {}
-            Err(e) => log::warn!("webhook: keeping mutatingwebhookconfiguration {name}'s caBundle: {e}"),
-        }
-        tokio::time::sleep(BUNDLE_CHECK).await;
+        let next = match ensure_ca_bundle(&api, &name, &ca_pem).await {
+            Ok(true) => {
+                log::info!("webhook: our CA is now in mutatingwebhookconfiguration {name}'s caBundle");
+                BUNDLE_CHECK
+            }
+            Ok(false) => BUNDLE_CHECK,
+            // A conflict with the other replica's write, or the configuration not applied
+            // yet: until our CA is in, the apiserver cannot call us; look again soon.
+            Err(e) => {
+                log::warn!("webhook: keeping mutatingwebhookconfiguration {name}'s caBundle: {e}");
+                BUNDLE_RETRY
+            }
+        };
+        tokio::time::sleep(next).await;
     }
 }
 
