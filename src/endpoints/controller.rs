@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,9 +71,9 @@ pub struct Context {
     pub publishing: Publishing,
     /// Our Endpoints objects (watched only when Endpoints are published).
     pub our_endpoints: Store<Endpoints>,
-    /// Service uids found free of kube-controller-manager's leftovers since this process
-    /// started (so each served Service costs that look once, not on every pod change).
-    pub clean: Mutex<HashSet<String>>,
+    /// Per Service: the uid found free of kube-controller-manager's leftovers since this
+    /// process started (so each served Service costs that look once, not on every pod change).
+    pub clean: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,7 @@ impl Context {
             Shape::SeedShaped { selector } => {
                 self.move_selector(service, key, &selector).await?;
                 // The write triggers the next reconcile, which removes the leftovers.
-                lock(&self.clean).remove(&uid);
+                lock(&self.clean).remove(key);
                 return Ok(Some(RECHECK_AFTER_MOVE));
             }
             Shape::Supported { network, selector } => {
@@ -140,7 +140,7 @@ impl Context {
                 let slices = desired_slices(service, &network, &selected);
                 self.warn_of_selection(key, service, &network, &selected).await?;
                 let mut removed = Vec::new();
-                if !lock(&self.clean).contains(&uid) {
+                if lock(&self.clean).get(key) != Some(&uid) {
                     removed = self.remove_kubernetes_leftovers(namespace, name).await?;
                 }
                 if self.publishing.endpoints {
@@ -162,7 +162,7 @@ impl Context {
                     // Look once more: it may still have been acting on the selector.
                     return Ok(Some(RECHECK_AFTER_MOVE));
                 }
-                lock(&self.clean).insert(uid);
+                lock(&self.clean).insert(key.to_string(), uid);
                 return Ok(None);
             }
             Shape::Unsupported { message } => {
@@ -500,6 +500,15 @@ impl Context {
 
     fn forget_warning(&self, key: &str) {
         lock(&self.warned).remove(key);
+    }
+
+    /// Forgets everything kept about a Service that is gone.
+    pub fn forget(&self, key: &str) {
+        let mut warned = lock(&self.warned);
+        for suffix in ["", "#network", "#ports"] {
+            warned.remove(&format!("{key}{suffix}"));
+        }
+        lock(&self.clean).remove(key);
     }
 }
 

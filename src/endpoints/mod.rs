@@ -282,7 +282,10 @@ async fn remove_orphaned(
 ) {
     let key = format!("{}/{}", service.namespace.as_deref().unwrap_or_default(), service.name);
     match ctx.remove_slices_of(&service).await {
-        Ok(()) => ctx.retries.succeeded(&key),
+        Ok(()) => {
+            ctx.retries.succeeded(&key);
+            ctx.forget(&key);
+        }
         Err(e) => {
             ctx.metrics.failures.inc();
             let delay = ctx.retries.failed(&key, "");

@@ -225,6 +225,7 @@ async fn answer(request: Request<hyper::body::Incoming>, metrics: &Metrics) -> R
 /// the process runs: at once, then every [`BUNDLE_CHECK`] (a re-applied manifest empties it).
 pub async fn keep_ca_bundle(client: kube::Client, name: String, ca_pem: String) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mut retry = BUNDLE_RETRY;
     loop {
         let next = match ensure_ca_bundle(&api, &name, &ca_pem).await {
             Ok(true) => {
@@ -233,12 +234,17 @@ pub async fn keep_ca_bundle(client: kube::Client, name: String, ca_pem: String) 
             }
             Ok(false) => BUNDLE_CHECK,
             // A conflict with the other replica's write, or the configuration not applied
-            // yet: until our CA is in, the apiserver cannot call us; look again soon.
+            // yet: until our CA is in, the apiserver cannot call us; look again soon (1 s,
+            // doubling to 15 s).
             Err(e) => {
                 log::warn!("webhook: keeping mutatingwebhookconfiguration {name}'s caBundle: {e}");
-                BUNDLE_RETRY
+                retry = (retry * 2).min(BUNDLE_CHECK);
+                retry / 2
             }
         };
+        if next == BUNDLE_CHECK {
+            retry = BUNDLE_RETRY;
+        }
         tokio::time::sleep(next).await;
     }
 }
