@@ -319,3 +319,73 @@ fn post(
     }
     Ok(answer[start..].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::by_path;
+
+    fn hook(rules: Value, namespace_selector: Value, object_selector: Value) -> Value {
+        json!({"name": "h", "rules": rules, "namespaceSelector": namespace_selector, "objectSelector": object_selector})
+    }
+
+    #[test]
+    fn rules_name_operations_groups_versions_and_resources() {
+        let services = by_path("", "v1", "services").unwrap();
+        let pods = by_path("", "v1", "pods").unwrap();
+        let rules = json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["services"]}]);
+        let h = hook(rules, json!({}), json!({}));
+        assert!(rules_match(&h, services, "CREATE") && rules_match(&h, services, "UPDATE"));
+        assert!(!rules_match(&h, services, "DELETE") && !rules_match(&h, pods, "CREATE"));
+        let any = hook(
+            json!([{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"]}]),
+            json!({}),
+            json!({}),
+        );
+        assert!(rules_match(&any, pods, "UPDATE"));
+    }
+
+    #[test]
+    fn the_namespace_name_label_exists_from_1_21_and_object_selectors_see_old_or_new() {
+        let services = by_path("", "v1", "services").unwrap();
+        let not_kube_system = json!({"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["kube-system"]}]});
+        let h = hook(json!([]), not_kube_system, json!({}));
+        let object = json!({"metadata": {"name": "s"}});
+        let incoming = |namespace, minor| Incoming { kind: services, operation: "CREATE", namespace, old: None, minor };
+        assert!(!selectors_match(&h, &incoming("kube-system", 33), &object));
+        assert!(selectors_match(&h, &incoming("mep", 33), &object));
+        assert!(selectors_match(&h, &incoming("kube-system", 20), &object), "no such label on 1.20: NotIn matches");
+        let labelled = hook(json!([]), json!({}), json!({"matchLabels": {"a": "b"}}));
+        assert!(!selectors_match(&labelled, &incoming("mep", 33), &object));
+        let old = json!({"metadata": {"labels": {"a": "b"}}});
+        let update = Incoming { kind: services, operation: "UPDATE", namespace: "mep", old: Some(&old), minor: 33 };
+        assert!(selectors_match(&labelled, &update, &object), "the old object matched");
+        let exists =
+            json!({"matchExpressions": [{"key": "a", "operator": "Exists"}, {"key": "c", "operator": "DoesNotExist"}]});
+        assert!(label_selector_matches(&exists, old["metadata"]["labels"].as_object().unwrap()));
+    }
+
+    #[test]
+    fn a_webhook_that_cannot_be_called_fails_the_write_unless_ignored() {
+        let store = Store::new();
+        let services = by_path("", "v1", "services").unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let rules =
+            json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["services"]}]);
+        let config = |policy: &str| {
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                   "metadata": {"name": "c"},
+                   "webhooks": [{"name": "h", "rules": rules, "failurePolicy": policy, "timeoutSeconds": 1,
+                                 "clientConfig": {"url": format!("https://{dead}/x"), "caBundle": ""}}]})
+        };
+        store.apply(config("Fail")).unwrap();
+        let write = Incoming { kind: services, operation: "CREATE", namespace: "mep", old: None, minor: 33 };
+        assert!(wanted(&store, services, "CREATE") && !wanted(&store, services, "UPDATE"));
+        let object = json!({"metadata": {"name": "s"}});
+        let refused = admit(&store, &write, object.clone()).unwrap_err();
+        assert_eq!((refused.code, refused.reason()), (500, "InternalError"));
+        assert!(refused.message().contains("failed calling webhook \"h\""), "{}", refused.message());
+        store.apply(config("Ignore")).unwrap();
+        assert_eq!(admit(&store, &write, object.clone()).unwrap(), object);
+    }
+}
