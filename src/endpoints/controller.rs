@@ -9,7 +9,7 @@
 use super::desired::{self, desired_endpoints, desired_slices, endpoints_up_to_date, slices_selector, up_to_date};
 use super::leader::Fence;
 use super::metrics::Metrics;
-use super::shape::{selector_json, selects, shape_of, Shape, SELECTOR_ANNOTATION};
+use super::shape::{selector_json, selects, shape_of, NetworkRef, Shape, SELECTOR_ANNOTATION};
 use crate::daemon::retry::Retries;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -117,7 +117,6 @@ impl Context {
         // An unlisted pod cache would look like "no pods" and empty every slice.
         self.pods_listed.wait().await;
         let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-        let uid = service.metadata.uid.clone().unwrap_or_default();
         let desired = match shape_of(service) {
             Shape::SeedShaped { selector } => {
                 self.move_selector(service, key, &selector).await?;
@@ -125,46 +124,7 @@ impl Context {
                 lock(&self.clean).remove(key);
                 return Ok(Some(RECHECK_AFTER_MOVE));
             }
-            Shape::Supported { network, selector } => {
-                self.forget_warning(key);
-                let pods = self.pods.state();
-                let selected: Vec<&Pod> = pods
-                    .iter()
-                    .map(|p| p.as_ref())
-                    .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-                    .filter(|p| p.metadata.labels.as_ref().is_some_and(|labels| selects(&selector, labels)))
-                    .collect();
-                for pod in &selected {
-                    self.warn_of_unattested_claims(pod, &network).await?;
-                }
-                let slices = desired_slices(service, &network, &selected);
-                self.warn_of_selection(key, service, &network, &selected).await?;
-                let mut removed = Vec::new();
-                if lock(&self.clean).get(key) != Some(&uid) {
-                    removed = self.remove_kubernetes_leftovers(namespace, name).await?;
-                }
-                if self.publishing.endpoints {
-                    let endpoints = desired_endpoints(service, &slices, self.publishing.slices);
-                    if let Some(replaced) = self.apply_endpoints(namespace, name, Some(endpoints)).await? {
-                        removed.push(replaced);
-                    }
-                }
-                self.apply(namespace, name, slices).await?;
-                if !removed.is_empty() {
-                    let message = format!(
-                        "removed what kube-controller-manager had published for this Service with the pods' \
-                         primary-network addresses while it had spec.selector: {}",
-                        removed.join(", ")
-                    );
-                    log::info!("service {key}: {message}");
-                    self.metrics.leftovers_removed.inc_by(removed.len() as u64);
-                    self.publish(service, EventType::Normal, LEFTOVERS_REASON, &message).await?;
-                    // Look once more: it may still have been acting on the selector.
-                    return Ok(Some(RECHECK_AFTER_MOVE));
-                }
-                lock(&self.clean).insert(key.to_string(), uid);
-                return Ok(None);
-            }
+            Shape::Supported { network, selector } => return self.serve(service, key, &network, &selector).await,
             Shape::Unsupported { message } => {
                 self.warn_once(key, service, &message).await?;
                 // Kubernetes' controllers own this Service's endpoints now; ours must go.
@@ -179,6 +139,58 @@ impl Context {
             self.apply_endpoints(namespace, name, None).await?;
         }
         self.apply(namespace, name, desired).await?;
+        Ok(None)
+    }
+
+    /// A Service in the served shape: its endpoints from the selected pods' addresses on
+    /// `network`, after removing what kube-controller-manager left for it (looked for once per
+    /// Service, and again after each removal).
+    async fn serve(
+        &self,
+        service: &Service,
+        key: &str,
+        network: &NetworkRef,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Option<Duration>, Failed> {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let uid = service.metadata.uid.clone().unwrap_or_default();
+        self.forget_warning(key);
+        let pods = self.pods.state();
+        let selected: Vec<&Pod> = pods
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|p| p.metadata.labels.as_ref().is_some_and(|labels| selects(selector, labels)))
+            .collect();
+        for pod in &selected {
+            self.warn_of_unattested_claims(pod, network).await?;
+        }
+        let slices = desired_slices(service, network, &selected);
+        self.warn_of_selection(key, service, network, &selected).await?;
+        let mut removed = Vec::new();
+        if lock(&self.clean).get(key) != Some(&uid) {
+            removed = self.remove_kubernetes_leftovers(namespace, name).await?;
+        }
+        if self.publishing.endpoints {
+            let endpoints = desired_endpoints(service, &slices, self.publishing.slices);
+            if let Some(replaced) = self.apply_endpoints(namespace, name, Some(endpoints)).await? {
+                removed.push(replaced);
+            }
+        }
+        self.apply(namespace, name, slices).await?;
+        if !removed.is_empty() {
+            let message = format!(
+                "removed what kube-controller-manager had published for this Service with the pods' \
+                 primary-network addresses while it had spec.selector: {}",
+                removed.join(", ")
+            );
+            log::info!("service {key}: {message}");
+            self.metrics.leftovers_removed.inc_by(removed.len() as u64);
+            self.publish(service, EventType::Normal, LEFTOVERS_REASON, &message).await?;
+            // Look once more: it may still have been acting on the selector.
+            return Ok(Some(RECHECK_AFTER_MOVE));
+        }
+        lock(&self.clean).insert(key.to_string(), uid);
         Ok(None)
     }
 
@@ -396,7 +408,7 @@ impl Context {
         &self,
         key: &str,
         service: &Service,
-        network: &super::shape::NetworkRef,
+        network: &NetworkRef,
         selected: &[&Pod],
     ) -> Result<(), Failed> {
         let on_network = selected.iter().filter(|p| !desired::addresses_on(p, network).is_empty()).count();
@@ -439,7 +451,7 @@ impl Context {
     /// A pod whose `network-status` annotation claims addresses kactus did not record for it
     /// (someone edited it): the claim is ignored (see [`desired::addresses_on`]) and the pod's
     /// owner told why, once per claim.
-    async fn warn_of_unattested_claims(&self, pod: &Pod, network: &super::shape::NetworkRef) -> Result<(), Failed> {
+    async fn warn_of_unattested_claims(&self, pod: &Pod, network: &NetworkRef) -> Result<(), Failed> {
         let claims = desired::unattested_claims(pod, network);
         let key = format!(
             "pod:{}/{}",
