@@ -8,7 +8,7 @@
 #   a network backed by a device resource the pod was not allocated, asked of the real kubelet;
 #   node-local IPAM: the node claims its slice of a cluster range once, pods get addresses in it;
 #   `data` hot-plugged and unplugged through the podagent DaemonSet, the pod not restarted;
-#   the Service on mep/mp1 through kactus-endpoints (where discovery.k8s.io/v1 is served);
+#   seed 000's Service on mep/mp1 through kactus-endpoints, applied unchanged (Endpoints on 1.20);
 #   a rolling restart of the installer while pods are created (no "Unauthorized", no failure);
 #   uninstall, and the node back on its own network;
 #   and after each: no IPAM lease, no kactus cache entry, no device left behind.
@@ -342,50 +342,69 @@ else
 fi
 
 # ---- 5. a Service on a secondary network
-say "seed scenario 5: Service hello1 on mep/mp1 through kactus-endpoints"
-if k api-versions | grep -qx discovery.k8s.io/v1; then
-    check "kubectl apply -f manifests/endpoints-controller.yaml" k apply -f manifests/endpoints-controller.yaml
-    ip link add kte2e-mp1a type veth peer name kte2e-mp1b 2>/dev/null; ip link set kte2e-mp1a up; ip link set kte2e-mp1b up
-    k create namespace mep >/dev/null 2>&1
-    cat <<YAML | k apply -f - >/dev/null
+# Seed 000's Service applied unchanged (spec.selector + the networks annotation): the webhook
+# moves its selector, kactus-endpoints publishes the mp1 addresses only (Endpoints on 1.20,
+# EndpointSlices from 1.21), and applying it again changes nothing.
+say "seed scenario 5: Service hello1 on mep/mp1 through kactus-endpoints, as the seed wrote it"
+check "kubectl apply -f manifests/endpoints-controller.yaml" k apply -f manifests/endpoints-controller.yaml
+check "kactus-endpoints is rolled out" k -n kube-system rollout status deploy/kactus-endpoints --timeout=120s
+webhook_ca() { [ -n "$(k get mutatingwebhookconfiguration kactus-endpoints -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]; }
+check "kactus-endpoints put its CA into the webhook configuration" until_ok 60 webhook_ca
+ip link add kte2e-mp1a type veth peer name kte2e-mp1b 2>/dev/null; ip link set kte2e-mp1a up; ip link set kte2e-mp1b up
+k create namespace mep >/dev/null 2>&1
+cat <<YAML | k apply -f - >/dev/null
 apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
 metadata: {name: mp1, namespace: mep}
 spec:
   config: '{"cniVersion": "0.3.0", "type": "macvlan", "master": "kte2e-mp1a", "mode": "bridge",
             "ipam": {"type": "host-local", "subnet": "200.1.1.0/24", "dataDir": "$IPAM_DIR"}}'
----
+YAML
+for i in 1 2; do
+    pod "hello$i" k8s.v1.cni.cncf.io/networks mep/mp1 \
+        | sed "s/namespace: $NS/namespace: mep/; s/kactus-e2e: \"true\"/app: hello/; s/^\(      imagePullPolicy: Never\)$/\1\n      ports: [{name: http, containerPort: 80}]/"
+done | k apply -f - >/dev/null
+hello_ready() { [ "$(k -n mep get pods -l app=hello -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}')" = "True True" ]; }
+check "the hello pods are Ready" until_ok 120 hello_ready
+SEED_SVC=$RUN/hello1-seed.yaml
+cat >"$SEED_SVC" <<'YAML'
 apiVersion: v1
 kind: Service
 metadata:
   name: hello1
-  namespace: mep
-  annotations: {k8s.v1.cni.cncf.io/networks: mep/mp1, kactus.io/selector: '{"app": "hello"}'}
+  annotations:
+    k8s.v1.cni.cncf.io/networks: mep/mp1
 spec:
-  ports: [{protocol: TCP, port: 80, targetPort: 80}]
+  selector:
+    app: hello
+  ports:
+  - protocol: TCP
+    port: 80
+    targetPort: http
 YAML
-    for i in 1 2; do pod "hello$i" k8s.v1.cni.cncf.io/networks mep/mp1 | sed "s/namespace: $NS/namespace: mep/; s/kactus-e2e: \"true\"/app: hello/"; done | k apply -f - >/dev/null
-    hello_ready() { [ "$(k -n mep get pods -l app=hello -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}')" = "True True" ]; }
-    check "the hello pods are Ready" until_ok 120 hello_ready
-    slice_has_both() {
-        local want; want=$(k -n mep get pods -l app=hello -o jsonpath='{.items[*].metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}' | grep -o '"200\.1\.1\.[0-9]*"' | tr -d '"' | sort | xargs)
-        [ -n "$want" ] && [ "$(k -n mep get endpointslices -l kubernetes.io/service-name=hello1 -o jsonpath='{.items[*].endpoints[*].addresses[*]}' | tr ' ' '\n' | sort | xargs)" = "$want" ]
-    }
-    check "hello1's EndpointSlices hold the hello pods' mp1 addresses" until_ok 60 slice_has_both
-    k delete namespace mep --wait=true --timeout=120s >/dev/null 2>&1
-    ip link del kte2e-mp1a 2>/dev/null
-    k delete -f manifests/endpoints-controller.yaml --ignore-not-found >/dev/null 2>&1
+check "kubectl apply -n mep -f <seed 000's Service, unchanged>" k apply -n mep -f "$SEED_SVC"
+no_selector() { [ -z "$(k -n mep get svc hello1 -o jsonpath='{.spec.selector}')" ] && [ -n "$(k -n mep get svc hello1 -o jsonpath='{.metadata.annotations.kactus\.io/selector}')" ]; }
+check "hello1 is stored without spec.selector (kube-controller-manager publishes nothing for it)" until_ok 30 no_selector
+mp1_addresses() { k -n mep get pods -l app=hello -o jsonpath='{.items[*].metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}' | grep -o '"200\.1\.1\.[0-9]*"' | tr -d '"' | sort | xargs; }
+if k api-versions | grep -qx discovery.k8s.io/v1; then
+    published() { k -n mep get endpointslices -l kubernetes.io/service-name=hello1 -o jsonpath='{.items[*].endpoints[*].addresses[*]}' | tr ' ' '\n' | sort | xargs; }
+    what="EndpointSlices"
 else
-    skip "Service on mep/mp1: the cluster serves no discovery.k8s.io/v1 (Kubernetes 1.21+), which kactus-endpoints needs"
-    # What an operator on this version sees: the controller stops at once and says why.
-    fails_fast() {
-        local out; out=$(timeout 30 "$BINARIES/kactus-endpoints" --kubeconfig "$KUBECONFIG" --metrics-addr 127.0.0.1:0 2>&1)
-        local rc=$?; echo "$out" | tail -3
-        [ "$rc" != 0 ] && [ "$rc" != 124 ] && echo "$out" | grep -q 'discovery.k8s.io/v1'
-    }
-    check "kactus-endpoints on this cluster exits at once saying discovery.k8s.io/v1 is not served" fails_fast
-    echo "    it said: $(grep discovery.k8s.io/v1 "$RUN/last" | tail -1)"
+    published() { k -n mep get endpoints hello1 -o jsonpath='{.subsets[*].addresses[*].ip}' | tr ' ' '\n' | sort | xargs; }
+    what="Endpoints (kubectl get ep)"
 fi
+only_mp1() { local want; want=$(mp1_addresses); [ -n "$want" ] && [ "$(published)" = "$want" ]; }
+check "hello1's $what hold the hello pods' mp1 addresses and nothing else" until_ok 60 only_mp1
+k -n mep get endpoints hello1 2>/dev/null | sed 's/^/    /'
+rv=$(k -n mep get svc hello1 -o jsonpath='{.metadata.resourceVersion}')
+k apply -n mep -f "$SEED_SVC" >/dev/null 2>&1
+check "applying the same file again changes nothing (resourceVersion $rv)" test "$(k -n mep get svc hello1 -o jsonpath='{.metadata.resourceVersion}')" = "$rv"
+sleep 3
+check "nothing alternates: still only the mp1 addresses" only_mp1
+echo "    events: $(k -n mep get events --field-selector involvedObject.name=hello1 -o jsonpath='{.items[*].reason}')"
+k delete namespace mep --wait=true --timeout=120s >/dev/null 2>&1
+ip link del kte2e-mp1a 2>/dev/null
+k delete -f manifests/endpoints-controller.yaml --ignore-not-found >/dev/null 2>&1
 
 # ---- 6. the installer rolled while pods are created
 say "rolling restart of the installer DaemonSet while pods are created"

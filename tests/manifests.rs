@@ -89,6 +89,8 @@ fn every_yaml_parses_and_has_the_expected_kinds() {
                 ("rbac.authorization.k8s.io/v1", "Role"),
                 ("rbac.authorization.k8s.io/v1", "RoleBinding"),
                 ("apps/v1", "Deployment"),
+                ("v1", "Service"),
+                ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
             ],
         ),
         ("examples/app1.yaml", vec![("apps/v1", "Deployment")]),
@@ -135,7 +137,10 @@ fn namespaced_manifests_live_in_kube_system() {
     for file in yaml_files("manifests") {
         for d in docs(&file) {
             let kind = d["kind"].as_str().unwrap();
-            let cluster_scoped = matches!(kind, "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding");
+            let cluster_scoped = matches!(
+                kind,
+                "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+            );
             if !cluster_scoped {
                 assert_eq!(d["metadata"]["namespace"], "kube-system", "{file}: {kind}");
             }
@@ -835,9 +840,22 @@ fn the_kactus_conf_example_is_a_kactus_config_with_one_master() {
 }
 
 #[test]
-fn the_hello1_example_service_is_in_the_shape_the_endpoints_controller_serves() {
+fn the_hello1_example_service_is_the_seeds_and_served_once_the_webhook_moved_its_selector() {
     let svc = one("examples/mp1-service.yaml", "Service");
-    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(svc).unwrap();
+    let mut svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(svc).unwrap();
+    assert!(matches!(kactus::endpoints::shape::shape_of(&svc), kactus::endpoints::shape::Shape::SeedShaped { .. }));
+    let ops = kactus::endpoints::webhook::mutation(&svc).expect("the webhook moves it");
+    let mut value = serde_json::to_value(&svc).unwrap();
+    for op in ops {
+        match op["op"].as_str().unwrap() {
+            "add" => {
+                let key = op["path"].as_str().unwrap().rsplit('/').next().unwrap().replace("~1", "/");
+                value["metadata"]["annotations"][key] = op["value"].clone();
+            }
+            _ => drop(value["spec"].as_object_mut().unwrap().remove("selector")),
+        }
+    }
+    svc = serde_json::from_value(value).unwrap();
     match kactus::endpoints::shape::shape_of(&svc) {
         kactus::endpoints::shape::Shape::Supported { network, selector } => {
             assert_eq!(format!("{network}"), "mep/mp1");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(version, about = "EndpointSlices on secondary networks for annotated, selector-less Services")]
+#[command(version, about = "EndpointSlices (or Endpoints) on secondary networks for Services that ask for a network")]
 struct Args {
     /// kubeconfig to use; without it, the in-cluster service account.
     #[arg(long)]
@@ -28,6 +28,21 @@ struct Args {
     /// Seconds a Lease holder may go without renewing before a standby takes over.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Also write core/v1 Endpoints (labelled endpointslice.kubernetes.io/skip-mirror) on
+    /// clusters with discovery.k8s.io/v1 (deprecated there since 1.33; written anyway, without
+    /// that label, where discovery.k8s.io/v1 is not served).
+    #[arg(long)]
+    write_endpoints: bool,
+    /// Serve the admission webhook that moves a seed-shaped Service's spec.selector into
+    /// kactus.io/selector on this address (HTTPS); off without it.
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
+    /// Names the webhook's certificate carries: the webhook Service's DNS name, or addresses.
+    #[arg(long, value_delimiter = ',', default_value = "kactus-endpoints-webhook.kube-system.svc")]
+    webhook_cert_names: Vec<String>,
+    /// The MutatingWebhookConfiguration whose caBundle this replica keeps its CA in.
+    #[arg(long, default_value = "kactus-endpoints")]
+    webhook_configuration: String,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -53,7 +68,17 @@ fn run(args: Args) -> Result<(), String> {
         name: args.lease_name,
         lease_duration: std::time::Duration::from_secs(args.lease_duration.max(1)),
     });
-    let options =
-        kactus::endpoints::Options { namespace: args.namespace, metrics_addr: args.metrics_addr, leader_election };
+    let webhook = args.webhook_addr.map(|addr| kactus::endpoints::WebhookOptions {
+        addr,
+        names: args.webhook_cert_names,
+        configuration: args.webhook_configuration,
+    });
+    let options = kactus::endpoints::Options {
+        namespace: args.namespace,
+        metrics_addr: args.metrics_addr,
+        leader_election,
+        write_endpoints: args.write_endpoints,
+        webhook,
+    };
     kactus::endpoints::run(args.kubeconfig.as_deref(), options)
 }

@@ -15,17 +15,25 @@ pub struct Needed {
     pub for_what: &'static str,
 }
 
+/// Whether the apiserver serves `resource` in `group_version` (`v1`: the core group).
+pub async fn serves(client: &kube::Client, group_version: &str, resource: &str) -> Result<bool, kube::Error> {
+    let served = match group_version {
+        "v1" => client.list_core_api_resources("v1").await,
+        group_version => client.list_api_group_resources(group_version).await,
+    };
+    match served {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == resource)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Asks discovery whether every API in `needed` is served; the error names what is missing,
 /// the apiserver's version and the release that has it.
 pub async fn require(client: &kube::Client, daemon: &str, needed: &[Needed]) -> Result<(), String> {
     for api in needed {
-        let served = match api.group_version {
-            "v1" => client.list_core_api_resources("v1").await,
-            group_version => client.list_api_group_resources(group_version).await,
-        };
-        let missing = match served {
-            Ok(list) => !list.resources.iter().any(|r| r.name == api.resource),
-            Err(kube::Error::Api(status)) if status.code == 404 => true,
+        let missing = match serves(client, api.group_version, api.resource).await {
+            Ok(served) => !served,
             Err(e) => {
                 return Err(format!(
                     "{daemon}: asking the apiserver whether it serves {}: {}",

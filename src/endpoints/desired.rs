@@ -4,7 +4,9 @@
 use super::shape::NetworkRef;
 use crate::attachment::attested;
 use crate::plugin::status::NETWORK_STATUS;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort,
+};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -30,6 +32,105 @@ pub fn slices_selector(service_name: &str) -> String {
     format!("{SERVICE_NAME_LABEL}={service_name},{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
+/// The label on the core/v1 Endpoints we write (`managed-by` on Endpoints means nothing to
+/// Kubernetes; this is the recommended label for "who writes this object").
+pub const ENDPOINTS_MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const ENDPOINTS_MANAGED_BY: &str = "kactus-endpoints";
+/// Tells kube-controller-manager's EndpointSlice mirroring controller (1.19+) not to copy an
+/// Endpoints object into slices: set where we publish our own slices too.
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
+/// kube-controller-manager's `managed-by` value: its slices of a Service we serve are leftovers.
+pub const KUBERNETES_MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+
+/// The label selector that finds kube-controller-manager's slices of one Service.
+pub fn kubernetes_slices_selector(service_name: &str) -> String {
+    format!("{SERVICE_NAME_LABEL}={service_name},{MANAGED_BY_LABEL}={KUBERNETES_MANAGED_BY}")
+}
+
+/// The label selector that finds all our Endpoints objects.
+pub fn our_endpoints_selector() -> String {
+    format!("{ENDPOINTS_MANAGED_BY_LABEL}={ENDPOINTS_MANAGED_BY}")
+}
+
+/// Whether an Endpoints object is one we wrote.
+pub fn is_our_endpoints(endpoints: &Endpoints) -> bool {
+    endpoints.metadata.labels.as_ref().and_then(|l| l.get(ENDPOINTS_MANAGED_BY_LABEL)).map(String::as_str)
+        == Some(ENDPOINTS_MANAGED_BY)
+}
+
+/// The core/v1 Endpoints object saying what `slices` say, for clusters (and clients) that read
+/// Endpoints: one subset per port set, ready endpoints in `addresses`, the others in
+/// `notReadyAddresses`, as kube-controller-manager writes it. `skip_mirror` where our own
+/// slices exist (else, on 1.19-1.20, the mirroring controller's slices are what kube-proxy reads).
+pub fn desired_endpoints(service: &Service, slices: &[EndpointSlice], skip_mirror: bool) -> Endpoints {
+    let mut subsets: BTreeMap<Vec<PortKey>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    for slice in slices {
+        let ports: Vec<PortKey> = slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.protocol.clone(), p.port, p.app_protocol.clone()))
+            .collect();
+        let (ready, not_ready) = subsets.entry(ports).or_default();
+        for endpoint in &slice.endpoints {
+            for ip in &endpoint.addresses {
+                let address = EndpointAddress {
+                    ip: ip.clone(),
+                    node_name: endpoint.node_name.clone(),
+                    target_ref: endpoint.target_ref.clone(),
+                    hostname: None,
+                };
+                match endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false) {
+                    true => ready.push(address),
+                    false => not_ready.push(address),
+                }
+            }
+        }
+    }
+    let subsets: Vec<EndpointSubset> = subsets
+        .into_iter()
+        .filter(|(ports, _)| !ports.is_empty())
+        .map(|(ports, (ready, not_ready))| EndpointSubset {
+            addresses: Some(ready).filter(|a| !a.is_empty()),
+            not_ready_addresses: Some(not_ready).filter(|a| !a.is_empty()),
+            ports: Some(
+                ports
+                    .into_iter()
+                    .map(|(name, protocol, port, app_protocol)| CorePort {
+                        name: name.filter(|n| !n.is_empty()),
+                        protocol,
+                        port: port.unwrap_or_default(),
+                        app_protocol,
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
+    let mut ours = vec![(ENDPOINTS_MANAGED_BY_LABEL, ENDPOINTS_MANAGED_BY)];
+    if skip_mirror {
+        ours.push((SKIP_MIRROR_LABEL, "true"));
+    }
+    let labels = labels_for(service, &ours);
+    Endpoints {
+        metadata: ObjectMeta {
+            name: service.metadata.name.clone(),
+            namespace: service.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner_reference(service)]),
+            ..Default::default()
+        },
+        subsets: Some(subsets).filter(|s| !s.is_empty()),
+    }
+}
+
+/// Whether an existing Endpoints object already says what `desired` says (its labels are
+/// ours to set: exactly those).
+pub fn endpoints_up_to_date(existing: &Endpoints, desired: &Endpoints) -> bool {
+    existing.subsets.as_deref().unwrap_or_default() == desired.subsets.as_deref().unwrap_or_default()
+        && existing.metadata.owner_references == desired.metadata.owner_references
+        && existing.metadata.labels.clone().unwrap_or_default() == desired.metadata.labels.clone().unwrap_or_default()
+}
+
 /// The label selector that finds all our slices.
 pub fn ours_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
@@ -52,6 +153,10 @@ pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) ->
         }
         let addresses = addresses_on(pod, network);
         let ports = resolved_ports(service_ports, pod);
+        if !service_ports.is_empty() && ports.is_empty() {
+            // An endpoint without a port serves nothing: left out (see `unresolved_pods`).
+            continue;
+        }
         for (family, _) in FAMILIES {
             let first = addresses.iter().find(|a| family_of(a) == family);
             if let Some(address) = first {
@@ -74,11 +179,29 @@ pub fn desired_slices(service: &Service, network: &NetworkRef, pods: &[&Pod]) ->
     slices
 }
 
+/// Set on the slices and Endpoints of a headless Service, as kube-controller-manager does.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// The labels our objects carry: the Service's own (as kube-controller-manager copies them,
+/// so a `service.kubernetes.io/service-proxy-name` that makes kube-proxy skip the Service
+/// makes it skip its endpoints too), the headless mark, then `ours` over all of them.
+fn labels_for(service: &Service, ours: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut labels = service.metadata.labels.clone().unwrap_or_default();
+    for reserved in
+        [SERVICE_NAME_LABEL, MANAGED_BY_LABEL, ENDPOINTS_MANAGED_BY_LABEL, SKIP_MIRROR_LABEL, HEADLESS_LABEL]
+    {
+        labels.remove(reserved);
+    }
+    if service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None") {
+        labels.insert(HEADLESS_LABEL.into(), String::new());
+    }
+    labels.extend(ours.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    labels
+}
+
 fn slice(service: &Service, name: String, family: &str, endpoints: &[Endpoint], ports: &[PortKey]) -> EndpointSlice {
-    let labels = BTreeMap::from([
-        (SERVICE_NAME_LABEL.to_string(), service.metadata.name.clone().unwrap_or_default()),
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-    ]);
+    let service_name = service.metadata.name.clone().unwrap_or_default();
+    let labels = labels_for(service, &[(SERVICE_NAME_LABEL, &service_name), (MANAGED_BY_LABEL, MANAGED_BY)]);
     let ports = ports
         .iter()
         .map(|(name, protocol, port, app_protocol)| EndpointPort {
@@ -179,6 +302,22 @@ pub fn unattested_claims(pod: &Pod, network: &NetworkRef) -> Vec<IpAddr> {
     claims
 }
 
+/// The pods with an address on `network` for which none of the Service's ports resolves (a
+/// named `targetPort` none of their containers declares): left out, worth an Event.
+pub fn unresolved_pods(service: &Service, network: &NetworkRef, pods: &[&Pod]) -> Vec<String> {
+    let service_ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    if service_ports.is_empty() {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter(|pod| !addresses_on(pod, network).is_empty() && resolved_ports(service_ports, pod).is_empty())
+        .map(|pod| pod.metadata.name.clone().unwrap_or_default())
+        .collect();
+    names.sort();
+    names
+}
+
 fn family_of(address: &IpAddr) -> &'static str {
     if address.is_ipv4() {
         "IPv4"
@@ -217,16 +356,16 @@ fn target_port(sp: &ServicePort, protocol: &str, pod: &Pod) -> Option<i32> {
         .map(|p| p.container_port)
 }
 
-/// Whether an existing slice already says what `desired` says (labels we own included);
-/// fields others may add (more labels, annotations) do not count.
+/// Whether an existing slice already says what `desired` says. Its labels are ours to set
+/// (the Service's and ours: a label the Service dropped must go from its slices too);
+/// annotations others add do not count.
 pub fn up_to_date(existing: &EndpointSlice, desired: &EndpointSlice) -> bool {
     let labels = |s: &EndpointSlice| s.metadata.labels.clone().unwrap_or_default();
-    let (have, want) = (labels(existing), labels(desired));
     existing.address_type == desired.address_type
         && existing.endpoints == desired.endpoints
         && existing.ports.as_deref().unwrap_or_default() == desired.ports.as_deref().unwrap_or_default()
         && existing.metadata.owner_references == desired.metadata.owner_references
-        && want.iter().all(|(k, v)| have.get(k) == Some(v))
+        && labels(existing) == labels(desired)
 }
 
 #[cfg(test)]
@@ -349,6 +488,66 @@ mod tests {
         let slices = desired_slices(&service(json!("http")), &mp1(), &refs);
         let sizes: Vec<_> = slices.iter().map(|s| s.endpoints.len()).collect();
         assert_eq!(sizes, [100, 100, 50]);
+    }
+
+    #[test]
+    fn pods_serving_none_of_the_ports_are_left_out_and_named() {
+        let a = pod("a", &status(&["200.1.1.2"]), true, 80);
+        let named_grpc = service(json!("grpc"));
+        assert!(desired_slices(&named_grpc, &mp1(), &[&a]).is_empty());
+        assert_eq!(unresolved_pods(&named_grpc, &mp1(), &[&a]), ["a"]);
+        assert!(unresolved_pods(&service(json!("http")), &mp1(), &[&a]).is_empty());
+        let other = pod("x", &json!([{"name": "mep/other", "ips": ["1.2.3.4"]}]).to_string(), true, 80);
+        assert!(unresolved_pods(&named_grpc, &mp1(), &[&other]).is_empty(), "not on the network: not this problem");
+    }
+
+    #[test]
+    fn slices_and_endpoints_carry_the_services_labels_and_follow_them() {
+        let a = pod("a", &status(&["200.1.1.2"]), true, 80);
+        let mut svc = service(json!("http"));
+        svc.metadata.labels = Some(BTreeMap::from([
+            ("service.kubernetes.io/service-proxy-name".to_string(), "kactus".to_string()),
+            (MANAGED_BY_LABEL.to_string(), "someone-else".to_string()),
+        ]));
+        svc.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        let slices = desired_slices(&svc, &mp1(), &[&a]);
+        let labels = slices[0].metadata.labels.clone().unwrap();
+        assert_eq!(labels["service.kubernetes.io/service-proxy-name"], "kactus");
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY, "ours win");
+        assert_eq!(labels[HEADLESS_LABEL], "");
+        let endpoints = desired_endpoints(&svc, &slices, false);
+        assert_eq!(endpoints.metadata.labels.as_ref().unwrap()["service.kubernetes.io/service-proxy-name"], "kactus");
+        // The Service drops the label: the slices are out of date until it goes from them too.
+        svc.metadata.labels = None;
+        let without = desired_slices(&svc, &mp1(), &[&a]);
+        assert!(!up_to_date(&slices[0], &without[0]));
+        assert!(!endpoints_up_to_date(&endpoints, &desired_endpoints(&svc, &without, false)));
+    }
+
+    #[test]
+    fn endpoints_say_what_the_slices_say() {
+        let a = pod("a", &status(&["200.1.1.2", "fd00::2"]), true, 80);
+        let b = pod("b", &status(&["200.1.1.3"]), false, 80);
+        let c = pod("c", &status(&["200.1.1.4"]), true, 8000);
+        let slices = desired_slices(&service(json!("http")), &mp1(), &[&a, &b, &c]);
+        let endpoints = desired_endpoints(&service(json!("http")), &slices, false);
+        assert_eq!(endpoints.metadata.name.as_deref(), Some("hello1"));
+        let labels = endpoints.metadata.labels.clone().unwrap();
+        assert_eq!(labels[ENDPOINTS_MANAGED_BY_LABEL], ENDPOINTS_MANAGED_BY);
+        assert!(!labels.contains_key(SKIP_MIRROR_LABEL), "on 1.19-1.20 the mirror is what kube-proxy reads");
+        let subsets = endpoints.subsets.clone().unwrap();
+        let ips = |a: &Option<Vec<EndpointAddress>>| a.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>();
+        assert_eq!(subsets.len(), 2, "{subsets:?}");
+        assert_eq!(ips(&subsets[0].addresses), ["200.1.1.2", "fd00::2"]);
+        assert_eq!(ips(&subsets[0].not_ready_addresses), ["200.1.1.3"]);
+        assert_eq!(subsets[0].ports.as_ref().unwrap()[0].port, 80);
+        assert_eq!(subsets[0].ports.as_ref().unwrap()[0].name.as_deref(), Some("web"));
+        assert_eq!(ips(&subsets[1].addresses), ["200.1.1.4"]);
+        assert!(endpoints_up_to_date(&endpoints, &endpoints));
+        let skipping = desired_endpoints(&service(json!("http")), &slices, true);
+        assert_eq!(skipping.metadata.labels.as_ref().unwrap()[SKIP_MIRROR_LABEL], "true");
+        assert!(!endpoints_up_to_date(&skipping, &endpoints) && !endpoints_up_to_date(&endpoints, &skipping));
+        assert_eq!(desired_endpoints(&service(json!("http")), &[], false).subsets, None);
     }
 
     #[test]

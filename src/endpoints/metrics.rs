@@ -15,6 +15,14 @@ pub struct Metrics {
     pub failures: Counter,
     /// Watches that failed or expired and were reopened or relisted.
     pub watch_restarts: Counter,
+    /// Core/v1 Endpoints creates, updates and deletes that succeeded.
+    pub endpoints_writes: Counter,
+    /// Seed-shaped Services whose selector the admission webhook moved.
+    pub webhook_moves: Counter,
+    /// Seed-shaped Services the controller moved afterwards (they got past the webhook).
+    pub conversions: Counter,
+    /// Endpoints and EndpointSlices kube-controller-manager had left, removed.
+    pub leftovers_removed: Counter,
     /// 1 while this replica reconciles (always, without leader election).
     pub leader: Gauge,
 }
@@ -27,6 +35,14 @@ impl Metrics {
             ("endpoints_slice_writes", "EndpointSlice creates, updates and deletes", &metrics.slice_writes),
             ("endpoints_failures", "Failed reconciles and event writes", &metrics.failures),
             ("endpoints_watch_restarts", "Watches that failed or expired and were reopened", &metrics.watch_restarts),
+            ("endpoints_endpoints_writes", "Core Endpoints creates, updates and deletes", &metrics.endpoints_writes),
+            ("endpoints_webhook_moves", "Service selectors moved by the admission webhook", &metrics.webhook_moves),
+            ("endpoints_conversions", "Service selectors moved by the controller after the fact", &metrics.conversions),
+            (
+                "endpoints_leftovers_removed",
+                "kube-controller-manager's leftover endpoints removed",
+                &metrics.leftovers_removed,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }

@@ -17,11 +17,12 @@ pub mod desired;
 pub mod leader;
 pub mod metrics;
 pub mod shape;
+pub mod webhook;
 
 use crate::daemon::{self, api::Needed, listed::Listed, retry::Retries};
-use controller::{service_of, services_for_pod, Context};
+use controller::{service_of, service_of_endpoints, services_for_pod, Context, Publishing};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -39,6 +40,19 @@ pub struct Options {
     pub metrics_addr: SocketAddr,
     /// With more than one replica: reconcile only while holding this Lease.
     pub leader_election: Option<LeaderOptions>,
+    /// Also write core/v1 Endpoints where EndpointSlices are published (they always are
+    /// written where discovery.k8s.io/v1 is not served).
+    pub write_endpoints: bool,
+    /// The admission webhook, if served.
+    pub webhook: Option<WebhookOptions>,
+}
+
+pub struct WebhookOptions {
+    pub addr: SocketAddr,
+    /// The names its certificate carries (the Service's DNS name, or an address).
+    pub names: Vec<String>,
+    /// The MutatingWebhookConfiguration whose `caBundle` is kept current.
+    pub configuration: String,
 }
 
 pub struct LeaderOptions {
@@ -49,14 +63,8 @@ pub struct LeaderOptions {
 }
 
 /// What the controller cannot work without.
-const NEEDED: [Needed; 3] = [
+const NEEDED: [Needed; 2] = [
     Needed { group_version: "v1", resource: "services", since: "1.0", for_what: "the Services that ask for a network" },
-    Needed {
-        group_version: "discovery.k8s.io/v1",
-        resource: "endpointslices",
-        since: "1.21",
-        for_what: "the EndpointSlices it publishes",
-    },
     Needed {
         group_version: "events.k8s.io/v1",
         resource: "events",
@@ -79,8 +87,34 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
     if options.leader_election.is_some() {
         daemon::api::require(&client, "kactus-endpoints", &[LEASES]).await?;
     }
+    let served = |group_version: &'static str| {
+        let client = client.clone();
+        async move {
+            daemon::api::serves(&client, group_version, "endpointslices")
+                .await
+                .map_err(|e| format!("kactus-endpoints: asking for {group_version}: {}", crate::kube::error_chain(&e)))
+        }
+    };
+    let slices = served("discovery.k8s.io/v1").await?;
+    let publishing = Publishing {
+        slices,
+        endpoints: !slices || options.write_endpoints,
+        beta_slices: !slices && served("discovery.k8s.io/v1beta1").await?,
+    };
+    if !slices {
+        log::info!(
+            "no discovery.k8s.io/v1 (Kubernetes 1.20 or older): publishing core/v1 Endpoints (on 1.19-1.20 \
+             kube-controller-manager mirrors them into the EndpointSlices kube-proxy reads)"
+        );
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
+    if let Some(webhook) = &options.webhook {
+        let identity = webhook::Identity::mint(&webhook.names)?;
+        webhook::serve(webhook.addr, &identity, metrics.clone()).await?;
+        tokio::spawn(webhook::keep_ca_bundle(client.clone(), webhook.configuration.clone(), identity.ca_pem));
+        log::info!("admission webhook on https://{}{}", webhook.addr, webhook::PATH);
+    }
     let api = |client: &kube::Client| match &options.namespace {
         Some(ns) => (Api::<Service>::namespaced(client.clone(), ns), Api::<Pod>::namespaced(client.clone(), ns), {
             Api::<EndpointSlice>::namespaced(client.clone(), ns)
@@ -88,20 +122,39 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
     let (services_api, pods_api, slices_api) = api(&client);
+    let endpoints_api: Api<Endpoints> = match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
 
     // One watch and one local copy per resource; the copies serve both the triggers and the
     // reconciles. Only our own slices are watched.
     let (services, services_writer) = reflector::store();
     let (pods, pods_writer) = reflector::store();
     let (slices, slices_writer) = reflector::store();
-    let listed = [Listed::default(), Listed::default(), Listed::default()];
+    let (our_endpoints, endpoints_writer) = reflector::store();
+    let listed = [Listed::default(), Listed::default(), Listed::default(), Listed::default()];
     let service_events = watcher(services_api, watcher::Config::default()).default_backoff().reflect(services_writer);
     let service_events = listed[0].track(service_events, || {}).touched_objects();
     let pod_events = watcher(pods_api, watcher::Config::default()).default_backoff().reflect(pods_writer);
     let pod_events = listed[1].track(pod_events, || {}).touched_objects();
-    let ours = watcher::Config::default().labels(&desired::ours_selector());
-    let slice_events = watcher(slices_api, ours).default_backoff().reflect(slices_writer);
-    let slice_events = listed[2].track(slice_events, || {}).touched_objects();
+    // Only what this cluster gets published is watched (no v1 slices on 1.20).
+    let slice_events = match publishing.slices {
+        true => {
+            let ours = watcher::Config::default().labels(&desired::ours_selector());
+            let events = watcher(slices_api, ours).default_backoff().reflect(slices_writer);
+            listed[2].track(events, || {}).touched_objects().boxed()
+        }
+        false => listed[2].track(not_watched::<EndpointSlice>(), || {}).touched_objects().boxed(),
+    };
+    let endpoints_events = match publishing.endpoints {
+        true => {
+            let ours = watcher::Config::default().labels(&desired::our_endpoints_selector());
+            let events = watcher(endpoints_api, ours).default_backoff().reflect(endpoints_writer);
+            listed[3].track(events, || {}).touched_objects().boxed()
+        }
+        false => listed[3].track(not_watched::<Endpoints>(), || {}).touched_objects().boxed(),
+    };
 
     let (leading_tx, leading) = tokio::sync::watch::channel(options.leader_election.is_none());
     // Healthy once every watch has listed: before that, an empty copy means "unknown", not "none".
@@ -144,8 +197,8 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
         }
     });
     {
-        let (slices, orphans_tx, metrics, mut leading) =
-            (slices.clone(), orphans_tx.clone(), metrics.clone(), leading.clone());
+        let (slices, our_endpoints, orphans_tx, metrics, mut leading) =
+            (slices.clone(), our_endpoints.clone(), orphans_tx.clone(), metrics.clone(), leading.clone());
         tokio::spawn(async move {
             while leading.changed().await.is_ok() {
                 if *leading.borrow() {
@@ -154,6 +207,11 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
                         .state()
                         .iter()
                         .filter_map(|s| service_of(s))
+                        .for_each(|s| drop(orphans_tx.unbounded_send(s)));
+                    our_endpoints
+                        .state()
+                        .iter()
+                        .map(|e| service_of_endpoints(e))
                         .for_each(|s| drop(orphans_tx.unbounded_send(s)));
                 }
             }
@@ -171,15 +229,19 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
         fence,
         retries: Retries::new(Duration::from_millis(50), Duration::from_secs(30)),
         warned: Default::default(),
+        publishing,
+        our_endpoints: our_endpoints.clone(),
+        clean: Default::default(),
     });
-    let (for_pods, for_slices) = (services.clone(), slices.clone());
+    let (for_pods, for_slices, for_endpoints) = (services.clone(), slices.clone(), our_endpoints.clone());
     log::info!(
         "kactus-endpoints watching {}",
         options.namespace.as_deref().map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"))
     );
     Controller::for_stream(service_events, services)
-        .watches_stream(pod_events, move |pod| services_for_pod(&pod, &for_pods, &for_slices))
+        .watches_stream(pod_events, move |pod| services_for_pod(&pod, &for_pods, &for_slices, &for_endpoints))
         .watches_stream(slice_events, |slice| service_of(&slice))
+        .watches_stream(endpoints_events, |endpoints| Some(service_of_endpoints(&endpoints)))
         .reconcile_all_on(took_over)
         .reconcile_on(orphans)
         .trigger_backoff(daemon::EachWatchBacksOff)
@@ -206,6 +268,11 @@ async fn serve(kubeconfig: Option<&std::path::Path>, options: Options) -> Result
     Err("the watches stopped".into())
 }
 
+/// A watch that is not opened: listed at once (nothing), then silent.
+fn not_watched<K: Send + 'static>() -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    futures::stream::iter([Ok(watcher::Event::InitDone)]).chain(futures::stream::pending())
+}
+
 /// Removes the slices of a deleted Service; on failure, asks again after a growing delay
 /// (the Service is then looked up again, so one recreated meanwhile is reconciled instead).
 async fn remove_orphaned(
@@ -215,7 +282,10 @@ async fn remove_orphaned(
 ) {
     let key = format!("{}/{}", service.namespace.as_deref().unwrap_or_default(), service.name);
     match ctx.remove_slices_of(&service).await {
-        Ok(()) => ctx.retries.succeeded(&key),
+        Ok(()) => {
+            ctx.retries.succeeded(&key);
+            ctx.forget(&key);
+        }
         Err(e) => {
             ctx.metrics.failures.inc();
             let delay = ctx.retries.failed(&key, "");

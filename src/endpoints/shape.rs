@@ -1,9 +1,12 @@
 //! Which Services this controller serves, read from their annotations.
 //!
-//! The supported shape keeps Kubernetes' own endpoint controllers away: a Service without
+//! The served shape keeps Kubernetes' own endpoint controllers away: a Service without
 //! `spec.selector` gets no Endpoints or EndpointSlices from kube-controller-manager, so the
-//! pod selector moves into the `kactus.io/selector` annotation and the slices written here
-//! are the only ones.
+//! pod selector lives in the `kactus.io/selector` annotation and the endpoints written here
+//! are the only ones. A Service written as the seeds wrote it (`spec.selector` plus the
+//! networks annotation) is moved into that shape: by the admission webhook before it is
+//! stored ([`super::webhook`]), or, if it got past a webhook that was down, by the
+//! controller afterwards ([`Shape::SeedShaped`]). Both move it with [`selector_move`].
 
 use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
@@ -21,8 +24,29 @@ pub enum Shape {
     NotOurs,
     /// Asks for a network in a shape we serve.
     Supported { network: NetworkRef, selector: BTreeMap<String, String> },
+    /// Asks for a network but still has `spec.selector` (the seeds' shape), so
+    /// kube-controller-manager publishes primary-network endpoints for it: to be moved into
+    /// the served shape (the selector into the annotation).
+    SeedShaped { selector: BTreeMap<String, String> },
     /// Asks for a network in a shape we refuse; the message says exactly what to change.
     Unsupported { message: String },
+}
+
+/// The selector to move out of `spec.selector` into [`SELECTOR_ANNOTATION`]: `Some` for a
+/// Service that asks for a network (any value: even a wrong one must not get
+/// primary-network endpoints from Kubernetes meanwhile) and has a non-empty `spec.selector`.
+pub fn selector_move(service: &Service) -> Option<BTreeMap<String, String>> {
+    let networks = service.metadata.annotations.as_ref()?.get(NETWORKS_ANNOTATION)?;
+    if networks.trim().is_empty() {
+        return None;
+    }
+    service.spec.as_ref()?.selector.clone().filter(|s| !s.is_empty())
+}
+
+/// The annotation's value for a moved selector: JSON, keys sorted, so moving the same
+/// selector again (a re-apply) writes the same bytes and changes nothing.
+pub fn selector_json(selector: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(selector).unwrap_or_default()
 }
 
 /// A network as `network-status` names it: `namespace/name`.
@@ -41,23 +65,15 @@ impl std::fmt::Display for NetworkRef {
 pub fn shape_of(service: &Service) -> Shape {
     let Some(annotations) = &service.metadata.annotations else { return Shape::NotOurs };
     let Some(networks) = annotations.get(NETWORKS_ANNOTATION) else { return Shape::NotOurs };
+    if let Some(selector) = selector_move(service) {
+        return Shape::SeedShaped { selector };
+    }
     let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
     let network = match parse_network(networks, namespace) {
         Ok(network) => network,
         Err(message) => return Shape::Unsupported { message },
     };
     let annotated = annotations.get(SELECTOR_ANNOTATION).map(|s| parse_selector(s));
-    let spec_selector = service.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
-    if let Some(spec_selector) = spec_selector {
-        let selector_json = serde_json::to_string(spec_selector).unwrap_or_default();
-        return Shape::Unsupported {
-            message: format!(
-                "Service asks for network {network} but has spec.selector, so Kubernetes' own endpoints \
-                 controllers would publish primary-network addresses for it: remove spec.selector and put it \
-                 in the {SELECTOR_ANNOTATION} annotation: {SELECTOR_ANNOTATION}: '{selector_json}'"
-            ),
-        };
-    }
     match annotated {
         None => Shape::Unsupported {
             message: format!(
@@ -193,11 +209,16 @@ mod tests {
     }
 
     #[test]
-    fn seed_shape_is_refused_with_the_fix() {
-        let s = service(&[(NETWORKS_ANNOTATION, "mep/mp1")], &[("app", "hello")]);
-        let Shape::Unsupported { message } = shape_of(&s) else { panic!() };
-        assert!(message.contains("remove spec.selector and put it in the kactus.io/selector annotation"), "{message}");
-        assert!(message.contains(r#"'{"app":"hello"}'"#), "{message}");
+    fn seed_shape_is_to_be_moved_even_with_a_bad_network() {
+        for net in ["mep/mp1", "a/b,c/d", "bad name"] {
+            let s = service(&[(NETWORKS_ANNOTATION, net)], &[("app", "hello"), ("tier", "web")]);
+            assert_eq!(shape_of(&s), Shape::SeedShaped { selector: labels(&[("app", "hello"), ("tier", "web")]) });
+            assert_eq!(selector_json(&selector_move(&s).unwrap()), r#"{"app":"hello","tier":"web"}"#);
+        }
+        // No network asked for, or an empty one: Kubernetes' business.
+        assert_eq!(selector_move(&service(&[], &[("app", "x")])), None);
+        assert_eq!(selector_move(&service(&[(NETWORKS_ANNOTATION, " ")], &[("app", "x")])), None);
+        assert_eq!(selector_move(&service(&[(NETWORKS_ANNOTATION, "a/b")], &[])), None);
     }
 
     #[test]

@@ -42,7 +42,8 @@ impl Emulation {
 
     /// Whether `group/version` (empty group: core) is served by the release played.
     pub fn serves(&self, group: &str, version: &str) -> bool {
-        self.minor() >= since_minor(group, version)
+        let minor = self.minor();
+        minor >= since_minor(group, version) && minor <= until_minor(group, version)
     }
 
     /// Plays a cluster where the CRD of `qualified` (`network-attachment-definitions.k8s.cni.cncf.io`)
@@ -124,9 +125,18 @@ impl Emulation {
 fn since_minor(group: &str, version: &str) -> u32 {
     match (group, version) {
         ("discovery.k8s.io", "v1") => 21,
+        ("discovery.k8s.io", "v1beta1") => 17,
         ("events.k8s.io", "v1") => 19,
         ("coordination.k8s.io", "v1") => 14,
         _ => 0,
+    }
+}
+
+/// The last Kubernetes 1.x minor that serves a group version (removed APIs).
+fn until_minor(group: &str, version: &str) -> u32 {
+    match (group, version) {
+        ("discovery.k8s.io", "v1beta1") => 24,
+        _ => u32::MAX,
     }
 }
 

@@ -6,7 +6,7 @@
 //! timeouts), POST, PUT, PATCH (merge, strategic-merge as merge, JSON patch), DELETE and the
 //! pods `/status` subresource, for the kinds in [`resources::KINDS`]; core/v1 Events also in
 //! the events.k8s.io/v1 shape; discovery and `/version`, as a chosen Kubernetes 1.x
-//! ([`TestApiServer::emulate_kubernetes_minor`]); bearer-token auth; `Status` bodies for
+//! ([`TestApiServer::emulate_kubernetes_minor`]); mutating admission webhooks called as the real server calls them (`admission.rs`); bearer-token auth; `Status` bodies for
 //! every error; TokenRequest on `serviceaccounts/<name>/token`, whose tokens are then
 //! accepted (until they expire or their account or pod goes) as far as the RBAC objects in the
 //! store allow. Tests drive it through [`TestApiServer`]: [`Store`] to set state like kubectl
@@ -19,6 +19,7 @@
 //! `list.rs`), list items keep their `kind`/`apiVersion`, and strategic merge patch merges
 //! lists as merge patch does.
 
+mod admission;
 mod discovery;
 mod events;
 mod faults;

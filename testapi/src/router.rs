@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::admission;
 use super::discovery::Emulation;
 use super::events;
 use super::faults::{Faults, Injected};
@@ -350,6 +351,7 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
                         // nothing a pod's author writes there is believed.
                         object["status"] = json!({"phase": "Pending"});
                     }
+                    let object = admitted(ctx, kind, "CREATE", &namespace, None, object)?;
                     let created = ctx.store.create(stored(kind), &namespace, object)?;
                     Ok(Reply::Json { code: 201, body: shown(created), headers: Vec::new() })
                 }
@@ -359,7 +361,22 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
             let kind = stored(kind);
             let object = match verb {
                 "get" => ctx.store.get_kind(kind, &namespace, &name)?,
+                "update" if part == Part::Main && admission::wanted(ctx.store, kind, "UPDATE") => {
+                    let old = ctx.store.get_kind(kind, &namespace, &name)?;
+                    let object = admitted(ctx, kind, "UPDATE", &namespace, Some(&old), body()?)?;
+                    ctx.store.replace(kind, &namespace, &name, object, part)?
+                }
                 "update" => ctx.store.replace(kind, &namespace, &name, body()?, part)?,
+                "patch" if part == Part::Main && admission::wanted(ctx.store, kind, "UPDATE") => {
+                    // As the real server: patch, then admit the result, then store it (a write
+                    // in between makes this a 409 Conflict rather than a lost update).
+                    let content_type = req.header("content-type").unwrap_or("");
+                    let old = ctx.store.get_kind(kind, &namespace, &name)?;
+                    let patched = Patch::parse(content_type, &req.body)?.apply_to(&old)?;
+                    let mut object = admitted(ctx, kind, "UPDATE", &namespace, Some(&old), patched)?;
+                    object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                    ctx.store.replace(kind, &namespace, &name, object, part)?
+                }
                 "patch" => {
                     let content_type = req.header("content-type").unwrap_or("");
                     let patch = match Patch::parse(content_type, &req.body)? {
@@ -384,6 +401,22 @@ fn serve(ctx: &Context, target: Target, verb: &str, req: &Request) -> Result<Rep
             Ok(Reply::ok(shown(object)))
         }
     }
+}
+
+/// `object` after the mutating admission webhooks that ask for this write (see admission.rs).
+fn admitted(
+    ctx: &Context,
+    kind: &'static ResourceKind,
+    operation: &'static str,
+    namespace: &str,
+    old: Option<&Value>,
+    object: Value,
+) -> Result<Value, ApiError> {
+    if !admission::wanted(ctx.store, kind, operation) {
+        return Ok(object);
+    }
+    let minor = ctx.emulation.minor();
+    admission::admit(ctx.store, &admission::Incoming { kind, operation, namespace, old, minor }, object)
 }
 
 fn watch_request(

@@ -73,6 +73,18 @@ impl ApiError {
         ApiError::new(400, "BadRequest", message.into(), None)
     }
 
+    /// A failure of the server itself, e.g. a webhook with `failurePolicy: Fail` that
+    /// could not be called (the real server's 500 `InternalError`).
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "InternalError", format!("Internal error occurred: {}", message.into()), None)
+    }
+
+    /// An admission webhook's refusal, with the code and message it chose (400 by default).
+    pub fn denied(code: u16, message: impl Into<String>) -> ApiError {
+        let code = if (400..600).contains(&code) { code } else { 400 };
+        ApiError::new(code, "", message.into(), None)
+    }
+
     pub fn invalid(kind: &ResourceKind, name: &str, message: impl Into<String>) -> ApiError {
         let message = format!("{} \"{name}\" is invalid: {}", kind.kind, message.into());
         ApiError::new(422, "Invalid", message, Some(details(kind, name)))
