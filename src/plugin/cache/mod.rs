@@ -298,7 +298,7 @@ impl ContainerCache {
             if own {
                 match fs::remove_file(item.path()) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(CniError::io(format!("remove {}", item.path().display()), e))
+                        return Err(CniError::io(format!("remove cache file {}", item.path().display()), e))
                     }
                     _ => {}
                 }
