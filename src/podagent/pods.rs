@@ -21,7 +21,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// A pod of the node, as podagent reads it (field names and nesting as the API's), decoded
-/// through [`ApiPod`] so that nothing else is kept.
+/// through `ApiPod` so that nothing else is kept.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(from = "ApiPod")]
 pub struct Pod {
