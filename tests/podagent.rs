@@ -186,7 +186,9 @@ fn hot_plug_benchmark() {
 }
 
 /// podagent's idle cost with `pods` in-sync pods on its node besides app1: CPU over 10 s,
-/// resident memory now and at its peak. `cargo test --release --test podagent idle_cost -- --ignored --nocapture`
+/// resident memory now and at its peak. `cargo test --release --test podagent idle_cost -- --ignored --nocapture`;
+/// `KACTUS_PODAGENT=<binary>` measures that podagent build instead of this one's (before and
+/// after builds of podagent alone, under the same harness).
 fn idle_cost(pods: usize) {
     let mut sb = Sandbox::new();
     running_pod(&mut sb);
@@ -199,7 +201,8 @@ fn idle_cost(pods: usize) {
         ));
     }
     let node = node_cni(&sb);
-    let agent = PodAgent::start(&sb, &node);
+    let binary = std::env::var("KACTUS_PODAGENT").unwrap_or_else(|_| env!("CARGO_BIN_EXE_podagent").to_string());
+    let agent = PodAgent::start_binary(&sb, &node, &cache_lookup(&sb), &binary);
     assert!(wait_until(|| agent.metric("podagent_reconciles_total") > pods as u64), "not every pod was looked at");
     assert!(node.calls().is_empty(), "in-sync pods need no call: {:?}", node.calls());
     let pid = agent.child.id();

@@ -119,7 +119,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
-fn pod(namespace: &str, name: &str, uid: &str) -> k8s_openapi::api::core::v1::Pod {
+fn pod(namespace: &str, name: &str, uid: &str) -> kactus::podagent::pods::Pod {
     serde_json::from_value(json!({"metadata": {"namespace": namespace, "name": name, "uid": uid}})).unwrap()
 }
 

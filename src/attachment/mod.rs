@@ -31,6 +31,10 @@ impl Attachment {
     }
 }
 
+/// The pod annotations attachments are read from, and the only ones: podagent keeps these
+/// of each pod to hand kactus (see `podagent::pods`), so reading another here means adding it.
+pub const NETWORK_ANNOTATIONS: [&str; 2] = [NPWG_NETWORKS, KACTUS_NETWORKS];
+
 /// Reads the pod's selections: the NPWG annotation if present (the kactus one is then
 /// ignored, with a warning), else the kactus `networks` annotation, else none.
 pub fn selections_from_annotations(

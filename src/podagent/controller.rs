@@ -14,18 +14,18 @@
 use super::diff::{self, Change, Plan};
 use super::invoke::NodePlugin;
 use super::metrics::Metrics;
+use super::pods::{self, Pod};
 use super::recent::Recent;
 use super::sandbox::SandboxLocator;
 use crate::daemon::listed::Listed;
 use crate::daemon::retry::Retries;
 use crate::plugin::status::NETWORK_STATUS;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource};
+use kube::runtime::reflector::Store;
+use kube::runtime::WatchStreamExt;
+use kube::Resource;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -59,10 +59,7 @@ pub struct Failed(String);
 /// Runs the controller for the node's pods until `stop` completes (then the reconciles under
 /// way finish first) or its watch ends (it does not, by itself).
 pub async fn run(ctx: Arc<Context>, concurrent_pods: u16, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let on_this_node = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
-    let (store, writer) = reflector::store();
-    let events = watcher(pods, on_this_node).default_backoff().reflect(writer);
+    let (store, events) = pods::watch(ctx.client.clone(), &ctx.node);
     let (first_look, listed_pods) = (ctx.first_look.clone(), store.clone());
     let arrivals = ctx.clone();
     let events = Listed::default()
@@ -122,7 +119,7 @@ impl Context {
     async fn bring_in_line(&self, pod: &Pod) -> Result<Option<Duration>, String> {
         let key = key(pod);
         let arrived = self.recent.take_arrival(&key);
-        let status = pod.metadata.annotations.as_ref().and_then(|a| a.get(NETWORK_STATUS)).cloned();
+        let status = pod.annotation(NETWORK_STATUS).map(str::to_string);
         let plan = plan(pod)?;
         if !plan.ignored.is_empty() {
             let note = plan.ignored.join("; ");

@@ -5,13 +5,13 @@
 //! answer survives a podagent restart and reflects what kactus really did. The two are
 //! compared by device name, which is stable per network (see `attachment::naming`).
 
+use super::pods::Pod;
 use crate::attachment::naming::{MAX_NAME, MAX_NAMESPACE};
 use crate::attachment::selection::check_dns1123;
 use crate::attachment::{self, attachment_key, device_name_for};
 use crate::plugin::status::NETWORK_STATUS;
-use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// Why a pod is left alone this time: kubelet owns pods being created or deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +73,7 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Plan, Skip>, String> {
     if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
         return Ok(Err(Skip::NotRunning));
     }
-    let no_annotations = BTreeMap::new();
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_annotations);
+    let annotations = pod.annotations();
     let Some(status) = annotations.get(NETWORK_STATUS) else {
         return Ok(Err(Skip::NoNetworkStatus));
     };
@@ -96,7 +95,7 @@ pub fn changes_for(pod: &Pod) -> Result<Result<Plan, Skip>, String> {
         })
         .collect();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let selections = attachment::selections_from_annotations(annotations).map_err(|e| e.to_string())?;
+    let selections = attachment::selections_from_annotations(&annotations).map_err(|e| e.to_string())?;
     let wanted: Vec<_> =
         attachment::resolve(namespace, selections, "eth0")?.into_iter().filter(|a| !a.selection.is_primary).collect();
     let had_devices: HashSet<&str> = had.iter().map(|e| e.interface.as_str()).collect();
@@ -226,8 +225,10 @@ mod tests {
         p.metadata.deletion_timestamp = serde_json::from_value(json!("2024-01-01T00:00:00Z")).unwrap();
         assert_eq!(changes_for(&p).unwrap(), Err(Skip::Deleting));
         p.metadata.deletion_timestamp = None;
-        p.metadata.annotations.get_or_insert_default().remove(NETWORK_STATUS);
-        assert_eq!(changes_for(&p).unwrap(), Err(Skip::NoNetworkStatus));
+        let unlisted: Pod = serde_json::from_value(json!({"metadata": {"annotations": {"networks": "[]"}},
+            "status": {"phase": "Running"}}))
+        .unwrap();
+        assert_eq!(changes_for(&unlisted).unwrap(), Err(Skip::NoNetworkStatus));
     }
 
     #[test]

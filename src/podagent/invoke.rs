@@ -7,6 +7,7 @@
 
 use super::diff::Change;
 use super::mount_ns::MountNamespace;
+use super::pods::Pod;
 use super::sandbox::Sandbox;
 use crate::attachment::check_attachment_key;
 use crate::attachment::naming::{MAX_NAME, MAX_NAMESPACE};
@@ -16,7 +17,6 @@ use crate::cni::env::{
 };
 use crate::cni::{exec, CniArgs, CniError, Command, Invocation, NetworkConfig};
 use crate::plugin::plan::POD_ANNOTATIONS_CAPABILITY;
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,10 +121,10 @@ fn cni_args(pod: &Pod, sandbox: &Sandbox, change: &Change) -> Result<CniArgs, St
 /// What the runtime hands the plugin about the pod, as podagent has it from its watch: the
 /// pod's annotations under the capability containerd and CRI-O pass them with (given, as they
 /// give it, only to a config that declares it: the installer's does). kactus then reads the
-/// network to change from them instead of GETting the pod again.
+/// network to change from them instead of GETting the pod again. podagent keeps, and so
+/// passes, only those kactus reads attachments from (and network-status; see `pods.rs`).
 fn runtime_config(pod: &Pod) -> Map<String, Value> {
-    let annotations: Map<String, Value> =
-        pod.metadata.annotations.iter().flatten().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let annotations: Map<String, Value> = pod.annotations().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     Map::from_iter([(POD_ANNOTATIONS_CAPABILITY.to_string(), Value::Object(annotations))])
 }
 

@@ -3,9 +3,9 @@
 //! fallback ([`AutoLocator`]).
 
 use super::cri::{self, CriError, CriLocator};
+use super::pods::Pod;
 use super::sandbox::{KactusCacheLocator, Sandbox, SandboxLocator};
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 

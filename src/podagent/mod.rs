@@ -4,9 +4,9 @@
 //! `controller.rs` tells the story of a reconcile (on kube-rs's `Controller`), `diff.rs`
 //! compares desired and had, `sandbox.rs` and `locator.rs` find the pod's sandbox (from the
 //! runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs` runs the node's CNI plugin
-//! in the host's filesystem (`mount_ns.rs`), `recent.rs` remembers what the watch and the
-//! last calls told, `metrics.rs` counts. `service_proxy.rs` computes a pod's in-pod Service
-//! proxy table (not applied yet).
+//! in the host's filesystem (`mount_ns.rs`), `pods.rs` holds the node's pods (only what is
+//! read of them), `recent.rs` remembers what the watch and the last calls told, `metrics.rs`
+//! counts. `service_proxy.rs` computes a pod's in-pod Service proxy table.
 
 pub mod controller;
 pub mod cri;
@@ -15,6 +15,7 @@ pub mod invoke;
 pub mod locator;
 pub mod metrics;
 pub mod mount_ns;
+pub mod pods;
 pub mod recent;
 pub mod sandbox;
 pub mod service_proxy;

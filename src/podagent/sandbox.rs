@@ -3,10 +3,10 @@
 //! one, kactus's own cache; the runtime's answer over CRI is in `cri/`, the choice between
 //! them in `locator`.
 
+use super::pods::Pod;
 use crate::cni::env::{K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID};
 use crate::plugin::cache::CacheEntry;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
 use std::fs;
 use std::path::{Path, PathBuf};
 

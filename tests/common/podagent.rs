@@ -60,6 +60,11 @@ impl Node {
     }
 }
 
+/// Flags that make podagent find sandboxes in the sandbox's kactus cache.
+pub fn cache_lookup(sb: &Sandbox) -> [String; 2] {
+    ["--sandbox-lookup=cache".to_string(), format!("--kactus-cache-dir={}", sb.cache_dir().display())]
+}
+
 /// A running podagent in the node netns, killed on drop.
 pub struct PodAgent {
     pub child: Child,
@@ -71,8 +76,7 @@ impl PodAgent {
     /// Finding sandboxes in kactus's cache, as the test's pods were set up by kactus and no
     /// runtime knows them (even if the machine runs one).
     pub fn start(sb: &Sandbox, node: &Node) -> PodAgent {
-        let flags = ["--sandbox-lookup=cache".to_string(), format!("--kactus-cache-dir={}", sb.cache_dir().display())];
-        PodAgent::start_with(sb, node, &flags)
+        PodAgent::start_with(sb, node, &cache_lookup(sb))
     }
 
     /// With more flags (a cache dir among them: podagent takes each flag once).

@@ -7,9 +7,9 @@ pub mod api;
 
 use super::sandbox::{Sandbox, SandboxLocator};
 use crate::grpc::UnixGrpc;
+use crate::podagent::pods::Pod;
 use api::{PodSandboxState, POD_UID_LABEL};
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
