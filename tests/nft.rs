@@ -285,7 +285,7 @@ fn a_cluster_ip_without_endpoints_is_refused_at_once() {
 }
 
 #[test]
-fn a_replace_is_one_transaction_and_connections_never_miss_the_table() {
+fn a_change_is_one_transaction_and_connections_never_miss_the_table() {
     let w = World::new();
     let _servers = Servers::start(&w.server);
     let mut nft = w.nft();
@@ -294,6 +294,12 @@ fn a_replace_is_one_transaction_and_connections_never_miss_the_table() {
         service_proxy::table(&[port("a/web/tcp/http", VIP4, Protocol::Tcp, &EP4[1..])]),
     ];
     nft.apply(&tables[0]).expect("first apply");
+    // Updated in place: the base chain is the same kernel object (same handle) after a change.
+    let handle = |nft_listing: String| nft_listing.lines().find(|l| l.contains("chain nat-output")).map(str::to_string);
+    let before = have_nft().then(|| handle(nft_cli(&w.pod, &["-a", "list", "table", "inet", service_proxy::TABLE])));
+    nft.apply(&tables[1]).expect("update");
+    let after = have_nft().then(|| handle(nft_cli(&w.pod, &["-a", "list", "table", "inet", service_proxy::TABLE])));
+    assert_eq!(after, before, "nat-output kept, not made anew");
     // The kernel counts one generation per committed transaction: a replace that went out
     // as a delete and an add would count two.
     for table in tables.iter().cycle().take(10) {
@@ -372,6 +378,25 @@ fn a_refused_transaction_changes_nothing_and_says_which_message_failed() {
     invalid.chains[0].rules.push(Rule(vec![Stmt::Is(Key::IifName, Value::Port(80))]));
     assert!(matches!(nft.apply(&invalid), Err(NftError::Invalid { .. })));
     assert_eq!(nft.generation().unwrap(), generation);
+}
+
+#[test]
+fn a_set_whose_definition_changed_is_applied_by_replacing_the_table_whole() {
+    let w = World::new();
+    let mut nft = w.nft();
+    let with = |field, value: &str| {
+        let mut t = Table::new(Family::Inet, POLICY_TABLE);
+        t.sets = vec![Set::new("peers", vec![field]).with(vec![Element::of(Value::Addr(value.parse().unwrap()))])];
+        t
+    };
+    nft.apply(&with(Field::Ipv4Addr, "10.0.0.1")).expect("apply");
+    let generation = nft.generation().unwrap();
+    nft.apply(&with(Field::Ipv6Addr, "fd00::1")).expect("apply with the set's type changed");
+    assert_eq!(nft.generation().unwrap(), generation.wrapping_add(1), "the refused update committed nothing");
+    if have_nft() {
+        let text = nft_cli(&w.pod, &["list", "set", "inet", POLICY_TABLE, "peers"]);
+        assert!(text.contains("type ipv6_addr") && text.contains("fd00::1"), "{text}");
+    }
 }
 
 #[test]

@@ -105,6 +105,34 @@ impl NfSocket {
         Ok(Ok(out))
     }
 
+    /// Sends one dump request; every message of the answer, or the errno the kernel answered
+    /// with. The kernel fills the socket again as it is read, until `NLMSG_DONE`.
+    pub fn dump(&mut self, message: &Message) -> Result<Result<Vec<Answer>, i32>, NftError> {
+        if self.seq > u32::MAX / 2 {
+            self.seq = 0;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let mut m = message.clone();
+        m.flags |= wire::NLM_F_DUMP;
+        self.send(&wire::request(&m, seq))?;
+        let mut out = Vec::new();
+        loop {
+            let replies = self.drain()?;
+            if replies.is_empty() {
+                return Err(NftError::Protocol(format!("no end to \"{}\"", message.what)));
+            }
+            for reply in replies {
+                match reply {
+                    Reply::Message { kind, seq: s, attrs } if s == seq => out.push((kind, attrs)),
+                    Reply::Ack { seq: s, errno } if s == seq && errno != 0 => return Ok(Err(errno)),
+                    Reply::Done { seq: s } if s == seq => return Ok(Ok(out)),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     fn send(&self, bytes: &[u8]) -> Result<(), NftError> {
         if bytes.len() > DEFAULT_SNDBUF {
             let size = (bytes.len() + 64 * 1024) as libc::c_int;

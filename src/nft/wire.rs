@@ -21,8 +21,13 @@ pub enum Op {
     GetTable = 1,
     DelTable = 2,
     NewChain = 3,
+    GetChain = 4,
+    DelChain = 5,
     NewRule = 6,
+    DelRule = 8,
     NewSet = 9,
+    GetSet = 10,
+    DelSet = 11,
     NewSetElem = 12,
     DelSetElem = 14,
     NewGen = 15,
@@ -430,6 +435,8 @@ pub struct Message {
 
 const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
+/// `NLM_F_ROOT | NLM_F_MATCH`: every object (of the table named in the request).
+pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_HDRLEN: usize = 16;
