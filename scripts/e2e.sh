@@ -167,6 +167,10 @@ if ! iptables -t nat -nL KUBE-SERVICES >/dev/null 2>&1 && ! ip link show kube-ip
         --from-literal=KUBERNETES_SERVICE_HOST="${hostport%:*}" --from-literal=KUBERNETES_SERVICE_PORT="${hostport##*:}" \
         | k apply -f - >/dev/null
     echo "    no kube-proxy on this node: ConfigMap kube-system/kactus-apiserver points the daemons at $hostport"
+    # An apiserver that listens on the node's loopback only (../shared/cluster/) is out of a
+    # pod network's reach: kactus-endpoints then runs on the host network, one replica (two
+    # would share the node's ports).
+    case "${hostport%:*}" in 127.*|localhost|"[::1]") endpoints_on_host_network=1 ;; esac
 fi
 check "kubectl apply -f manifests/network-crd.yaml manifests/sliceclaim-crd.yaml manifests/kactus-serviceaccount-and-rbac.yaml manifests/kactus-ds.yaml" \
     k apply -f manifests/network-crd.yaml -f manifests/sliceclaim-crd.yaml -f manifests/kactus-serviceaccount-and-rbac.yaml -f manifests/kactus-ds.yaml
@@ -347,6 +351,11 @@ fi
 # EndpointSlices from 1.21), and applying it again changes nothing.
 say "seed scenario 5: Service hello1 on mep/mp1 through kactus-endpoints, as the seed wrote it"
 check "kubectl apply -f manifests/endpoints-controller.yaml" k apply -f manifests/endpoints-controller.yaml
+if [ -n "${endpoints_on_host_network:-}" ]; then
+    check "kactus-endpoints on the host network (the apiserver listens on the node's loopback only)" \
+        k -n kube-system patch deploy kactus-endpoints --type=strategic \
+        -p '{"spec":{"replicas":1,"template":{"spec":{"hostNetwork":true,"dnsPolicy":"ClusterFirstWithHostNet"}}}}'
+fi
 check "kactus-endpoints is rolled out" k -n kube-system rollout status deploy/kactus-endpoints --timeout=120s
 webhook_ca() { [ -n "$(k get mutatingwebhookconfiguration kactus-endpoints -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]; }
 check "kactus-endpoints put its CA into the webhook configuration" until_ok 60 webhook_ca
