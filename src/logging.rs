@@ -150,12 +150,36 @@ fn open_rotated(file: &LogFile) -> std::io::Result<(File, bool)> {
     }
 }
 
+/// The longest a process waits for another's rotation before logging on where it is.
+const ROTATION_LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// An exclusive `flock` on `lock`, tried until `wait` has passed.
+fn lock_within(mut lock: File, wait: Duration) -> Option<Flock<File>> {
+    let start = std::time::Instant::now();
+    loop {
+        match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Some(held),
+            Err((back, _)) if start.elapsed() < wait => {
+                lock = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Rotates the log `opened` was opened from, if no other process does or did (see the
 /// module's doc); true when this call did.
 fn rotate(file: &LogFile, opened: &File) -> std::io::Result<bool> {
     let path = &file.path;
     let lock = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(suffixed(path, "lock"))?;
-    let Ok(_held) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else { return Ok(false) };
+    // Another process may be rotating it this moment: wait for it a little (a rotation is a
+    // few renames), so that this one then writes to the new file instead of piling lines onto
+    // the full one; but never long, since logging must not hold up a CNI call.
+    let _held = match lock_within(lock, ROTATION_LOCK_WAIT) {
+        Some(held) => held,
+        None => return Ok(false),
+    };
     let now = match std::fs::metadata(path) {
         Ok(now) => now,
         // Renamed by the process that rotated it, not yet made anew by the next writer.
