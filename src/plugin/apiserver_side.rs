@@ -5,11 +5,13 @@
 //! one `AddedInterface` Event go out together while the cache is made durable. A failed ADD
 //! gets its warning instead. Per ADD that is at most a pod read (when the runtime did not
 //! pass its annotations), the network reads, one Event and one PATCH, whatever the number of
-//! attachments.
+//! attachments. With the fast path (`node_answers.rs`) the reads were answered by podagent
+//! during planning, and the PATCH and the Event go through it: no apiserver client at all.
 
 use super::apiserver::kube_client;
 use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
+use super::node_answers::NodeAnswers;
 use super::plan::{Call, Plan};
 use super::{events, status};
 use crate::cni::{code, CniEnv, CniError, PodRef};
@@ -23,7 +25,11 @@ type Reading = (Option<kube::Client>, Result<Vec<Call>, CniError>);
 /// The apiserver's part of one ADD (for a pod: a call without pod identity has none).
 pub struct ApiserverSide<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
+    cfg: &'env KactusConfig,
     pod: Option<&'env PodRef>,
+    /// podagent's answers: with them and no client, network-status and the Event go through
+    /// podagent (the fast path, `node_answers.rs`).
+    node: Option<&'env NodeAnswers>,
     client: Option<kube::Client>,
     reading: Option<ScopedJoinHandle<'scope, Reading>>,
     telling: Vec<ScopedJoinHandle<'scope, ()>>,
@@ -50,6 +56,19 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
         let pod = plan.pod.as_ref();
         let reading = pod.map(|_| {
             scope.spawn(move || {
+                let first_seq = before.next_seq() + plan.ready.len() as u64;
+                let record = |planned| {
+                    let calls = Call::numbered(env, planned, first_seq);
+                    cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
+                    Ok(calls)
+                };
+                // The fast path: podagent's answers, when they cover the attachments.
+                if plan.node.is_some() && plan.pending.is_empty() {
+                    return (None, Ok(Vec::new()));
+                }
+                if let Some(planned) = plan.pending_calls_from_node(cfg) {
+                    return (None, planned.and_then(record));
+                }
                 let client = match plan.client.clone().map(Ok).unwrap_or_else(|| kube_client(cfg)) {
                     Ok(client) => client,
                     Err(e) => return (None, Err(e)),
@@ -61,16 +80,20 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
                     return (Some(client), Ok(Vec::new()));
                 }
                 let held: Vec<AllocatedDevice> = before.calls.iter().filter_map(|e| e.kactus.device.clone()).collect();
-                let first_seq = before.next_seq() + plan.ready.len() as u64;
-                let calls = plan.pending_calls(cfg, &client, &held).and_then(|planned| {
-                    let calls = Call::numbered(env, planned, first_seq);
-                    cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
-                    Ok(calls)
-                });
+                let calls = plan.pending_calls(cfg, &client, &held).and_then(record);
                 (Some(client), calls)
             })
         });
-        ApiserverSide { scope, pod, client: None, reading, telling: Vec::new(), status_told: false }
+        ApiserverSide {
+            scope,
+            cfg,
+            pod,
+            node: plan.node.as_ref(),
+            client: None,
+            reading,
+            telling: Vec::new(),
+            status_told: false,
+        }
     }
 
     /// The pending attachments' calls, recorded in the cache, once read.
@@ -87,6 +110,12 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
     /// (the devices this call `made`) at once; [`ApiserverSide::told`] waits for them. The
     /// client that read the networks has its connection open: no new handshake.
     pub fn tell_made(&mut self, all: Vec<CacheEntry>, made: Vec<CacheEntry>) {
+        if let (Some(pod), Some(node), None) = (self.pod, self.node, &self.client) {
+            let cfg = self.cfg;
+            self.telling.push(self.scope.spawn(move || node.report_made(cfg, pod, &all, &made)));
+            self.status_told = true;
+            return;
+        }
         let (Some(pod), Some(client)) = (self.pod, self.client.clone()) else { return };
         let for_event = client.clone();
         self.telling.push(self.scope.spawn(move || status::publish_logged(&client, pod, &all)));
@@ -105,6 +134,10 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
     /// is `left` in the cache), and the warning on the pod.
     pub fn tell_failed(&mut self, left: impl FnOnce() -> Vec<CacheEntry>, err: &CniError) {
         self.told();
+        if self.client.is_none() && self.node.is_some() {
+            // The fast path read for this ADD; its failure is told in-process.
+            self.client = kube_client(self.cfg).ok();
+        }
         let (Some(pod), Some(client)) = (self.pod, self.client.as_ref()) else { return };
         if self.status_told {
             status::publish_logged(client, pod, &left());

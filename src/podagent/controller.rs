@@ -57,11 +57,17 @@ pub struct Context {
 pub struct Failed(String);
 
 /// Runs the controller for the node's pods until `stop` completes (then the reconciles under
-/// way finish first) or its watch ends (it does not, by itself).
-pub async fn run(ctx: Arc<Context>, concurrent_pods: u16, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+/// way finish first) or its watch ends (it does not, by itself). `writer` fills the store the
+/// fast path reads too.
+pub async fn run(
+    ctx: Arc<Context>,
+    writer: reflector::store::Writer<Pod>,
+    concurrent_pods: u16,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let on_this_node = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
-    let (store, writer) = reflector::store();
+    let store = writer.as_reader();
     let events = watcher(pods, on_this_node).default_backoff().reflect(writer);
     let (first_look, listed_pods) = (ctx.first_look.clone(), store.clone());
     let arrivals = ctx.clone();
