@@ -300,3 +300,38 @@ fn a_pod_recreated_under_its_name_is_matched_by_uid_and_gets_its_own_networks() 
     assert_eq!(agent.metric("podagent_fastpath_live_reads_total"), reads + 1, "the pod was read live");
     assert!(!kactus_log(&sb).contains("in-process"), "{}", kactus_log(&sb));
 }
+
+#[test]
+fn podagent_killed_mid_add_leaves_network_status_to_kactus_and_the_pod_whole() {
+    let mut sb = Sandbox::new();
+    let node = node_cni(&sb);
+    networks(&sb);
+    let mut agent = agent(&sb, &node, &[]);
+    // The socket is root's alone: 0600 in a 0700 directory.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(socket(&sb).parent().unwrap()), mode(&socket(&sb))), (0o700, 0o600));
+    let u_app = pod_with(&sb, "app", r#"[{"name":"green"},{"name":"red"}]"#);
+    let p = sb.pod("app");
+    let conf = conf(&sb, &socket(&sb));
+
+    // network-status waits in the apiserver until the test lets it through: podagent is
+    // killed after it answered the pod and its networks (the devices are being made), while
+    // kactus waits for it or is about to hand it the write.
+    let release = sb.path("release");
+    sb.api().faults().hold("/status", &release);
+    let child = sb.start_kactus("ADD", "c-app", Some(&sb.pods[p].path), "eth0", &args("app", &u_app), &conf.to_string().into_bytes());
+    assert!(wait_until(|| sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(RED)), "the devices were never made");
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    std::fs::write(&release, "").unwrap();
+    let out = CniOutput::of(child);
+    assert!(out.success, "ADD: {}\n{}", out.stdout, kactus_log(&sb));
+    let want = sorted(vec!["eth0".into(), GREEN.into(), RED.into()]);
+    assert_eq!(sorted(sb.pod_devices(p)), want);
+    assert_eq!(sorted(status_of(&sb, "app")), want, "network-status");
+    assert!(kactus_log(&sb).contains("writing network-status in-process"), "{}", kactus_log(&sb));
+    let out = sb.kactus("DEL", "c-app", Some(&sb.pods[p].path), "eth0", &args("app", &u_app), &conf);
+    assert!(out.success, "DEL: {}", out.stdout);
+    sb.assert_nothing_left(p, "podagent killed mid-ADD");
+}
