@@ -320,7 +320,14 @@ fn podagent_killed_mid_add_leaves_network_status_to_kactus_and_the_pod_whole() {
     // kactus waits for it or is about to hand it the write.
     let release = sb.path("release");
     sb.api().faults().hold("/status", &release);
-    let child = sb.start_kactus("ADD", "c-app", Some(&sb.pods[p].path), "eth0", &args("app", &u_app), &conf.to_string().into_bytes());
+    let child = sb.start_kactus(
+        "ADD",
+        "c-app",
+        Some(&sb.pods[p].path),
+        "eth0",
+        &args("app", &u_app),
+        &conf.to_string().into_bytes(),
+    );
     assert!(wait_until(|| sb.pods[p].has_link(GREEN) && sb.pods[p].has_link(RED)), "the devices were never made");
     let _ = agent.child.kill();
     let _ = agent.child.wait();
