@@ -41,6 +41,12 @@ const POD_WAIT: Duration = Duration::from_millis(100);
 const POD_WAIT_STEP: Duration = Duration::from_millis(5);
 /// The bound on reading a request (a client that connects and says nothing holds a slot).
 const READ_BOUND: Duration = Duration::from_millis(500);
+/// The bound on answering one: kactus has stopped waiting long before (see
+/// `fastpath::client`), so a request that takes longer only holds a slot.
+const ANSWER_BOUND: Duration = Duration::from_secs(3);
+/// kubelet's annotation on a static pod's mirror: the static pod's UID, which is what the
+/// runtime (and so kactus) knows it by, where the mirror has a UID of its own.
+const MIRROR_OF: &str = "kubernetes.io/config.mirror";
 
 /// The fast path's counters, `podagent_fastpath_*`.
 #[derive(Debug, Default, Clone)]
@@ -207,7 +213,10 @@ async fn serve_one(mut conn: UnixStream, shared: Arc<Shared>) {
     let reply = match shared.slots.clone().try_acquire_owned() {
         Err(_) => Reply::refused(Refusal::Busy, format!("{} request(s) under way", shared.max_concurrent)),
         Ok(_slot) => match tokio::time::timeout(READ_BOUND, read_frame(&mut conn)).await {
-            Ok(Ok(body)) => answer(&shared, &body).await,
+            Ok(Ok(body)) => match tokio::time::timeout(ANSWER_BOUND, answer(&shared, &body)).await {
+                Ok(reply) => reply,
+                Err(_) => Reply::refused(Refusal::Failed, format!("no answer within {ANSWER_BOUND:?}")),
+            },
             Ok(Err(e)) => Reply::refused(Refusal::BadRequest, format!("reading the request: {e}")),
             Err(_) => Reply::refused(Refusal::BadRequest, "no request within the bound"),
         },
@@ -307,7 +316,10 @@ fn pods_listed(shared: &Shared) -> bool {
 /// The pod with the asked UID: from the store, waited for there briefly, else one live GET.
 async fn find_pod(shared: &Shared, key: &PodKey) -> Result<Option<Pod>, kube::Error> {
     let oref = ObjectRef::new(&key.name).within(&key.namespace);
-    let matches = |pod: &Pod| pod.metadata.uid.as_deref() == Some(key.uid.as_str());
+    let matches = |pod: &Pod| {
+        pod.metadata.uid.as_deref() == Some(key.uid.as_str())
+            || pod.metadata.annotations.as_ref().and_then(|a| a.get(MIRROR_OF)) == Some(&key.uid)
+    };
     let mut waited = Duration::ZERO;
     loop {
         if let Some(pod) = shared.pods.get(&oref).filter(|p| matches(p)) {
