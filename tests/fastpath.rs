@@ -342,3 +342,20 @@ fn podagent_killed_mid_add_leaves_network_status_to_kactus_and_the_pod_whole() {
     assert!(out.success, "DEL: {}", out.stdout);
     sb.assert_nothing_left(p, "podagent killed mid-ADD");
 }
+
+/// A static pod is known to the runtime (and kactus) by its own UID, which its mirror in the
+/// apiserver carries in `kubernetes.io/config.mirror`: matched by that, on the fast path.
+#[test]
+fn a_static_pod_is_matched_by_its_mirrors_annotation() {
+    let mut sb = Sandbox::new();
+    let node = node_cni(&sb);
+    networks(&sb);
+    let _agent = agent(&sb, &node, &[]);
+    pod_with(&sb, "static", r#"[{"name":"green"}]"#);
+    let patch =
+        json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"}}});
+    sb.api().store().merge_patch("pods", "default", "static", &patch).unwrap();
+    let p = sb.pod("static");
+    let conf = conf_without_apiserver(&sb, &socket(&sb));
+    add_check_del(&sb, p, "static", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", &conf, &["eth0", GREEN], "static pod");
+}
