@@ -359,3 +359,41 @@ fn a_static_pod_is_matched_by_its_mirrors_annotation() {
     let conf = conf_without_apiserver(&sb, &socket(&sb));
     add_check_del(&sb, p, "static", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", &conf, &["eth0", GREEN], "static pod");
 }
+
+/// The socket's answers steer root code: a connection from another uid is closed unanswered,
+/// even where the socket's modes would let it in (an operator's mistake).
+#[test]
+fn a_connection_from_another_uid_than_root_gets_no_answer() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let node = node_cni(&sb);
+    let agent = agent(&sb, &node, &[]);
+    let open = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    for dir in [sb.path(""), sb.path("run"), sb.path("run/kactus")] {
+        open(&dir, 0o755);
+    }
+    open(&socket(&sb), 0o666);
+    // kactus as nobody: it reaches the socket, and podagent closes the connection.
+    // (It cannot enter the netns it is given: nothing is made.)
+    let env = cni_env("ADD", "c-x", Some(&sb.node.path), "eth0", &pod_args("default", "x"), CNI_PATH);
+    let mut cmd = std::process::Command::new(kactus_binary());
+    cmd.uid(65534).gid(65534).env_clear().stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let mut conf = conf(&sb, &socket(&sb));
+    conf["logFile"] = Value::Null;
+    let cache = sb.path("nobody-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    open(&cache, 0o777);
+    conf["cacheDir"] = json!(cache);
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = || std::fs::read_to_string(&agent.log).unwrap_or_default();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(wait_until(|| log().contains("refused a connection from uid 65534")), "{}\nkactus: {said}", log());
+    assert_eq!(agent.metric("podagent_fastpath_answers_total"), 0);
+}
