@@ -397,3 +397,22 @@ fn a_connection_from_another_uid_than_root_gets_no_answer() {
     assert!(wait_until(|| log().contains("refused a connection from uid 65534")), "{}\nkactus: {said}", log());
     assert_eq!(agent.metric("podagent_fastpath_answers_total"), 0);
 }
+
+/// With the pod's annotations from the runtime, podagent is asked beside the master, for the
+/// networks those annotations name: the runtime's selection is the one made, even where the
+/// pod object podagent holds says otherwise (kubelet started the sandbox with the former).
+#[test]
+fn with_the_runtimes_annotations_podagent_is_asked_beside_the_master_for_their_networks() {
+    let mut sb = Sandbox::new();
+    let node = node_cni(&sb);
+    networks(&sb);
+    let agent = agent(&sb, &node, &[]);
+    let u_app = pod_with(&sb, "app", r#"[{"name":"red"}]"#);
+    let p = sb.pod("app");
+    let mut conf = conf_without_apiserver(&sb, &socket(&sb));
+    conf["runtimeConfig"] =
+        json!({"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": r#"[{"name":"green"}]"#}});
+    add_check_del(&sb, p, "app", &u_app, &conf, &["eth0", GREEN], "runtime's annotations");
+    assert!(!kactus_log(&sb).contains("in-process"), "{}", kactus_log(&sb));
+    assert_eq!(agent.metric("podagent_fastpath_answers_total"), 2, "resolve + report");
+}

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What podagent answered for one ADD.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NodeAnswers {
     socket: PathBuf,
     pod: PodKey,
@@ -32,20 +32,16 @@ pub struct NodeAnswers {
 }
 
 /// Asks podagent for the pod (matched by namespace, name and `K8S_POD_UID`) and the networks
-/// of `known` annotations (the runtime's, when it passed them) and of the pod's own; `None`
-/// (logged) when the in-process path is to be taken.
-pub fn ask(cfg: &KactusConfig, pod: &PodRef, known: Option<&BTreeMap<String, String>>) -> Option<NodeAnswers> {
+/// of `atts` (those kactus knows already, from the runtime's annotations) and of the pod's own
+/// annotation; `None` (logged) when the in-process path is to be taken.
+pub fn ask(cfg: &KactusConfig, pod: &PodRef, atts: &[Attachment]) -> Option<NodeAnswers> {
     let socket = cfg.podagent_socket.clone()?;
     let Some(uid) = pod.uid.clone().filter(|u| !u.is_empty()) else {
         return fallback(pod, &Fallback::Unusable("no K8S_POD_UID to match the pod on".into()));
     };
     let key = PodKey { namespace: pod.namespace.clone(), name: pod.name.clone(), uid };
-    let wanted = known
-        .and_then(|a| super::plan::pod_attachments(pod, a, "").ok())
-        .unwrap_or_default()
-        .iter()
-        .map(|a| NetworkKey { namespace: a.namespace.clone(), name: a.selection.name.clone() })
-        .collect();
+    let wanted =
+        atts.iter().map(|a| NetworkKey { namespace: a.namespace.clone(), name: a.selection.name.clone() }).collect();
     let ask = Ask::Resolve { pod: key.clone(), networks: wanted };
     match client::ask(&socket, ask, client::RESOLVE_BOUND) {
         Ok(Answer::Resolved { uid, annotations, networks }) if uid == key.uid => {

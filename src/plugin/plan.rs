@@ -68,8 +68,14 @@ pub struct Plan {
     /// The client that read the pod (when the runtime did not pass its annotations) or a
     /// primary network, kept so the NAD reads and the network-status PATCH reuse its connection.
     pub client: Option<kube::Client>,
-    /// podagent's answers (the fast path), when the config names its socket and it answered.
+    /// podagent's answers (the fast path), when planning needed them (the pod's annotations,
+    /// a primary network) and podagent answered.
     pub node: Option<NodeAnswers>,
+    /// podagent is to be asked beside the master (see [`ApiserverSide`]): the runtime passed
+    /// the annotations and no network replaces eth0, so its answer is not needed before.
+    ///
+    /// [`ApiserverSide`]: super::apiserver_side::ApiserverSide
+    pub node_later: bool,
     /// The pod as read from the apiserver, when planning read it.
     known_pod: Option<kube::Pod>,
     container_id: String,
@@ -100,8 +106,12 @@ impl Plan {
 
     /// The pending attachments' calls from podagent's answers; `None` when there are none or
     /// they do not cover the attachments (then [`Plan::pending_calls`] reads the apiserver).
-    pub fn pending_calls_from_node(&self, cfg: &KactusConfig) -> Option<Result<Vec<PlannedCall>, CniError>> {
-        calls_from_node(cfg, self.node.as_ref()?, &self.delegate_args, &self.pending, false)
+    pub fn pending_calls_from_node(
+        &self,
+        cfg: &KactusConfig,
+        node: &NodeAnswers,
+    ) -> Option<Result<Vec<PlannedCall>, CniError>> {
+        calls_from_node(cfg, node, &self.delegate_args, &self.pending, false)
     }
 }
 
@@ -152,6 +162,7 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
             pending: Vec::new(),
             client: None,
             node: None,
+            node_later: false,
             known_pod: None,
             container_id,
             delegate_args,
@@ -160,8 +171,12 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
 
     let mut client = None;
     let mut known_pod = None;
+    // podagent (the fast path) is asked now for what planning needs from the apiserver: the
+    // pod's annotations when the runtime did not pass them, else a primary network's config;
+    // without either, beside the master (`node_later`).
     let runtime_annotations = runtime_pod_annotations(cfg);
-    let node = node_answers::ask(cfg, &pod, runtime_annotations.as_ref());
+    let from_runtime = runtime_annotations.is_some();
+    let mut node = if from_runtime { None } else { node_answers::ask(cfg, &pod, &[]) };
     let annotations = match runtime_annotations.or_else(|| node.as_ref().map(|n| n.annotations.clone())) {
         Some(annotations) => annotations,
         None => {
@@ -182,6 +197,11 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         check_namespace_allowed(cfg, &pod, att)?;
     }
 
+    let has_primary = dynamic.is_none() && atts.iter().any(|a| a.selection.is_primary);
+    if from_runtime && has_primary {
+        node = node_answers::ask(cfg, &pod, &atts);
+    }
+    let node_later = from_runtime && !has_primary && cfg.podagent_socket.is_some();
     let mut ready = Vec::new();
     if dynamic.is_none() {
         // The primary network replaces the master on eth0, so it goes first like the master:
@@ -213,7 +233,8 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         }
         ready.extend(config_delegate_calls(cfg, env));
     }
-    finish(env, pod, ready, atts, client, node, known_pod, delegate_args)
+    let plan = finish(env, pod, ready, atts, client, node, known_pod, delegate_args)?;
+    Ok(Plan { node_later, ..plan })
 }
 
 /// The plan, once no device of it is in the way.
@@ -232,7 +253,7 @@ fn finish(
     check_devices_absent(env, devices.chain(pending.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
     log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), pending.len());
     let container_id = env.container_id.clone();
-    Ok(Plan { pod: Some(pod), ready, pending, client, node, known_pod, container_id, delegate_args })
+    Ok(Plan { pod: Some(pod), ready, pending, client, node, node_later: false, known_pod, container_id, delegate_args })
 }
 
 /// The master delegate's call: the cluster network on `CNI_IFNAME`, with kubelet's
