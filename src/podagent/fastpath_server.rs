@@ -145,8 +145,19 @@ pub fn start(fp: FastPath) -> Result<(), String> {
 fn bind(socket: &Path) -> Result<UnixListener, String> {
     let dir = socket.parent().ok_or_else(|| format!("fast-path socket {} has no directory", socket.display()))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("chmod 0700 {}: {e}", dir.display()))?;
+    // The directory is made root's alone only when it is the socket's own (nothing else in
+    // it): a socket pointed at a shared directory (/run) must not change that directory's
+    // mode. The socket's 0600 and the peer's uid check keep others out either way.
+    let others = std::fs::read_dir(dir)
+        .map_err(|e| format!("read {}: {e}", dir.display()))?
+        .flatten()
+        .any(|entry| Some(entry.file_name().as_os_str()) != socket.file_name());
+    if others {
+        log::warn!("fast path: {} holds other files: its mode is left as it is", dir.display());
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod 0700 {}: {e}", dir.display()))?;
+    }
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -399,4 +410,32 @@ async fn report(shared: &Shared, key: &PodKey, status: &serde_json::Value, event
 
 fn refused(reason: Refusal, message: impl Into<String>) -> Answer {
     Answer::Refused { reason, message: message.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_roots_and_only_its_own_directory_is_tightened() {
+        let own = tempfile::tempdir().unwrap();
+        let dir = own.path().join("kactus");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A socket left by an earlier podagent is replaced.
+        drop(std::os::unix::net::UnixListener::bind(dir.join("podagent.sock")).unwrap());
+        let _listener = bind(&dir.join("podagent.sock")).unwrap();
+        assert_eq!((mode(&dir), mode(&dir.join("podagent.sock"))), (0o700, 0o600));
+
+        // A shared directory keeps its mode.
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(shared.path().join("other"), "").unwrap();
+        let _listener = bind(&shared.path().join("podagent.sock")).unwrap();
+        assert_eq!((mode(shared.path()), mode(&shared.path().join("podagent.sock"))), (0o755, 0o600));
+    }
 }
