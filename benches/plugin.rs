@@ -10,11 +10,13 @@
 //! - `KACTUS_BENCH_BEFORE` a second kactus build measured in the same rounds (before/after
 //!   rows; the hot-plug rows take the `podagent` beside it, if there is one);
 //! - `KACTUS_BENCH_ONLY` a comma list of sections: alone, bridge, latency, unannotated,
-//!   dynamic, hotplug, list, process, concurrent (default: all);
+//!   dynamic, hotplug, list, process, concurrent, fastpath (default: all);
 //! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null]` where one ADD spends its time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/fastpath.rs"]
+mod fastpath;
 #[path = "support/hotplug.rs"]
 mod hotplug;
 #[path = "support/profile.rs"]
@@ -103,6 +105,9 @@ fn main() {
     }
     if want("list") {
         big_namespace(&mut world, &builds, reps);
+    }
+    if want("fastpath") {
+        fastpath::fastpath(&world, &bin, &NULL_COUNTS, reps);
     }
     if want("process") {
         process(&world, &bin);

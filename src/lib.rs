@@ -17,6 +17,7 @@ pub mod cni;
 pub mod daemon;
 pub mod devices;
 pub mod endpoints;
+pub mod fastpath;
 pub mod grpc;
 pub mod install;
 pub mod ipam;

@@ -249,6 +249,7 @@ fn config_wraps_an_existing_conflist_as_master_delegate_with_its_capabilities() 
             "logFile": node.path("log/kactus.log"),
             "logLevel": "info",
             "logOptions": {"maxSize": 10, "maxBackups": 5},
+            "podagentSocket": "/run/kactus/podagent.sock",
             "capabilities": {
                 "portMappings": true, "bandwidth": true, "io.kubernetes.cri.pod-annotations": true
             },
@@ -264,6 +265,7 @@ fn config_wraps_an_existing_conflist_as_master_delegate_with_its_capabilities() 
             (parsed.name.as_str(), parsed.master.types()),
             ("kactus-net", "flannel+portmap+bandwidth".to_string())
         );
+        assert_eq!(parsed.podagent_socket.as_deref(), Some(std::path::Path::new("/run/kactus/podagent.sock")));
     }
     assert_eq!(mode(&node.path("net.d/00-kactus.conflist")), 0o644);
 }
@@ -278,6 +280,12 @@ fn config_wraps_a_single_plugin_conf() {
     assert_eq!(plugin["type"], "kactus");
     // bridge declares none: kactus's own, for the pod's annotations from the runtime, only.
     assert_eq!(plugin["capabilities"], json!({"io.kubernetes.cri.pod-annotations": true}));
+    // The fast path is asked by default; an empty --podagent-socket leaves it out.
+    assert_eq!(plugin["podagentSocket"], "/run/kactus/podagent.sock");
+    let without = Node::new();
+    without.conf("10-bridge.conf", BRIDGE_CONF);
+    reconcile_once(&without.args(&["--podagent-socket="])).unwrap();
+    assert!(conf_as_sent_to_plugin(&without.kactus_config()).get("podagentSocket").is_none());
     let mut delegate: Value = serde_json::from_str(BRIDGE_CONF).unwrap();
     delegate["masterPlugin"] = json!(true);
     assert_eq!(plugin["delegates"], json!([delegate]));

@@ -423,6 +423,11 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
             ("", "pods", "watch"),
             ("events.k8s.io", "events", "create"),
             ("events.k8s.io", "events", "patch"),
+            ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+            ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+            ("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
+            ("kaloom.com", "networks", "get"),
+            ("", "pods/status", "patch"),
             ("k8s.cni.cncf.io", "multi-networkpolicies", "list"),
             ("k8s.cni.cncf.io", "multi-networkpolicies", "watch"),
             ("", "namespaces", "list"),
@@ -609,7 +614,10 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     // delegate IPAM state under /var/lib/cni.
     expect("/var/lib/cni", false, "None");
     assert!(kactus::install::DEFAULT_CACHE_DIR.starts_with("/var/lib/cni/"));
-    assert_eq!(mounts.len(), 6, "{mounts:?}");
+    // The fast path's socket, at the host path the installer's config names.
+    expect("/run/kactus", false, "None");
+    assert!(kactus::fastpath::DEFAULT_SOCKET.starts_with("/run/kactus/"));
+    assert_eq!(mounts.len(), 7, "{mounts:?}");
 
     let env = container["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
@@ -617,6 +625,8 @@ fn podagent_daemonset_mounts_what_podagent_and_the_plugin_need() {
     // namespace of the host's init, which hostPID makes /proc/1 (or the runtime's).
     let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
     assert!(args.contains(&"--plugin-mount-namespace=host"), "{args:?}");
+    let socket = format!("--fastpath-socket={}", kactus::fastpath::DEFAULT_SOCKET);
+    assert!(args.contains(&socket.as_str()), "{args:?}");
     // So the plugin reaches kubelet's pod-resources socket, the device-plugin checkpoint and
     // the device-info dir (networks backed by allocated devices) at their host paths: the
     // DaemonSet mounts none of them.

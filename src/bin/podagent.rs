@@ -54,6 +54,15 @@ struct Cli {
     /// Compare every pod again this often, changed or not.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+    /// The fast path's unix socket, where kactus asks for what it would read from the
+    /// apiserver (its config's `podagentSocket`, e.g. /run/kactus/podagent.sock, as the
+    /// DaemonSet passes it); without it, no fast path.
+    #[arg(long)]
+    fastpath_socket: Option<PathBuf>,
+    /// Fast-path requests answered at once; beyond, podagent answers "busy" (kactus then
+    /// reads the apiserver itself) rather than queueing.
+    #[arg(long, default_value_t = 16)]
+    fastpath_max_concurrent: usize,
     /// Bound on one CNI plugin call.
     #[arg(long, default_value_t = 120)]
     plugin_timeout_seconds: u64,
@@ -84,6 +93,8 @@ fn main() {
         metrics_addr: cli.metrics_addr,
         resync: Duration::from_secs(cli.resync_seconds.max(1)),
         plugin_timeout: Duration::from_secs(cli.plugin_timeout_seconds.max(1)),
+        fastpath_socket: cli.fastpath_socket.filter(|p| !p.as_os_str().is_empty()),
+        fastpath_max_concurrent: cli.fastpath_max_concurrent,
     };
     if let Err(e) = kactus::podagent::run(opts) {
         log::error!("podagent: {e}");

@@ -66,6 +66,13 @@ pub struct InstallArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
 
+    /// `podagentSocket` written into the generated config: podagent's fast-path socket (as
+    /// manifests/podagent-ds.yaml serves it), asked before the apiserver. On a node where
+    /// podagent does not run the socket is absent and kactus reads the apiserver itself at
+    /// once; an empty one writes none (the apiserver only).
+    #[arg(long, value_name = "PATH", default_value = crate::fastpath::DEFAULT_SOCKET)]
+    pub podagent_socket: String,
+
     /// `logFile` of the plugin (a path on the host; its directory is made 0700 by the plugin);
     /// an empty one writes none, and the plugin logs to the runtime's stderr.
     #[arg(long, value_name = "PATH", default_value = crate::logging::DEFAULT_PLUGIN_LOG_FILE)]

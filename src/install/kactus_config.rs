@@ -14,6 +14,10 @@
 //! also declares `io.kubernetes.cri.pod-annotations`, under which containerd and CRI-O pass
 //! the pod's annotations, so an ADD need not read the pod from the apiserver (it is never
 //! forwarded to the master unless the master declares it too).
+//!
+//! `podagentSocket` names podagent's fast-path socket: on a node where podagent runs, kactus
+//! asks it before the apiserver; where it does not, the socket is absent and kactus reads the
+//! apiserver itself at once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +39,8 @@ pub struct RenderOptions {
     pub cache_dir: PathBuf,
     /// `cniVersion` override; the default network's when `None`.
     pub cni_version: Option<String>,
+    /// `podagentSocket`: podagent's fast-path socket (see `plugin/node_answers.rs`).
+    pub podagent_socket: Option<PathBuf>,
     pub log: PluginLog,
 }
 
@@ -82,6 +88,9 @@ pub fn render_kactus_config(default: &DefaultNetwork, opts: &RenderOptions) -> R
         object.insert("logFile".into(), json!(file));
         object
             .insert("logOptions".into(), json!({"maxSize": opts.log.max_size_mib, "maxBackups": opts.log.max_backups}));
+    }
+    if let (Some(socket), Some(object)) = (&opts.podagent_socket, config.as_object_mut()) {
+        object.insert("podagentSocket".into(), json!(socket));
     }
     let mut capabilities = delegate_capabilities(&default.config);
     capabilities.insert(POD_ANNOTATIONS_CAPABILITY.into(), Value::Bool(true));

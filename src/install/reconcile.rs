@@ -91,6 +91,7 @@ impl Reconciler {
             kubeconfig: args.kubeconfig_path(),
             cache_dir: args.cache_dir.clone(),
             cni_version: args.cni_version.clone(),
+            podagent_socket: Some(args.podagent_socket.clone()).filter(|s| !s.is_empty()).map(Into::into),
             log: PluginLog {
                 file: Some(args.plugin_log_file.clone()).filter(|f| !f.as_os_str().is_empty()),
                 level: args.plugin_log_level,

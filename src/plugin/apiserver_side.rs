@@ -5,25 +5,33 @@
 //! one `AddedInterface` Event go out together while the cache is made durable. A failed ADD
 //! gets its warning instead. Per ADD that is at most a pod read (when the runtime did not
 //! pass its annotations), the network reads, one Event and one PATCH, whatever the number of
-//! attachments.
+//! attachments. With the fast path (`node_answers.rs`) the reads were answered by podagent
+//! during planning, and the PATCH and the Event go through it: no apiserver client at all.
 
 use super::apiserver::kube_client;
 use super::cache::{CacheEntry, ContainerCache, Record};
 use super::config::KactusConfig;
+use super::node_answers::{self, NodeAnswers};
 use super::plan::{Call, Plan};
 use super::{events, status};
 use crate::cni::{code, CniEnv, CniError, PodRef};
 use crate::devices::AllocatedDevice;
 use crate::kube;
+use std::borrow::Cow;
 use std::thread::{Scope, ScopedJoinHandle};
 
-/// The pending attachments' calls as the reading thread leaves them, with its client.
-type Reading = (Option<kube::Client>, Result<Vec<Call>, CniError>);
+/// The pending attachments' calls as the reading thread leaves them, with its client, or
+/// podagent's answers when it asked podagent and they served.
+type Reading = (Option<kube::Client>, Option<NodeAnswers>, Result<Vec<Call>, CniError>);
 
 /// The apiserver's part of one ADD (for a pod: a call without pod identity has none).
 pub struct ApiserverSide<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
+    cfg: &'env KactusConfig,
     pod: Option<&'env PodRef>,
+    /// podagent's answers: with them and no client, network-status and the Event go through
+    /// podagent (the fast path, `node_answers.rs`).
+    node: Option<Cow<'env, NodeAnswers>>,
     client: Option<kube::Client>,
     reading: Option<ScopedJoinHandle<'scope, Reading>>,
     telling: Vec<ScopedJoinHandle<'scope, ()>>,
@@ -50,36 +58,61 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
         let pod = plan.pod.as_ref();
         let reading = pod.map(|_| {
             scope.spawn(move || {
+                let first_seq = before.next_seq() + plan.ready.len() as u64;
+                let record = |planned| {
+                    let calls = Call::numbered(env, planned, first_seq);
+                    cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
+                    Ok(calls)
+                };
+                // The fast path: podagent's answers (asked now, beside the master, or during
+                // planning), when they cover the attachments.
+                let asked =
+                    plan.node_later.then(|| node_answers::ask(cfg, plan.pod.as_ref()?, &plan.pending)).flatten();
+                if let Some(node) = asked.as_ref().or(plan.node.as_ref()) {
+                    if plan.pending.is_empty() {
+                        return (None, asked, Ok(Vec::new()));
+                    }
+                    if let Some(planned) = plan.pending_calls_from_node(cfg, node) {
+                        return (None, asked, planned.and_then(record));
+                    }
+                }
                 let client = match plan.client.clone().map(Ok).unwrap_or_else(|| kube_client(cfg)) {
                     Ok(client) => client,
-                    Err(e) => return (None, Err(e)),
+                    Err(e) => return (None, None, Err(e)),
                 };
                 if plan.pending.is_empty() {
                     if client.request_count() == 0 {
                         client.connect_early();
                     }
-                    return (Some(client), Ok(Vec::new()));
+                    return (Some(client), None, Ok(Vec::new()));
                 }
                 let held: Vec<AllocatedDevice> = before.calls.iter().filter_map(|e| e.kactus.device.clone()).collect();
-                let first_seq = before.next_seq() + plan.ready.len() as u64;
-                let calls = plan.pending_calls(cfg, &client, &held).and_then(|planned| {
-                    let calls = Call::numbered(env, planned, first_seq);
-                    cache.intend(&calls.iter().map(|c| c.intent.clone()).collect::<Vec<_>>())?;
-                    Ok(calls)
-                });
-                (Some(client), calls)
+                let calls = plan.pending_calls(cfg, &client, &held).and_then(record);
+                (Some(client), None, calls)
             })
         });
-        ApiserverSide { scope, pod, client: None, reading, telling: Vec::new(), status_told: false }
+        ApiserverSide {
+            scope,
+            cfg,
+            pod,
+            node: plan.node.as_ref().map(Cow::Borrowed),
+            client: None,
+            reading,
+            telling: Vec::new(),
+            status_told: false,
+        }
     }
 
     /// The pending attachments' calls, recorded in the cache, once read.
     pub fn pending_calls(&mut self) -> Result<Vec<Call>, CniError> {
         let Some(reading) = self.reading.take() else { return Ok(Vec::new()) };
-        let (client, calls) = reading
+        let (client, asked, calls) = reading
             .join()
-            .unwrap_or_else(|_| (None, Err(CniError::new(code::IO_FAILURE, "apiserver thread panicked"))));
+            .unwrap_or_else(|_| (None, None, Err(CniError::new(code::IO_FAILURE, "apiserver thread panicked"))));
         self.client = client;
+        if let Some(asked) = asked {
+            self.node = Some(Cow::Owned(asked));
+        }
         calls
     }
 
@@ -87,6 +120,13 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
     /// (the devices this call `made`) at once; [`ApiserverSide::told`] waits for them. The
     /// client that read the networks has its connection open: no new handshake.
     pub fn tell_made(&mut self, all: Vec<CacheEntry>, made: Vec<CacheEntry>) {
+        if let (Some(pod), None) = (self.pod, &self.client) {
+            let Some(node) = self.node.take() else { return };
+            let cfg = self.cfg;
+            self.telling.push(self.scope.spawn(move || node.report_made(cfg, pod, &all, &made)));
+            self.status_told = true;
+            return;
+        }
         let (Some(pod), Some(client)) = (self.pod, self.client.clone()) else { return };
         let for_event = client.clone();
         self.telling.push(self.scope.spawn(move || status::publish_logged(&client, pod, &all)));
@@ -105,6 +145,11 @@ impl<'scope, 'env> ApiserverSide<'scope, 'env> {
     /// is `left` in the cache), and the warning on the pod.
     pub fn tell_failed(&mut self, left: impl FnOnce() -> Vec<CacheEntry>, err: &CniError) {
         self.told();
+        if self.client.is_none() && self.pod.is_some() {
+            // The fast path read for this ADD (or the client could not be built): its
+            // failure is told in-process.
+            self.client = kube_client(self.cfg).ok();
+        }
         let (Some(pod), Some(client)) = (self.pod, self.client.as_ref()) else { return };
         if self.status_told {
             status::publish_logged(client, pod, &left());

@@ -46,6 +46,9 @@ pub struct KactusConfig {
     pub valid_attachments: Option<Vec<ValidAttachment>>,
     /// kubelet's pod-resources socket and device-plugin checkpoint, the device-info dir.
     pub devices: DevicePaths,
+    /// `podagentSocket`: podagent's fast-path socket, asked before the apiserver (see
+    /// `plugin/node_answers.rs`); `None`: the apiserver only.
+    pub podagent_socket: Option<PathBuf>,
 }
 
 pub use crate::cni::chain::{ValidAttachment, VALID_ATTACHMENTS};
@@ -143,6 +146,7 @@ impl KactusConfig {
             disable_gc: flag(obj, "disableGC").map_err(|e| field("disableGC", &e))?,
             valid_attachments: crate::cni::chain::valid_attachments(obj)?,
             devices: device_paths(obj)?,
+            podagent_socket: path(obj, "podagentSocket")?,
         })
     }
 

@@ -19,11 +19,18 @@ pub const LEASE_NOT_RELEASED: &str = "LeaseNotReleased";
 /// per pod start grow with its attachments.) A list longer than an Event holds ends with how
 /// many devices it leaves out; network-status has them all.
 pub fn added_interfaces(client: &kube::Client, pod: &PodRef, made: &[CacheEntry]) {
+    if let Some(message) = added_message(made) {
+        record(client, pod, EventType::Normal, ADDED_INTERFACE, &message);
+    }
+}
+
+/// The `AddedInterface` Event's message for the devices `made` (none for none).
+pub fn added_message(made: &[CacheEntry]) -> Option<String> {
     if made.is_empty() {
-        return;
+        return None;
     }
     let texts: Vec<String> = made.iter().map(added_text).collect();
-    record(client, pod, EventType::Normal, ADDED_INTERFACE, &bounded_list(&texts, event::MAX_MESSAGE));
+    Some(bounded_list(&texts, event::MAX_MESSAGE))
 }
 
 fn added_text(entry: &CacheEntry) -> String {

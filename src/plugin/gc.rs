@@ -150,6 +150,7 @@ mod tests {
                 gateways: Vec::new(),
                 replaced_routes: Vec::new(),
                 device: None,
+                network_version: String::new(),
             },
         }
     }

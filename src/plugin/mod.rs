@@ -5,7 +5,7 @@
 //! does with a call nothing can tear down; `apiserver.rs` is the plugin's client and the
 //! mapping of apiserver failures to CNI codes, `apiserver_side.rs` what an ADD does with the
 //! apiserver beside its delegates, `status.rs` and `events.rs` tell the apiserver what the
-//! pod has.
+//! pod has; `node_answers.rs` is the fast path: the same answers from podagent's caches.
 
 mod abandon;
 pub mod add;
@@ -18,6 +18,7 @@ pub mod del;
 pub mod events;
 pub mod gc;
 pub mod networks;
+mod node_answers;
 pub mod plan;
 pub mod readiness;
 pub mod repair;

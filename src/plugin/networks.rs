@@ -28,12 +28,43 @@ pub struct Network {
     pub config: NetworkConfig,
     pub resource_name: Option<String>,
     pub device: Option<AllocatedDevice>,
+    /// The resourceVersion of the object the config came from, recorded with the attachment
+    /// so a NAD changed around the ADD shows which version the pod got.
+    pub resource_version: String,
 }
 
 impl Network {
     fn new(config: NetworkConfig, meta: &kube::ObjectMeta) -> Network {
         let resource_name = meta.annotations.get(devices::RESOURCE_NAME_ANNOTATION).filter(|r| !r.is_empty()).cloned();
-        Network { config, resource_name, device: None }
+        Network { config, resource_name, device: None, resource_version: meta.resource_version.clone() }
+    }
+}
+
+/// A network as podagent answered it (the fast path): its object parsed and checked exactly
+/// as one read from the apiserver here is.
+pub fn from_answer(cfg: &KactusConfig, answered: &crate::fastpath::NetworkObject) -> Result<Network, CniError> {
+    use crate::fastpath::NetworkSource;
+    let (ns, name) = (answered.namespace.as_str(), answered.name.as_str());
+    let decode = |what: &str, e: serde_json::Error| kube_error(KubeError::Decode { message: e.to_string() }, what);
+    match answered.source {
+        NetworkSource::Nad => {
+            let what = format!("NetworkAttachmentDefinition {ns}/{name}");
+            let nad: NetworkAttachmentDefinition =
+                serde_json::from_value(answered.object.clone()).map_err(|e| decode(&what, e))?;
+            if nad.metadata.name != name {
+                return Err(not_the_object(&what, &nad.metadata));
+            }
+            from_nad(cfg, ns, name, &nad)
+        }
+        NetworkSource::Kaloom => {
+            let what = format!("kaloom.com/v1 Network {ns}/{name}");
+            let net: KaloomNetwork = serde_json::from_value(answered.object.clone()).map_err(|e| decode(&what, e))?;
+            if net.metadata.name != name {
+                return Err(not_the_object(&what, &net.metadata));
+            }
+            from_kaloom(cfg, ns, name, &net)
+        }
+        NetworkSource::Absent => Err(not_found(ns, name, &"absent (podagent read both live)")),
     }
 }
 

@@ -7,6 +7,7 @@ use super::apiserver::{kube_client, kube_error};
 use super::cache::{CacheEntry, KactusMeta, Role};
 use super::config::KactusConfig;
 use super::networks::{self, Network};
+use super::node_answers::{self, NodeAnswers};
 use crate::attachment::{self, Attachment};
 use crate::cni::env::{K8S_POD_IFMAC, K8S_POD_NETWORK};
 use crate::cni::{code, CniArgs, CniEnv, CniError, NetworkConfig, PodRef};
@@ -32,6 +33,8 @@ pub struct PlannedCall {
     pub set_mac: Option<String>,
     /// The allocated device backing the attachment, if its network names a resource.
     pub device: Option<AllocatedDevice>,
+    /// The resourceVersion of the network's object (empty for config delegates).
+    pub network_version: String,
 }
 
 /// One delegate call of an ADD and its intent record entry (its place in the container's
@@ -65,6 +68,14 @@ pub struct Plan {
     /// The client that read the pod (when the runtime did not pass its annotations) or a
     /// primary network, kept so the NAD reads and the network-status PATCH reuse its connection.
     pub client: Option<kube::Client>,
+    /// podagent's answers (the fast path), when planning needed them (the pod's annotations,
+    /// a primary network) and podagent answered.
+    pub node: Option<NodeAnswers>,
+    /// podagent is to be asked beside the master (see [`ApiserverSide`]): the runtime passed
+    /// the annotations and no network replaces eth0, so its answer is not needed before.
+    ///
+    /// [`ApiserverSide`]: super::apiserver_side::ApiserverSide
+    pub node_later: bool,
     /// The pod as read from the apiserver, when planning read it.
     known_pod: Option<kube::Pod>,
     container_id: String,
@@ -92,6 +103,31 @@ impl Plan {
         };
         attachment_calls(cfg, client, &target, &self.pending, false)
     }
+
+    /// The pending attachments' calls from podagent's answers; `None` when there are none or
+    /// they do not cover the attachments (then [`Plan::pending_calls`] reads the apiserver).
+    pub fn pending_calls_from_node(
+        &self,
+        cfg: &KactusConfig,
+        node: &NodeAnswers,
+    ) -> Option<Result<Vec<PlannedCall>, CniError>> {
+        calls_from_node(cfg, node, &self.delegate_args, &self.pending, false)
+    }
+}
+
+/// The attachments' calls from podagent's answers, checked as [`attachment_calls`] checks
+/// them; `None` (logged) when the answers do not cover them.
+fn calls_from_node(
+    cfg: &KactusConfig,
+    node: &NodeAnswers,
+    delegate_args: &CniArgs,
+    atts: &[Attachment],
+    is_primary: bool,
+) -> Option<Result<Vec<PlannedCall>, CniError>> {
+    let nets = node.networks(cfg, atts)?;
+    Some(nets.into_iter().collect::<Result<Vec<_>, _>>().and_then(|nets| {
+        atts.iter().zip(nets).map(|(att, net)| attachment_call(cfg, att, net, delegate_args, is_primary)).collect()
+    }))
 }
 
 /// Whom the attachments' calls are for: the pod and its delegate args, and what choosing
@@ -125,6 +161,8 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
             ready,
             pending: Vec::new(),
             client: None,
+            node: None,
+            node_later: false,
             known_pod: None,
             container_id,
             delegate_args,
@@ -133,7 +171,13 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
 
     let mut client = None;
     let mut known_pod = None;
-    let annotations = match runtime_pod_annotations(cfg) {
+    // podagent (the fast path) is asked now for what planning needs from the apiserver: the
+    // pod's annotations when the runtime did not pass them, else a primary network's config;
+    // without either, beside the master (`node_later`).
+    let runtime_annotations = runtime_pod_annotations(cfg);
+    let from_runtime = runtime_annotations.is_some();
+    let mut node = if from_runtime { None } else { node_answers::ask(cfg, &pod, &[]) };
+    let annotations = match runtime_annotations.or_else(|| node.as_ref().map(|n| n.annotations.clone())) {
         Some(annotations) => annotations,
         None => {
             let c = client.insert(kube_client(cfg)?);
@@ -153,35 +197,63 @@ pub fn plan_add(cfg: &KactusConfig, env: &CniEnv) -> Result<Plan, CniError> {
         check_namespace_allowed(cfg, &pod, att)?;
     }
 
+    let has_primary = dynamic.is_none() && atts.iter().any(|a| a.selection.is_primary);
+    if from_runtime && has_primary {
+        node = node_answers::ask(cfg, &pod, &atts);
+    }
+    let node_later = from_runtime && !has_primary && cfg.podagent_socket.is_some();
     let mut ready = Vec::new();
     if dynamic.is_none() {
         // The primary network replaces the master on eth0, so it goes first like the master:
         // its network is read now, the others' while it is made.
         match atts.iter().position(|a| a.selection.is_primary) {
             Some(i) => {
-                let primary = atts.remove(i);
-                let c = match client {
-                    Some(ref c) => c,
-                    None => client.insert(kube_client(cfg)?),
+                let primary = vec![atts.remove(i)];
+                let from_node = node.as_ref().and_then(|n| calls_from_node(cfg, n, &delegate_args, &primary, true));
+                let calls = match from_node {
+                    Some(calls) => calls?,
+                    None => {
+                        let c = match client {
+                            Some(ref c) => c,
+                            None => client.insert(kube_client(cfg)?),
+                        };
+                        let target = Target {
+                            pod: Some(&pod),
+                            known_pod: known_pod.as_ref(),
+                            container_id: &env.container_id,
+                            delegate_args: &delegate_args,
+                            held: &[],
+                        };
+                        attachment_calls(cfg, c, &target, &primary, true)?
+                    }
                 };
-                let target = Target {
-                    pod: Some(&pod),
-                    known_pod: known_pod.as_ref(),
-                    container_id: &env.container_id,
-                    delegate_args: &delegate_args,
-                    held: &[],
-                };
-                ready.extend(attachment_calls(cfg, c, &target, std::slice::from_ref(&primary), true)?);
+                ready.extend(calls);
             }
             None => ready.push(master_call(cfg, env)),
         }
         ready.extend(config_delegate_calls(cfg, env));
     }
+    let plan = finish(env, pod, ready, atts, client, node, known_pod, delegate_args)?;
+    Ok(Plan { node_later, ..plan })
+}
+
+/// The plan, once no device of it is in the way.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    env: &CniEnv,
+    pod: PodRef,
+    ready: Vec<PlannedCall>,
+    pending: Vec<Attachment>,
+    client: Option<kube::Client>,
+    node: Option<NodeAnswers>,
+    known_pod: Option<kube::Pod>,
+    delegate_args: CniArgs,
+) -> Result<Plan, CniError> {
     let devices = ready.iter().map(|c| (c.ifname.clone(), c.network.clone()));
-    check_devices_absent(env, devices.chain(atts.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
-    log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), atts.len());
+    check_devices_absent(env, devices.chain(pending.iter().map(|a| (a.ifname.clone(), a.network_ref()))).collect())?;
+    log::debug!("plan: {} call(s) ready, {} attachment(s) pending, no device in the way", ready.len(), pending.len());
     let container_id = env.container_id.clone();
-    Ok(Plan { pod: Some(pod), ready, pending: atts, client, known_pod, container_id, delegate_args })
+    Ok(Plan { pod: Some(pod), ready, pending, client, node, node_later: false, known_pod, container_id, delegate_args })
 }
 
 /// The master delegate's call: the cluster network on `CNI_IFNAME`, with kubelet's
@@ -199,6 +271,7 @@ pub fn master_call(cfg: &KactusConfig, env: &CniEnv) -> PlannedCall {
         gateways: Vec::new(),
         set_mac: None,
         device: None,
+        network_version: String::new(),
     }
 }
 
@@ -253,6 +326,7 @@ impl PlannedCall {
                 gateways: self.gateways.clone(),
                 replaced_routes: Vec::new(),
                 device: self.device.clone(),
+                network_version: self.network_version.clone(),
             },
         }
     }
@@ -416,7 +490,7 @@ fn attachment_call(
     delegate_args: &CniArgs,
     is_primary: bool,
 ) -> Result<PlannedCall, CniError> {
-    let Network { config: mut net, device, .. } = network;
+    let Network { config: mut net, device, resource_version: network_version, .. } = network;
     let caps = net.capabilities();
     let sel = &att.selection;
     let mut rc = if is_primary { cfg.runtime_config.clone() } else { Map::new() };
@@ -476,6 +550,7 @@ fn attachment_call(
         args,
         set_mac,
         device,
+        network_version,
     })
 }
 

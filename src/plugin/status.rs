@@ -56,10 +56,7 @@ fn entry_status(e: &CacheEntry) -> Value {
 /// and says what is missing.
 pub fn publish(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) -> Result<(), kube::KubeError> {
     let status = network_status(entries).to_string();
-    let body = json!({
-        "metadata": {"annotations": {NETWORK_STATUS: status}},
-        "status": {"conditions": [attested_condition(entries)]},
-    });
+    let body = patch_body(entries);
     match client.patch_pod_status(&pod.namespace, &pod.name, &body) {
         Err(kube::KubeError::Forbidden { message }) => {
             log::warn!(
@@ -76,6 +73,15 @@ pub fn publish(client: &kube::Client, pod: &PodRef, entries: &[CacheEntry]) -> R
         }
         other => other.map(|_| ()),
     }
+}
+
+/// The `pods/status` merge patch [`publish`] sends: network-status and the [`attested`]
+/// condition (podagent sends the same one for the fast path).
+pub fn patch_body(entries: &[CacheEntry]) -> Value {
+    json!({
+        "metadata": {"annotations": {NETWORK_STATUS: network_status(entries).to_string()}},
+        "status": {"conditions": [attested_condition(entries)]},
+    })
 }
 
 /// The pod condition listing each attachment's network, device and addresses as kactus made

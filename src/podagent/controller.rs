@@ -23,7 +23,7 @@ use crate::plugin::status::NETWORK_STATUS;
 use futures::{StreamExt, TryStreamExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 use std::collections::HashSet;
@@ -57,9 +57,16 @@ pub struct Context {
 pub struct Failed(String);
 
 /// Runs the controller for the node's pods until `stop` completes (then the reconciles under
-/// way finish first) or its watch ends (it does not, by itself).
-pub async fn run(ctx: Arc<Context>, concurrent_pods: u16, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (store, events) = pods::watch(ctx.client.clone(), &ctx.node);
+/// way finish first) or its watch ends (it does not, by itself). `writer` fills the store the
+/// fast path reads too.
+pub async fn run(
+    ctx: Arc<Context>,
+    writer: reflector::store::Writer<Pod>,
+    concurrent_pods: u16,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let store = writer.as_reader();
+    let events = pods::watch(ctx.client.clone(), &ctx.node, writer);
     let (first_look, listed_pods) = (ctx.first_look.clone(), store.clone());
     let arrivals = ctx.clone();
     let events = Listed::default()

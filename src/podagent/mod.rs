@@ -6,11 +6,13 @@
 //! runtime over CRI, `cri/`, or from kactus's cache), `invoke.rs` runs the node's CNI plugin
 //! in the host's filesystem (`mount_ns.rs`), `pods.rs` holds the node's pods (only what is
 //! read of them), `recent.rs` remembers what the watch and the last calls told, `metrics.rs`
-//! counts. `service_proxy.rs` computes a pod's in-pod Service proxy table.
+//! counts. `fastpath_server.rs` answers kactus's apiserver questions from the caches (the
+//! fast path). `service_proxy.rs` computes a pod's in-pod Service proxy table.
 
 pub mod controller;
 pub mod cri;
 pub mod diff;
+pub mod fastpath_server;
 pub mod invoke;
 pub mod locator;
 pub mod metrics;
@@ -51,6 +53,9 @@ pub struct Options {
     pub plugin_timeout: Duration,
     /// Pods reconciled at once.
     pub concurrent_pods: u16,
+    /// The fast path's socket (`None`: no fast path) and how many requests it answers at once.
+    pub fastpath_socket: Option<PathBuf>,
+    pub fastpath_max_concurrent: usize,
 }
 
 /// What podagent cannot work without: the node's pods, and Events for what failed
@@ -102,10 +107,21 @@ async fn serve(opts: Options) -> Result<(), String> {
         first_look: FirstLook::default(),
         recent: Default::default(),
     });
+    let (pods, pods_writer) = kube::runtime::reflector::store();
+    if let Some(socket) = opts.fastpath_socket {
+        fastpath_server::start(fastpath_server::FastPath {
+            socket,
+            max_concurrent: opts.fastpath_max_concurrent,
+            client: ctx.client.clone(),
+            pods,
+            recorder: ctx.recorder.clone(),
+            metrics: fastpath_server::FastPathMetrics::register(&mut registry),
+        })?;
+    }
     let first_look = ctx.first_look.clone();
     daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;
     let termination = daemon::Termination::listen();
-    controller::run(ctx, opts.concurrent_pods, termination.clone().received()).await;
+    controller::run(ctx, pods_writer, opts.concurrent_pods, termination.clone().received()).await;
     match termination.signal() {
         Some(signal) => {
             log::info!("podagent stopped on {signal}");

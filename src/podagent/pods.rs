@@ -14,7 +14,7 @@ use crate::attachment::NETWORK_ANNOTATIONS;
 use crate::plugin::status::NETWORK_STATUS;
 use futures::Stream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use serde::Deserialize;
@@ -111,22 +111,25 @@ impl k8s_openapi::Metadata for Pod {
 }
 
 /// The annotations kept: those kactus reads attachments from (podagent hands them on as the
-/// runtime hands on all) and the `network-status` podagent compares them with.
+/// runtime hands on all), the `network-status` podagent compares them with, and a static pod's
+/// mirror annotation (the fast path matches the runtime's UID of a static pod by it).
 fn kept(annotation: &str) -> Option<&'static str> {
-    [NETWORK_STATUS].into_iter().chain(NETWORK_ANNOTATIONS).find(|k| *k == annotation)
+    [NETWORK_STATUS, MIRROR_OF].into_iter().chain(NETWORK_ANNOTATIONS).find(|k| *k == annotation)
 }
 
-/// The store of the pods of `node` and the watch events that fill it (to be polled: the
-/// store is filled as they are).
+/// kubelet's annotation on a static pod's mirror: the UID the runtime knows the pod by.
+pub const MIRROR_OF: &str = "kubernetes.io/config.mirror";
+
+/// The watch events of the pods of `node`, filling `writer`'s store as they are polled (the
+/// controller reconciles from that store; the fast path answers from a reader of it).
 pub fn watch(
     client: kube::Client,
     node: &str,
-) -> (Store<Pod>, impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static) {
+    writer: reflector::store::Writer<Pod>,
+) -> impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static {
     let pods: Api<Pod> = Api::all(client);
     let on_this_node = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let (store, writer) = reflector::store();
-    let events = watcher(pods, on_this_node).default_backoff().reflect(writer);
-    (store, events)
+    watcher(pods, on_this_node).default_backoff().reflect(writer)
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct KactusMeta {
     /// call that never completed still has its file removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<crate::devices::AllocatedDevice>,
+    /// The resourceVersion of the network's object (NAD or Kaloom `Network`) this call's
+    /// config came from: which version of a changed network the pod got.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network_version: String,
 }
 
 /// One delegate call, in libcni's `cniCacheV1` shape. In an intent record it has no
@@ -147,6 +151,7 @@ impl CacheEntry {
                 gateways: Vec::new(),
                 replaced_routes: Vec::new(),
                 device: None,
+                network_version: String::new(),
             },
         }
     }
