@@ -431,8 +431,11 @@ mod tests {
             dev: dev.into(),
             src: src.parse().unwrap(),
         };
-        sync_service_routes(&ns.path(), &[route("10.96.0.10", "vc", "10.2.0.2"), route("10.96.0.11", "vc", "10.2.0.2")])
-            .unwrap();
+        sync_service_routes(
+            &ns.path(),
+            &[route("10.96.0.10", "vc", "10.2.0.2"), route("10.96.0.11", "vc", "10.2.0.2")],
+        )
+        .unwrap();
         let lines: Vec<String> = show().lines().map(|l| l.trim().to_string()).collect();
         assert_eq!(lines, ["10.96.0.10 dev vc scope link src 10.2.0.2", "10.96.0.11 dev vc scope link src 10.2.0.2"]);
         sync_service_routes(&ns.path(), &[route("10.96.0.11", "va", "10.1.0.2")]).unwrap();

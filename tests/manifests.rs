@@ -422,6 +422,12 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
             ("k8s.cni.cncf.io", "multi-networkpolicies", "watch"),
             ("", "namespaces", "list"),
             ("", "namespaces", "watch"),
+            ("", "services", "list"),
+            ("", "services", "watch"),
+            ("", "endpoints", "list"),
+            ("", "endpoints", "watch"),
+            ("discovery.k8s.io", "endpointslices", "list"),
+            ("discovery.k8s.io", "endpointslices", "watch"),
         ])
     );
     assert_bound(file, "manifests/podagent-ds.yaml", "podagent");

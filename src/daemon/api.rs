@@ -19,21 +19,7 @@ pub struct Needed {
 /// the apiserver's version and the release that has it.
 pub async fn require(client: &kube::Client, daemon: &str, needed: &[Needed]) -> Result<(), String> {
     for api in needed {
-        let served = match api.group_version {
-            "v1" => client.list_core_api_resources("v1").await,
-            group_version => client.list_api_group_resources(group_version).await,
-        };
-        let missing = match served {
-            Ok(list) => !list.resources.iter().any(|r| r.name == api.resource),
-            Err(kube::Error::Api(status)) if status.code == 404 => true,
-            Err(e) => {
-                return Err(format!(
-                    "{daemon}: asking the apiserver whether it serves {}: {}",
-                    api.group_version,
-                    crate::kube::error_chain(&e)
-                ))
-            }
-        };
+        let missing = !served(client, api.group_version, api.resource).await.map_err(|e| format!("{daemon}: {e}"))?;
         if missing {
             let version = match client.apiserver_version().await {
                 Ok(info) => info.git_version,
@@ -51,4 +37,20 @@ pub async fn require(client: &kube::Client, daemon: &str, needed: &[Needed]) -> 
         }
     }
     Ok(())
+}
+
+/// Whether the apiserver serves `resource` in `group_version` (`v1`: core): what a daemon asks
+/// about an API it can do without (a CRD that may not be installed, an API of newer releases).
+pub async fn served(client: &kube::Client, group_version: &str, resource: &str) -> Result<bool, String> {
+    let list = match group_version {
+        "v1" => client.list_core_api_resources("v1").await,
+        group_version => client.list_api_group_resources(group_version).await,
+    };
+    match list {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == resource)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => {
+            Err(format!("asking the apiserver whether it serves {group_version}: {}", crate::kube::error_chain(&e)))
+        }
+    }
 }

@@ -12,6 +12,7 @@
 
 use crate::endpoints::desired::{addresses_on, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use crate::endpoints::shape::{parse_network, NetworkRef, NETWORKS_ANNOTATION};
+use crate::netlink::ServiceRoute;
 use crate::nft::service_proxy::{self, Protocol, ServicePort};
 use crate::nft::Table;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -89,6 +90,34 @@ pub fn service_ports(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) 
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
     out
+}
+
+/// The host routes `pod` needs for the proxied Services on its networks: each ClusterIP via
+/// the pod's device on the Service's network, from its address of the ClusterIP's family
+/// there (a ClusterIP with no address of its family on that device gets none). Only the
+/// attested record (`kactus.io/attachments`) names devices and addresses.
+pub fn routes(pod: &Pod, services: &[Service]) -> Vec<ServiceRoute> {
+    let view = crate::policy::PodView::from_pod(pod);
+    let mut out = BTreeSet::new();
+    for service in services {
+        let Some(Ok(network)) = proxied_network(service) else { continue };
+        let Some(spec) = service.spec.as_ref() else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let on = |a: &&crate::policy::pod::Attachment| {
+            a.network.namespace == network.namespace && a.network.name == network.name
+        };
+        let Some(attachment) = view.attachments.iter().find(on) else { continue };
+        let ips = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter()).filter_map(|ip| ip.parse().ok());
+        for cluster_ip in ips {
+            let src = attachment.ips.iter().find(|a: &&IpAddr| a.is_ipv6() == IpAddr::is_ipv6(&cluster_ip));
+            if let Some(src) = src {
+                out.insert(ServiceRoute { cluster_ip, dev: attachment.interface.clone(), src: *src });
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// One of kactus's slices of Service `namespace/name`.
@@ -303,6 +332,14 @@ mod tests {
             service_ports(&client(), &services, &[slice("hello1", MANAGED_BY, "IPv4", &[("200.1.1.2", Some(false))])]);
         assert_eq!(ports.len(), 1);
         assert!(ports[0].endpoints.is_empty());
+        assert_eq!(
+            routes(&client(), &services),
+            vec![ServiceRoute {
+                cluster_ip: "10.96.0.10".parse().unwrap(),
+                dev: "net1".into(),
+                src: "200.1.1.9".parse().unwrap()
+            }]
+        );
         let table = desired_table(&client(), &services, &[]);
         let no_endpoints = table.sets.iter().find(|s| s.name == "no-endpoints-4").unwrap();
         assert_eq!(no_endpoints.elements.len(), 1);

@@ -42,6 +42,9 @@ pub const KINDS: &[ResourceKind] = &[
     // The same Events in the events.k8s.io/v1 shape (kube-rs's Recorder writes these): see events.rs.
     ResourceKind { resource: "events", group: "events.k8s.io", version: "v1", kind: "Event", has_status: false, extra_fields: &["regarding.name", "regarding.kind", "reason", "type"] },
     ResourceKind { resource: "network-attachment-definitions", group: "k8s.cni.cncf.io", version: "v1", kind: "NetworkAttachmentDefinition", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "endpoints", group: "", version: "v1", kind: "Endpoints", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "namespaces", group: "", version: "v1", kind: "Namespace", has_status: true, extra_fields: &[] },
+    ResourceKind { resource: "multi-networkpolicies", group: "k8s.cni.cncf.io", version: "v1beta1", kind: "MultiNetworkPolicy", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "networks", group: "kaloom.com", version: "v1", kind: "Network", has_status: false, extra_fields: &[] },
@@ -59,7 +62,8 @@ pub const KINDS: &[ResourceKind] = &[
 
 /// Kinds whose objects belong to no namespace: served at `/apis/{group}/{version}/{resource}/{name}`,
 /// never under `/namespaces/`, and stored without `metadata.namespace`.
-const CLUSTER_SCOPED: &[&str] = &["nodes", "sliceclaims", "resourceslices", "clusterroles", "clusterrolebindings"];
+const CLUSTER_SCOPED: &[&str] =
+    &["namespaces", "nodes", "sliceclaims", "resourceslices", "clusterroles", "clusterrolebindings"];
 
 impl ResourceKind {
     /// `apiVersion` of objects of this kind: `v1` or `group/version`.

@@ -1,0 +1,290 @@
+//! podagent as each local pod's data plane: the in-pod Service proxy (`nft::service_proxy`,
+//! its ports from `podagent::service_proxy`) and MultiNetworkPolicy (`policy`), programmed in
+//! the pod's network namespace.
+//!
+//! `watch.rs` keeps the stores, `program.rs` brings one pod's tables and routes to what is
+//! wanted. This file is the loop: any watch event wakes it; it waits a few milliseconds for the
+//! rest of a burst (never more than [`MAX_DELAY`] after the first), then computes every local
+//! pod's desired tables and touches only the pods whose tables differ from what it last
+//! applied (`policy::plan`: nothing, a set refill, or one replacing transaction).
+//!
+//! Never flushed: a restart keeps every rule in place and its first pass replaces each wanted
+//! table (one transaction) and deletes the unwanted ones it finds; a clean shutdown leaves
+//! them (pods keep working through an upgrade); `kactus uninstall` removes them.
+
+pub mod program;
+pub mod watch;
+
+use crate::podagent::sandbox::SandboxLocator;
+use crate::podagent::service_proxy;
+use crate::policy::{self, report, PodView};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::Resource;
+use program::{Desired, Programmed};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use watch::{Changed, Stores};
+
+/// How long a pass waits for the rest of a burst of changes.
+const QUIET: Duration = Duration::from_millis(5);
+/// The longest a change waits for the burst it is in to end.
+const MAX_DELAY: Duration = Duration::from_millis(50);
+/// How soon a pod that failed (no sandbox yet, a refused transaction) is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
+pub const REASON_PROXY: &str = "ServiceProxyFailed";
+
+/// The data plane's numbers on /metrics.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub tables_applied: Counter,
+    pub refills: Counter,
+    pub tables_deleted: Counter,
+    pub failures: Counter,
+    pub passes: Counter,
+    pub pods_programmed: Gauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics::default();
+        for (name, help, counter) in [
+            ("podagent_dataplane_tables_applied", "nftables tables applied whole in pods", &m.tables_applied),
+            ("podagent_dataplane_refills", "Policy tables whose peer sets were refilled", &m.refills),
+            ("podagent_dataplane_tables_deleted", "nftables tables deleted from pods", &m.tables_deleted),
+            ("podagent_dataplane_failures", "Pods whose tables or routes could not be made", &m.failures),
+            ("podagent_dataplane_passes", "Passes over the node's pods", &m.passes),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "podagent_dataplane_pods_programmed",
+            "Local pods with a kactus proxy or policy table",
+            m.pods_programmed.clone(),
+        );
+        m
+    }
+}
+
+/// What the loop needs from podagent.
+pub struct DataPlane {
+    pub client: kube::Client,
+    pub node: String,
+    pub locator: Arc<dyn SandboxLocator>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+/// Starts the watches and the loop on tasks of their own; they end with the process.
+pub async fn spawn(dp: DataPlane) -> Result<(), String> {
+    let changed: Changed = Arc::default();
+    let stores = Stores::start(&dp.client, &changed).await?;
+    tokio::spawn(run(dp, stores, changed));
+    Ok(())
+}
+
+async fn run(dp: DataPlane, stores: Stores, changed: Changed) {
+    stores.ready().await;
+    log::info!("data plane: stores listed, reconciling the node's pods");
+    let mut state = State::default();
+    loop {
+        let started = Instant::now();
+        let retry = state.pass(&dp, &stores).await;
+        dp.metrics.passes.inc();
+        log::debug!("data plane pass: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        if retry {
+            let _ = tokio::time::timeout(RETRY, changed.notified()).await;
+        } else {
+            changed.notified().await;
+        }
+        let first = Instant::now();
+        while first.elapsed() < MAX_DELAY {
+            if tokio::time::timeout(QUIET, changed.notified()).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// By pod UID (a pod re-made under the same name is another pod).
+    programmed: HashMap<String, Programmed>,
+    /// The Events last published per pod: published again only when they change.
+    warned: HashMap<String, Vec<String>>,
+}
+
+impl State {
+    /// One pass over the node's pods; `true` when some pod should be tried again soon.
+    async fn pass(&mut self, dp: &DataPlane, stores: &Stores) -> bool {
+        let services: Vec<_> = stores.services.state().iter().map(|s| (**s).clone()).collect();
+        let slices = stores.slices();
+        let policies: Vec<_> = stores.policies.iter().flat_map(|p| p.state()).map(|p| (*p).clone()).collect::<Vec<_>>();
+        let all_pods = stores.pods.state();
+        let local: Vec<Arc<Pod>> = all_pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(dp.node.as_str()))
+            .cloned()
+            .collect();
+        // Peers and namespaces matter only when some policy exists.
+        let (peers, namespaces) = if policies.is_empty() {
+            (Vec::new(), BTreeMap::new())
+        } else {
+            let peers: Vec<PodView> = all_pods.iter().map(|p| PodView::from_pod(p)).collect();
+            let namespaces = stores
+                .namespaces
+                .state()
+                .iter()
+                .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default())))
+                .collect();
+            (peers, namespaces)
+        };
+        let cluster = policy::Cluster { policies: &policies, pods: &peers, namespaces: &namespaces };
+        let mut retry = false;
+        let mut changed = 0;
+        let mut seen = HashSet::new();
+        for pod in &local {
+            let Some(uid) = pod.metadata.uid.clone() else { continue };
+            let view = PodView::from_pod(pod);
+            if view.attachments.is_empty() && !self.programmed.contains_key(&uid) {
+                continue;
+            }
+            seen.insert(uid.clone());
+            let (desired, events) = if view.finished {
+                (Desired::nothing(), Vec::new())
+            } else {
+                desire(pod, &view, &cluster, &services, &slices)
+            };
+            self.warn(dp, pod, &uid, events).await;
+            if self.programmed.get(&uid).is_some_and(|p| p.matches(&desired)) {
+                continue;
+            }
+            let mut programmed = match self.programmed.remove(&uid) {
+                Some(p) if p.netns.exists() => p,
+                _ => match dp.locator.locate(pod).await {
+                    Ok(sandbox) => Programmed::new(sandbox.netns),
+                    Err(e) => {
+                        log::debug!("data plane: pod {}: {e}", key(pod));
+                        retry = true;
+                        continue;
+                    }
+                },
+            };
+            let wanted = desired.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let outcome = programmed.bring_to(&wanted);
+                (programmed, outcome)
+            })
+            .await;
+            let Ok((programmed, outcome)) = outcome else {
+                retry = true;
+                continue;
+            };
+            match outcome {
+                Ok(done) => {
+                    dp.metrics.tables_applied.inc_by(done.applied);
+                    dp.metrics.refills.inc_by(done.refills);
+                    dp.metrics.tables_deleted.inc_by(done.deleted);
+                    changed += 1;
+                    log::debug!(
+                        "data plane: pod {}: {} table(s) applied, {} refilled, {} deleted, {} ClusterIP route(s)",
+                        key(pod),
+                        done.applied,
+                        done.refills,
+                        done.deleted,
+                        desired.routes.len()
+                    );
+                }
+                Err(e) => {
+                    dp.metrics.failures.inc();
+                    retry = true;
+                    log::error!("data plane: pod {}: {e}", key(pod));
+                    self.publish(dp, pod, REASON_PROXY, &e).await;
+                }
+            }
+            if programmed.matches(&Desired::nothing()) && view.attachments.is_empty() {
+                continue; // nothing left to remember
+            }
+            self.programmed.insert(uid, programmed);
+        }
+        // Pods gone from the node: their namespace went with them, nothing to undo.
+        self.programmed.retain(|uid, _| seen.contains(uid));
+        self.warned.retain(|uid, _| seen.contains(uid));
+        let programmed = self.programmed.values().filter(|p| !p.matches(&Desired::nothing())).count();
+        dp.metrics.pods_programmed.set(programmed as i64);
+        if changed > 0 {
+            log::info!("data plane: {changed} pod(s) reprogrammed, {programmed} programmed");
+        }
+        retry
+    }
+
+    /// Publishes the pod's policy Events when they differ from the last ones.
+    async fn warn(&mut self, dp: &DataPlane, pod: &Pod, uid: &str, events: Vec<(&'static str, String)>) {
+        let notes: Vec<String> = events.iter().map(|(r, m)| format!("{r}: {m}")).collect();
+        if self.warned.get(uid) == Some(&notes) {
+            return;
+        }
+        for (reason, message) in &events {
+            log::warn!("data plane: pod {}: {message}", key(pod));
+            self.publish(dp, pod, reason, message).await;
+        }
+        self.warned.insert(uid.to_string(), notes);
+    }
+
+    async fn publish(&self, dp: &DataPlane, pod: &Pod, reason: &str, message: &str) {
+        let mut note = message.to_string();
+        if note.len() > 1000 {
+            let mut end = 1000;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "DataPlane".into(),
+            secondary: None,
+        };
+        if let Err(e) = dp.recorder.publish(&event, &pod.object_ref(&())).await {
+            log::warn!("pod {}: event {reason} not recorded: {e}", key(pod));
+        }
+    }
+}
+
+/// A pod's desired tables and routes, and the Events its policies call for.
+fn desire(
+    pod: &Pod,
+    view: &PodView,
+    cluster: &policy::Cluster,
+    services: &[k8s_openapi::api::core::v1::Service],
+    slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
+) -> (Desired, Vec<(&'static str, String)>) {
+    let ports = service_proxy::service_ports(pod, services, slices);
+    let proxy = (!ports.is_empty()).then(|| crate::nft::service_proxy::table(&ports));
+    let routes = if ports.is_empty() { Vec::new() } else { service_proxy::routes(pod, services) };
+    let (policy, events) = if cluster.policies.is_empty() {
+        (None, Vec::new())
+    } else {
+        let compiled = policy::compile(cluster, view);
+        // Devices that are no kernel device (DPDK, vhost-user) are not looked for here: that
+        // would enter the pod's namespace on every pass. TODO: check once per pod and device.
+        let events = report::events(&compiled, &[]).into_iter().map(|e| (e.reason, e.message)).collect();
+        (compiled.table, events)
+    };
+    (Desired { proxy, policy, routes }, events)
+}
+
+fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
