@@ -201,6 +201,40 @@ fn the_cluster_ip_reaches_ready_endpoints_from_the_clients_secondary_address_and
     w.sb.api().store().delete("services", "default", "hello").unwrap();
     assert!(wait_until(|| !has_table(&w.client, "kactus-proxy")), "the proxy table stayed");
     assert_eq!(routes(&w.sb.pods[c]), "");
+
+    // A clean stop leaves the rules; `kactus uninstall` takes them out of every pod.
+    w.sb.apply(&service_yaml());
+    w.sb.apply(&deny_servers_yaml());
+    assert!(wait_until(|| has_table(&w.client, "kactus-proxy") && has_table(&w.sb.pods[2].path, "kactus-policy")));
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(has_table(&w.client, "kactus-proxy") && !routes(&w.sb.pods[c]).is_empty(), "left on SIGTERM");
+    uninstall(&w.sb);
+    for pod in &w.sb.pods {
+        assert!(!has_table(&pod.path, "kactus-proxy") && !has_table(&pod.path, "kactus-policy"), "{}", pod.name);
+        assert_eq!(routes(pod), "", "{}", pod.name);
+    }
+}
+
+/// `kactus uninstall --once --force` on this node (its pods still have attachments).
+fn uninstall(sb: &Sandbox) {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        uninstall: kactus::install::UninstallArgs,
+    }
+    let (bin, conf) = (sb.path("uninstall-bin"), sb.path("uninstall-net.d"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&conf).unwrap();
+    let argv = [
+        "kactus-uninstall".to_string(),
+        format!("--cni-bin-dir={}", bin.display()),
+        format!("--cni-conf-dir={}", conf.display()),
+        format!("--cache-dir={}", sb.cache_dir().display()),
+        "--once".into(),
+        "--force".into(),
+    ];
+    let args = <Cli as clap::Parser>::try_parse_from(argv).unwrap().uninstall;
+    kactus::install::uninstall(&args).unwrap();
 }
 
 #[test]
