@@ -246,3 +246,32 @@ fn a_cluster_without_the_policy_crd_still_proxies() {
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert_eq!(log.matches("MultiNetworkPolicy CRD").count(), 1, "{log}");
 }
+
+/// `cargo test --test podagent_dataplane -- --ignored --nocapture endpoint_change_latency`:
+/// an EndpointSlice change -> the client's proxy table changed (its nftables generation
+/// moved), p50/p99 over 50 changes. Polled every millisecond in-process.
+#[test]
+#[ignore]
+fn endpoint_change_latency() {
+    let w = world();
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()));
+    let generation = || kactus::nft::Nft::open_in(&w.client).unwrap().generation().unwrap();
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        std::thread::sleep(Duration::from_millis(150)); // the previous change is in
+        let before = generation();
+        let start = std::time::Instant::now();
+        let endpoints: Vec<&str> = if i % 2 == 0 { vec![&w.servers[0]] } else { vec![&w.servers[0], &w.servers[1]] };
+        w.sb.apply(&slice_yaml(&endpoints));
+        while generation() == before {
+            assert!(start.elapsed() < CONVERGE, "the change never reached the client");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    eprintln!("EndpointSlice change -> client rule over {}: p50 {:?}, p99 {:?}", latencies.len(), pct(0.5), pct(0.99));
+    assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
+}

@@ -18,6 +18,7 @@ pub mod watch;
 use crate::podagent::sandbox::SandboxLocator;
 use crate::podagent::service_proxy;
 use crate::policy::{self, report, PodView};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::Resource;
@@ -36,6 +37,8 @@ const QUIET: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_millis(50);
 /// How soon a pod that failed (no sandbox yet, a refused transaction) is tried again.
 const RETRY: Duration = Duration::from_secs(2);
+/// Pods programmed at once (each on a blocking thread in its own namespace).
+const PARALLEL: usize = 8;
 
 pub const REASON_PROXY: &str = "ServiceProxyFailed";
 
@@ -111,6 +114,53 @@ async fn run(dp: DataPlane, stores: Stores, changed: Changed) {
     }
 }
 
+/// One pod to bring to what it should have.
+struct Job {
+    uid: String,
+    pod: Arc<Pod>,
+    /// No attachments left: once its tables are gone it is forgotten.
+    forget: bool,
+    /// What was made in it; after [`Job::run`], what is made now (`None`: no sandbox found).
+    had: Option<Programmed>,
+    desired: Desired,
+}
+
+impl Job {
+    /// Finds the pod's namespace when not known yet and programs it on the blocking pool.
+    async fn run(mut self, dp: &DataPlane) -> (Job, Result<program::Done, String>) {
+        let mut programmed = match self.had.take() {
+            Some(p) => p,
+            None => match dp.locator.locate(&self.pod).await {
+                Ok(sandbox) => Programmed::new(sandbox.netns),
+                Err(e) => return (self, Err(e)),
+            },
+        };
+        let desired = self.desired.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = programmed.bring_to(&desired);
+            (programmed, outcome)
+        })
+        .await;
+        match outcome {
+            Ok((programmed, outcome)) => {
+                if let Ok(done) = &outcome {
+                    log::debug!(
+                        "data plane: pod {}: {} table(s) applied, {} refilled, {} deleted, {} ClusterIP route(s)",
+                        key(&self.pod),
+                        done.applied,
+                        done.refills,
+                        done.deleted,
+                        self.desired.routes.len()
+                    );
+                }
+                self.had = Some(programmed);
+                (self, outcome)
+            }
+            Err(e) => (self, Err(format!("programming did not finish: {e}"))),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// By pod UID (a pod re-made under the same name is another pod).
@@ -146,8 +196,8 @@ impl State {
         };
         let cluster = policy::Cluster { policies: &policies, pods: &peers, namespaces: &namespaces };
         let mut retry = false;
-        let mut changed = 0;
         let mut seen = HashSet::new();
+        let mut jobs = Vec::new();
         for pod in &local {
             let Some(uid) = pod.metadata.uid.clone() else { continue };
             let view = PodView::from_pod(pod);
@@ -164,53 +214,37 @@ impl State {
             if self.programmed.get(&uid).is_some_and(|p| p.matches(&desired)) {
                 continue;
             }
-            let mut programmed = match self.programmed.remove(&uid) {
-                Some(p) if p.netns.exists() => p,
-                _ => match dp.locator.locate(pod).await {
-                    Ok(sandbox) => Programmed::new(sandbox.netns),
-                    Err(e) => {
-                        log::debug!("data plane: pod {}: {e}", key(pod));
-                        retry = true;
-                        continue;
-                    }
-                },
-            };
-            let wanted = desired.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let outcome = programmed.bring_to(&wanted);
-                (programmed, outcome)
-            })
-            .await;
-            let Ok((programmed, outcome)) = outcome else {
-                retry = true;
-                continue;
-            };
+            let had = self.programmed.remove(&uid).filter(|p| p.netns.exists());
+            jobs.push(Job { uid, pod: pod.clone(), forget: view.attachments.is_empty(), had, desired });
+        }
+        // Pods in parallel (each its own namespace and transaction), a few at a time.
+        let outcomes: Vec<_> =
+            futures::stream::iter(jobs).map(|job| job.run(dp)).buffer_unordered(PARALLEL).collect().await;
+        let changed = outcomes.len();
+        for (job, outcome) in outcomes {
             match outcome {
                 Ok(done) => {
                     dp.metrics.tables_applied.inc_by(done.applied);
                     dp.metrics.refills.inc_by(done.refills);
                     dp.metrics.tables_deleted.inc_by(done.deleted);
-                    changed += 1;
-                    log::debug!(
-                        "data plane: pod {}: {} table(s) applied, {} refilled, {} deleted, {} ClusterIP route(s)",
-                        key(pod),
-                        done.applied,
-                        done.refills,
-                        done.deleted,
-                        desired.routes.len()
-                    );
                 }
                 Err(e) => {
                     dp.metrics.failures.inc();
                     retry = true;
-                    log::error!("data plane: pod {}: {e}", key(pod));
-                    self.publish(dp, pod, REASON_PROXY, &e).await;
+                    if job.had.is_some() {
+                        log::error!("data plane: pod {}: {e}", key(&job.pod));
+                        self.publish(dp, &job.pod, REASON_PROXY, &e).await;
+                    } else {
+                        log::debug!("data plane: pod {}: {e}", key(&job.pod));
+                    }
                 }
             }
-            if programmed.matches(&Desired::nothing()) && view.attachments.is_empty() {
-                continue; // nothing left to remember
+            // A pod without attachments whose tables are gone needs no memory.
+            if let Some(programmed) = job.had {
+                if !(job.forget && programmed.matches(&Desired::nothing())) {
+                    self.programmed.insert(job.uid, programmed);
+                }
             }
-            self.programmed.insert(uid, programmed);
         }
         // Pods gone from the node: their namespace went with them, nothing to undo.
         self.programmed.retain(|uid, _| seen.contains(uid));
@@ -218,7 +252,7 @@ impl State {
         let programmed = self.programmed.values().filter(|p| !p.matches(&Desired::nothing())).count();
         dp.metrics.pods_programmed.set(programmed as i64);
         if changed > 0 {
-            log::info!("data plane: {changed} pod(s) reprogrammed, {programmed} programmed");
+            log::info!("data plane: {changed} pod(s) brought in line, {programmed} programmed");
         }
         retry
     }
