@@ -95,11 +95,15 @@ async fn run(dp: DataPlane, stores: Stores, changed: Changed) {
     stores.ready().await;
     log::info!("data plane: stores listed, reconciling the node's pods");
     let mut state = State::default();
+    let mut what = watch::ALL; // the first pass: everything, as after any restart
     loop {
         let started = Instant::now();
-        let retry = state.pass(&dp, &stores).await;
+        what |= changed.take();
+        let retry = state.pass(&dp, &stores, what).await;
         dp.metrics.passes.inc();
-        log::debug!("data plane pass: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        log::debug!("data plane pass ({what:#b}): {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        // A pod that failed is recomputed whole next time.
+        what = if retry { watch::ALL } else { 0 };
         if retry {
             let _ = tokio::time::timeout(RETRY, changed.notified()).await;
         } else {
@@ -170,8 +174,9 @@ struct State {
 }
 
 impl State {
-    /// One pass over the node's pods; `true` when some pod should be tried again soon.
-    async fn pass(&mut self, dp: &DataPlane, stores: &Stores) -> bool {
+    /// One pass over the node's pods, recomputing the tables `what` says may have changed
+    /// (the others are taken as last applied); `true` when some pod should be tried again.
+    async fn pass(&mut self, dp: &DataPlane, stores: &Stores, what: u8) -> bool {
         let services: Vec<_> = stores.services.state().iter().map(|s| (**s).clone()).collect();
         let slices = stores.slices();
         let policies: Vec<_> = stores.policies.iter().flat_map(|p| p.state()).map(|p| (*p).clone()).collect::<Vec<_>>();
@@ -181,8 +186,8 @@ impl State {
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(dp.node.as_str()))
             .cloned()
             .collect();
-        // Peers and namespaces matter only when some policy exists.
-        let (peers, namespaces) = if policies.is_empty() {
+        // Peers and namespaces matter only when some policy exists and may have changed.
+        let (peers, namespaces) = if policies.is_empty() || what & watch::POLICY == 0 {
             (Vec::new(), BTreeMap::new())
         } else {
             let peers: Vec<PodView> = all_pods.iter().map(|p| PodView::from_pod(p)).collect();
@@ -206,11 +211,15 @@ impl State {
             }
             seen.insert(uid.clone());
             let (desired, events) = if view.finished {
-                (Desired::nothing(), Vec::new())
+                (Desired::nothing(), Some(Vec::new()))
             } else {
-                desire(pod, &view, &cluster, &services, &slices)
+                let had = self.programmed.get(&uid);
+                let computed = Computed { cluster: &cluster, services: &services, slices: &slices, what };
+                computed.desire(pod, &view, had)
             };
-            self.warn(dp, pod, &uid, events).await;
+            if let Some(events) = events {
+                self.warn(dp, pod, &uid, events).await;
+            }
             if self.programmed.get(&uid).is_some_and(|p| p.matches(&desired)) {
                 continue;
             }
@@ -292,27 +301,55 @@ impl State {
     }
 }
 
-/// A pod's desired tables and routes, and the Events its policies call for.
-fn desire(
-    pod: &Pod,
-    view: &PodView,
-    cluster: &policy::Cluster,
-    services: &[k8s_openapi::api::core::v1::Service],
-    slices: &[k8s_openapi::api::discovery::v1::EndpointSlice],
-) -> (Desired, Vec<(&'static str, String)>) {
-    let ports = service_proxy::service_ports(pod, services, slices);
-    let proxy = (!ports.is_empty()).then(|| crate::nft::service_proxy::table(&ports));
-    let routes = if ports.is_empty() { Vec::new() } else { service_proxy::routes(pod, services) };
-    let (policy, events) = if cluster.policies.is_empty() {
-        (None, Vec::new())
-    } else {
-        let compiled = policy::compile(cluster, view);
-        // Devices that are no kernel device (DPDK, vhost-user) are not looked for here: that
-        // would enter the pod's namespace on every pass. TODO: check once per pod and device.
-        let events = report::events(&compiled, &[]).into_iter().map(|e| (e.reason, e.message)).collect();
-        (compiled.table, events)
-    };
-    (Desired { proxy, policy, routes }, events)
+/// What a pass computes pods' tables from.
+struct Computed<'a> {
+    cluster: &'a policy::Cluster<'a>,
+    services: &'a [k8s_openapi::api::core::v1::Service],
+    slices: &'a [k8s_openapi::api::discovery::v1::EndpointSlice],
+    what: u8,
+}
+
+impl Computed<'_> {
+    /// A pod's desired tables and routes, and the Events its policies call for (`None`: its
+    /// policies were not recomputed). A part whose inputs did not change (`what`) is what was
+    /// last applied, when that is known.
+    fn desire(
+        &self,
+        pod: &Pod,
+        view: &PodView,
+        had: Option<&Programmed>,
+    ) -> (Desired, Option<Vec<(&'static str, String)>>) {
+        use program::Known;
+        let last = |known: &Known| match known {
+            Known::Applied(t) => Some(Some(t.clone())),
+            Known::Absent => Some(None),
+            Known::Unknown => None,
+        };
+        let proxy_was =
+            had.filter(|_| self.what & watch::PROXY == 0).and_then(|h| Some((last(&h.proxy)?, h.routes.clone()?)));
+        let (proxy, routes) = match proxy_was {
+            Some(was) => was,
+            None => {
+                let ports = service_proxy::service_ports(pod, self.services, self.slices);
+                let proxy = (!ports.is_empty()).then(|| crate::nft::service_proxy::table(&ports));
+                let routes = if ports.is_empty() { Vec::new() } else { service_proxy::routes(pod, self.services) };
+                (proxy, routes)
+            }
+        };
+        let policy_was = had.filter(|_| self.what & watch::POLICY == 0).and_then(|h| last(&h.policy));
+        let (policy, events) = match policy_was {
+            Some(was) => (was, None),
+            None if self.cluster.policies.is_empty() => (None, Some(Vec::new())),
+            None => {
+                let compiled = policy::compile(self.cluster, view);
+                // Devices that are no kernel device (DPDK, vhost-user) are not looked for: that
+                // would enter the pod's namespace on every pass. TODO: once per pod and device.
+                let events = report::events(&compiled, &[]).into_iter().map(|e| (e.reason, e.message)).collect();
+                (compiled.table, Some(events))
+            }
+        };
+        (Desired { proxy, policy, routes }, events)
+    }
 }
 
 fn key(pod: &Pod) -> String {

@@ -21,11 +21,40 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Wakes the reconcile loop; wakes pile up into one.
-pub type Changed = Arc<Notify>;
+/// What changed since the loop last looked, and its wake-up (wakes pile up into one).
+#[derive(Default)]
+pub struct Changes {
+    wake: Notify,
+    what: AtomicU8,
+}
+
+pub type Changed = Arc<Changes>;
+
+/// Services or their endpoints changed: the proxy tables are recomputed.
+pub const PROXY: u8 = 1;
+/// Policies or namespaces changed: the policy tables are recomputed.
+pub const POLICY: u8 = 2;
+pub const ALL: u8 = PROXY | POLICY;
+
+impl Changes {
+    pub fn mark(&self, what: u8) {
+        self.what.fetch_or(what, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// What changed since the last call.
+    pub fn take(&self) -> u8 {
+        self.what.swap(0, Ordering::SeqCst)
+    }
+
+    pub async fn notified(&self) {
+        self.wake.notified().await
+    }
+}
 
 /// The data plane's stores.
 #[derive(Clone)]
@@ -52,17 +81,17 @@ impl Stores {
     /// away); the stores fill as they list.
     pub async fn start(client: &kube::Client, changed: &Changed) -> Result<Stores, String> {
         let proxied = watcher::Config::default().labels(&format!("{PROXY_NAME_LABEL}={PROXY_NAME}"));
-        let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, |_| {});
+        let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, PROXY, |_| {});
         let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
         let endpoints = if crate::daemon::api::served(client, "discovery.k8s.io/v1", "endpointslices").await? {
-            EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, |_| {}))
+            EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}))
         } else {
             log::info!("discovery.k8s.io/v1 is not served: Service endpoints are read from core/v1 Endpoints");
-            EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, |_| {}))
+            EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}))
         };
         let policies = if crate::daemon::api::served(client, "k8s.cni.cncf.io/v1beta1", "multi-networkpolicies").await?
         {
-            Some(reflect(Api::all(client.clone()), watcher::Config::default(), changed, |_| {}))
+            Some(reflect(Api::all(client.clone()), watcher::Config::default(), changed, POLICY, |_| {}))
         } else {
             log::info!(
                 "the MultiNetworkPolicy CRD (k8s.cni.cncf.io/v1beta1) is not served: no policy is enforced; \
@@ -70,8 +99,10 @@ impl Stores {
             );
             None
         };
-        let namespaces = reflect(Api::all(client.clone()), watcher::Config::default(), changed, strip_namespace);
-        let pods = reflect(Api::all(client.clone()), watcher::Config::default(), changed, strip_pod);
+        let all = watcher::Config::default();
+        let namespaces = reflect(Api::all(client.clone()), all.clone(), changed, POLICY, strip_namespace);
+        // A pod's own attachments make its proxy table; every pod is a policy peer.
+        let pods = reflect(Api::all(client.clone()), all, changed, ALL, strip_pod);
         Ok(Stores { services, endpoints, policies, namespaces, pods })
     }
 
@@ -99,18 +130,39 @@ impl Stores {
     }
 }
 
-/// One reflector on a task of its own, `strip` applied to each object before the store.
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: &Changed, strip: fn(&mut K)) -> Store<K>
+/// One reflector on a task of its own, `strip` applied to each object before the store
+/// (with its resourceVersion and managed fields). An update that leaves the stripped object
+/// as stored (a pod's readiness, another controller's annotation) is dropped before the
+/// store and wakes nothing: what the data plane does not read does not cost it a pass.
+fn reflect<K>(api: Api<K>, config: watcher::Config, changed: &Changed, what: u8, strip: fn(&mut K)) -> Store<K>
 where
-    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource + Clone + Debug + PartialEq + DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
     let changed = changed.clone();
-    let stream = watcher(api, config).default_backoff().modify(strip).reflect(writer);
+    let stored = store.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |object: &mut K| {
+            strip(object);
+            object.meta_mut().resource_version = None;
+            object.meta_mut().managed_fields = None;
+        })
+        .filter(move |event| {
+            let same = match event {
+                Ok(watcher::Event::Apply(object)) => {
+                    stored.get(&reflector::ObjectRef::from_obj(object)).is_some_and(|had| *had == *object)
+                }
+                _ => false,
+            };
+            futures::future::ready(!same)
+        })
+        .reflect(writer);
     tokio::spawn(stream.for_each(move |event| {
         match event {
-            Ok(_) => changed.notify_one(),
+            Ok(watcher::Event::InitApply(_)) | Ok(watcher::Event::Init) => {}
+            Ok(_) => changed.mark(what),
             Err(e) => log::warn!("data plane watch of {}: {e}", K::plural(&Default::default())),
         }
         futures::future::ready(())
@@ -128,7 +180,6 @@ pub fn strip_pod(pod: &mut Pod) {
         namespace: meta.namespace,
         uid: meta.uid,
         labels: meta.labels,
-        resource_version: meta.resource_version,
         ..Default::default()
     };
     let spec = pod.spec.take().unwrap_or_default();
@@ -153,12 +204,7 @@ pub fn strip_pod(pod: &mut Pod) {
 fn strip_namespace(namespace: &mut Namespace) {
     let meta = std::mem::take(&mut namespace.metadata);
     *namespace = Namespace {
-        metadata: ObjectMeta {
-            name: meta.name,
-            labels: meta.labels,
-            resource_version: meta.resource_version,
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: meta.name, labels: meta.labels, ..Default::default() },
         ..Default::default()
     };
 }
