@@ -275,3 +275,27 @@ fn endpoint_change_latency() {
     eprintln!("EndpointSlice change -> client rule over {}: p50 {:?}, p99 {:?}", latencies.len(), pct(0.5), pct(0.99));
     assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
 }
+
+/// Kubernetes 1.20 (the lead's cluster) serves no `discovery.k8s.io/v1`: the endpoints are
+/// read from the Service's core/v1 Endpoints that kactus-endpoints writes there.
+#[test]
+fn on_kubernetes_1_20_the_endpoints_come_from_core_v1_endpoints() {
+    let w = world();
+    w.sb.api().emulate_kubernetes_minor(20);
+    let endpoints = |ips: &[&str]| {
+        let addresses: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        json!({"apiVersion": "v1", "kind": "Endpoints",
+               "metadata": {"name": "hello", "namespace": "default",
+                            "labels": {"endpointslice.kubernetes.io/managed-by": "kactus.io/endpoints-controller"}},
+               "subsets": [{"addresses": addresses, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
+        .to_string()
+    };
+    w.sb.apply(&endpoints(&[&w.servers[0]]));
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+    assert_eq!(answered(&w.client, 10), [format!("server1 {}", w.client_ip)].into_iter().collect());
+    w.sb.apply(&endpoints(&[&w.servers[1]]));
+    assert!(wait_until(|| call(&w.client).is_ok_and(|a| a.starts_with("server2"))));
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("read from core/v1 Endpoints"), "{log}");
+}
