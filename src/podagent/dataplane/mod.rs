@@ -8,6 +8,11 @@
 //! pod's desired tables and touches only the pods whose tables differ from what it last
 //! applied (`policy::plan`: nothing, a set refill, or one replacing transaction).
 //!
+//! TODO(conntrack): when an endpoint goes, client pods' UDP conntrack entries to it should be
+//! flushed (a ctnetlink dump and delete in the pod's namespace, `IPCTNL_MSG_CT_DELETE`); until
+//! then a UDP flow keeps its old backend until its entry times out. `nft`'s own wire module
+//! speaks only the nftables subsystem, and no conntrack crate is a dependency yet.
+//!
 //! Never flushed: a restart keeps every rule in place and its first pass replaces each wanted
 //! table (one transaction) and deletes the unwanted ones it finds; a clean shutdown leaves
 //! them (pods keep working through an upgrade); `kactus uninstall` removes them.
@@ -358,4 +363,48 @@ fn key(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::{Family, Table};
+    use program::Known;
+    use serde_json::json;
+
+    fn pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "mep", "uid": "u"},
+            "status": {"conditions": [{"type": policy::pod::ATTACHMENTS_CONDITION, "status": "True",
+                "message": "[{\"name\":\"mep/mp1\",\"interface\":\"net1\",\"ips\":[\"200.1.1.9\"]}]"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_part_whose_inputs_did_not_change_is_taken_as_last_applied_and_the_other_is_recomputed() {
+        let (pod, namespaces) = (pod(), BTreeMap::new());
+        let view = PodView::from_pod(&pod);
+        let mut had = Programmed::new("/nonexistent".into());
+        let applied = Table::new(Family::Inet, "kactus-policy");
+        had.policy = Known::Applied(applied.clone());
+        had.proxy = Known::Applied(Table::new(Family::Inet, "kactus-proxy"));
+        had.routes = Some(Vec::new());
+        // No policy in the cluster any more, but only Services changed: the policy table is
+        // not recomputed (it would be deleted), and the proxy table is (no Service: none).
+        let cluster = policy::Cluster { policies: &[], pods: &[], namespaces: &namespaces };
+        let computed = Computed { cluster: &cluster, services: &[], slices: &[], what: watch::PROXY };
+        let (desired, events) = computed.desire(&pod, &view, Some(&had));
+        assert_eq!(desired, Desired { proxy: None, policy: Some(applied), routes: Vec::new() });
+        assert!(events.is_none(), "no policy Events without a policy pass");
+        let computed = Computed { what: watch::POLICY, ..computed };
+        let (desired, events) = computed.desire(&pod, &view, Some(&had));
+        assert_eq!(desired.policy, None);
+        assert_eq!(desired.proxy, Some(Table::new(Family::Inet, "kactus-proxy")));
+        assert_eq!(events, Some(Vec::new()));
+        // Unknown (after a restart): always computed.
+        let fresh = Programmed::new("/nonexistent".into());
+        let (desired, _) = Computed { what: 0, ..computed }.desire(&pod, &view, Some(&fresh));
+        assert_eq!(desired, Desired::nothing());
+    }
 }
