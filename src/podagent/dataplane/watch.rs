@@ -2,8 +2,9 @@
 //! (separate from the hot-plug controller's store of the node's pods): the Services labelled
 //! for kactus, kactus's endpoints (EndpointSlices, or on Kubernetes 1.20 the core/v1
 //! Endpoints kactus-endpoints writes there), MultiNetworkPolicies when their CRD is served,
-//! Namespaces (their labels, for `namespaceSelector`) and every pod of the cluster as a policy
-//! peer, stripped before the store to what policies and the proxy read.
+//! Namespaces (their labels, for `namespaceSelector`) and the cluster's pods with kactus
+//! attachments as policy peers (plus this node's), stripped before the store to what policies
+//! and the proxy read.
 //!
 //! Every event of every watch wakes [`Changed`]; the reconcile loop coalesces them.
 
@@ -64,7 +65,7 @@ pub struct Stores {
     /// `None`: the cluster serves no MultiNetworkPolicy CRD.
     pub policies: Option<Store<MultiNetworkPolicy>>,
     pub namespaces: Store<Namespace>,
-    /// Every pod of the cluster, stripped by [`strip_pod`].
+    /// The pods [`kept_pod`] keeps, stripped by [`strip_pod`].
     pub pods: Store<Pod>,
 }
 
@@ -79,19 +80,19 @@ pub enum EndpointsStore {
 impl Stores {
     /// Starts every watch (each on a task of its own, backing off while the apiserver is
     /// away); the stores fill as they list.
-    pub async fn start(client: &kube::Client, changed: &Changed) -> Result<Stores, String> {
+    pub async fn start(client: &kube::Client, node: &str, changed: &Changed) -> Result<Stores, String> {
         let proxied = watcher::Config::default().labels(&format!("{PROXY_NAME_LABEL}={PROXY_NAME}"));
-        let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, PROXY, |_| {});
+        let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, PROXY, |_| {}, every);
         let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
         let endpoints = if crate::daemon::api::served(client, "discovery.k8s.io/v1", "endpointslices").await? {
-            EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}))
+            EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}, every))
         } else {
             log::info!("discovery.k8s.io/v1 is not served: Service endpoints are read from core/v1 Endpoints");
-            EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}))
+            EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}, every))
         };
         let policies = if crate::daemon::api::served(client, "k8s.cni.cncf.io/v1beta1", "multi-networkpolicies").await?
         {
-            Some(reflect(Api::all(client.clone()), watcher::Config::default(), changed, POLICY, |_| {}))
+            Some(reflect(Api::all(client.clone()), watcher::Config::default(), changed, POLICY, |_| {}, every))
         } else {
             log::info!(
                 "the MultiNetworkPolicy CRD (k8s.cni.cncf.io/v1beta1) is not served: no policy is enforced; \
@@ -100,9 +101,11 @@ impl Stores {
             None
         };
         let all = watcher::Config::default();
-        let namespaces = reflect(Api::all(client.clone()), all.clone(), changed, POLICY, strip_namespace);
+        let namespaces = reflect(Api::all(client.clone()), all.clone(), changed, POLICY, strip_namespace, every);
         // A pod's own attachments make its proxy table; every pod is a policy peer.
-        let pods = reflect(Api::all(client.clone()), all, changed, ALL, strip_pod);
+        let node = node.to_string();
+        let kept = move |pod: &Pod, had: Option<&Pod>| kept_pod(pod, had, &node);
+        let pods = reflect(Api::all(client.clone()), all, changed, ALL, strip_pod, kept);
         Ok(Stores { services, endpoints, policies, namespaces, pods })
     }
 
@@ -134,7 +137,17 @@ impl Stores {
 /// (with its resourceVersion and managed fields). An update that leaves the stripped object
 /// as stored (a pod's readiness, another controller's annotation) is dropped before the
 /// store and wakes nothing: what the data plane does not read does not cost it a pass.
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: &Changed, what: u8, strip: fn(&mut K)) -> Store<K>
+///
+/// `keep(new, stored)` leaves out objects the data plane never needs (they are not stored and
+/// wake nothing).
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &Changed,
+    what: u8,
+    strip: fn(&mut K),
+    keep: impl Fn(&K, Option<&K>) -> bool + Send + 'static,
+) -> Store<K>
 where
     K: Resource + Clone + Debug + PartialEq + DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
@@ -150,13 +163,15 @@ where
             object.meta_mut().managed_fields = None;
         })
         .filter(move |event| {
-            let same = match event {
+            let pass = match event {
                 Ok(watcher::Event::Apply(object)) => {
-                    stored.get(&reflector::ObjectRef::from_obj(object)).is_some_and(|had| *had == *object)
+                    let had = stored.get(&reflector::ObjectRef::from_obj(object));
+                    had.as_deref() != Some(object) && keep(object, had.as_deref())
                 }
-                _ => false,
+                Ok(watcher::Event::InitApply(object)) => keep(object, None),
+                _ => true,
             };
-            futures::future::ready(!same)
+            futures::future::ready(pass)
         })
         .reflect(writer);
     tokio::spawn(stream.for_each(move |event| {
@@ -168,6 +183,25 @@ where
         futures::future::ready(())
     }));
     store
+}
+
+/// Every object of the kind is kept.
+fn every<K>(_: &K, _: Option<&K>) -> bool {
+    true
+}
+
+/// The pods the data plane stores: those with kactus attachments (peers, and the local pods
+/// it programs), the ones that just lost them (so their tables go), and every pod of this
+/// node. A cluster's other pods (most of them) are neither stored nor wake the loop.
+fn kept_pod(pod: &Pod, had: Option<&Pod>, node: &str) -> bool {
+    let attached = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == ATTACHMENTS_CONDITION))
+    };
+    let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+    attached(pod) || local || had.is_some_and(attached)
 }
 
 /// What the data plane keeps of a pod: name, namespace, UID, labels, node, container ports,
@@ -291,6 +325,21 @@ mod tests {
         let status = pod.status.as_ref().unwrap();
         assert!(status.pod_ip.is_none());
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_pods_with_attachments_or_on_this_node_are_kept() {
+        let pod = |node: &str, attached: bool| -> Pod {
+            let conditions =
+                if attached { json!([{"type": ATTACHMENTS_CONDITION, "status": "True"}]) } else { json!([]) };
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"nodeName": node, "containers": []},
+                "status": {"conditions": conditions}}))
+            .unwrap()
+        };
+        assert!(kept_pod(&pod("node2", true), None, "node1"), "a peer");
+        assert!(kept_pod(&pod("node1", false), None, "node1"), "a local pod");
+        assert!(!kept_pod(&pod("node2", false), None, "node1"), "neither");
+        assert!(kept_pod(&pod("node2", false), Some(&pod("node2", true)), "node1"), "a peer that left the network");
     }
 
     #[test]
