@@ -175,11 +175,23 @@ fn the_cluster_ip_reaches_ready_endpoints_from_the_clients_secondary_address_and
     assert!(wait_until(|| call(&w.client).is_ok()));
     assert_eq!(answered(&w.client, 10), [format!("server2 {}", w.client_ip)].into_iter().collect());
 
-    // A MultiNetworkPolicy isolating the servers: the connection fails; deleted: it works.
+    // A MultiNetworkPolicy isolating the servers (its one rule's peer is no CIDR: ignored,
+    // and said so on each selected pod): the connection fails; deleted: it works.
     assert!(!has_table(&w.sb.pods[2].path, "kactus-policy"));
-    w.sb.apply(&deny_servers_yaml());
+    let mut deny: Value = serde_json::from_str(&deny_servers_yaml()).unwrap();
+    deny["spec"]["ingress"] = json!([{"from": [{"ipBlock": {"cidr": "not-a-cidr"}}]}]);
+    w.sb.apply(&deny.to_string());
     assert!(wait_until(|| call(&w.client).is_err()), "the policy never applied");
     assert!(has_table(&w.sb.pods[2].path, "kactus-policy"));
+    let ignored = || {
+        w.sb.api()
+            .store()
+            .list("events", Some("default"))
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == "server2" && e["reason"] == "PolicyIgnored")
+            .count()
+    };
+    assert!(wait_until(|| ignored() == 1), "no PolicyIgnored Event on server2");
     w.sb.api().store().delete("multi-networkpolicies", "default", "deny-servers").unwrap();
     assert!(wait_until(|| call(&w.client).is_ok()), "the policy never went");
     assert!(wait_until(|| !has_table(&w.sb.pods[2].path, "kactus-policy")));

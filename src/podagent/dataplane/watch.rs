@@ -105,7 +105,8 @@ impl Stores {
         // A pod's own attachments make its proxy table; every pod is a policy peer.
         let node = node.to_string();
         let kept = move |pod: &Pod, had: Option<&Pod>| kept_pod(pod, had, &node);
-        let pods = reflect(Api::all(client.clone()), all, changed, ALL, strip_pod, kept);
+        // Listed in small pages: each page is decoded whole before it is stripped.
+        let pods = reflect(Api::all(client.clone()), all.page_size(100), changed, ALL, strip_pod, kept);
         Ok(Stores { services, endpoints, policies, namespaces, pods })
     }
 
