@@ -88,7 +88,8 @@ fn service_yaml() -> String {
                         "labels": {"service.kubernetes.io/service-proxy-name": "kactus"},
                         "annotations": {"k8s.v1.cni.cncf.io/service-network": "mp1"}},
            "spec": {"clusterIP": VIP, "clusterIPs": [VIP],
-                    "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                              {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 8053}]}})
     .to_string()
 }
 
@@ -100,8 +101,18 @@ fn slice_yaml(endpoints: &[&str]) -> String {
                         "labels": {"kubernetes.io/service-name": "hello",
                                    "endpointslice.kubernetes.io/managed-by": "kactus.io/endpoints-controller"}},
            "addressType": "IPv4", "endpoints": endpoints,
-           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 8053, "protocol": "UDP"}]})
     .to_string()
+}
+
+/// One UDP datagram from the pod to the ClusterIP's port 53 (nobody answers: the conntrack
+/// entry is what counts).
+fn send_udp(pod: &Path) {
+    kactus::netns::run_in(pod, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"x", (VIP, 53)).unwrap();
+    })
+    .unwrap();
 }
 
 /// Denies every ingress to the servers on mp1.
@@ -168,9 +179,16 @@ fn the_cluster_ip_reaches_ready_endpoints_from_the_clients_secondary_address_and
     let route = routes(&w.sb.pods[c]);
     assert!(route.starts_with(VIP) && route.ends_with(&format!("src {}", w.client_ip)), "{route}");
 
-    // 2 -> 0 endpoints: refused at once; -> 1: only that one answers.
+    // 2 -> 0 endpoints: refused at once, and the UDP flow's conntrack entry to its endpoint
+    // is gone; -> 1: only that one answers.
+    send_udp(&w.client);
     w.sb.apply(&slice_yaml(&[]));
     assert!(wait_until(|| call(&w.client) == Err(ErrorKind::ConnectionRefused)), "{:?}", call(&w.client));
+    assert!(
+        wait_until(|| agent.metric("podagent_dataplane_conntrack_flushed_total") == 1),
+        "{}",
+        agent.metric("podagent_dataplane_conntrack_flushed_total")
+    );
     w.sb.apply(&slice_yaml(&[&w.servers[1]]));
     assert!(wait_until(|| call(&w.client).is_ok()));
     assert_eq!(answered(&w.client, 10), [format!("server2 {}", w.client_ip)].into_iter().collect());

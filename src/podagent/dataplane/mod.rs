@@ -8,10 +8,8 @@
 //! pod's desired tables and touches only the pods whose tables differ from what it last
 //! applied (`policy::plan`: nothing, a set refill, or one replacing transaction).
 //!
-//! TODO(conntrack): when an endpoint goes, client pods' UDP conntrack entries to it should be
-//! flushed (a ctnetlink dump and delete in the pod's namespace, `IPCTNL_MSG_CT_DELETE`); until
-//! then a UDP flow keeps its old backend until its entry times out. `nft`'s own wire module
-//! speaks only the nftables subsystem, and no conntrack crate is a dependency yet.
+//! When an endpoint leaves a pod's proxy table, the pod's UDP conntrack entries to it are
+//! deleted (`nft::conntrack`), so UDP flows move to the remaining endpoints at once.
 //!
 //! Never flushed: a restart keeps every rule in place and its first pass replaces each wanted
 //! table (one transaction) and deletes the unwanted ones it finds; a clean shutdown leaves
@@ -53,6 +51,7 @@ pub struct Metrics {
     pub tables_applied: Counter,
     pub refills: Counter,
     pub tables_deleted: Counter,
+    pub conntrack_flushed: Counter,
     pub failures: Counter,
     pub passes: Counter,
     pub pods_programmed: Gauge,
@@ -65,6 +64,11 @@ impl Metrics {
             ("podagent_dataplane_tables_applied", "nftables tables applied whole in pods", &m.tables_applied),
             ("podagent_dataplane_refills", "Policy tables whose peer sets were refilled", &m.refills),
             ("podagent_dataplane_tables_deleted", "nftables tables deleted from pods", &m.tables_deleted),
+            (
+                "podagent_dataplane_conntrack_flushed",
+                "UDP conntrack entries to gone endpoints deleted in pods",
+                &m.conntrack_flushed,
+            ),
             ("podagent_dataplane_failures", "Pods whose tables or routes could not be made", &m.failures),
             ("podagent_dataplane_passes", "Passes over the node's pods", &m.passes),
         ] {
@@ -241,6 +245,7 @@ impl State {
                     dp.metrics.tables_applied.inc_by(done.applied);
                     dp.metrics.refills.inc_by(done.refills);
                     dp.metrics.tables_deleted.inc_by(done.deleted);
+                    dp.metrics.conntrack_flushed.inc_by(done.conntrack_flushed);
                 }
                 Err(e) => {
                     dp.metrics.failures.inc();

@@ -3,8 +3,10 @@
 //! (netlink in the pod's namespace): run on the blocking pool.
 
 use crate::netlink::{self, ServiceRoute};
-use crate::nft::{service_proxy, Family, Nft, Table, POLICY_TABLE};
+use crate::nft::{conntrack, service_proxy, Family, Nft, Stmt, Table, POLICY_TABLE};
 use crate::policy::{plan, Update};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// What podagent last made in one pod. `None` tables after a restart mean "unknown": the
@@ -46,6 +48,8 @@ pub struct Done {
     pub applied: u64,
     pub refills: u64,
     pub deleted: u64,
+    /// UDP conntrack entries to gone endpoints deleted.
+    pub conntrack_flushed: u64,
 }
 
 impl Programmed {
@@ -72,7 +76,20 @@ impl Programmed {
         let mut nft = None;
         // Policy first: a new Service's backend is filtered from the moment it is reachable.
         step(&self.netns, &mut nft, &mut self.policy, desired.policy.as_ref(), POLICY_TABLE, &mut done)?;
+        let before = match &self.proxy {
+            Known::Applied(t) => dnat_targets(t),
+            _ => BTreeSet::new(),
+        };
         step(&self.netns, &mut nft, &mut self.proxy, desired.proxy.as_ref(), service_proxy::TABLE, &mut done)?;
+        let after = desired.proxy.as_ref().map(dnat_targets).unwrap_or_default();
+        let gone: Vec<IpAddr> = before.difference(&after).copied().collect();
+        if !gone.is_empty() {
+            // Best effort: a UDP flow to a gone endpoint is otherwise stuck until it times out.
+            match conntrack::flush_udp_to(&self.netns, &gone) {
+                Ok(n) => done.conntrack_flushed += n as u64,
+                Err(e) => log::warn!("UDP conntrack entries to {gone:?} in {}: {e}", self.netns.display()),
+            }
+        }
         if self.routes.as_ref() != Some(&desired.routes) {
             netlink::sync_service_routes(&self.netns, &desired.routes)
                 .map_err(|e| format!("ClusterIP routes in {}: {e}", self.netns.display()))?;
@@ -125,6 +142,17 @@ fn step(
     }
     *known = desired.map_or(Known::Absent, |t| Known::Applied(t.clone()));
     Ok(())
+}
+
+/// The endpoint addresses a proxy table DNATs to.
+fn dnat_targets(table: &Table) -> BTreeSet<IpAddr> {
+    let stmts = table.chains.iter().flat_map(|c| &c.rules).flat_map(|r| &r.0);
+    stmts
+        .filter_map(|s| match s {
+            Stmt::Dnat(ip, _) => Some(*ip),
+            _ => None,
+        })
+        .collect()
 }
 
 fn open<'a>(netns: &Path, nft: &'a mut Option<Nft>) -> Result<&'a mut Nft, String> {
