@@ -215,7 +215,9 @@ impl State {
         for pod in &local {
             let Some(uid) = pod.metadata.uid.clone() else { continue };
             let view = PodView::from_pod(pod);
-            if view.attachments.is_empty() && !self.programmed.contains_key(&uid) {
+            // Nothing to do in a pod never programmed that has no attachments or has finished
+            // (its sandbox is gone or going: no retry loop on a namespace that will never be).
+            if (view.attachments.is_empty() || view.finished) && !self.programmed.contains_key(&uid) {
                 continue;
             }
             seen.insert(uid.clone());
@@ -233,6 +235,9 @@ impl State {
                 continue;
             }
             let had = self.programmed.remove(&uid).filter(|p| p.netns.exists());
+            if had.is_none() && view.finished {
+                continue; // its namespace went with its rules
+            }
             jobs.push(Job { uid, pod: pod.clone(), forget: view.attachments.is_empty(), had, desired });
         }
         // Pods in parallel (each its own namespace and transaction), a few at a time.
