@@ -329,3 +329,19 @@ fn on_kubernetes_1_20_the_endpoints_come_from_core_v1_endpoints() {
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert!(log.contains("read from core/v1 Endpoints"), "{log}");
 }
+
+/// A pod that loses its attachment on mp1 (kactus's record of it) loses the Service there:
+/// its table and route go; the other pods keep theirs.
+#[test]
+fn a_pod_that_leaves_the_network_loses_its_table_and_route() {
+    let w = world();
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+    let c = w.sb.pods.iter().position(|p| p.path == w.client).unwrap();
+    let patch = json!({"status": {"conditions": []}});
+    w.sb.api().store().merge_patch("pods", "default", "client", &patch).unwrap();
+    assert!(wait_until(|| !has_table(&w.client, "kactus-proxy")), "the proxy table stayed");
+    assert_eq!(routes(&w.sb.pods[c]), "");
+    assert!(has_table(&w.sb.pods[1].path, "kactus-proxy"), "server1 is still on mp1");
+    assert!(wait_until(|| agent.metric("podagent_dataplane_pods_programmed") == 2));
+}
