@@ -9,7 +9,7 @@
 //! Every event of every watch wakes [`Changed`]; the reconcile loop coalesces them.
 
 use crate::endpoints::desired::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
-use crate::podagent::service_proxy::{PROXY_NAME, PROXY_NAME_LABEL};
+use crate::podagent::service_proxy::{MULTUS_PROXY_NAME, PROXY_NAME, PROXY_NAME_LABEL};
 use crate::policy::pod::ATTACHMENTS_CONDITION;
 use crate::policy::MultiNetworkPolicy;
 use futures::StreamExt;
@@ -81,7 +81,8 @@ impl Stores {
     /// Starts every watch (each on a task of its own, backing off while the apiserver is
     /// away); the stores fill as they list.
     pub async fn start(client: &kube::Client, node: &str, changed: &Changed) -> Result<Stores, String> {
-        let proxied = watcher::Config::default().labels(&format!("{PROXY_NAME_LABEL}={PROXY_NAME}"));
+        let proxied =
+            watcher::Config::default().labels(&format!("{PROXY_NAME_LABEL} in ({PROXY_NAME},{MULTUS_PROXY_NAME})"));
         let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, PROXY, |_| {}, every);
         let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
         let endpoints = if crate::daemon::api::served(client, "discovery.k8s.io/v1", "endpointslices").await? {
