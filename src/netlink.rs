@@ -116,6 +116,87 @@ pub fn delete_link(netns: &Path, ifname: &str) -> io::Result<bool> {
     })?
 }
 
+/// The routing protocol number that marks the host routes kactus's in-pod Service proxy
+/// adds (`ip route show proto 107`): how a restarted podagent or `kactus uninstall` finds
+/// them without any state of its own.
+pub const SERVICE_ROUTE_PROTOCOL: u8 = 107;
+
+/// A host route to a Service's ClusterIP over the pod's device on the Service's network,
+/// with the pod's address there as source (so the backend sees that address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceRoute {
+    pub cluster_ip: IpAddr,
+    pub dev: String,
+    pub src: IpAddr,
+}
+
+/// Makes the pod's kactus-marked host routes exactly `routes`: adds or replaces each of them
+/// and deletes every other route marked [`SERVICE_ROUTE_PROTOCOL`] (an empty `routes` removes
+/// them all). Each route is one netlink request; a device that is gone fails its route only.
+pub fn sync_service_routes(netns: &Path, routes: &[ServiceRoute]) -> io::Result<()> {
+    let routes = routes.to_vec();
+    crate::netns::run_in(netns, move || {
+        let mut rtnl = Rtnl::open()?;
+        let mut errors = Vec::new();
+        let mut wanted = Vec::new();
+        for r in &routes {
+            let made = index_of(&r.dev).and_then(|oif| {
+                let msg = service_route_message(r.cluster_ip, Some(oif), Some(r.src));
+                rtnl.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)?;
+                Ok(oif)
+            });
+            match made {
+                Ok(oif) => wanted.push((r.cluster_ip, oif)),
+                Err(e) => errors.push(format!("route {} dev {} src {}: {e}", r.cluster_ip, r.dev, r.src)),
+            }
+        }
+        for ipv6 in [false, true] {
+            for route in rtnl.marked_routes(ipv6)? {
+                let (dst, oif) = (route_destination(&route), route_key(&route).1);
+                if dst.is_some_and(|d| wanted.iter().any(|(w, o)| *w == d && Some(*o) == oif)) {
+                    continue;
+                }
+                match rtnl.request(RouteNetlinkMessage::DelRoute(route), NLM_F_ACK) {
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => errors.push(format!("delete route to {dst:?}: {e}")),
+                    Ok(_) => {}
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(errors.join("; ")))
+        }
+    })?
+}
+
+fn service_route_message(dst: IpAddr, oif: Option<u32>, src: Option<IpAddr>) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = if dst.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Other(SERVICE_ROUTE_PROTOCOL);
+    msg.header.kind = RouteType::Unicast;
+    msg.header.scope = RouteScope::Link;
+    msg.header.destination_prefix_length = if dst.is_ipv6() { 128 } else { 32 };
+    msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    if let Some(oif) = oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if let Some(src) = src {
+        msg.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(src)));
+    }
+    msg
+}
+
+fn route_destination(route: &RouteMessage) -> Option<IpAddr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    })
+}
+
 fn index_of(ifname: &str) -> io::Result<u32> {
     nix::net::if_::if_nametoindex(ifname)
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("device {ifname}: {e}")))
@@ -191,6 +272,25 @@ impl Rtnl {
                     if r.header.destination_prefix_length == 0
                         && r.header.table == RouteHeader::RT_TABLE_MAIN
                         && r.header.kind == RouteType::Unicast =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The main table's routes of one family that kactus's Service proxy marked.
+    fn marked_routes(&mut self, ipv6: bool) -> io::Result<Vec<RouteMessage>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        let all = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r)
+                    if r.header.protocol == RouteProtocol::Other(SERVICE_ROUTE_PROTOCOL)
+                        && r.header.table == RouteHeader::RT_TABLE_MAIN =>
                 {
                     Some(r)
                 }
@@ -316,6 +416,34 @@ mod tests {
         let out = Command::new("ip").args(["-n", &ns.0, "-o", "link", "show"]).output().unwrap();
         let links = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(links.contains("va@vb") && !links.contains("vc@"), "{links}");
+    }
+
+    #[test]
+    fn service_routes_are_made_exactly_and_only_kactus_marked_ones_are_removed() {
+        let ns = Ns::new("svcroutes");
+        let show = || {
+            let out = Command::new("ip").args(["-n", &ns.0, "-4", "route", "show", "proto", "107"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let _ = Command::new("ip").args(["-n", &ns.0, "route", "add", "10.96.9.9/32", "dev", "va"]).status();
+        let route = |ip: &str, dev: &str, src: &str| ServiceRoute {
+            cluster_ip: ip.parse().unwrap(),
+            dev: dev.into(),
+            src: src.parse().unwrap(),
+        };
+        sync_service_routes(
+            &ns.path(),
+            &[route("10.96.0.10", "vc", "10.2.0.2"), route("10.96.0.11", "vc", "10.2.0.2")],
+        )
+        .unwrap();
+        let lines: Vec<String> = show().lines().map(|l| l.trim().to_string()).collect();
+        assert_eq!(lines, ["10.96.0.10 dev vc scope link src 10.2.0.2", "10.96.0.11 dev vc scope link src 10.2.0.2"]);
+        sync_service_routes(&ns.path(), &[route("10.96.0.11", "va", "10.1.0.2")]).unwrap();
+        assert_eq!(show(), "10.96.0.11 dev va scope link src 10.1.0.2");
+        sync_service_routes(&ns.path(), &[]).unwrap();
+        assert_eq!(show(), "");
+        let out = Command::new("ip").args(["-n", &ns.0, "-4", "route", "show", "10.96.9.9"]).output().unwrap();
+        assert!(!out.stdout.is_empty(), "a route kactus did not mark stays");
     }
 
     #[test]

@@ -432,6 +432,12 @@ fn podagent_rbac_is_exactly_what_podagent_calls() {
             ("k8s.cni.cncf.io", "multi-networkpolicies", "watch"),
             ("", "namespaces", "list"),
             ("", "namespaces", "watch"),
+            ("", "services", "list"),
+            ("", "services", "watch"),
+            ("", "endpoints", "list"),
+            ("", "endpoints", "watch"),
+            ("discovery.k8s.io", "endpointslices", "list"),
+            ("discovery.k8s.io", "endpointslices", "watch"),
         ])
     );
     assert_bound(file, "manifests/podagent-ds.yaml", "podagent");
@@ -573,7 +579,10 @@ fn uninstall_daemonset_mounts_what_kactus_put_on_the_node_and_probes_for_its_abs
         (&installed.cni_bin_dir, &installed.cni_conf_dir, &installed.cache_dir)
     );
     let dirs = [&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir];
-    assert_eq!(host_mounts(pod_spec, container), read_write_at_the_same_path(&dirs));
+    let mut expected = read_write_at_the_same_path(&dirs);
+    // The pods' netns, to take podagent's tables and routes out of them.
+    expected.insert("/var/run/netns".into(), ("/run/netns".into(), true, "HostToContainer".into()));
+    assert_eq!(host_mounts(pod_spec, container), expected);
 
     // Ready = `kactus uninstall --check` with the same paths.
     let probe = strings(&container["readinessProbe"]["exec"]["command"]);
@@ -582,6 +591,7 @@ fn uninstall_daemonset_mounts_what_kactus_put_on_the_node_and_probes_for_its_abs
     expected_probe.extend(args);
     assert_eq!(probe, expected_probe);
     assert_eq!(container["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(container["securityContext"]["capabilities"]["add"], serde_json::json!(["NET_ADMIN", "SYS_ADMIN"]));
     assert_eq!(container["securityContext"]["privileged"], false);
 }
 

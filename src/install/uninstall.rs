@@ -18,6 +18,10 @@
 //! uninstall waits for kactus calls in flight (each holds its container's lock) and looks
 //! again; if a pod got attachments meanwhile, the config is put back and uninstall waits on.
 //!
+//! podagent's data plane goes too: the tables and ClusterIP routes it made in each pod whose
+//! network namespace kactus's cache names (podagent leaves them when it stops, so pods keep
+//! working through its upgrade).
+//!
 //! Run by manifests/kactus-uninstall.yaml on every node (after the installer DaemonSet is
 //! deleted: the installer would write the config back). The pod then idles, Ready once kactus
 //! is off its node (`kactus uninstall --check` is the readiness probe).
@@ -153,12 +157,38 @@ pub fn uninstall_once(args: &UninstallArgs) -> Result<Outcome, InstallError> {
     remove_file(&args.cni_bin_dir.join(super::NODE_LOCAL_BINARY))?;
     remove_leftover_temp_files(&args.cni_conf_dir);
     remove_leftover_temp_files(&args.cni_bin_dir);
+    remove_data_plane(&cache_dir);
     remove_cache(&cache_dir)?;
     let default_network = super::default_network::config_files(&args.cni_conf_dir)
         .map_err(|e| InstallError::io("list directory", &args.cni_conf_dir, io::Error::other(e.to_string())))?
         .into_iter()
         .next();
     Ok(Outcome::Removed { default_network })
+}
+
+/// Takes podagent's data plane (the in-pod Service proxy and MultiNetworkPolicy tables, the
+/// ClusterIP routes) out of every pod kactus's cache knows a network namespace of (`CNI_NETNS`
+/// of its calls), before the cache goes. podagent never removes them itself (pods keep working
+/// through its upgrade): this is the only place they go. Best effort: a namespace that is gone
+/// took its rules with it, and one that cannot be entered is named in the log.
+fn remove_data_plane(cache_dir: &Path) {
+    let mut seen = std::collections::BTreeSet::new();
+    for container in cache::cached_containers(cache_dir) {
+        let Ok(record) = cache::peek(cache_dir, &container) else { continue };
+        for call in &record.calls {
+            if call.netns.is_empty() || !seen.insert(call.netns.clone()) {
+                continue;
+            }
+            let netns = Path::new(&call.netns);
+            if !netns.exists() {
+                continue;
+            }
+            match crate::podagent::dataplane::program::remove_all(netns) {
+                Ok(()) => log::info!("kactus's tables and ClusterIP routes removed from {}", netns.display()),
+                Err(e) => log::warn!("container {container}: {e}"),
+            }
+        }
+    }
 }
 
 /// What of kactus is still on the node (the config, the credentials, the binary).

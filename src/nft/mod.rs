@@ -12,9 +12,11 @@
 //!
 //! `compile.rs` turns a table into messages, `wire.rs` holds the bytes (attributes,
 //! expressions, batch framing), `socket.rs` the netlink socket, `ranges.rs` the interval
-//! arithmetic of address and port sets.
+//! arithmetic of address and port sets; `conntrack.rs` deletes a pod's UDP conntrack entries
+//! to endpoints that went (ctnetlink).
 
 mod compile;
+pub mod conntrack;
 pub mod error;
 pub mod ranges;
 pub mod service_proxy;

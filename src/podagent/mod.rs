@@ -7,10 +7,12 @@
 //! in the host's filesystem (`mount_ns.rs`), `pods.rs` holds the node's pods (only what is
 //! read of them), `recent.rs` remembers what the watch and the last calls told, `metrics.rs`
 //! counts. `fastpath_server.rs` answers kactus's apiserver questions from the caches (the
-//! fast path). `service_proxy.rs` computes a pod's in-pod Service proxy table.
+//! fast path). `service_proxy.rs` computes a pod's in-pod Service proxy table, which
+//! `dataplane/` programs in each local pod with its MultiNetworkPolicy table.
 
 pub mod controller;
 pub mod cri;
+pub mod dataplane;
 pub mod diff;
 pub mod fastpath_server;
 pub mod invoke;
@@ -89,11 +91,13 @@ async fn serve(opts: Options) -> Result<(), String> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     let reporter = Reporter { controller: "podagent".into(), instance: Some(opts.node_name.clone()) };
+    let locator: Arc<dyn sandbox::SandboxLocator> = Arc::from(locator);
+    let dataplane_metrics = dataplane::Metrics::register(&mut registry);
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         node: opts.node_name,
-        locator: Arc::from(locator),
+        locator: locator.clone(),
         plugin: Arc::new(NodePlugin {
             conf_dir: opts.cni_conf_dir,
             bin_dir: opts.cni_bin_dir,
@@ -119,6 +123,14 @@ async fn serve(opts: Options) -> Result<(), String> {
         })?;
     }
     let first_look = ctx.first_look.clone();
+    dataplane::spawn(dataplane::DataPlane {
+        client: ctx.client.clone(),
+        node: ctx.node.clone(),
+        locator,
+        recorder: ctx.recorder.clone(),
+        metrics: dataplane_metrics,
+    })
+    .await?;
     daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;
     let termination = daemon::Termination::listen();
     controller::run(ctx, pods_writer, opts.concurrent_pods, termination.clone().received()).await;

@@ -75,6 +75,18 @@ impl From<ApiPod> for Pod {
 }
 
 impl Pod {
+    /// A pod known by its identity only (name, namespace, UID): what finding its sandbox needs,
+    /// for parts of podagent that hold pods of their own (the data plane).
+    pub fn identified_by(meta: &ObjectMeta) -> Pod {
+        let metadata = ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            ..ObjectMeta::default()
+        };
+        Pod { metadata, ..Pod::default() }
+    }
+
     /// A kept annotation's value.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())

@@ -5,13 +5,15 @@
 //! A Service is proxied here when it carries `service.kubernetes.io/service-proxy-name: kactus`
 //! (so kube-proxy, OVN-Kubernetes and Cilium leave it alone) and names its network in
 //! `k8s.v1.cni.cncf.io/service-network` (multus-service's annotation) or
-//! `k8s.v1.cni.cncf.io/networks`. A pod gets the Service only if the pod itself is on that
+//! `k8s.v1.cni.cncf.io/networks`, or is a multus-service Service (`multus-proxy` and
+//! `service-network`). A pod gets the Service only if the pod itself is on that
 //! network: its traffic to the ClusterIP leaves over that attachment. Endpoints come only from
 //! slices kactus's controller wrote (`managed-by=kactus.io/endpoints-controller`): the ones
 //! kube-controller-manager writes for the same Service hold primary-network addresses.
 
 use crate::endpoints::desired::{addresses_on, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use crate::endpoints::shape::{parse_network, NetworkRef, NETWORKS_ANNOTATION};
+use crate::netlink::ServiceRoute;
 use crate::nft::service_proxy::{self, Protocol, ServicePort};
 use crate::nft::Table;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -22,6 +24,8 @@ use std::net::{IpAddr, SocketAddr};
 pub const PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// The `service-proxy-name` value that hands a Service to kactus.
 pub const PROXY_NAME: &str = "kactus";
+/// multus-service's proxy name: its Services (with [`SERVICE_NETWORK_ANNOTATION`]) are served too.
+pub const MULTUS_PROXY_NAME: &str = "multus-proxy";
 /// multus-service's name for a Service's network; `networks` is accepted too.
 pub const SERVICE_NETWORK_ANNOTATION: &str = "k8s.v1.cni.cncf.io/service-network";
 
@@ -34,11 +38,15 @@ pub fn desired_table(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) 
 /// or names no network; an error (for an Event) when it names one unreadably.
 pub fn proxied_network(service: &Service) -> Option<Result<NetworkRef, String>> {
     let labels = service.metadata.labels.as_ref()?;
-    if labels.get(PROXY_NAME_LABEL).map(String::as_str) != Some(PROXY_NAME) {
-        return None;
-    }
     let annotations = service.metadata.annotations.as_ref()?;
-    let value = annotations.get(SERVICE_NETWORK_ANNOTATION).or_else(|| annotations.get(NETWORKS_ANNOTATION))?;
+    let value = match labels.get(PROXY_NAME_LABEL).map(String::as_str) {
+        Some(PROXY_NAME) => {
+            annotations.get(SERVICE_NETWORK_ANNOTATION).or_else(|| annotations.get(NETWORKS_ANNOTATION))?
+        }
+        // multus-service's Services, as written for it: its annotation names the network.
+        Some(MULTUS_PROXY_NAME) => annotations.get(SERVICE_NETWORK_ANNOTATION)?,
+        _ => return None,
+    };
     let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
     Some(parse_network(value, namespace))
 }
@@ -89,6 +97,34 @@ pub fn service_ports(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) 
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
     out
+}
+
+/// The host routes `pod` needs for the proxied Services on its networks: each ClusterIP via
+/// the pod's device on the Service's network, from its address of the ClusterIP's family
+/// there (a ClusterIP with no address of its family on that device gets none). Only the
+/// attested record (`kactus.io/attachments`) names devices and addresses.
+pub fn routes(pod: &Pod, services: &[Service]) -> Vec<ServiceRoute> {
+    let view = crate::policy::PodView::from_pod(pod);
+    let mut out = BTreeSet::new();
+    for service in services {
+        let Some(Ok(network)) = proxied_network(service) else { continue };
+        let Some(spec) = service.spec.as_ref() else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let on = |a: &&crate::policy::pod::Attachment| {
+            a.network.namespace == network.namespace && a.network.name == network.name
+        };
+        let Some(attachment) = view.attachments.iter().find(on) else { continue };
+        let ips = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter()).filter_map(|ip| ip.parse().ok());
+        for cluster_ip in ips {
+            let src = attachment.ips.iter().find(|a: &&IpAddr| a.is_ipv6() == IpAddr::is_ipv6(&cluster_ip));
+            if let Some(src) = src {
+                out.insert(ServiceRoute { cluster_ip, dev: attachment.interface.clone(), src: *src });
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// One of kactus's slices of Service `namespace/name`.
@@ -274,11 +310,13 @@ mod tests {
             // No proxy-name label: kube-proxy's.
             service("plain", &[], &[(SERVICE_NETWORK_ANNOTATION, "mp1")], &["10.96.0.11"]),
             // Another proxy's.
+            service("other", &[(PROXY_NAME_LABEL, "cilium")], &[(SERVICE_NETWORK_ANNOTATION, "mp1")], &["10.96.0.12"]),
+            // multus-service's without its own annotation.
             service(
-                "other",
-                &[(PROXY_NAME_LABEL, "multus-proxy")],
-                &[(SERVICE_NETWORK_ANNOTATION, "mp1")],
-                &["10.96.0.12"],
+                "multus",
+                &[(PROXY_NAME_LABEL, MULTUS_PROXY_NAME)],
+                &[(NETWORKS_ANNOTATION, "mp1")],
+                &["10.96.0.15"],
             ),
             // A network the pod is not on.
             proxied("elsewhere", "mp2", &["10.96.0.13"]),
@@ -288,7 +326,21 @@ mod tests {
             proxied("bad", "a,b", &["10.96.0.14"]),
         ];
         assert_eq!(service_ports(&client(), &services, &[]), vec![]);
-        assert!(matches!(proxied_network(&services[4]), Some(Err(_))));
+        assert!(matches!(proxied_network(&services[5]), Some(Err(_))));
+    }
+
+    #[test]
+    fn multus_services_are_served_on_their_service_network() {
+        let services = [service(
+            "hello1",
+            &[(PROXY_NAME_LABEL, MULTUS_PROXY_NAME)],
+            &[(SERVICE_NETWORK_ANNOTATION, "mp1")],
+            &["10.96.0.10"],
+        )];
+        let slices = [slice("hello1", MANAGED_BY, "IPv4", &[("200.1.1.2", None)])];
+        let ports = service_ports(&client(), &services, &slices);
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].endpoints, eps(&["200.1.1.2"]));
     }
 
     #[test]
@@ -303,6 +355,14 @@ mod tests {
             service_ports(&client(), &services, &[slice("hello1", MANAGED_BY, "IPv4", &[("200.1.1.2", Some(false))])]);
         assert_eq!(ports.len(), 1);
         assert!(ports[0].endpoints.is_empty());
+        assert_eq!(
+            routes(&client(), &services),
+            vec![ServiceRoute {
+                cluster_ip: "10.96.0.10".parse().unwrap(),
+                dev: "net1".into(),
+                src: "200.1.1.9".parse().unwrap()
+            }]
+        );
         let table = desired_table(&client(), &services, &[]);
         let no_endpoints = table.sets.iter().find(|s| s.name == "no-endpoints-4").unwrap();
         assert_eq!(no_endpoints.elements.len(), 1);

@@ -163,6 +163,10 @@ mod tests {
         emulation.uninstall("network-attachment-definitions.k8s.cni.cncf.io");
         assert!(emulation.document("/apis/k8s.cni.cncf.io/v1").is_none());
         let groups = emulation.document("/apis").unwrap().to_string();
-        assert!(!groups.contains("k8s.cni.cncf.io") && groups.contains("kaloom.com"), "{groups}");
+        // The group stays for MultiNetworkPolicy's v1beta1; its v1 (NADs) is gone.
+        assert!(!groups.contains("k8s.cni.cncf.io/v1\"") && groups.contains("kaloom.com"), "{groups}");
+        emulation.uninstall("multi-networkpolicies.k8s.cni.cncf.io");
+        let groups = emulation.document("/apis").unwrap().to_string();
+        assert!(!groups.contains("k8s.cni.cncf.io"), "{groups}");
     }
 }

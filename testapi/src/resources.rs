@@ -44,6 +44,8 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { resource: "network-attachment-definitions", group: "k8s.cni.cncf.io", version: "v1", kind: "NetworkAttachmentDefinition", has_status: false, extra_fields: &[] },
     // Core Endpoints: what kactus-endpoints writes where discovery.k8s.io/v1 is not served.
     ResourceKind { resource: "endpoints", group: "", version: "v1", kind: "Endpoints", has_status: false, extra_fields: &[] },
+    ResourceKind { resource: "namespaces", group: "", version: "v1", kind: "Namespace", has_status: true, extra_fields: &[] },
+    ResourceKind { resource: "multi-networkpolicies", group: "k8s.cni.cncf.io", version: "v1beta1", kind: "MultiNetworkPolicy", has_status: false, extra_fields: &[] },
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
     // The same slices as Kubernetes 1.17-1.24 also served them (one store: names are shared).
     ResourceKind { resource: "endpointslices", group: "discovery.k8s.io", version: "v1beta1", kind: "EndpointSlice", has_status: false, extra_fields: &[] },
@@ -65,8 +67,15 @@ pub const KINDS: &[ResourceKind] = &[
 
 /// Kinds whose objects belong to no namespace: served at `/apis/{group}/{version}/{resource}/{name}`,
 /// never under `/namespaces/`, and stored without `metadata.namespace`.
-const CLUSTER_SCOPED: &[&str] =
-    &["mutatingwebhookconfigurations", "nodes", "sliceclaims", "resourceslices", "clusterroles", "clusterrolebindings"];
+const CLUSTER_SCOPED: &[&str] = &[
+    "mutatingwebhookconfigurations",
+    "namespaces",
+    "nodes",
+    "sliceclaims",
+    "resourceslices",
+    "clusterroles",
+    "clusterrolebindings",
+];
 
 impl ResourceKind {
     /// `apiVersion` of objects of this kind: `v1` or `group/version`.
