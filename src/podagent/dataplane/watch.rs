@@ -296,6 +296,13 @@ pub fn as_slices(endpoints: &Endpoints) -> Vec<EndpointSlice> {
     out
 }
 
+/// [`crate::daemon::api::serves`], its error told as the watches tell theirs.
+async fn served(client: &kube::Client, group_version: &str, resource: &str) -> Result<bool, String> {
+    crate::daemon::api::serves(client, group_version, resource).await.map_err(|e| {
+        format!("asking the apiserver whether it serves {group_version}: {}", crate::kube::error_chain(&e))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,11 +368,4 @@ mod tests {
         assert_eq!(slices[0].endpoints[1].conditions.as_ref().unwrap().ready, Some(false));
         assert_eq!(slices[1].endpoints[0].addresses, vec!["fd00::2".to_string()]);
     }
-}
-
-/// [`crate::daemon::api::serves`], its error told as the watches tell theirs.
-async fn served(client: &kube::Client, group_version: &str, resource: &str) -> Result<bool, String> {
-    crate::daemon::api::serves(client, group_version, resource).await.map_err(|e| {
-        format!("asking the apiserver whether it serves {group_version}: {}", crate::kube::error_chain(&e))
-    })
 }
