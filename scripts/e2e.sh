@@ -349,6 +349,32 @@ fi
 # Seed 000's Service applied unchanged (spec.selector + the networks annotation): the webhook
 # moves its selector, kactus-endpoints publishes the mp1 addresses only (Endpoints on 1.20,
 # EndpointSlices from 1.21), and applying it again changes nothing.
+# ---- 4b. the fast path (issue 25): kactus asks podagent, never waits for it
+say "the fast path: pods start with podagent answering, and while podagent is rolled and killed"
+podagent_metric() { python3 -c "
+import urllib.request,sys
+for l in urllib.request.urlopen('http://127.0.0.1:9648/metrics', timeout=3).read().decode().splitlines():
+    if l.split(' ')[0]=='$1': print(l.split(' ')[1]); break
+else: print(0)" 2>/dev/null || echo 0; }
+answers_before=$(podagent_metric podagent_fastpath_answers_total)
+pod fp1 networks '[ { "name": "green" }, { "name": "blue" } ]' | kn apply -f - >/dev/null
+check "fp1 is Ready with green and blue" until_ok 90 all_ready fp1
+check "fp1 has net9f27410725ab and net48d6215903df" has_devs fp1 net9f27410725ab net48d6215903df
+answered() { [ "$(podagent_metric podagent_fastpath_answers_total | cut -d. -f1)" -gt "${answers_before%%.*}" ]; }
+check "podagent answered kactus for it (podagent_fastpath_answers_total grew)" answered
+no_fallback() { ! grep -q "fast path: pod $NS/fp1: reading the apiserver in-process" /var/log/kactus/kactus.log; }
+check "kactus took no in-process path for fp1 (its log says no fallback)" no_fallback
+k -n kube-system rollout restart ds/podagent >/dev/null
+for i in 1 2 3 4; do pod "fproll$i" networks '[ { "name": "green" }, { "name": "blue" } ]' | kn apply -f - >/dev/null; sleep 1; done
+k -n kube-system delete pod -l app=podagent --wait=false >/dev/null 2>&1
+for i in 5 6; do pod "fproll$i" networks '[ { "name": "green" }, { "name": "blue" } ]' | kn apply -f - >/dev/null; done
+check "podagent rolled and its pod killed" k -n kube-system rollout status ds/podagent --timeout=120s
+check "all six pods created meanwhile are Ready" until_ok 120 all_ready fproll1 fproll2 fproll3 fproll4 fproll5 fproll6
+every_pod_has_both() { local p; for p in fproll1 fproll2 fproll3 fproll4 fproll5 fproll6; do has_devs "$p" net9f27410725ab net48d6215903df || return 1; done; }
+check "each has exactly what its annotation names (green and blue)" every_pod_has_both
+echo "    fallbacks logged meanwhile: $(grep -c 'fast path: pod '"$NS"'/fproll' /var/log/kactus/kactus.log)"
+delete_pods fp1 fproll1 fproll2 fproll3 fproll4 fproll5 fproll6
+
 say "seed scenario 5: Service hello1 on mep/mp1 through kactus-endpoints, as the seed wrote it"
 check "kubectl apply -f manifests/endpoints-controller.yaml" k apply -f manifests/endpoints-controller.yaml
 if [ -n "${endpoints_on_host_network:-}" ]; then
@@ -411,6 +437,58 @@ check "applying the same file again changes nothing (resourceVersion $rv)" test 
 sleep 3
 check "nothing alternates: still only the mp1 addresses" only_mp1
 echo "    events: $(k -n mep get events --field-selector involvedObject.name=hello1 -o jsonpath='{.items[*].reason}')"
+
+# ---- 5b. the ClusterIP over mp1 with no node on mp1: podagent's in-pod proxy (seed 003's
+# multus-service), and MultiNetworkPolicy on mp1 enforced in the pods
+say "seed 003: a ClusterIP served inside the pods on mp1 (no node on mp1), and a MultiNetworkPolicy on mp1"
+for i in 1 2; do k -n mep exec "hello$i" -- setsid nc -ll -p 80 -e /bin/hostname </dev/null >/dev/null 2>&1 & done
+sleep 1
+cat <<'YAML' | k apply -n mep -f - >/dev/null
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello-proxy
+  labels: {service.kubernetes.io/service-proxy-name: kactus}
+  annotations: {k8s.v1.cni.cncf.io/networks: mep/mp1}
+spec:
+  selector: {app: hello}
+  ports: [{protocol: TCP, port: 8080, targetPort: http}]
+YAML
+pod client k8s.v1.cni.cncf.io/networks mep/mp1 | sed "s/namespace: $NS/namespace: mep/" | k apply -f - >/dev/null
+client_ready() { [ "$(k -n mep get pod client -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+check "the client pod on mp1 is Ready" until_ok 120 client_ready
+vip=$(k -n mep get svc hello-proxy -o jsonpath='{.spec.clusterIP}')
+ask_vip() { k -n mep exec client -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null | grep -q hello; }
+check "the client reaches ClusterIP $vip:8080 through its own netns (DNAT to a hello pod's mp1 address)" until_ok 60 ask_vip
+both_served() { local seen="" i; for i in $(seq 1 20); do seen="$seen $(k -n mep exec client -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null)"; done; echo "$seen" | grep -q hello1 && echo "$seen" | grep -q hello2; }
+check "both hello pods answer over the ClusterIP (random over the ready endpoints)" both_served
+vip_route() { k -n mep exec client -- ip route get "$vip" | grep -q "dev net48d54f43c30a"; }
+check "the client's route to the ClusterIP leaves by its mp1 device" vip_route
+if k apply -f manifests/multi-networkpolicy-crd.yaml >/dev/null 2>&1 && until_ok 30 k get multi-networkpolicies -A >/dev/null 2>&1; then
+    # podagent picks up a CRD installed after it started only when restarted (README).
+    k -n kube-system rollout restart ds/podagent >/dev/null; k -n kube-system rollout status ds/podagent --timeout=120s >/dev/null 2>&1
+    cat <<'YAML' | k apply -n mep -f - >/dev/null
+apiVersion: k8s.cni.cncf.io/v1beta1
+kind: MultiNetworkPolicy
+metadata:
+  name: hello-from-nobody
+  annotations: {k8s.v1.cni.cncf.io/policy-for: mp1}
+spec:
+  podSelector: {matchLabels: {app: hello}}
+  policyTypes: [Ingress]
+YAML
+    denied() { ! k -n mep exec client -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null | grep -q hello; }
+    check "a MultiNetworkPolicy isolating the hello pods on mp1 stops the client" until_ok 60 denied
+    eth0_still() { local ip; ip=$(k -n mep get pod hello1 -o jsonpath='{.status.podIP}'); k -n mep exec client -- ping -c 1 -W 2 "$ip" >/dev/null 2>&1; }
+    check "eth0 is not governed: the client still pings hello1 on the cluster network" eth0_still
+    k -n mep delete multi-networkpolicy hello-from-nobody >/dev/null
+    check "deleting the policy lets the client in again" until_ok 60 ask_vip
+else
+    fail "the MultiNetworkPolicy CRD could not be applied"
+fi
+k -n mep delete svc hello-proxy >/dev/null
+no_proxy_table() { ! k -n mep exec client -- ip route get "$vip" 2>/dev/null | grep -q "dev net48d54f43c30a"; }
+check "deleting the Service takes its route out of the client pod" until_ok 60 no_proxy_table
 k delete namespace mep --wait=true --timeout=120s >/dev/null 2>&1
 ip link del kte2e-mp1a 2>/dev/null
 k delete -f manifests/endpoints-controller.yaml --ignore-not-found >/dev/null 2>&1
