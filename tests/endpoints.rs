@@ -329,7 +329,7 @@ fn service_on_mp1_gets_secondary_addresses_that_follow_the_pods() {
     let svc = cluster.server.store().get("services", "default", "hello1").unwrap();
     assert_eq!(slice["metadata"]["name"], "hello1-kactus-ipv4-0");
     assert_eq!(slice["addressType"], "IPv4");
-    assert_eq!(slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "kactus.io/endpoints-controller");
+    assert_eq!(slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "endpoints-controller.kactus.io");
     assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], svc["metadata"]["uid"]);
     assert_eq!(slice["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(slice["ports"], json!([{"name": "web", "protocol": "TCP", "port": 80}]), "named targetPort resolved");
@@ -809,7 +809,7 @@ fn the_seed_service_applied_unchanged_gets_only_mp1_addresses_and_a_reapply_chan
     assert_eq!(slices.len(), 1, "{slices:?}");
     assert_eq!(
         slices[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
-        "kactus.io/endpoints-controller"
+        "endpoints-controller.kactus.io"
     );
     assert_eq!(slices[0]["ports"], json!([{"name": "", "protocol": "TCP", "port": 80}]), "targetPort http resolved");
     assert!(cluster.server.store().get("endpoints", "mep", "hello1").is_none(), "no Endpoints on 1.21+ unless asked");
@@ -848,7 +848,7 @@ fn a_headless_seed_service_answers_with_the_secondary_addresses_only() {
     assert!(
         all.iter()
             .all(|s| s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
-                == "kactus.io/endpoints-controller")
+                == "endpoints-controller.kactus.io")
     );
 }
 

@@ -99,7 +99,7 @@ fn slice_yaml(endpoints: &[&str]) -> String {
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
            "metadata": {"name": "hello-kactus", "namespace": "default",
                         "labels": {"kubernetes.io/service-name": "hello",
-                                   "endpointslice.kubernetes.io/managed-by": "kactus.io/endpoints-controller"}},
+                                   "endpointslice.kubernetes.io/managed-by": "endpoints-controller.kactus.io"}},
            "addressType": "IPv4", "endpoints": endpoints,
            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 8053, "protocol": "UDP"}]})
     .to_string()
@@ -316,7 +316,8 @@ fn on_kubernetes_1_20_the_endpoints_come_from_core_v1_endpoints() {
         let addresses: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
         json!({"apiVersion": "v1", "kind": "Endpoints",
                "metadata": {"name": "hello", "namespace": "default",
-                            "labels": {"endpointslice.kubernetes.io/managed-by": "kactus.io/endpoints-controller"}},
+                            // What kactus-endpoints labels the Endpoints it writes with.
+                            "labels": {"app.kubernetes.io/managed-by": "kactus-endpoints"}},
                "subsets": [{"addresses": addresses, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
         .to_string()
     };

@@ -17,7 +17,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Our `managed-by` value: Kubernetes' endpointslice controller leaves slices with another
 /// value alone, and we only ever touch slices with this one.
-pub const MANAGED_BY: &str = "kactus.io/endpoints-controller";
+pub const MANAGED_BY: &str = "endpoints-controller.kactus.io";
 /// Kubernetes' own default cap (`--max-endpoints-per-slice`).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 

@@ -4,7 +4,7 @@
 //! Supported shape (see [`shape`]): a Service **without** `spec.selector`, annotated
 //! `k8s.v1.cni.cncf.io/networks: <ns>/<name>` and `kactus.io/selector: '{"app":"hello"}'`.
 //! kube-controller-manager writes no endpoints for a selector-less Service, and our slices
-//! carry `endpointslice.kubernetes.io/managed-by: kactus.io/endpoints-controller`, which its
+//! carry `endpointslice.kubernetes.io/managed-by: endpoints-controller.kactus.io`, which its
 //! endpointslice controller never touches; kube-proxy serves the ClusterIP from them.
 //!
 //! Layout: [`run`] wires kube-rs's watchers, reflectors and `Controller` (Services, and the

@@ -8,7 +8,7 @@
 //! `k8s.v1.cni.cncf.io/networks`, or is a multus-service Service (`multus-proxy` and
 //! `service-network`). A pod gets the Service only if the pod itself is on that
 //! network: its traffic to the ClusterIP leaves over that attachment. Endpoints come only from
-//! slices kactus's controller wrote (`managed-by=kactus.io/endpoints-controller`): the ones
+//! slices kactus's controller wrote (`managed-by=endpoints-controller.kactus.io`): the ones
 //! kube-controller-manager writes for the same Service hold primary-network addresses.
 
 use crate::endpoints::desired::{addresses_on, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};

@@ -91,13 +91,19 @@ fn parse_label_requirement(term: &str) -> Result<Requirement, ApiError> {
     if let Some(key) = term.strip_prefix('!') {
         return Ok(Requirement::NotExists(valid_key(key.trim()).ok_or_else(bad)?));
     }
+    let values = |rest: &str| set_values(rest).filter(|vs| vs.iter().all(|v| valid_label_value(v)));
     if let Some((key, rest)) = split_set_op(term, " notin ") {
-        return Ok(Requirement::NotIn(valid_key(key).ok_or_else(bad)?, set_values(rest).ok_or_else(bad)?));
+        return Ok(Requirement::NotIn(valid_key(key).ok_or_else(bad)?, values(rest).ok_or_else(bad)?));
     }
     if let Some((key, rest)) = split_set_op(term, " in ") {
-        return Ok(Requirement::In(valid_key(key).ok_or_else(bad)?, set_values(rest).ok_or_else(bad)?));
+        return Ok(Requirement::In(valid_key(key).ok_or_else(bad)?, values(rest).ok_or_else(bad)?));
     }
     match parse_comparison(term) {
+        // The real server refuses a value no label can have ("kactus.io/x": a slash), 400.
+        Some(Ok(c)) if !valid_label_value(&c.value) => Err(ApiError::bad_request(format!(
+            "unable to parse requirement: invalid label value: {:?}: at key: {:?}",
+            c.value, c.key
+        ))),
         Some(Ok(c)) => Ok(c.into_requirement()),
         Some(Err(())) => Err(bad()),
         None => Ok(Requirement::Exists(valid_key(term).ok_or_else(bad)?)),
@@ -159,6 +165,16 @@ fn split_set_op<'a>(term: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
 fn set_values(rest: &str) -> Option<Vec<String>> {
     let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
     Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+}
+
+/// A label value as Kubernetes validates it: empty, or at most 63 characters of
+/// `[A-Za-z0-9._-]` beginning and ending with an alphanumeric.
+pub fn valid_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn valid_key(key: &str) -> Option<String> {

@@ -513,6 +513,7 @@ impl Store {
                 ))
             }
         };
+        check_labels(kind, &name, &obj)?;
         let key = (kind.resource, namespace.to_string(), name.clone());
         if state.objects.contains_key(&key) {
             return Err(ApiError::already_exists(kind, &name));
@@ -578,6 +579,7 @@ impl Store {
             },
             _ => {}
         }
+        check_labels(kind, new["metadata"]["name"].as_str().unwrap_or_default(), &new)?;
         // What the server owns cannot be changed by a client.
         new["apiVersion"] = json!(kind.api_version());
         new["kind"] = json!(kind.kind);
@@ -736,4 +738,24 @@ mod tests {
         let err = store.merge_patch("pods", "default", "app1", &stale).unwrap_err();
         assert!(matches!(err, StoreError::Api(ref e) if e.code == 409), "{err}");
     }
+}
+
+/// Label values as the real server validates them (422 for one it refuses, as for
+/// `endpointslice.kubernetes.io/managed-by: kactus.io/x`, whose slash no label value may hold).
+fn check_labels(kind: &ResourceKind, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(labels) = obj["metadata"]["labels"].as_object() else { return Ok(()) };
+    for (key, value) in labels {
+        let value = value.as_str().unwrap_or_default();
+        if !super::selector::valid_label_value(value) {
+            return Err(ApiError::invalid(
+                kind,
+                name,
+                format!(
+                    "metadata.labels: Invalid value: {value:?}: a valid label must be an empty string or consist of \
+                     alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (key {key:?})"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -8,7 +8,9 @@
 //!
 //! Every event of every watch wakes [`Changed`]; the reconcile loop coalesces them.
 
-use crate::endpoints::desired::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
+use crate::endpoints::desired::{
+    ENDPOINTS_MANAGED_BY, ENDPOINTS_MANAGED_BY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL,
+};
 use crate::podagent::service_proxy::{MULTUS_PROXY_NAME, PROXY_NAME, PROXY_NAME_LABEL};
 use crate::policy::pod::ATTACHMENTS_CONDITION;
 use crate::policy::MultiNetworkPolicy;
@@ -89,6 +91,9 @@ impl Stores {
             EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}, every))
         } else {
             log::info!("discovery.k8s.io/v1 is not served: Service endpoints are read from core/v1 Endpoints");
+            // kactus-endpoints labels the Endpoints it writes with its own managed-by label.
+            let ours =
+                watcher::Config::default().labels(&format!("{ENDPOINTS_MANAGED_BY_LABEL}={ENDPOINTS_MANAGED_BY}"));
             EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}, every))
         };
         let policies = if served(client, "k8s.cni.cncf.io/v1beta1", "multi-networkpolicies").await? {
@@ -249,6 +254,8 @@ fn strip_namespace(namespace: &mut Namespace) {
 /// `kubernetes.io/service-name` its name), ready addresses ready and not-ready ones not.
 pub fn as_slices(endpoints: &Endpoints) -> Vec<EndpointSlice> {
     let mut labels = endpoints.metadata.labels.clone().unwrap_or_default();
+    // Only kactus-endpoints' own Endpoints are watched: their slices are kactus's too.
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
     if let Some(name) = &endpoints.metadata.name {
         labels.insert(SERVICE_NAME_LABEL.to_string(), name.clone());
     }
@@ -353,7 +360,7 @@ mod tests {
     #[test]
     fn legacy_endpoints_read_as_kactus_slices_per_family() {
         let endpoints: Endpoints = serde_json::from_value(json!({
-            "metadata": {"name": "hello", "namespace": "mep", "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "metadata": {"name": "hello", "namespace": "mep", "labels": {ENDPOINTS_MANAGED_BY_LABEL: ENDPOINTS_MANAGED_BY}},
             "subsets": [{"addresses": [{"ip": "200.1.1.2"}, {"ip": "fd00::2"}],
                          "notReadyAddresses": [{"ip": "200.1.1.3"}],
                          "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]
