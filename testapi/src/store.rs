@@ -710,6 +710,26 @@ fn now_in_seconds() -> String {
     jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
 }
 
+/// Label values as the real server validates them (422 for one it refuses, as for
+/// `endpointslice.kubernetes.io/managed-by: kactus.io/x`, whose slash no label value may hold).
+fn check_labels(kind: &ResourceKind, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(labels) = obj["metadata"]["labels"].as_object() else { return Ok(()) };
+    for (key, value) in labels {
+        let value = value.as_str().unwrap_or_default();
+        if !super::selector::valid_label_value(value) {
+            return Err(ApiError::invalid(
+                kind,
+                name,
+                format!(
+                    "metadata.labels: Invalid value: {value:?}: a valid label must be an empty string or consist of \
+                     alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (key {key:?})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,24 +758,4 @@ mod tests {
         let err = store.merge_patch("pods", "default", "app1", &stale).unwrap_err();
         assert!(matches!(err, StoreError::Api(ref e) if e.code == 409), "{err}");
     }
-}
-
-/// Label values as the real server validates them (422 for one it refuses, as for
-/// `endpointslice.kubernetes.io/managed-by: kactus.io/x`, whose slash no label value may hold).
-fn check_labels(kind: &ResourceKind, name: &str, obj: &Value) -> Result<(), ApiError> {
-    let Some(labels) = obj["metadata"]["labels"].as_object() else { return Ok(()) };
-    for (key, value) in labels {
-        let value = value.as_str().unwrap_or_default();
-        if !super::selector::valid_label_value(value) {
-            return Err(ApiError::invalid(
-                kind,
-                name,
-                format!(
-                    "metadata.labels: Invalid value: {value:?}: a valid label must be an empty string or consist of \
-                     alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (key {key:?})"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
