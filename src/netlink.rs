@@ -262,36 +262,23 @@ impl Rtnl {
 
     /// The main table's default routes of one family.
     fn default_routes(&mut self, ipv6: bool) -> io::Result<Vec<RouteMessage>> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-        let all = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
-        Ok(all
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r)
-                    if r.header.destination_prefix_length == 0
-                        && r.header.table == RouteHeader::RT_TABLE_MAIN
-                        && r.header.kind == RouteType::Unicast =>
-                {
-                    Some(r)
-                }
-                _ => None,
-            })
-            .collect())
+        self.main_routes(ipv6, |r| r.header.destination_prefix_length == 0 && r.header.kind == RouteType::Unicast)
     }
 
     /// The main table's routes of one family that kactus's Service proxy marked.
     fn marked_routes(&mut self, ipv6: bool) -> io::Result<Vec<RouteMessage>> {
+        self.main_routes(ipv6, |r| r.header.protocol == RouteProtocol::Other(SERVICE_ROUTE_PROTOCOL))
+    }
+
+    /// The main table's routes of one family that `wanted` keeps (one dump).
+    fn main_routes(&mut self, ipv6: bool, wanted: impl Fn(&RouteMessage) -> bool) -> io::Result<Vec<RouteMessage>> {
         let mut query = RouteMessage::default();
         query.header.address_family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
         let all = self.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
         Ok(all
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r)
-                    if r.header.protocol == RouteProtocol::Other(SERVICE_ROUTE_PROTOCOL)
-                        && r.header.table == RouteHeader::RT_TABLE_MAIN =>
-                {
+                RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN && wanted(&r) => {
                     Some(r)
                 }
                 _ => None,
