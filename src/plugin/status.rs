@@ -20,16 +20,27 @@ pub fn network_status(entries: &[CacheEntry]) -> Value {
     Value::Array(list)
 }
 
-fn entry_status(e: &CacheEntry) -> Value {
-    let mut out = json!({ "name": e.shown_network(), "interface": e.if_name });
-    let Ok(result) = CniResult::parse(&e.result) else { return out };
-    let index = result.sandbox_interface(&e.if_name);
-    let ips: Vec<String> = result
+/// The addresses (without prefix) the result gives the sandbox interface at `index` (all of
+/// them when it names none): what network-status and the attested condition list.
+fn sandbox_ips(result: &CniResult, index: Option<usize>) -> Vec<String> {
+    result
         .ips
         .iter()
         .filter(|ip| index.is_none() || ip.interface == index || ip.interface.is_none())
         .filter_map(|ip| ip.ip().map(|a| a.to_string()))
-        .collect();
+        .collect()
+}
+
+/// [`sandbox_ips`] of an entry's cached result; none when it does not parse.
+fn entry_ips(e: &CacheEntry) -> Vec<String> {
+    CniResult::parse(&e.result).map(|r| sandbox_ips(&r, r.sandbox_interface(&e.if_name))).unwrap_or_default()
+}
+
+fn entry_status(e: &CacheEntry) -> Value {
+    let mut out = json!({ "name": e.shown_network(), "interface": e.if_name });
+    let Ok(result) = CniResult::parse(&e.result) else { return out };
+    let index = result.sandbox_interface(&e.if_name);
+    let ips = sandbox_ips(&result, index);
     if !ips.is_empty() {
         out["ips"] = ips.into();
     }
@@ -91,10 +102,10 @@ pub fn attested_condition(entries: &[CacheEntry]) -> Value {
     ordered.sort_by_key(|e| e.kactus.seq);
     let list: Vec<attested::Attested> = ordered
         .into_iter()
-        .map(|e| {
-            let shown = entry_status(e);
-            let ips = shown["ips"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from));
-            attested::Attested { name: e.shown_network().to_string(), interface: e.if_name.clone(), ips: ips.collect() }
+        .map(|e| attested::Attested {
+            name: e.shown_network().to_string(),
+            interface: e.if_name.clone(),
+            ips: entry_ips(e),
         })
         .collect();
     let (status, reason) = if list.is_empty() { ("False", "NoAttachments") } else { ("True", attested::REASON) };
