@@ -1029,10 +1029,23 @@ fn bad_inputs_get_an_event_and_nothing_half_made() {
     let message = cluster.events_for("mep", "ports", "PortsUnresolved")[0]["message"].as_str().unwrap().to_string();
     assert!(message.contains("grpc") && message.contains("hello-a"), "{message}");
 
+    // A Service in another namespace than its network selects the pods of its own namespace
+    // only: hello-a (in mep, on mep/mp1, labelled app=hello) is not its endpoint, and its own
+    // hello-o, not on mp1, has no address there: an Event says so.
+    cluster.apply(hello_pod_in("other", "hello-o", &[], true));
+    let elsewhere = SEED_SERVICE.replace("hello1", "elsewhere");
+    assert_eq!(kubectl.apply("other", &elsewhere).0, 201);
+    assert!(
+        wait_until(|| !cluster.events_for("other", "elsewhere", "NoAddressesOnNetwork").is_empty()),
+        "{}",
+        cluster.log()
+    );
+
     std::thread::sleep(Duration::from_millis(300));
     for name in ["two", "unknown", "ports"] {
         assert!(cluster.slices_in("mep", name).is_empty(), "{name}: {:?}", cluster.slices_in("mep", name));
     }
+    assert!(cluster.slices_in("other", "elsewhere").is_empty(), "{:?}", cluster.slices_in("other", "elsewhere"));
     // One Event per problem, however often the Services are looked at again.
     cluster.apply(hello_pod_in("mep", "hello-b", &["200.1.1.7"], true));
     std::thread::sleep(Duration::from_millis(300));

@@ -52,6 +52,8 @@ pub struct Publishing {
 pub const UNATTESTED_REASON: &str = "NetworkStatusIgnored";
 /// Bound on one reconcile's apiserver calls: a hung apiserver fails it, and it is retried.
 const RECONCILE_BOUND: Duration = Duration::from_secs(30);
+/// How the warnings about a pod (not a Service) are keyed in `Context::warned`.
+const POD_KEY: &str = "pod:";
 
 /// What every reconcile shares.
 pub struct Context {
@@ -156,6 +158,7 @@ impl Context {
         let uid = service.metadata.uid.clone().unwrap_or_default();
         self.forget_warning(key);
         let pods = self.pods.state();
+        forget_gone_pods(&mut lock(&self.warned), &pods);
         let selected: Vec<&Pod> = pods
             .iter()
             .map(|p| p.as_ref())
@@ -454,7 +457,7 @@ impl Context {
     async fn warn_of_unattested_claims(&self, pod: &Pod, network: &NetworkRef) -> Result<(), Failed> {
         let claims = desired::unattested_claims(pod, network);
         let key = format!(
-            "pod:{}/{}",
+            "{POD_KEY}{}/{}",
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
@@ -524,6 +527,17 @@ impl Context {
     }
 }
 
+/// Forgets the warnings about pods that are gone: a deleted pod is never reconciled again, so
+/// without this every pod ever warned about would stay in memory for the process's life.
+/// Costs nothing while no pod is warned about.
+fn forget_gone_pods(warned: &mut HashMap<String, (String, String)>, pods: &[Arc<Pod>]) {
+    if !warned.keys().any(|key| key.starts_with(POD_KEY)) {
+        return;
+    }
+    let live: std::collections::HashSet<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+    warned.retain(|key, (uid, _)| !key.starts_with(POD_KEY) || live.contains(uid.as_str()));
+}
+
 /// The Services a pod change concerns: those whose selector picks the pod now, and those
 /// whose slices list it (it may have been picked before the change, or be gone).
 pub fn services_for_pod(
@@ -585,4 +599,33 @@ pub fn key_of(service: &Service) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str) -> Arc<Pod> {
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some(uid.into());
+        Arc::new(pod)
+    }
+
+    #[test]
+    fn warnings_about_gone_pods_are_forgotten_and_services_and_live_pods_kept() {
+        let mut warned: HashMap<String, (String, String)> = [
+            ("ns/svc#ports", "svc-uid"),
+            ("pod:ns/live", "uid-live"),
+            ("pod:ns/gone", "uid-gone"),
+            // Recreated under the same name: the warning was about the old pod.
+            ("pod:ns/again", "uid-old"),
+        ]
+        .into_iter()
+        .map(|(k, uid)| (k.to_string(), (uid.to_string(), "message".to_string())))
+        .collect();
+        forget_gone_pods(&mut warned, &[pod("uid-live"), pod("uid-new")]);
+        let mut left: Vec<&str> = warned.keys().map(String::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["ns/svc#ports", "pod:ns/live"]);
+    }
 }
