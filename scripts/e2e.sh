@@ -9,6 +9,8 @@
 #   node-local IPAM: the node claims its slice of a cluster range once, pods get addresses in it;
 #   `data` hot-plugged and unplugged through the podagent DaemonSet, the pod not restarted;
 #   seed 000's Service on mep/mp1 through kactus-endpoints, applied unchanged (Endpoints on 1.20);
+#   with a second node (NODE2, or the harness's harness-node2 when Ready): server and client pods
+#   there too, the ClusterIP and the policy across both nodes, each node's podagent serving its own;
 #   a rolling restart of the installer while pods are created (no "Unauthorized", no failure);
 #   uninstall, and the node back on its own network;
 #   and after each: no IPAM lease, no kactus cache entry, no device left behind.
@@ -128,17 +130,30 @@ cleanup() {
     rm -rf "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$BIN_DIR/kactus" "$BIN_DIR/node-local" "$CACHE_DIR"
     k delete sliceclaims -l kactus.io/network=kte2e-nl --ignore-not-found >/dev/null 2>&1
     for b in kte2e-green kte2e-blue kte2e-data kte2e-mp1a kte2e-nl; do ip link del "$b" 2>/dev/null; done
+    if [ -n "$N2PID" ]; then
+        k -n kube-system delete ds podagent-node2 --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
+        n2 rm -rf "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$CACHE_DIR"
+        for d in /var/log/kactus /run/kactus /opt/cni/bin; do n2 umount "$d" 2>/dev/null; done
+        rm -rf "$N2PRIV"
+    fi
     rm -rf "$RUN" "$IPAM_DIR"
 }
 trap cleanup EXIT
 
 # ---- preflight
-NODE=$(k get nodes -o jsonpath='{.items[0].metadata.name}' 2>/dev/null)
+# A second node: NODE2=<name>, or the harness's harness-node2 (../shared/cluster/node2-up.sh)
+# when it is Ready. Pods are pinned to NODE (this machine) unless a scenario says NODE2.
+NODE2=${NODE2:-}
+if [ -z "$NODE2" ] && [ "$(k get node harness-node2 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; then
+    NODE2=harness-node2
+fi
+NODE=$(k get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' 2>/dev/null | grep -vx "${NODE2:-}" | head -1)
 [ -n "$NODE" ] || { echo "scripts/e2e.sh: cannot list nodes with KUBECONFIG=$KUBECONFIG" >&2; exit 2; }
-[ "$(k get nodes -o name | wc -l)" = 1 ] || echo "note: more than one node; pods are pinned to $NODE (this machine must be $NODE)"
+[ "$(k get nodes -o name | wc -l)" = 1 ] || echo "note: more than one node; pods are pinned to $NODE (this machine must be $NODE)${NODE2:+, and to $NODE2 where a scenario says so}"
 if [ -z "${POD_IMAGE:-}" ]; then
     POD_IMAGE=busybox:1.36
-    "$CTR" -a "$CONTAINERD_ADDRESS" -n k8s.io images ls -q | grep -q '^harness.local/busybox:1.35$' && POD_IMAGE=harness.local/busybox:1.35
+    # grep reads the whole list: -q would exit at the match and, under pipefail, ctr's SIGPIPE fail it
+    "$CTR" -a "$CONTAINERD_ADDRESS" -n k8s.io images ls -q | grep -x 'harness.local/busybox:1.35' >/dev/null && POD_IMAGE=harness.local/busybox:1.35
 fi
 server_minor=$(k version -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -1)
 echo "cluster: node $NODE, Kubernetes 1.${server_minor:-?}, containerd at $CONTAINERD_ADDRESS, pod image $POD_IMAGE"
@@ -147,6 +162,29 @@ own_conf=$(ls "$CONF_DIR" | grep -E '\.(conf|conflist|json)$' | grep -v '^00-kac
 cp "$CONF_DIR/$own_conf" "$RUN/own-conf"
 mkdir -p "$IPAM_DIR"
 
+# ---- the second node, when there is one
+# to_node2: a pod manifest (from pod()) pinned to NODE2 instead, tolerating its taints.
+to_node2() { sed "s/^  nodeName: $NODE\$/  nodeName: $NODE2\n  tolerations: [{operator: Exists}]/"; }
+# The harness's node 2 is a second kubelet and containerd on this same machine, in a mount
+# namespace of their own (../shared/cluster/README.md, "Second node"): it shares /opt/cni/bin,
+# /run and /var/log with node 1, where a real second machine has its own. Node 2 is given its
+# own /opt/cni/bin (a copy of the plugins), /run/kactus (podagent's socket) and
+# /var/log/kactus there, so each node's kactus, podagent and uninstaller act on their own node
+# only, as on two machines; n2 runs a command in node 2's namespace (where its files are).
+N2PID="" N2PRIV=/run/harness2/kactus-e2e
+HARNESS=${HARNESS:-$(cd .. && pwd)/harness}
+n2() { nsenter -t "$N2PID" -m -u -- "$@"; }
+if [ -n "$NODE2" ] && [ -f "$HARNESS/run/node2-mntns.pid" ] && [ "$NODE2" = harness-node2 ]; then
+    N2PID=$(cat "$HARNESS/run/node2-mntns.pid")
+    for d in /opt/cni/bin /run/kactus /var/log/kactus; do
+        mkdir -p "$N2PRIV$d" "$d"
+        [ "$d" = /opt/cni/bin ] && find /opt/cni/bin -maxdepth 1 -type f ! -name kactus ! -name node-local -exec cp -p {} "$N2PRIV$d/" \;
+        n2 mountpoint -q "$d" || n2 mount --bind "$N2PRIV$d" "$d"
+    done
+    echo "    $NODE2 (the harness's second node, on this machine): its own /opt/cni/bin, /run/kactus and /var/log/kactus under $N2PRIV"
+fi
+[ -n "$NODE2" ] && echo "second node: $NODE2 (server and client pods there in the Service scenario)"
+
 # ---- install, as README says (the image built here and loaded into the node's runtime)
 say "install: image, CRD, RBAC, the installer DaemonSet"
 image_args=(--out "$RUN/kactus-image.tar")
@@ -154,6 +192,9 @@ image_args=(--out "$RUN/kactus-image.tar")
 if scripts/image.sh "${image_args[@]}" >"$RUN/image.log" 2>&1 \
     && "$CTR" -a "$CONTAINERD_ADDRESS" -n k8s.io images import "$RUN/kactus-image.tar" >>"$RUN/image.log" 2>&1; then
     pass "scripts/image.sh built $IMAGE and the node's containerd imported it"
+    if [ -n "$N2PID" ]; then
+        check "$NODE2's containerd imported it too" "$CTR" -a /run/harness2/containerd.sock -n k8s.io images import "$RUN/kactus-image.tar"
+    fi
 else
     fail "image build or import"; tail -20 "$RUN/image.log"; exit 1
 fi
@@ -177,6 +218,10 @@ check "kubectl apply -f manifests/network-crd.yaml manifests/sliceclaim-crd.yaml
 check "the installer DaemonSet is rolled out" k -n kube-system rollout status ds/kactus --timeout=120s
 check "00-kactus.conflist is the node's first config and wraps $own_conf" \
     until_ok 30 sh -c "ls $CONF_DIR | grep -E '\.(conf|conflist|json)\$' | sort | head -1 | grep -qx 00-kactus.conflist && grep -q '$(sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' "$RUN/own-conf" | head -1)' $CONF_DIR/00-kactus.conflist"
+if [ -n "$N2PID" ]; then
+    check "on $NODE2 too: 00-kactus.conflist is its first config, kactus in its /opt/cni/bin" \
+        until_ok 60 n2 sh -c "ls $CONF_DIR | grep -E '\.(conf|conflist|json)\$' | sort | head -1 | grep -qx 00-kactus.conflist && test -x $BIN_DIR/kactus"
+fi
 check "the CRD is served" until_ok 30 k get network-attachment-definitions -A
 k create namespace "$NS" >/dev/null 2>&1
 mkdir -p "$IPAM_DIR"
@@ -301,7 +346,7 @@ say "seed scenario 2: data added to running app1 through podagent, then removed"
 podagent_ds() {
     local mntns=""
     readlink /proc/1/ns/mnt >/dev/null 2>&1 || mntns=/proc/$(pgrep -o -x containerd)/ns/mnt
-    k create --dry-run=client -o json -f manifests/podagent-ds.yaml | CRI="$CONTAINERD_ADDRESS" MNTNS="$mntns" python3 -c '
+    k create --dry-run=client -o json -f manifests/podagent-ds.yaml | CRI="$CONTAINERD_ADDRESS" MNTNS="$mntns" NODE2="$NODE2" N2PID="$N2PID" python3 -c '
 import json, os, sys
 ds = json.load(sys.stdin); spec = ds["spec"]["template"]["spec"]; c = spec["containers"][0]
 cri = os.environ["CRI"]
@@ -313,12 +358,41 @@ if os.path.dirname(cri) != "/run/containerd":
 if os.environ["MNTNS"]:
     c["args"] = [a if not a.startswith("--plugin-mount-namespace=") else "--plugin-mount-namespace=" + os.environ["MNTNS"] for a in c["args"]]
     print("    podagent: --plugin-mount-namespace=%s (root cannot open /proc/1/ns/mnt on this node)" % os.environ["MNTNS"], file=sys.stderr)
-json.dump(ds, sys.stdout)'
+out = ds
+if os.environ["N2PID"]:
+    # The harness node 2 shares this machine and its host network: the shipped DaemonSet
+    # there would take node 1 metrics port and containerd. It runs as a twin DaemonSet
+    # pinned to node 2: its port 9658 (kactus-endpoints has 9649), its containerd, its mount namespace.
+    import copy
+    node2 = os.environ["NODE2"]
+    spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [node2]}]}]}}}
+    twin = copy.deepcopy(ds); t = twin["spec"]["template"]; ts = t["spec"]; tc = ts["containers"][0]
+    twin["metadata"]["name"] = "podagent-node2"
+    for labels in (twin["metadata"]["labels"], twin["spec"]["selector"]["matchLabels"], t["metadata"]["labels"]):
+        labels["app"] = "podagent-node2"
+    del ts["affinity"]
+    ts["nodeSelector"] = {"kubernetes.io/hostname": node2}
+    ts["volumes"] = [v for v in ts["volumes"] if v["name"] != "e2e-cri"] + [{"name": "e2e-cri", "hostPath": {"path": "/run/harness2", "type": "Directory"}}]
+    tc["volumeMounts"] = [m for m in tc["volumeMounts"] if m["name"] != "e2e-cri"] + [{"name": "e2e-cri", "mountPath": "/run/harness2"}]
+    def arg(a):
+        if a.startswith("--metrics-addr="): return "--metrics-addr=127.0.0.1:9658"
+        if a.startswith("--cri-socket="): return None
+        if a.startswith("--plugin-mount-namespace="): return "--plugin-mount-namespace=/proc/%s/ns/mnt" % os.environ["N2PID"]
+        return a
+    tc["args"] = [b for b in map(arg, tc["args"]) if b] + ["--cri-socket=unix:///run/harness2/containerd.sock"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        tc[probe]["httpGet"]["port"] = 9658
+    tc["ports"] = [{"name": "health", "containerPort": 9658, "protocol": "TCP"}]
+    out = {"apiVersion": "v1", "kind": "List", "items": [ds, twin]}
+    print("    podagent on %s: the twin DaemonSet podagent-node2 (port 9658, its containerd and mount namespace)" % node2, file=sys.stderr)
+json.dump(out, sys.stdout)'
 }
 podagent_ds 2>"$RUN/podagent-ds.note" >"$RUN/podagent-ds.json"; cat "$RUN/podagent-ds.note"
 check "kubectl apply -f manifests/podagent-serviceaccount-and-rbac.yaml -f manifests/podagent-ds.yaml (as above)" \
     k apply -f manifests/podagent-serviceaccount-and-rbac.yaml -f "$RUN/podagent-ds.json"
 check "the podagent DaemonSet is rolled out" k -n kube-system rollout status ds/podagent --timeout=120s
+[ -n "$N2PID" ] && check "and its twin on $NODE2" k -n kube-system rollout status ds/podagent-node2 --timeout=120s
 restarts() { kn get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].containerID}'; }
 before=$(restarts app1)
 t0=$(date +%s.%N)
@@ -464,12 +538,32 @@ both_served() { local seen="" i; for i in $(seq 1 20); do seen="$seen $(k -n mep
 check "both hello pods answer over the ClusterIP (random over the ready endpoints)" both_served
 vip_route() { k -n mep exec client -- ip route get "$vip" | grep -q "dev net48d54f43c30a"; }
 check "the client's route to the ClusterIP leaves by its mp1 device" vip_route
+# reaches CLIENT NAME: a connection from CLIENT to the ClusterIP is answered by NAME (tries 30).
+reaches() { local i; for i in $(seq 1 30); do k -n mep exec "$1" -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null | grep -qx "$2" && return 0; done; return 1; }
+if [ -n "$NODE2" ]; then
+    say "two nodes: a hello pod and a client pod on $NODE2, the same mp1"
+    { pod hello3 k8s.v1.cni.cncf.io/networks mep/mp1 \
+        | sed "s/namespace: $NS/namespace: mep/; s/kactus-e2e: \"true\"/app: hello/; s/^\(      imagePullPolicy: Never\)$/\1\n      ports: [{name: http, containerPort: 80}]/" | to_node2
+      pod client2 k8s.v1.cni.cncf.io/networks mep/mp1 | sed "s/namespace: $NS/namespace: mep/" | to_node2; } | k apply -f - >/dev/null
+    n2_ready() { [ "$(k -n mep get pod hello3 client2 -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}')" = "True True" ]; }
+    check "hello3 and client2 are Ready on $NODE2" until_ok 120 n2_ready
+    check "they run on $NODE2" test "$(k -n mep get pod hello3 client2 -o jsonpath='{.items[*].spec.nodeName}')" = "$NODE2 $NODE2"
+    k -n mep exec hello3 -- setsid nc -ll -p 80 -e /bin/hostname </dev/null >/dev/null 2>&1 &
+    sleep 1
+    check "hello1's $what now hold hello3's mp1 address too (a pod on $NODE2), still nothing else" until_ok 60 only_mp1
+    check "the client on $NODE reaches hello3 on $NODE2 through the ClusterIP" reaches client hello3
+    check "client2 on $NODE2 reaches hello1 on $NODE through the ClusterIP (served in its netns by $NODE2's podagent)" reaches client2 hello1
+    n2_route() { k -n mep exec client2 -- ip route get "$vip" | grep -q "dev net48d54f43c30a"; }
+    check "client2's route to the ClusterIP leaves by its mp1 device" n2_route
+fi
 hello1_mp1=$(k -n mep get pod hello1 -o jsonpath='{.status.conditions[?(@.type=="kactus.io/attachments")].message}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ips"][0].split("/")[0])' 2>/dev/null)
 ask_hello1() { k -n mep exec client -- nc -w 2 "$hello1_mp1" 80 </dev/null 2>/dev/null | grep -q hello1; }
 check "the client reaches hello1 on mp1 directly (${hello1_mp1:-no address}:80), before any policy" until_ok 30 ask_hello1
 if k apply -f manifests/multi-networkpolicy-crd.yaml >/dev/null 2>&1 && until_ok 30 k get multi-networkpolicies -A >/dev/null 2>&1; then
     # podagent picks up a CRD installed after it started only when restarted (README).
-    k -n kube-system rollout restart ds/podagent >/dev/null; k -n kube-system rollout status ds/podagent --timeout=120s >/dev/null 2>&1
+    for ds in podagent ${N2PID:+podagent-node2}; do
+        k -n kube-system rollout restart ds/$ds >/dev/null; k -n kube-system rollout status ds/$ds --timeout=120s >/dev/null 2>&1
+    done
     cat <<'YAML' | k apply -n mep -f - >/dev/null
 apiVersion: k8s.cni.cncf.io/v1beta1
 kind: MultiNetworkPolicy
@@ -482,18 +576,37 @@ spec:
 YAML
     denied() { ! ask_hello1 && ! k -n mep exec client -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null | grep -q hello; }
     check "a MultiNetworkPolicy isolating the hello pods on mp1 stops the client (directly and through the ClusterIP)" until_ok 60 denied
+    if [ -n "$NODE2" ]; then
+        hello3_mp1=$(k -n mep get pod hello3 -o jsonpath='{.status.conditions[?(@.type=="kactus.io/attachments")].message}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ips"][0].split("/")[0])' 2>/dev/null)
+        n2_denied() { [ -n "$hello3_mp1" ] && ! k -n mep exec client2 -- nc -w 2 "$hello3_mp1" 80 </dev/null 2>/dev/null | grep -q hello3; }
+        check "on $NODE2 too: the policy stops client2 reaching hello3 on mp1 (${hello3_mp1:-no address}:80), enforced by $NODE2's podagent" until_ok 60 n2_denied
+    fi
     eth0_still() { local ip; ip=$(k -n mep get pod hello1 -o jsonpath='{.status.podIP}'); k -n mep exec client -- ping -c 1 -W 2 "$ip" >/dev/null 2>&1; }
     check "eth0 is not governed: the client still pings hello1 on the cluster network" eth0_still
     k -n mep delete multi-networkpolicy hello-from-nobody >/dev/null
     check "deleting the policy lets the client in again" until_ok 60 ask_hello1
     check "and through the ClusterIP" until_ok 60 ask_vip
+    if [ -n "$NODE2" ]; then
+        check "with the policy gone, client2 on $NODE2 reaches hello3 through the ClusterIP again" reaches client2 hello3
+    fi
 else
     fail "the MultiNetworkPolicy CRD could not be applied"
+fi
+if [ -n "$NODE2" ]; then
+    k -n mep delete pod hello3 --wait=true --timeout=120s >/dev/null 2>&1
+    check "hello3 deleted: hello1's $what hold the two hello pods on $NODE only" until_ok 60 only_mp1
+    # never_hello3: ten connections in a row, every one answered, none by hello3.
+    never_hello3() { local i out; for i in $(seq 1 10); do out=$(k -n mep exec client -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null); [ -n "$out" ] && [ "$out" != hello3 ] || return 1; done; }
+    check "the ClusterIP then answers from $NODE's hello pods only, every time" until_ok 60 never_hello3
 fi
 k -n mep delete svc hello-proxy >/dev/null
 no_proxy_table() { ! k -n mep exec client -- ip route get "$vip" 2>/dev/null | grep -q "dev net48d54f43c30a"; }
 check "deleting the Service takes its route out of the client pod" until_ok 60 no_proxy_table
 k delete namespace mep --wait=true --timeout=120s >/dev/null 2>&1
+if [ -n "$N2PID" ]; then
+    n2_cached() { n2 find "$CACHE_DIR" -mindepth 1 2>/dev/null | wc -l; }
+    check "nothing of node 2's pods left in $NODE2's kactus cache ($(n2_cached) file(s))" until_ok 30 test "$(n2_cached)" = 0
+fi
 ip link del kte2e-mp1a 2>/dev/null
 k delete -f manifests/endpoints-controller.yaml --ignore-not-found >/dev/null 2>&1
 
@@ -512,6 +625,7 @@ delete_pods roll1 roll2 roll3 roll4 roll5 roll6 app2
 say "uninstall, as README says, with app1 still running on green and blue"
 check "kubectl delete -f manifests/podagent-ds.yaml -f manifests/kactus-ds.yaml" \
     k delete -f manifests/podagent-ds.yaml -f manifests/kactus-ds.yaml --wait=true --timeout=120s
+[ -n "$N2PID" ] && check "and podagent's twin on $NODE2" k -n kube-system delete ds podagent-node2 --wait=true --timeout=120s
 check "kubectl apply -f manifests/kactus-uninstall.yaml" k apply -f manifests/kactus-uninstall.yaml
 uninstall_waits_for_app1() { k -n kube-system logs -l app=kactus-uninstall --tail=100 2>/dev/null | grep -q app1; }
 check "the uninstaller waits, naming app1 (its attachments' leases need kactus's DEL)" until_ok 60 uninstall_waits_for_app1
@@ -523,6 +637,26 @@ kactus_gone() { [ ! -e "$CONF_DIR/00-kactus.conflist" ] && [ ! -e "$CONF_DIR/kac
 check "00-kactus.conflist, kactus.d/, $BIN_DIR/kactus and $BIN_DIR/node-local are gone" kactus_gone
 check "the node's own $own_conf is as it was" cmp -s "$RUN/own-conf" "$CONF_DIR/$own_conf"
 nothing_left
+if [ -n "$N2PID" ]; then
+    n2_left() { n2 ls -d "$CONF_DIR/00-kactus.conflist" "$CONF_DIR/kactus.d" "$BIN_DIR/kactus" "$BIN_DIR/node-local" "$CACHE_DIR" 2>/dev/null; }
+    n2_gone() { [ -z "$(n2_left)" ]; }
+    until_ok 30 n2_gone; N2LEFT=$(n2_left | xargs)
+    check "and on $NODE2: its 00-kactus.conflist, kactus.d/, kactus, node-local and cache are gone${N2LEFT:+ (left: $N2LEFT)}" n2_gone
+fi
+# No pod network namespace on this machine (containerd names them cni-*) keeps a kactus table
+# (proxy or policy) or a ClusterIP route (proto 107).
+no_data_plane_left() {
+    local ns left=0
+    for ns in $(ip netns list | awk '$1 ~ /^cni-/ {print $1}'); do
+        if ip netns exec "$ns" nft list tables 2>/dev/null | grep -q kactus \
+            || [ -n "$(ip -n "$ns" route show table all proto 107 2>/dev/null)$(ip -n "$ns" -6 route show table all proto 107 2>/dev/null)" ]; then
+            echo "left in $ns:"; ip netns exec "$ns" nft list tables 2>/dev/null; ip -n "$ns" route show table all proto 107
+            left=1
+        fi
+    done
+    return $left
+}
+check "no pod network namespace on this machine keeps a kactus table or ClusterIP route ($(ip netns list | grep -c '^cni-') looked at)" no_data_plane_left
 pod plain networks '[ { "name": "green" } ]' | kn apply -f - >/dev/null
 check "a new pod starts on the node's own network" until_ok 120 all_ready plain
 only_eth0() { has_dev plain eth0 && ! has_dev plain net9f27410725ab; }
