@@ -57,6 +57,11 @@ impl Programmed {
         Programmed { netns, proxy: Known::Unknown, policy: Known::Unknown, routes: None }
     }
 
+    /// Whether both tables and the routes are known (applied or absent).
+    pub fn knows_tables(&self) -> bool {
+        self.proxy != Known::Unknown && self.policy != Known::Unknown && self.routes.is_some()
+    }
+
     /// Whether `desired` is what was last applied (no netlink needed).
     pub fn matches(&self, desired: &Desired) -> bool {
         let same = |known: &Known, want: &Option<Table>| match (known, want) {
