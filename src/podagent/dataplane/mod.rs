@@ -588,6 +588,7 @@ mod tests {
         services: reflector::store::Writer<Service>,
         slices: reflector::store::Writer<EndpointSlice>,
         pods: reflector::store::Writer<Pod>,
+        policies: reflector::store::Writer<policy::MultiNetworkPolicy>,
     }
 
     impl Fake {
@@ -595,15 +596,16 @@ mod tests {
             let (services_store, services) = reflector::store();
             let (slices_store, slices) = reflector::store();
             let (pods_store, pods) = reflector::store();
+            let (policies_store, policies) = reflector::store();
             let (namespaces, _) = reflector::store();
             let stores = Stores {
                 services: services_store,
                 endpoints: watch::EndpointsStore::Slices(slices_store),
-                policies: None,
+                policies: Some(policies_store),
                 namespaces,
                 pods: pods_store,
             };
-            Fake { stores, services, slices, pods }
+            Fake { stores, services, slices, pods, policies }
         }
     }
 
@@ -687,6 +689,50 @@ mod tests {
         touched.pods.insert(apply(&mut fake.pods, attached_pod("new", "n1", Some("mp1"), "200.1.7.1")));
         let planned = state.plan(&fake.stores, "n1", &metrics, touched);
         assert_eq!((planned.len(), metrics.pods_computed.get()), (1, 401));
+    }
+
+    /// The addresses in a planned policy table's sets.
+    fn peer_addresses(planned: &Planned) -> Vec<String> {
+        let table = planned.job.as_ref().and_then(|j| j.desired.policy.as_ref());
+        let elements = table.into_iter().flat_map(|t| &t.sets).flat_map(|s| &s.elements);
+        elements.map(|e| format!("{:?}", e.key)).collect()
+    }
+
+    /// A policy on mp1 allowing ingress from every pod of its namespace: a peer appearing on
+    /// mp1 (on another node) recomputes the policy table of the local pods on mp1, with its
+    /// address in their sets; the same peer on mp2 concerns nobody.
+    #[test]
+    fn a_peer_appearing_on_a_governed_network_reaches_the_sets_of_the_pods_there() {
+        let mut fake = Fake::new();
+        apply(&mut fake.pods, attached_pod("a", "n1", Some("mp1"), "200.1.1.1"));
+        apply(&mut fake.pods, attached_pod("b", "n1", Some("mp2"), "200.2.1.1"));
+        apply(
+            &mut fake.policies,
+            json!({"metadata": {"name": "p", "namespace": "mep", "annotations": {policy::model::POLICY_FOR: "mp1"}},
+                   "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}}),
+        );
+        let (mut state, metrics) = (State::default(), Metrics::default());
+        let planned = state.plan(&fake.stores, "n1", &metrics, Touched { relisted: true, ..Touched::default() });
+        assert_eq!(planned.len(), 2);
+        let a = planned.iter().find(|p| p.pod.metadata.name.as_deref() == Some("a")).unwrap();
+        assert!(peer_addresses(a).iter().all(|e| !e.contains("200.1.8.1")), "{:?}", peer_addresses(a));
+        let computed = metrics.pods_computed.get();
+
+        let mut touched = Touched::default();
+        touched.pods.insert(apply(&mut fake.pods, attached_pod("peer", "n2", Some("mp1"), "200.1.8.1")));
+        let planned = state.plan(&fake.stores, "n1", &metrics, touched);
+        assert_eq!(planned.len(), 1, "a only");
+        assert!(
+            peer_addresses(&planned[0]).iter().any(|e| e.contains("200.1.8.1")),
+            "{:?}",
+            peer_addresses(&planned[0])
+        );
+        assert_eq!(metrics.pods_computed.get(), computed + 1);
+
+        let mut touched = Touched::default();
+        touched.pods.insert(apply(&mut fake.pods, attached_pod("other", "n2", Some("mp2"), "200.2.8.1")));
+        assert!(state.plan(&fake.stores, "n1", &metrics, touched).is_empty(), "no policy governs mp2");
+        assert_eq!(metrics.pods_computed.get(), computed + 1);
     }
 
     /// `cargo test --lib compute_cost -- --ignored --nocapture`: what a pass computes for
