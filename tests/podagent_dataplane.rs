@@ -277,6 +277,26 @@ fn a_cluster_without_the_policy_crd_still_proxies() {
     assert_eq!(log.matches("MultiNetworkPolicy CRD").count(), 1, "{log}");
 }
 
+/// The MultiNetworkPolicy CRD installed after podagent started: podagent finds it (here
+/// looking every second) and enforces a policy made then, without a restart.
+#[test]
+fn a_policy_crd_installed_after_podagent_started_is_enforced_without_a_restart() {
+    let w = world();
+    let crd = "multi-networkpolicies.k8s.cni.cncf.io";
+    w.sb.api().uninstall_crd(crd);
+    let mut flags = cache_lookup(&w.sb).to_vec();
+    flags.push("--policy-crd-recheck-seconds=1".into());
+    let agent = PodAgent::start_with(&w.sb, &w.node, &flags);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+    w.sb.api().install_crd(crd);
+    w.sb.apply(&deny_servers_yaml());
+    assert!(wait_until(|| call(&w.client).is_err()), "the policy was never enforced");
+    assert!(has_table(&w.sb.pods[2].path, "kactus-policy"));
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("MultiNetworkPolicies are served now"), "{log}");
+    assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
+}
+
 /// `cargo test --test podagent_dataplane -- --ignored --nocapture endpoint_change_latency`:
 /// an EndpointSlice change -> the client's proxy table changed (its nftables generation
 /// moved), p50/p99 over 50 changes. Polled every millisecond in-process.

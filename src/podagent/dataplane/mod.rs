@@ -106,12 +106,14 @@ pub struct DataPlane {
     pub locator: Arc<dyn SandboxLocator>,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// How often to look again for the MultiNetworkPolicy CRD while it is not served.
+    pub policy_crd_recheck: Duration,
 }
 
 /// Starts the watches and the loop on tasks of their own; they end with the process.
 pub async fn spawn(dp: DataPlane) -> Result<(), String> {
     let changed: Changed = Arc::default();
-    let stores = Stores::start(&dp.client, &dp.node, &changed).await?;
+    let stores = Stores::start(&dp.client, &dp.node, &changed, dp.policy_crd_recheck).await?;
     tokio::spawn(run(dp, stores, changed));
     Ok(())
 }
@@ -339,7 +341,13 @@ impl State {
                 relisted: true,
                 services: stores.services.state().iter().map(|s| watch::key_of(&s.metadata)).collect(),
                 endpoints: stores.endpoints_keys().into_iter().collect(),
-                policies: stores.policies.iter().flat_map(|p| p.state()).map(|p| watch::key_of(&p.metadata)).collect(),
+                policies: stores
+                    .policies
+                    .get()
+                    .iter()
+                    .flat_map(|p| p.state())
+                    .map(|p| watch::key_of(&p.metadata))
+                    .collect(),
                 namespaces: BTreeSet::new(),
                 pods: stores.pods.state().iter().map(|p| watch::key_of(&p.metadata)).collect(),
             };
@@ -359,7 +367,7 @@ impl State {
             index.service(key, network, &mut dirty);
         }
         for key in &touched.policies {
-            let policy = stores.policies.as_ref().and_then(|p| watch::get(p, key));
+            let policy = stores.policies.get().and_then(|p| watch::get(p, key));
             let networks = policy.map(|p| match p.policy_for() {
                 Some(annotation) => policy::policy_for::parse(annotation, p.namespace()).0.into_iter().collect(),
                 None => BTreeSet::new(),
@@ -450,7 +458,7 @@ impl PolicyInputs {
             namespaces.insert(entry.view.namespace.as_str());
             networks.extend(entry.view.attachments.iter().map(|a| a.network.clone()));
         }
-        let Some(store) = &stores.policies else { return PolicyInputs::default() };
+        let Some(store) = stores.policies.get() else { return PolicyInputs::default() };
         let keys = namespaces.into_iter().flat_map(|ns| index.policies_in(ns));
         let policies: Vec<_> = keys.filter_map(|k| watch::get(store, k)).map(|p| (*p).clone()).collect();
         if policies.is_empty() {
@@ -601,7 +609,7 @@ mod tests {
             let stores = Stores {
                 services: services_store,
                 endpoints: watch::EndpointsStore::Slices(slices_store),
-                policies: Some(policies_store),
+                policies: Arc::new(std::sync::OnceLock::from(policies_store)),
                 namespaces,
                 pods: pods_store,
             };

@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The objects that changed since the loop last looked, and its wake-up (wakes pile up into
@@ -129,8 +130,8 @@ where
 pub struct Stores {
     pub services: Store<Service>,
     pub endpoints: EndpointsStore,
-    /// `None`: the cluster serves no MultiNetworkPolicy CRD.
-    pub policies: Option<Store<MultiNetworkPolicy>>,
+    /// Empty while the cluster serves no MultiNetworkPolicy CRD (filled once it does).
+    pub policies: Arc<OnceLock<Store<MultiNetworkPolicy>>>,
     pub namespaces: Store<Namespace>,
     /// The pods [`kept_pod`] keeps, stripped by [`strip_pod`].
     pub pods: Store<Pod>,
@@ -147,7 +148,14 @@ pub enum EndpointsStore {
 impl Stores {
     /// Starts every watch (each on a task of its own, backing off while the apiserver is
     /// away); the stores fill as they list.
-    pub async fn start(client: &kube::Client, node: &str, changed: &Changed) -> Result<Stores, String> {
+    /// `recheck`: how often to look again for the MultiNetworkPolicy CRD while it is not
+    /// served.
+    pub async fn start(
+        client: &kube::Client,
+        node: &str,
+        changed: &Changed,
+        recheck: Duration,
+    ) -> Result<Stores, String> {
         let proxied =
             watcher::Config::default().labels(&format!("{PROXY_NAME_LABEL} in ({PROXY_NAME},{MULTUS_PROXY_NAME})"));
         let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, Kind::Service, |_| {}, every);
@@ -161,15 +169,17 @@ impl Stores {
                 watcher::Config::default().labels(&format!("{ENDPOINTS_MANAGED_BY_LABEL}={ENDPOINTS_MANAGED_BY}"));
             EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, Kind::Endpoints, |_| {}, every))
         };
-        let policies = if served(client, "k8s.cni.cncf.io/v1beta1", "multi-networkpolicies").await? {
-            Some(reflect(Api::all(client.clone()), watcher::Config::default(), changed, Kind::Policy, |_| {}, every))
+        let policies = Arc::new(OnceLock::new());
+        if served(client, POLICY_GROUP_VERSION, POLICY_RESOURCE).await? {
+            let _ = policies.set(watch_policies(client, changed));
         } else {
             log::info!(
-                "the MultiNetworkPolicy CRD (k8s.cni.cncf.io/v1beta1) is not served: no policy is enforced; \
-                 restart podagent once it is installed"
+                "the MultiNetworkPolicy CRD ({POLICY_GROUP_VERSION}) is not served: no policy is enforced until \
+                 it is (looked for every {}s)",
+                recheck.as_secs()
             );
-            None
-        };
+            tokio::spawn(watch_policies_once_served(client.clone(), changed.clone(), policies.clone(), recheck));
+        }
         let all = watcher::Config::default();
         let namespaces =
             reflect(Api::all(client.clone()), all.clone(), changed, Kind::Namespace, strip_namespace, every);
@@ -189,7 +199,7 @@ impl Stores {
             EndpointsStore::Slices(s) => drop(s.wait_until_ready().await),
             EndpointsStore::Legacy(s) => drop(s.wait_until_ready().await),
         }
-        if let Some(p) = &self.policies {
+        if let Some(p) = self.policies.get() {
             let _ = p.wait_until_ready().await;
         }
         let _ = self.namespaces.wait_until_ready().await;
@@ -222,6 +232,36 @@ impl Stores {
         match &self.endpoints {
             EndpointsStore::Slices(s) => get(s, key).map(|s| EndpointSlice::clone(&s)).into_iter().collect(),
             EndpointsStore::Legacy(s) => get(s, key).map(|e| as_slices(&e)).unwrap_or_default(),
+        }
+    }
+}
+
+const POLICY_GROUP_VERSION: &str = "k8s.cni.cncf.io/v1beta1";
+const POLICY_RESOURCE: &str = "multi-networkpolicies";
+
+fn watch_policies(client: &kube::Client, changed: &Changed) -> Store<MultiNetworkPolicy> {
+    reflect(Api::all(client.clone()), watcher::Config::default(), changed, Kind::Policy, |_| {}, every)
+}
+
+/// Asks discovery every `recheck` whether the MultiNetworkPolicy CRD is served now, and once
+/// it is, starts its watch (whose first list recomputes every pod): installing the CRD
+/// after podagent needs no restart.
+async fn watch_policies_once_served(
+    client: kube::Client,
+    changed: Changed,
+    slot: Arc<OnceLock<Store<MultiNetworkPolicy>>>,
+    recheck: Duration,
+) {
+    loop {
+        tokio::time::sleep(recheck).await;
+        match served(&client, POLICY_GROUP_VERSION, POLICY_RESOURCE).await {
+            Ok(true) => {
+                log::info!("MultiNetworkPolicies are served now: enforcing them");
+                let _ = slot.set(watch_policies(&client, &changed));
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => log::debug!("{e}"),
         }
     }
 }
