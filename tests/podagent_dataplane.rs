@@ -297,6 +297,49 @@ fn a_policy_crd_installed_after_podagent_started_is_enforced_without_a_restart()
     assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
 }
 
+/// A device a policy governs that is no network device in the pod (as a DPDK or vhost-user
+/// attachment's, here one added to kactus's record of server2) is told on the pod as a
+/// Warning `PolicyNotEnforced`, once: it is looked for when the table is first programmed, not
+/// again when the policy changes.
+#[test]
+fn a_governed_device_that_is_no_network_device_in_the_pod_is_told_once() {
+    let w = world();
+    let stored = w.sb.api().store().get("pods", "default", "server2").unwrap();
+    let mut conditions = stored["status"]["conditions"].as_array().unwrap().clone();
+    let attested = conditions.iter_mut().find(|c| c["type"] == "kactus.io/attachments").unwrap();
+    let mut entries: Value = serde_json::from_str(attested["message"].as_str().unwrap()).unwrap();
+    entries.as_array_mut().unwrap().push(json!({"name": "default/mp1", "interface": "vhu0", "ips": ["200.1.1.250"]}));
+    attested["message"] = Value::String(entries.to_string());
+    let patch = json!({"status": {"conditions": conditions}});
+    w.sb.api().store().merge_patch("pods", "default", "server2", &patch).unwrap();
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+
+    w.sb.apply(&deny_servers_yaml());
+    let not_enforced = || {
+        let events = w.sb.api().store().list("events", Some("default"));
+        let on = |e: &&Value| e["reason"] == "PolicyNotEnforced";
+        events
+            .iter()
+            .filter(on)
+            .map(|e| e["involvedObject"]["name"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(|| !not_enforced().is_empty()), "no PolicyNotEnforced Event");
+    assert_eq!(not_enforced(), ["server2"]);
+    let log = || std::fs::read_to_string(&agent.log).unwrap();
+    assert_eq!(log().matches("device vhu0 on network default/mp1 is not a kernel network device").count(), 1);
+
+    // The policy changed: both servers' tables replaced, vhu0 not looked for again.
+    let applied = agent.metric("podagent_dataplane_tables_applied_total");
+    let mut deny: Value = serde_json::from_str(&deny_servers_yaml()).unwrap();
+    deny["spec"]["ingress"] = json!([{"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]);
+    w.sb.apply(&deny.to_string());
+    assert!(wait_until(|| agent.metric("podagent_dataplane_tables_applied_total") >= applied + 2));
+    assert_eq!(log().matches("device vhu0 on network default/mp1 is not a kernel network device").count(), 1);
+    assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
+}
+
 /// `cargo test --test podagent_dataplane -- --ignored --nocapture endpoint_change_latency`:
 /// an EndpointSlice change -> the client's proxy table changed (its nftables generation
 /// moved), p50/p99 over 50 changes. Polled every millisecond in-process.

@@ -154,6 +154,9 @@ struct Job {
     /// What was made in it; after [`Job::run`], what is made now (`None`: no sandbox found).
     had: Option<Programmed>,
     desired: Desired,
+    /// The devices its policies govern, when they were computed: each is looked for in the
+    /// pod once, and one that is no network device there is told on the pod.
+    governed: Vec<policy::Governed>,
 }
 
 impl Job {
@@ -167,8 +170,9 @@ impl Job {
             },
         };
         let desired = self.desired.clone();
+        let governed: Vec<String> = self.governed.iter().map(|g| g.device.clone()).collect();
         let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = programmed.bring_to(&desired);
+            let outcome = programmed.bring_to(&desired, &governed);
             (programmed, outcome)
         })
         .await;
@@ -237,6 +241,11 @@ impl State {
                     dp.metrics.refills.inc_by(done.refills);
                     dp.metrics.tables_deleted.inc_by(done.deleted);
                     dp.metrics.conntrack_flushed.inc_by(done.conntrack_flushed);
+                    let unfiltered = job.governed.iter().filter(|g| done.unfiltered.contains(&g.device));
+                    for event in unfiltered.map(report::not_enforced) {
+                        log::warn!("data plane: pod {}: {}", key(&job.pod), event.message);
+                        self.publish(dp, &job.pod, event.reason, &event.message).await;
+                    }
                 }
                 Err(e) => {
                     dp.metrics.failures.inc();
@@ -300,6 +309,7 @@ impl State {
         for (pod, entry, parts) in visits {
             let (uid, view) = (&entry.uid, &entry.view);
             let had = self.programmed.get(uid);
+            let mut governed = Vec::new();
             let (desired, events) = if view.finished {
                 (Desired::nothing(), Some(Vec::new()))
             } else {
@@ -309,6 +319,7 @@ impl State {
                 if wanted.computed {
                     metrics.pods_computed.inc();
                 }
+                governed = wanted.governed;
                 (wanted.desired, wanted.events)
             };
             let job = if had.is_some_and(|p| p.matches(&desired)) {
@@ -323,6 +334,7 @@ impl State {
                     forget,
                     had,
                     desired,
+                    governed,
                 })
             };
             planned.push(Planned { uid: uid.clone(), pod, events, job });
@@ -494,6 +506,8 @@ struct Wanted {
     events: Option<Vec<(&'static str, String)>>,
     /// Some part was computed rather than taken as last applied.
     computed: bool,
+    /// The devices its policies govern (empty: none, or its policies were not recomputed).
+    governed: Vec<policy::Governed>,
 }
 
 impl Computed<'_> {
@@ -519,19 +533,19 @@ impl Computed<'_> {
             }
         };
         let policy_was = had.filter(|_| !self.parts.policy).and_then(|h| last(&h.policy));
-        let (policy, events) = match policy_was {
-            Some(was) => (was, None),
-            None if self.cluster.policies.is_empty() => (None, Some(Vec::new())),
+        let (policy, events, governed) = match policy_was {
+            Some(was) => (was, None, Vec::new()),
+            None if self.cluster.policies.is_empty() => (None, Some(Vec::new()), Vec::new()),
             None => {
                 computed = true;
                 let compiled = policy::compile(self.cluster, view);
-                // Devices that are no kernel device (DPDK, vhost-user) are not looked for: that
-                // would enter the pod's namespace on every pass. TODO: once per pod and device.
+                // Devices that are no kernel device (DPDK, vhost-user) are looked for when the
+                // pod is programmed (in its namespace, once per device) and told then.
                 let events = report::events(&compiled, &[]).into_iter().map(|e| (e.reason, e.message)).collect();
-                (compiled.table, Some(events))
+                (compiled.table, Some(events), compiled.devices)
             }
         };
-        Wanted { desired: Desired { proxy, policy, routes }, events, computed }
+        Wanted { desired: Desired { proxy, policy, routes }, events, computed, governed }
     }
 }
 
