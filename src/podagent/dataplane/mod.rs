@@ -313,7 +313,8 @@ impl State {
             let (desired, events) = if view.finished {
                 (Desired::nothing(), Some(Vec::new()))
             } else {
-                let (services, slices) = proxy_inputs(stores, &self.index, view);
+                let (services, slices) =
+                    if parts.proxy { proxy_inputs(stores, &self.index, view) } else { Default::default() };
                 let computed = Computed { cluster: &cluster, services: &services, slices: &slices, parts };
                 let wanted = computed.desire(&pod, view, had);
                 if wanted.computed {
