@@ -758,6 +758,54 @@ mod tests {
         assert_eq!(metrics.pods_computed.get(), computed + 1);
     }
 
+    /// Takes the planned tables as applied (no pod namespace here).
+    fn take_as_applied(state: &mut State, planned: Vec<Planned>) {
+        let known = |t: Option<Table>| t.map_or(Known::Absent, Known::Applied);
+        for job in planned.into_iter().filter_map(|p| p.job) {
+            let mut programmed = Programmed::new("/nonexistent".into());
+            programmed.proxy = known(job.desired.proxy);
+            programmed.policy = known(job.desired.policy);
+            programmed.routes = Some(job.desired.routes);
+            state.programmed.insert(job.uid, programmed);
+        }
+    }
+
+    /// `cargo test --lib pass_cost -- --ignored --nocapture`: what a pass costs on a node of
+    /// 1,001 pods on mp1, all selected by one policy allowing ingress from each other, with a
+    /// Service on mp1: the first pass, an unrelated Service, the Service's slice, a peer.
+    #[test]
+    #[ignore]
+    fn pass_cost() {
+        let mut fake = Fake::new();
+        for i in 0..1001 {
+            let ip = format!("200.1.{}.{}", i / 250, i % 250 + 1);
+            apply(&mut fake.pods, attached_pod(&format!("p{i}"), "n1", Some("mp1"), &ip));
+        }
+        apply(
+            &mut fake.policies,
+            json!({"metadata": {"name": "p", "namespace": "mep", "annotations": {policy::model::POLICY_FOR: "mp1"}},
+                   "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}}),
+        );
+        apply(&mut fake.services, service("hello", Some("mp1"), "10.96.0.10"));
+        let hello_slice = apply(&mut fake.slices, slice("hello", "200.1.9.1"));
+        let (mut state, metrics) = (State::default(), Metrics::default());
+        let mut time = |what: &str, state: &mut State, touched: Touched| {
+            let (start, before) = (Instant::now(), metrics.pods_computed.get());
+            let planned = state.plan(&fake.stores, "n1", &metrics, touched);
+            let computed = metrics.pods_computed.get() - before;
+            eprintln!("{what}: {computed} pod(s) computed, {} to program, {:?}", planned.len(), start.elapsed());
+            take_as_applied(state, planned);
+        };
+        time("first pass", &mut state, Touched { relisted: true, ..Touched::default() });
+        let mut touched = Touched::default();
+        touched.services.insert(apply(&mut fake.services, service("far", Some("mp9"), "10.96.0.11")));
+        time("a Service on another network", &mut state, touched);
+        apply(&mut fake.slices, slice("hello", "200.1.9.2"));
+        time("the Service's slice", &mut state, Touched { endpoints: [hello_slice].into(), ..Touched::default() });
+        let peer = apply(&mut fake.pods, attached_pod("peer", "n2", Some("mp1"), "200.1.8.1"));
+        time("a peer on mp1", &mut state, Touched { pods: [peer].into(), ..Touched::default() });
+    }
+
     /// `cargo test --lib compute_cost -- --ignored --nocapture`: what a pass computes for
     /// 1,001 local pods on one network, all peers of one policy selecting them all (a policy
     /// or pod change), and for a Service change alone.
