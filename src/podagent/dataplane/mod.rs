@@ -789,7 +789,7 @@ mod tests {
         apply(&mut fake.services, service("hello", Some("mp1"), "10.96.0.10"));
         let hello_slice = apply(&mut fake.slices, slice("hello", "200.1.9.1"));
         let (mut state, metrics) = (State::default(), Metrics::default());
-        let mut time = |what: &str, state: &mut State, touched: Touched| {
+        let time = |what: &str, state: &mut State, touched: Touched| {
             let (start, before) = (Instant::now(), metrics.pods_computed.get());
             let planned = state.plan(&fake.stores, "n1", &metrics, touched);
             let computed = metrics.pods_computed.get() - before;
