@@ -277,6 +277,28 @@ fn a_cluster_without_the_policy_crd_still_proxies() {
     assert_eq!(log.matches("MultiNetworkPolicy CRD").count(), 1, "{log}");
 }
 
+/// A Service on a network none of the node's pods is on costs a pass that computes no pod;
+/// a change of the Service they are on, the three pods on mp1.
+#[test]
+fn an_unrelated_service_change_computes_no_pod() {
+    let w = world();
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+    let (passes, computed) =
+        (agent.metric("podagent_dataplane_passes_total"), agent.metric("podagent_dataplane_pods_computed_total"));
+    let mut far: Value = serde_json::from_str(&service_yaml()).unwrap();
+    far["metadata"]["name"] = json!("far");
+    far["metadata"]["annotations"]["k8s.v1.cni.cncf.io/service-network"] = json!("mp9");
+    far["spec"]["clusterIP"] = json!("10.96.0.99");
+    far["spec"]["clusterIPs"] = json!(["10.96.0.99"]);
+    w.sb.apply(&far.to_string());
+    assert!(wait_until(|| agent.metric("podagent_dataplane_passes_total") > passes), "no pass");
+    assert_eq!(agent.metric("podagent_dataplane_pods_computed_total"), computed);
+    w.sb.apply(&slice_yaml(&[&w.servers[0]]));
+    assert!(wait_until(|| agent.metric("podagent_dataplane_pods_computed_total") == computed + 3));
+    assert_eq!(answered(&w.client, 5).len(), 1);
+}
+
 /// The MultiNetworkPolicy CRD installed after podagent started: podagent finds it (here
 /// looking every second) and enforces a policy made then, without a restart.
 #[test]

@@ -68,8 +68,8 @@ impl Dirty {
         Dirty { all: true, ..Dirty::default() }
     }
 
-    /// The parts of the local pod `key` to recompute (a pod visited for another reason, a
-    /// retry, gets both).
+    /// The parts of the local pod `key` to recompute (both for one in [`Dirty::pods`]: it
+    /// changed itself, or is tried again).
     pub fn parts(&self, key: &str, view: &PodView) -> Parts {
         if self.all || self.pods.contains(key) {
             return Parts::BOTH;
