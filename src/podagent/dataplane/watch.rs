@@ -63,12 +63,6 @@ pub struct Touched {
     pub pods: BTreeSet<String>,
 }
 
-impl Touched {
-    pub fn is_empty(&self) -> bool {
-        *self == Touched::default()
-    }
-}
-
 impl Changes {
     /// `key` of `kind` changed.
     pub fn touch(&self, kind: Kind, key: String) {
