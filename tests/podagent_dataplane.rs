@@ -210,9 +210,23 @@ fn the_cluster_ip_reaches_ready_endpoints_from_the_clients_secondary_address_and
             .count()
     };
     assert!(wait_until(|| ignored() == 1), "no PolicyIgnored Event on server2");
+    // /metrics says which policy isolates which device, and stops saying it when it goes.
+    let applied_series = || {
+        let (_, body) = agent.get("/metrics").expect("metrics");
+        body.lines().filter(|l| l.starts_with("podagent_policy_applied{")).map(String::from).collect::<Vec<_>>()
+    };
+    let series = applied_series();
+    assert_eq!(series.len(), 2, "one per server: {series:#?}");
+    assert!(
+        series.iter().any(|l| l.contains("pod=\"server2\"")
+            && l.contains("network=\"default/mp1\"")
+            && l.contains("direction=\"ingress\",policy=\"default/deny-servers\"} 1")),
+        "{series:#?}"
+    );
     w.sb.api().store().delete("multi-networkpolicies", "default", "deny-servers").unwrap();
     assert!(wait_until(|| call(&w.client).is_ok()), "the policy never went");
     assert!(wait_until(|| !has_table(&w.sb.pods[2].path, "kactus-policy")));
+    assert_eq!(applied_series(), Vec::<String>::new());
 
     // podagent killed: the rules stay and keep working; restarted, it reconciles them (the
     // proxy table replaced in one transaction) and they work throughout.

@@ -19,6 +19,7 @@
 //! table (one transaction) and deletes the unwanted ones it finds; a clean shutdown leaves
 //! them (pods keep working through an upgrade); `kactus uninstall` removes them.
 
+pub mod applied;
 pub mod dirty;
 pub mod program;
 pub mod watch;
@@ -66,6 +67,8 @@ pub struct Metrics {
     /// Pods whose tables a pass computed (a part at least): what a change costs.
     pub pods_computed: Counter,
     pub pods_programmed: Gauge,
+    /// Which policies govern which local pod's device.
+    pub applied: applied::AppliedPolicies,
 }
 
 impl Metrics {
@@ -95,6 +98,7 @@ impl Metrics {
             "Local pods with a kactus proxy or policy table",
             m.pods_programmed.clone(),
         );
+        m.applied.register(registry);
         m
     }
 }
@@ -281,12 +285,14 @@ impl State {
         for uid in &dirty.gone {
             self.programmed.remove(uid);
             self.warned.remove(uid);
+            metrics.applied.forget(uid);
         }
         if dirty.all {
             // Pods gone while a watch was away: their namespace went with them.
             let local: HashSet<&str> = self.index.local_uids().collect();
             self.programmed.retain(|uid, _| local.contains(uid.as_str()));
             self.warned.retain(|uid, _| local.contains(uid.as_str()));
+            metrics.applied.retain(|uid| local.contains(uid));
         }
         let mut visits = Vec::new();
         for key in self.index.visit(&dirty) {
@@ -323,6 +329,11 @@ impl State {
                 governed = wanted.governed;
                 (wanted.desired, wanted.events)
             };
+            if events.is_some() {
+                // Its policies were recomputed: `governed` is what governs it now.
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                metrics.applied.set(uid, &view.namespace, name, &governed);
+            }
             let job = if had.is_some_and(|p| p.matches(&desired)) {
                 None
             } else {
