@@ -574,6 +574,9 @@ spec:
 YAML
     denied() { ! ask_hello1 && ! k -n mep exec client -- nc -w 2 "$vip" 8080 </dev/null 2>/dev/null | grep -q hello; }
     check "a MultiNetworkPolicy isolating the hello pods on mp1 stops the client (directly and through the ClusterIP; podagent found the CRD made after it started, not restarted)" until_ok 90 denied
+    applied_metric() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9648/metrics', timeout=3).read().decode())" \
+        | grep -q '^podagent_policy_applied{namespace="mep",pod="hello1",device="net48d54f43c30a",network="mep/mp1",direction="ingress",policy="mep/hello-from-nobody"} 1'; }
+    check "podagent's /metrics names the policy isolating hello1's mp1 device (podagent_policy_applied)" until_ok 30 applied_metric
     if [ -n "$NODE2" ]; then
         hello3_mp1=$(k -n mep get pod hello3 -o jsonpath='{.status.conditions[?(@.type=="kactus.io/attachments")].message}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ips"][0].split("/")[0])' 2>/dev/null)
         n2_denied() { [ -n "$hello3_mp1" ] && ! k -n mep exec client2 -- nc -w 2 "$hello3_mp1" 80 </dev/null 2>/dev/null | grep -q hello3; }
