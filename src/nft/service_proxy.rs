@@ -17,6 +17,7 @@
 use super::table::{priority, proto, Chain, ChainKind, CtState, Element, Family, Field, Hook, HookPoint, Key, Policy};
 use super::table::{Rule, Set, Stmt, Table, Value};
 use super::Verdict;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 /// The table kactus owns in each pod for Services.
@@ -106,6 +107,39 @@ pub fn table(ports: &[ServicePort]) -> Table {
     table
 }
 
+/// The endpoint addresses `table` DNATs UDP to. Only a UDP flow outlives its endpoint in
+/// conntrack (a TCP or SCTP connection to a gone endpoint fails and ends), so only these are
+/// flushed when they leave: a change to TCP Services then costs no conntrack dump, which walks
+/// the whole host's table (about 10 ms of kernel time per pod and family here).
+pub fn udp_endpoints(table: &Table) -> BTreeSet<IpAddr> {
+    let udp_chains: Vec<String> = table
+        .sets
+        .iter()
+        .filter(|s| s.verdicts && s.name.starts_with("service-ips-"))
+        .flat_map(|s| &s.elements)
+        .filter(|e| e.key.contains(&Value::Proto(proto::UDP)))
+        .filter_map(|e| match &e.verdict {
+            Some(Verdict::Goto(chain)) => Some(format!("{chain}/")),
+            _ => None,
+        })
+        .collect();
+    // A Service's endpoint chains are `<its chain>/<k>`.
+    let endpoint_chain_of_udp = |name: &str| {
+        udp_chains.iter().any(|prefix| name.strip_prefix(prefix.as_str()).is_some_and(|k| k.parse::<usize>().is_ok()))
+    };
+    table
+        .chains
+        .iter()
+        .filter(|c| endpoint_chain_of_udp(&c.name))
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| &r.0)
+        .filter_map(|s| match s {
+            Stmt::Dnat(ip, _) => Some(*ip),
+            _ => None,
+        })
+        .collect()
+}
+
 fn service_chain(p: &ServicePort) -> String {
     format!("svc/{}", p.id)
 }
@@ -147,6 +181,24 @@ mod tests {
         let ep1 = t.chains.iter().find(|c| c.name == "svc/a/web/tcp/http/1").unwrap();
         assert_eq!(ep1.rules[0].0, vec![Stmt::Dnat("192.168.1.3".parse().unwrap(), Some(8080))]);
         assert!(!t.chains.iter().any(|c| c.name.starts_with("svc/a/db")), "no chains for a service without endpoints");
+    }
+
+    #[test]
+    fn the_udp_endpoints_are_those_of_udp_ports_only() {
+        let udp = |id: &str, vip: &str, endpoints: &[&str]| ServicePort {
+            protocol: Protocol::Udp,
+            ..port(id, vip, endpoints)
+        };
+        let t = table(&[
+            port("a/web/tcp/http", "10.96.0.10", &["192.168.1.2:8080", "192.168.1.3:8080"]),
+            udp("a/dns/udp/dns", "10.96.0.11", &["192.168.1.4:53", "192.168.1.5:53"]),
+            udp("a/dns6/udp/dns", "fd00::11", &["[fd00::5]:53"]),
+            port("a/web/tcp/http2", "10.96.0.12", &["192.168.1.9:8080"]),
+        ]);
+        let want: BTreeSet<IpAddr> =
+            ["192.168.1.4", "192.168.1.5", "fd00::5"].into_iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(udp_endpoints(&t), want);
+        assert!(udp_endpoints(&table(&[port("a/web/tcp/http", "10.96.0.10", &["192.168.1.2:8080"])])).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (netlink in the pod's namespace): run on the blocking pool.
 
 use crate::netlink::{self, ServiceRoute};
-use crate::nft::{conntrack, service_proxy, Family, Nft, Stmt, Table, POLICY_TABLE};
+use crate::nft::{conntrack, service_proxy, Family, Nft, Table, POLICY_TABLE};
 use crate::policy::{plan, Update};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -98,14 +98,15 @@ impl Programmed {
         // Policy first: a new Service's backend is filtered from the moment it is reachable.
         step(&self.netns, &mut nft, &mut self.policy, desired.policy.as_ref(), POLICY_TABLE, &mut done)?;
         let before = match &self.proxy {
-            Known::Applied(t) => dnat_targets(t),
+            Known::Applied(t) => service_proxy::udp_endpoints(t),
             _ => BTreeSet::new(),
         };
         step(&self.netns, &mut nft, &mut self.proxy, desired.proxy.as_ref(), service_proxy::TABLE, &mut done)?;
-        let after = desired.proxy.as_ref().map(dnat_targets).unwrap_or_default();
+        let after = desired.proxy.as_ref().map(service_proxy::udp_endpoints).unwrap_or_default();
         let gone: Vec<IpAddr> = before.difference(&after).copied().collect();
         if !gone.is_empty() {
-            // Best effort: a UDP flow to a gone endpoint is otherwise stuck until it times out.
+            // Best effort: a UDP flow to a gone endpoint is otherwise stuck until it times out
+            // (TCP and SCTP end on their own: their endpoints are not looked for).
             match conntrack::flush_udp_to(&self.netns, &gone) {
                 Ok(n) => done.conntrack_flushed += n as u64,
                 Err(e) => log::warn!("UDP conntrack entries to {gone:?} in {}: {e}", self.netns.display()),
@@ -163,17 +164,6 @@ fn step(
     }
     *known = desired.map_or(Known::Absent, |t| Known::Applied(t.clone()));
     Ok(())
-}
-
-/// The endpoint addresses a proxy table DNATs to.
-fn dnat_targets(table: &Table) -> BTreeSet<IpAddr> {
-    let stmts = table.chains.iter().flat_map(|c| &c.rules).flat_map(|r| &r.0);
-    stmts
-        .filter_map(|s| match s {
-            Stmt::Dnat(ip, _) => Some(*ip),
-            _ => None,
-        })
-        .collect()
 }
 
 fn open<'a>(netns: &Path, nft: &'a mut Option<Nft>) -> Result<&'a mut Nft, String> {
