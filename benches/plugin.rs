@@ -11,7 +11,8 @@
 //!   rows; the hot-plug rows take the `podagent` beside it, if there is one);
 //! - `KACTUS_BENCH_ONLY` a comma list of sections: alone, bridge, latency, unannotated,
 //!   dynamic, hotplug, list, process, concurrent, fastpath (default: all);
-//! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null]` where one ADD spends its time.
+//! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null[:fast]]` where one ADD spends its time
+//!   (`fast`: through podagent's fast path).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -18,7 +18,8 @@ use crate::report::{median_u64, pct, traffic, Row};
 use crate::world::{null_nad_config, run_in, BenchPod, Binary, Delegates, Run, World};
 use serde_json::{json, Value};
 
-pub fn fastpath(world: &World, bin: &Binary, counts: &[usize], reps: usize) {
+/// The real podagent serving the fast path in the bench's node, and its socket.
+pub fn start_podagent(world: &World) -> (PodAgent, std::path::PathBuf) {
     let node = node_cni(&world.sb);
     let socket = world.sb.path("run/kactus/podagent.sock");
     let flags = [
@@ -28,6 +29,20 @@ pub fn fastpath(world: &World, bin: &Binary, counts: &[usize], reps: usize) {
     ];
     let agent = PodAgent::start_with(&world.sb, &node, &flags);
     assert!(wait_until(|| socket.exists()), "podagent never made its socket");
+    (agent, socket)
+}
+
+/// `pod`'s CNI_ARGS with the UID the apiserver gave it (podagent matches the pod on it).
+pub fn args_with_uid(world: &World, pod: &BenchPod) -> String {
+    let uid = world.sb.api().store().get("pods", &pod.namespace, &pod.name).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pod.args().replace(&format!("K8S_POD_UID=uid-{}", pod.name), &format!("K8S_POD_UID={uid}"))
+}
+
+pub fn fastpath(world: &World, bin: &Binary, counts: &[usize], reps: usize) {
+    let (agent, socket) = start_podagent(world);
 
     struct Rows {
         n: usize,
@@ -42,11 +57,7 @@ pub fn fastpath(world: &World, bin: &Binary, counts: &[usize], reps: usize) {
     for rep in 0..=reps {
         for Rows { n, bare, in_process, fast } in rows.iter_mut() {
             let pod = world.pod(Delegates::Null, *n);
-            let uid = world.sb.api().store().get("pods", &pod.namespace, &pod.name).unwrap()["metadata"]["uid"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let args = pod.args().replace(&format!("K8S_POD_UID=uid-{}", pod.name), &format!("K8S_POD_UID={uid}"));
+            let args = args_with_uid(world, pod);
             let conf = world.conf_for("ADD", Delegates::Null, pod);
             let mut fast_conf = conf.clone();
             fast_conf["podagentSocket"] = json!(socket);
