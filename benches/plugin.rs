@@ -11,7 +11,8 @@
 //!   rows; the hot-plug rows take the `podagent` beside it, if there is one);
 //! - `KACTUS_BENCH_ONLY` a comma list of sections: alone, bridge, latency, unannotated,
 //!   dynamic, hotplug, list, process, concurrent, fastpath (default: all);
-//! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null]` where one ADD spends its time.
+//! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null[:fast]]` where one ADD spends its time
+//!   (`fast`: through podagent's fast path).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -383,26 +384,6 @@ fn big_namespace(world: &mut World, builds: &[&Binary], reps: usize) {
 
 fn query_string(query: &[(&str, &str)]) -> String {
     query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
-}
-
-/// A NAD as `kubectl apply` leaves it on a real apiserver: its config, the last-applied
-/// annotation (the whole object again) and managedFields.
-fn realistic_nad(namespace: &str, name: &str) -> Value {
-    let config = json!({"cniVersion": "1.0.0", "name": name, "type": "null", "bridge": "br-big", "isGateway": true,
-        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
-        "address": "10.250.0.2/24"})
-    .to_string();
-    let applied = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-        "metadata": {"annotations": {}, "name": name, "namespace": namespace}, "spec": {"config": config}});
-    json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name, "namespace": namespace, "generation": 1,
-            "creationTimestamp": "2025-01-01T00:00:00Z",
-            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n")},
-            "managedFields": [{"apiVersion": "k8s.cni.cncf.io/v1", "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
-                    "f:spec": {".": {}, "f:config": {}}},
-                "manager": "kubectl-client-side-apply", "operation": "Update", "time": "2025-01-01T00:00:00Z"}]},
-        "spec": {"config": config}})
 }
 
 /// Peak RSS, start-up and binary size.

@@ -159,6 +159,43 @@ fn on_the_fast_path_kactus_reads_and_writes_nothing_through_the_apiserver_itself
     sb.assert_nothing_left(p, "fast path");
 }
 
+/// A NAD as `kubectl apply` leaves it carries its whole object again (the last-applied
+/// annotation) and managedFields: podagent's cache holds neither and its answers send neither
+/// (most of a NAD's bytes, for every attachment of every pod start), while kactus still gets
+/// what it reads (spec, resourceVersion, the other annotations) and makes the attachment.
+#[test]
+fn podagent_keeps_and_sends_a_nad_without_what_kubectl_apply_added() {
+    let mut sb = Sandbox::new();
+    let node = node_cni(&sb);
+    let mut green = kubectl_applied_nad("default", "green", &sb.bridge_net("green", "green-br", "192.168.42.0/24"));
+    green["metadata"]["annotations"]["example.com/owner"] = json!("team-a");
+    sb.api().store().apply(green).unwrap();
+    let agent = agent(&sb, &node, &[]);
+    let uid = pod_with(&sb, "app", r#"[{"name":"green"}]"#);
+    let p = sb.pod("app");
+    assert!(wait_until(|| agent.metric("podagent_fastpath_nad_events_total") >= 3), "green never reached the cache");
+
+    let ask = kactus::fastpath::Ask::Resolve {
+        pod: kactus::fastpath::PodKey { namespace: "default".into(), name: "app".into(), uid: uid.clone() },
+        networks: Vec::new(),
+    };
+    let answer = kactus::fastpath::client::ask(&socket(&sb), ask, std::time::Duration::from_secs(5)).unwrap();
+    let networks = match answer {
+        kactus::fastpath::Answer::Resolved { networks, .. } => networks,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    let object = &networks[0].object;
+    let stored = sb.api().store().get("network-attachment-definitions", "default", "green").unwrap();
+    assert_eq!(object["metadata"]["managedFields"], Value::Null, "{object}");
+    let annotations = object["metadata"]["annotations"].as_object().unwrap();
+    assert_eq!(annotations.keys().collect::<Vec<_>>(), vec!["example.com/owner"], "{object}");
+    assert_eq!(object["metadata"]["resourceVersion"], stored["metadata"]["resourceVersion"]);
+    assert_eq!(object["spec"], stored["spec"]);
+
+    add_check_del(&sb, p, "app", &uid, &conf_without_apiserver(&sb, &socket(&sb)), &["eth0", GREEN], "applied NAD");
+}
+
 /// A server on `path` answering each request with `reply` (or holding it unanswered).
 fn fake_podagent(path: &Path, reply: Option<Value>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

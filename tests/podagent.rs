@@ -188,9 +188,15 @@ fn hot_plug_benchmark() {
 /// podagent's idle cost with `pods` in-sync pods on its node besides app1: CPU over 10 s,
 /// resident memory now and at its peak. `cargo test --release --test podagent idle_cost -- --ignored --nocapture`;
 /// `KACTUS_PODAGENT=<binary>` measures that podagent build instead of this one's (before and
-/// after builds of podagent alone, under the same harness).
-fn idle_cost(pods: usize) {
+/// after builds of podagent alone, under the same harness). With `fast_path_nads`, podagent
+/// also serves the fast path (issue 25) and its NAD cache holds that many NADs, as
+/// `kubectl apply` leaves them (last-applied annotation, managedFields), spread over ten
+/// namespaces; measured once every one of them is in the cache.
+fn idle_cost(pods: usize, fast_path_nads: Option<usize>) {
     let mut sb = Sandbox::new();
+    for i in 0..fast_path_nads.unwrap_or(0) {
+        sb.apply(&realistic_nad(&format!("team{}", i % 10), &format!("net{i}")).to_string());
+    }
     running_pod(&mut sb);
     let status = r#"[{"name":"cluster","interface":"eth0","ips":["10.244.0.9"],"default":true},{"name":"default/green","interface":"net9f27410725ab","ips":["192.168.42.9"]}]"#;
     for i in 0..pods {
@@ -202,8 +208,17 @@ fn idle_cost(pods: usize) {
     }
     let node = node_cni(&sb);
     let binary = std::env::var("KACTUS_PODAGENT").unwrap_or_else(|_| env!("CARGO_BIN_EXE_podagent").to_string());
-    let agent = PodAgent::start_binary(&sb, &node, &cache_lookup(&sb), &binary);
+    let mut flags = cache_lookup(&sb).to_vec();
+    if fast_path_nads.is_some() {
+        flags.push(format!("--fastpath-socket={}", sb.path("run/kactus/podagent.sock").display()));
+    }
+    let agent = PodAgent::start_binary(&sb, &node, &flags, &binary);
     assert!(wait_until(|| agent.metric("podagent_reconciles_total") > pods as u64), "not every pod was looked at");
+    if let Some(nads) = fast_path_nads {
+        // The watch's events: one per NAD listed, and its start and end.
+        let cached = || agent.metric("podagent_fastpath_nad_events_total") >= nads as u64 + 2;
+        assert!(wait_until(cached), "the NAD cache never held all {nads} NADs");
+    }
     assert!(node.calls().is_empty(), "in-sync pods need no call: {:?}", node.calls());
     let pid = agent.child.id();
     let cpu_ticks = || -> u64 {
@@ -219,8 +234,9 @@ fn idle_cost(pods: usize) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| status.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
     eprintln!(
-        "podagent idle with {} pods: CPU {:.3}% of one core over {:?}; {}; {}",
+        "podagent idle with {} pods{}: CPU {:.3}% of one core over {:?}; {}; {}",
         pods + 1,
+        fast_path_nads.map(|n| format!(" and the fast path's cache of {n} NADs")).unwrap_or_default(),
         used as f64 / hz / elapsed.as_secs_f64() * 100.0,
         elapsed,
         field("VmRSS:"),
@@ -231,19 +247,33 @@ fn idle_cost(pods: usize) {
 #[test]
 #[ignore]
 fn idle_cost_with_one_pod() {
-    idle_cost(0);
+    idle_cost(0, None);
 }
 
 #[test]
 #[ignore]
 fn idle_cost_with_100_pods() {
-    idle_cost(100);
+    idle_cost(100, None);
 }
 
 #[test]
 #[ignore]
 fn idle_cost_with_1000_pods() {
-    idle_cost(1000);
+    idle_cost(1000, None);
+}
+
+/// The same 1,001 pods with the fast path served and no NAD: what serving it costs alone.
+#[test]
+#[ignore]
+fn idle_cost_with_1000_pods_and_the_fast_path_without_nads() {
+    idle_cost(1000, Some(0));
+}
+
+/// The same 1,001 pods with the fast path served and 200 NADs in its cache.
+#[test]
+#[ignore]
+fn idle_cost_with_1000_pods_and_the_fast_paths_200_nads() {
+    idle_cost(1000, Some(200));
 }
 
 /// The lead's cluster is Kubernetes 1.20: podagent needs nothing newer (events.k8s.io/v1 is

@@ -1,5 +1,6 @@
-//! `KACTUS_BENCH_PROFILE=<attachments>:<latency ms>[:null]`: where an ADD's time goes, phase
-//! by phase from kactus's debug log, and one ADD under strace.
+//! `KACTUS_BENCH_PROFILE=<attachments>:<latency ms>[:null[:fast]]`: where an ADD's time goes,
+//! phase by phase from kactus's debug log, and one ADD under strace; `fast` through podagent's
+//! fast path (the real podagent serving its socket in the node).
 
 use crate::common::*;
 use crate::report::{ms, pct};
@@ -14,6 +15,7 @@ pub fn profile(world: &World, bin: &Binary, spec: &str, reps: usize) {
     let n: usize = parts.next().unwrap_or("4").parse().expect("attachments");
     let latency: u64 = parts.next().unwrap_or("0").parse().expect("latency ms");
     let d = if parts.next() == Some("null") { Delegates::Null } else { Delegates::Bridge };
+    let fast = parts.next() == Some("fast");
     world.sb.api().faults().set_latency(Duration::from_millis(latency));
     let pod = world.pod(d, n);
     world.kactus(bin, "ADD", "warm", d, pod);
@@ -22,13 +24,20 @@ pub fn profile(world: &World, bin: &Binary, spec: &str, reps: usize) {
     let mut conf = world.conf_for("ADD", d, pod);
     conf["logLevel"] = "debug".into();
     conf["logFile"] = log.into();
+    let mut args = pod.args();
+    let _agent = fast.then(|| {
+        let (agent, socket) = crate::fastpath::start_podagent(world);
+        conf["podagentSocket"] = serde_json::json!(socket);
+        args = crate::fastpath::args_with_uid(world, pod);
+        agent
+    });
     let mut phases: Vec<(String, Vec<Duration>)> = Vec::new();
     let mut direct_calls = Vec::new();
     let mut usages = Vec::new();
     for rep in 0..reps {
         let _ = std::fs::remove_file(log);
         let container = format!("phases-{rep}");
-        let env = cni_env("ADD", &container, Some(&pod.netns), "eth0", &pod.args(), world.cni_path(d));
+        let env = cni_env("ADD", &container, Some(&pod.netns), "eth0", &args, world.cni_path(d));
         let add = run_in(Some(&world.sb.node.path), bin.path(), &env, conf.to_string().as_bytes());
         assert!(add.ok, "ADD with debug log: {}", add.stdout);
         world.kactus(bin, "DEL", &container, d, pod);
@@ -49,7 +58,8 @@ pub fn profile(world: &World, bin: &Binary, spec: &str, reps: usize) {
             direct_calls.push(took / (n as u32 + 1));
         }
     }
-    println!("\nwhere an ADD with {n} attachment(s) spends its time ({latency} ms apiserver latency, {d:?} delegates), p50 of {reps}");
+    let path = if fast { "the fast path" } else { "in-process" };
+    println!("\nwhere an ADD with {n} attachment(s) spends its time ({latency} ms apiserver latency, {d:?} delegates, {path}), p50 of {reps}");
     println!("| phase (up to the log line) | p50 |");
     println!("|---|---:|");
     for (name, samples) in &phases {
@@ -64,7 +74,7 @@ pub fn profile(world: &World, bin: &Binary, spec: &str, reps: usize) {
 
     let _ = std::fs::remove_file(log);
     // sh reads this script from stdin; the config goes to kactus through $CONF.
-    let mut env = cni_env("ADD", "prof", Some(&pod.netns), "eth0", &pod.args(), world.cni_path(d));
+    let mut env = cni_env("ADD", "prof", Some(&pod.netns), "eth0", &args, world.cni_path(d));
     env.push(("CONF", conf.to_string()));
     let script = format!("printf '%s' \"$CONF\" | strace -f -tt -T -o /tmp/kactus-bench-profile.strace {}", bin.path());
     let start = Instant::now();
@@ -109,6 +119,8 @@ fn log_phases(log: &str, wall: Duration) -> Vec<(String, Duration)> {
             (format!("delegate {delegates} (exec + cache write)"), false)
         } else if msg.starts_with("pod ") && msg.ends_with(" read") {
             ("GET pod".to_string(), planned)
+        } else if msg.starts_with("fast path: podagent answered") {
+            ("podagent answered the networks".to_string(), planned)
         } else if msg.contains("network config(s) read") {
             ("GET NADs (concurrent)".to_string(), planned)
         } else if msg.starts_with("plan:") {

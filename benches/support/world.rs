@@ -172,6 +172,11 @@ pub fn null_net(name: &str, address: &str) -> Value {
     json!({"cniVersion": "1.0.0", "name": name, "type": "null", "address": address})
 }
 
+/// The config of null NAD `z<i>` (what its `spec.config` holds).
+pub fn null_nad_config(i: usize) -> Value {
+    null_net(&nad_name(Delegates::Null, i), &format!("10.{}.{}.2/24", 1 + i / 250, i % 250))
+}
+
 /// Pod `name` in `namespace` asking for the given networks (the kactus annotation).
 pub fn annotations_for(networks: &[String]) -> Value {
     if networks.is_empty() {
@@ -195,11 +200,7 @@ impl World {
         }
         for i in 0..NULL_NADS {
             let name = nad_name(Delegates::Null, i);
-            sb.apply(&Sandbox::nad_yaml(
-                NULL_NS,
-                &name,
-                &null_net(&name, &format!("10.{}.{}.2/24", 1 + i / 250, i % 250)),
-            ));
+            sb.apply(&Sandbox::nad_yaml(NULL_NS, &name, &null_nad_config(i)));
         }
         let null_dir = sb.path("null-cni");
         std::fs::create_dir_all(&null_dir).expect("null delegate dir");

@@ -499,3 +499,28 @@ pub fn pod_events(sb: &Sandbox, namespace: &str, pod: &str) -> Vec<(String, Stri
         .map(|e| (s(&e["type"]), s(&e["reason"]), s(&e["message"])))
         .collect()
 }
+
+/// A NAD as `kubectl apply` leaves it on a real apiserver: its config, the last-applied
+/// annotation (the whole object again) and managedFields; a null delegate's config.
+pub fn realistic_nad(namespace: &str, name: &str) -> Value {
+    let config = json!({"cniVersion": "1.0.0", "name": name, "type": "null", "bridge": "br-big", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
+        "address": "10.250.0.2/24"});
+    kubectl_applied_nad(namespace, name, &config)
+}
+
+/// NAD `namespace/name` holding `config`, as `kubectl apply` leaves it (see [`realistic_nad`]).
+pub fn kubectl_applied_nad(namespace: &str, name: &str, config: &Value) -> Value {
+    let config = config.to_string();
+    let applied = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"annotations": {}, "name": name, "namespace": namespace}, "spec": {"config": config}});
+    json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1,
+            "creationTimestamp": "2025-01-01T00:00:00Z",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n")},
+            "managedFields": [{"apiVersion": "k8s.cni.cncf.io/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
+                    "f:spec": {".": {}, "f:config": {}}},
+                "manager": "kubectl-client-side-apply", "operation": "Update", "time": "2025-01-01T00:00:00Z"}]},
+        "spec": {"config": config}})
+}
