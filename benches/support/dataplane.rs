@@ -162,13 +162,22 @@ fn service(k: usize, name: &str, network: &str, selector: Value) -> Value {
                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
 }
 
+/// podagent's utime + stime so far.
 fn stat_cpu(pid: u32) -> Duration {
+    let (user, sys) = stat_times(pid);
+    user + sys
+}
+
+/// (utime, stime) from /proc/PID/stat: the fields after the command (which may hold
+/// spaces), utime the 14th of the line and stime the 15th.
+fn stat_times(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces): state is the 3rd, utime the 14th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    // SAFETY: sysconf reads a constant of the system.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
+    let time = |i: usize| Duration::from_secs_f64(fields.get(i).copied().unwrap_or(0) as f64 / ticks);
+    (time(0), time(1))
 }
 
 /// (VmRSS, VmHWM) in MiB.
@@ -433,7 +442,7 @@ pub fn dataplane(reps: usize) {
         let (name, svc, ip) = (format!("r{k}"), format!("s{k}"), format!("10.77.11.{}", k % 250 + 1));
         for (on, row) in [true, false].into_iter().zip(ready_rows.iter_mut()) {
             let (name, sv) = (name.clone(), svc.clone());
-            let cpu = stat_cpu(b.pid());
+            let cpu = stat_times(b.pid());
             let s = b.measured(
                 "kactus-proxy",
                 &ip,
@@ -445,7 +454,7 @@ pub fn dataplane(reps: usize) {
                 move |sb| ready_in_slice(sb, &sv).len() == if on { 2 } else { 1 },
             );
             if rep > 0 {
-                row.record(&s, stat_cpu(b.pid()).saturating_sub(cpu));
+                row.record(&s, cpu, stat_times(b.pid()));
                 sweeps += s.sweeps;
                 sweeping += s.sweeping;
             }
@@ -470,7 +479,7 @@ pub fn dataplane(reps: usize) {
         std::thread::sleep(Duration::from_millis(20));
         for (appear, row) in [true, false].into_iter().zip(peer_rows.iter_mut()) {
             let (n, a) = (name.clone(), ip.clone());
-            let cpu = stat_cpu(b.pid());
+            let cpu = stat_times(b.pid());
             let s = b.measured(
                 "kactus-policy",
                 &ip,
@@ -489,7 +498,7 @@ pub fn dataplane(reps: usize) {
                 |_| false,
             );
             if rep > 0 {
-                row.record(&s, stat_cpu(b.pid()).saturating_sub(cpu));
+                row.record(&s, cpu, stat_times(b.pid()));
                 sweeps += s.sweeps;
                 sweeping += s.sweeping;
             }
@@ -516,10 +525,11 @@ pub fn dataplane(reps: usize) {
     for (what, row, memory) in rows {
         let (p50, p99) = pct(&row.all);
         println!(
-            "| {what} | {p50:.1} / {p99:.1} ms | {:.1} ms | {} | {:.1} ms | {} |",
+            "| {what} | {p50:.1} / {p99:.1} ms | {:.1} ms | {} | {:.1} ms ({:.1} ms in the kernel) | {} |",
             pct(&row.first).0,
             if row.marked.is_empty() { "-".to_string() } else { format!("{:.1} ms", pct(&row.marked).0) },
             per(row.cpu, row.all.len()),
+            per(row.sys, row.all.len()),
             memory.map_or(String::new(), |(r, h)| format!("{r:.1} / {h:.1} MiB"))
         );
     }
@@ -585,14 +595,18 @@ struct Phase {
     first: Vec<Duration>,
     marked: Vec<Duration>,
     cpu: Duration,
+    /// Of `cpu`, in the kernel (stime).
+    sys: Duration,
 }
 
 impl Phase {
-    fn record(&mut self, s: &Sweep, cpu: Duration) {
+    /// One change: its sweep and podagent's (utime, stime) before and after it.
+    fn record(&mut self, s: &Sweep, before: (Duration, Duration), after: (Duration, Duration)) {
         self.all.push(s.all);
         self.first.push(s.first);
         self.marked.extend(s.marked);
-        self.cpu += cpu;
+        self.cpu += (after.0 + after.1).saturating_sub(before.0 + before.1);
+        self.sys += after.1.saturating_sub(before.1);
     }
 }
 
