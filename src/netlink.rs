@@ -116,6 +116,23 @@ pub fn delete_link(netns: &Path, ifname: &str) -> io::Result<bool> {
     })?
 }
 
+/// Which of `names` are no network device in the namespace at `netns` (a DPDK or vhost-user
+/// attachment's name: nftables cannot filter its traffic there).
+pub fn absent_devices(netns: &Path, names: &[String]) -> io::Result<Vec<String>> {
+    let names = names.to_vec();
+    crate::netns::run_in(netns, move || {
+        let mut absent = Vec::new();
+        for name in names {
+            match nix::net::if_::if_nametoindex(name.as_str()) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::ENODEV) => absent.push(name),
+                Err(e) => return Err(io::Error::new(io::Error::from(e).kind(), format!("device {name}: {e}"))),
+            }
+        }
+        Ok(absent)
+    })?
+}
+
 /// The routing protocol number that marks the host routes kactus's in-pod Service proxy
 /// adds (`ip route show proto 107`): how a restarted podagent or `kactus uninstall` finds
 /// them without any state of its own.

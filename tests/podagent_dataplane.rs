@@ -277,6 +277,91 @@ fn a_cluster_without_the_policy_crd_still_proxies() {
     assert_eq!(log.matches("MultiNetworkPolicy CRD").count(), 1, "{log}");
 }
 
+/// A Service on a network none of the node's pods is on costs a pass that computes no pod;
+/// a change of the Service they are on, the three pods on mp1.
+#[test]
+fn an_unrelated_service_change_computes_no_pod() {
+    let w = world();
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+    let (passes, computed) =
+        (agent.metric("podagent_dataplane_passes_total"), agent.metric("podagent_dataplane_pods_computed_total"));
+    let mut far: Value = serde_json::from_str(&service_yaml()).unwrap();
+    far["metadata"]["name"] = json!("far");
+    far["metadata"]["annotations"]["k8s.v1.cni.cncf.io/service-network"] = json!("mp9");
+    far["spec"]["clusterIP"] = json!("10.96.0.99");
+    far["spec"]["clusterIPs"] = json!(["10.96.0.99"]);
+    w.sb.apply(&far.to_string());
+    assert!(wait_until(|| agent.metric("podagent_dataplane_passes_total") > passes), "no pass");
+    assert_eq!(agent.metric("podagent_dataplane_pods_computed_total"), computed);
+    w.sb.apply(&slice_yaml(&[&w.servers[0]]));
+    assert!(wait_until(|| agent.metric("podagent_dataplane_pods_computed_total") == computed + 3));
+    assert_eq!(answered(&w.client, 5).len(), 1);
+}
+
+/// The MultiNetworkPolicy CRD installed after podagent started: podagent finds it (here
+/// looking every second) and enforces a policy made then, without a restart.
+#[test]
+fn a_policy_crd_installed_after_podagent_started_is_enforced_without_a_restart() {
+    let w = world();
+    let crd = "multi-networkpolicies.k8s.cni.cncf.io";
+    w.sb.api().uninstall_crd(crd);
+    let mut flags = cache_lookup(&w.sb).to_vec();
+    flags.push("--policy-crd-recheck-seconds=1".into());
+    let agent = PodAgent::start_with(&w.sb, &w.node, &flags);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+    w.sb.api().install_crd(crd);
+    w.sb.apply(&deny_servers_yaml());
+    assert!(wait_until(|| call(&w.client).is_err()), "the policy was never enforced");
+    assert!(has_table(&w.sb.pods[2].path, "kactus-policy"));
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("MultiNetworkPolicies are served now"), "{log}");
+    assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
+}
+
+/// A device a policy governs that is no network device in the pod (as a DPDK or vhost-user
+/// attachment's, here one added to kactus's record of server2) is told on the pod as a
+/// Warning `PolicyNotEnforced`, once: it is looked for when the table is first programmed, not
+/// again when the policy changes.
+#[test]
+fn a_governed_device_that_is_no_network_device_in_the_pod_is_told_once() {
+    let w = world();
+    let stored = w.sb.api().store().get("pods", "default", "server2").unwrap();
+    let mut conditions = stored["status"]["conditions"].as_array().unwrap().clone();
+    let attested = conditions.iter_mut().find(|c| c["type"] == "kactus.io/attachments").unwrap();
+    let mut entries: Value = serde_json::from_str(attested["message"].as_str().unwrap()).unwrap();
+    entries.as_array_mut().unwrap().push(json!({"name": "default/mp1", "interface": "vhu0", "ips": ["200.1.1.250"]}));
+    attested["message"] = Value::String(entries.to_string());
+    let patch = json!({"status": {"conditions": conditions}});
+    w.sb.api().store().merge_patch("pods", "default", "server2", &patch).unwrap();
+    let agent = PodAgent::start(&w.sb, &w.node);
+    assert!(wait_until(|| call(&w.client).is_ok()), "the ClusterIP never answered: {:?}", call(&w.client));
+
+    w.sb.apply(&deny_servers_yaml());
+    let not_enforced = || {
+        let events = w.sb.api().store().list("events", Some("default"));
+        let on = |e: &&Value| e["reason"] == "PolicyNotEnforced";
+        events
+            .iter()
+            .filter(on)
+            .map(|e| e["involvedObject"]["name"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(|| !not_enforced().is_empty()), "no PolicyNotEnforced Event");
+    assert_eq!(not_enforced(), ["server2"]);
+    let log = || std::fs::read_to_string(&agent.log).unwrap();
+    assert_eq!(log().matches("device vhu0 on network default/mp1 is not a kernel network device").count(), 1);
+
+    // The policy changed: both servers' tables replaced, vhu0 not looked for again.
+    let applied = agent.metric("podagent_dataplane_tables_applied_total");
+    let mut deny: Value = serde_json::from_str(&deny_servers_yaml()).unwrap();
+    deny["spec"]["ingress"] = json!([{"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]);
+    w.sb.apply(&deny.to_string());
+    assert!(wait_until(|| agent.metric("podagent_dataplane_tables_applied_total") >= applied + 2));
+    assert_eq!(log().matches("device vhu0 on network default/mp1 is not a kernel network device").count(), 1);
+    assert_eq!(agent.metric("podagent_dataplane_failures_total"), 0);
+}
+
 /// `cargo test --test podagent_dataplane -- --ignored --nocapture endpoint_change_latency`:
 /// an EndpointSlice change -> the client's proxy table changed (its nftables generation
 /// moved), p50/p99 over 50 changes. Polled every millisecond in-process.

@@ -66,6 +66,10 @@ struct Cli {
     /// Bound on one CNI plugin call.
     #[arg(long, default_value_t = 120)]
     plugin_timeout_seconds: u64,
+    /// While the MultiNetworkPolicy CRD is not served, look for it again this often (once
+    /// it is, policies are enforced without a restart).
+    #[arg(long, default_value_t = 30)]
+    policy_crd_recheck_seconds: u64,
 }
 
 fn main() {
@@ -95,6 +99,7 @@ fn main() {
         plugin_timeout: Duration::from_secs(cli.plugin_timeout_seconds.max(1)),
         fastpath_socket: cli.fastpath_socket.filter(|p| !p.as_os_str().is_empty()),
         fastpath_max_concurrent: cli.fastpath_max_concurrent,
+        policy_crd_recheck: Duration::from_secs(cli.policy_crd_recheck_seconds.max(1)),
     };
     if let Err(e) = kactus::podagent::run(opts) {
         log::error!("podagent: {e}");

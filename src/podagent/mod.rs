@@ -58,6 +58,9 @@ pub struct Options {
     /// The fast path's socket (`None`: no fast path) and how many requests it answers at once.
     pub fastpath_socket: Option<PathBuf>,
     pub fastpath_max_concurrent: usize,
+    /// How often the data plane looks again for the MultiNetworkPolicy CRD while it is not
+    /// served.
+    pub policy_crd_recheck: Duration,
 }
 
 /// What podagent cannot work without: the node's pods, and Events for what failed
@@ -129,6 +132,7 @@ async fn serve(opts: Options) -> Result<(), String> {
         locator,
         recorder: ctx.recorder.clone(),
         metrics: dataplane_metrics,
+        policy_crd_recheck: opts.policy_crd_recheck,
     })
     .await?;
     daemon::health::serve(opts.metrics_addr, registry, Arc::new(move || first_look.ready())).await?;

@@ -6,7 +6,7 @@
 //! because they are no kernel network device in the pod (a DPDK or vhost-user attachment):
 //! traffic there is not filtered, and the policy's author must be told.
 
-use super::compile::Compiled;
+use super::compile::{Compiled, Governed};
 
 /// One Event to publish. All are Warnings: enforcing as written is not news.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,23 +42,26 @@ pub fn events(compiled: &Compiled, missing: &[&str]) -> Vec<PolicyEvent> {
             policy: Some(p.policy.clone()),
         })
         .collect();
-    for governed in compiled.devices.iter().filter(|d| missing.contains(&d.device.as_str())) {
-        let mut policies: Vec<&str> = governed.ingress.iter().chain(&governed.egress).map(String::as_str).collect();
-        policies.sort_unstable();
-        policies.dedup();
-        out.push(PolicyEvent {
-            reason: "PolicyNotEnforced",
-            message: format!(
-                "device {} on network {} is not a kernel network device in the pod (a DPDK or vhost-user \
-                 attachment?): MultiNetworkPolicy {} cannot filter its traffic",
-                governed.device,
-                governed.network,
-                policies.join(", ")
-            ),
-            policy: None,
-        });
-    }
+    out.extend(compiled.devices.iter().filter(|d| missing.contains(&d.device.as_str())).map(not_enforced));
     out
+}
+
+/// The Event for a governed device that is no kernel network device in the pod.
+pub fn not_enforced(governed: &Governed) -> PolicyEvent {
+    let mut policies: Vec<&str> = governed.ingress.iter().chain(&governed.egress).map(String::as_str).collect();
+    policies.sort_unstable();
+    policies.dedup();
+    PolicyEvent {
+        reason: "PolicyNotEnforced",
+        message: format!(
+            "device {} on network {} is not a kernel network device in the pod (a DPDK or vhost-user \
+             attachment?): MultiNetworkPolicy {} cannot filter its traffic",
+            governed.device,
+            governed.network,
+            policies.join(", ")
+        ),
+        policy: None,
+    }
 }
 
 pub fn stats(compiled: &Compiled) -> Stats {
@@ -74,7 +77,7 @@ pub fn stats(compiled: &Compiled) -> Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::compile::{Governed, Problem};
+    use crate::policy::compile::Problem;
     use crate::policy::NetworkRef;
 
     #[test]

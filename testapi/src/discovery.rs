@@ -53,6 +53,12 @@ impl Emulation {
         self.uninstalled.lock().unwrap_or_else(|p| p.into_inner()).insert(qualified.to_string());
     }
 
+    /// Installs the CRD of `qualified` again (after [`Emulation::uninstall`]): served and
+    /// discovered from now on, as when a cluster's admin applies it.
+    pub fn install(&self, qualified: &str) {
+        self.uninstalled.lock().unwrap_or_else(|p| p.into_inner()).remove(qualified);
+    }
+
     /// Whether objects of `kind` are served: its group version by the release played, and
     /// its CRD installed.
     pub fn serves_kind(&self, kind: &ResourceKind) -> bool {

@@ -204,6 +204,11 @@ impl TestApiServer {
         self.shared.emulation.uninstall(qualified);
     }
 
+    /// Installs the CRD of `qualified` again after [`Server::uninstall_crd`].
+    pub fn install_crd(&self, qualified: &str) {
+        self.shared.emulation.install(qualified);
+    }
+
     /// The service-account tokens this server issued (TokenRequest).
     pub fn tokens(&self) -> &Tokens {
         &self.shared.tokens

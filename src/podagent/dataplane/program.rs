@@ -17,6 +17,8 @@ pub struct Programmed {
     pub proxy: Known,
     pub policy: Known,
     pub routes: Option<Vec<ServiceRoute>>,
+    /// Devices under policy already looked for in the pod: each is looked for once.
+    pub looked_for: BTreeSet<String>,
 }
 
 /// A table as podagent knows it.
@@ -43,18 +45,26 @@ impl Desired {
 }
 
 /// What one pass did, for /metrics.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Done {
     pub applied: u64,
     pub refills: u64,
     pub deleted: u64,
     /// UDP conntrack entries to gone endpoints deleted.
     pub conntrack_flushed: u64,
+    /// Devices under policy found to be no network device in the pod (DPDK, vhost-user):
+    /// nftables cannot filter them. Each is told once.
+    pub unfiltered: Vec<String>,
 }
 
 impl Programmed {
     pub fn new(netns: PathBuf) -> Programmed {
-        Programmed { netns, proxy: Known::Unknown, policy: Known::Unknown, routes: None }
+        Programmed { netns, proxy: Known::Unknown, policy: Known::Unknown, routes: None, looked_for: BTreeSet::new() }
+    }
+
+    /// Whether both tables and the routes are known (applied or absent).
+    pub fn knows_tables(&self) -> bool {
+        self.proxy != Known::Unknown && self.policy != Known::Unknown && self.routes.is_some()
     }
 
     /// Whether `desired` is what was last applied (no netlink needed).
@@ -69,10 +79,21 @@ impl Programmed {
             && self.routes.as_ref() == Some(&desired.routes)
     }
 
-    /// Brings the pod to `desired`. What succeeded is remembered even when a later step
-    /// fails; the error says which step.
-    pub fn bring_to(&mut self, desired: &Desired) -> Result<Done, String> {
+    /// Brings the pod to `desired`, and looks for the `governed` devices not looked for yet.
+    /// What succeeded is remembered even when a later step fails; the error says which step.
+    pub fn bring_to(&mut self, desired: &Desired, governed: &[String]) -> Result<Done, String> {
         let mut done = Done::default();
+        let new: Vec<String> = governed.iter().filter(|d| !self.looked_for.contains(*d)).cloned().collect();
+        if !new.is_empty() {
+            // Best effort: not looked for now, looked for the next time.
+            match netlink::absent_devices(&self.netns, &new) {
+                Ok(absent) => {
+                    self.looked_for.extend(new);
+                    done.unfiltered = absent;
+                }
+                Err(e) => log::warn!("devices {new:?} in {}: {e}", self.netns.display()),
+            }
+        }
         let mut nft = None;
         // Policy first: a new Service's backend is filtered from the moment it is reachable.
         step(&self.netns, &mut nft, &mut self.policy, desired.policy.as_ref(), POLICY_TABLE, &mut done)?;

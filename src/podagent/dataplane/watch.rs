@@ -6,7 +6,8 @@
 //! attachments as policy peers (plus this node's), stripped before the store to what policies
 //! and the proxy read.
 //!
-//! Every event of every watch wakes [`Changed`]; the reconcile loop coalesces them.
+//! Every event of every watch records the object it is about in [`Changed`] and wakes the
+//! reconcile loop, which coalesces them (`dirty.rs` turns them into the pods to recompute).
 
 use crate::endpoints::desired::{
     ENDPOINTS_MANAGED_BY, ENDPOINTS_MANAGED_BY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL,
@@ -22,36 +23,73 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::Notify;
 
-/// What changed since the loop last looked, and its wake-up (wakes pile up into one).
+/// The objects that changed since the loop last looked, and its wake-up (wakes pile up into
+/// one).
 #[derive(Default)]
 pub struct Changes {
     wake: Notify,
-    what: AtomicU8,
+    touched: Mutex<Touched>,
 }
 
 pub type Changed = Arc<Changes>;
 
-/// Services or their endpoints changed: the proxy tables are recomputed.
-pub const PROXY: u8 = 1;
-/// Policies or namespaces changed: the policy tables are recomputed.
-pub const POLICY: u8 = 2;
-pub const ALL: u8 = PROXY | POLICY;
+/// The kinds the data plane watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    /// EndpointSlices, or 1.20's Endpoints.
+    Endpoints,
+    Policy,
+    Namespace,
+    Pod,
+}
+
+/// Changed objects by kind, each `namespace/name` (a Namespace: its name).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// A watch (re)listed: what it missed is not known object by object.
+    pub relisted: bool,
+    pub services: BTreeSet<String>,
+    pub endpoints: BTreeSet<String>,
+    pub policies: BTreeSet<String>,
+    pub namespaces: BTreeSet<String>,
+    pub pods: BTreeSet<String>,
+}
 
 impl Changes {
-    pub fn mark(&self, what: u8) {
-        self.what.fetch_or(what, Ordering::SeqCst);
+    /// `key` of `kind` changed.
+    pub fn touch(&self, kind: Kind, key: String) {
+        if let Ok(mut t) = self.touched.lock() {
+            let keys = match kind {
+                Kind::Service => &mut t.services,
+                Kind::Endpoints => &mut t.endpoints,
+                Kind::Policy => &mut t.policies,
+                Kind::Namespace => &mut t.namespaces,
+                Kind::Pod => &mut t.pods,
+            };
+            keys.insert(key);
+        }
+        self.wake.notify_one();
+    }
+
+    /// A watch listed its kind anew.
+    pub fn relisted(&self) {
+        if let Ok(mut t) = self.touched.lock() {
+            t.relisted = true;
+        }
         self.wake.notify_one();
     }
 
     /// What changed since the last call.
-    pub fn take(&self) -> u8 {
-        self.what.swap(0, Ordering::SeqCst)
+    pub fn take(&self) -> Touched {
+        self.touched.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default()
     }
 
     pub async fn notified(&self) {
@@ -59,13 +97,35 @@ impl Changes {
     }
 }
 
+/// An object's `namespace/name` (a cluster-scoped one's: its name), as [`Touched`] holds it.
+pub fn key_of(meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or_default();
+    match meta.namespace.as_deref() {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The store lookup of a key [`key_of`] made.
+pub fn get<K>(store: &Store<K>, key: &str) -> Option<Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let reference = match key.split_once('/') {
+        Some((ns, name)) => reflector::ObjectRef::new(name).within(ns),
+        None => reflector::ObjectRef::new(key),
+    };
+    store.get(&reference)
+}
+
 /// The data plane's stores.
 #[derive(Clone)]
 pub struct Stores {
     pub services: Store<Service>,
     pub endpoints: EndpointsStore,
-    /// `None`: the cluster serves no MultiNetworkPolicy CRD.
-    pub policies: Option<Store<MultiNetworkPolicy>>,
+    /// Empty while the cluster serves no MultiNetworkPolicy CRD (filled once it does).
+    pub policies: Arc<OnceLock<Store<MultiNetworkPolicy>>>,
     pub namespaces: Store<Namespace>,
     /// The pods [`kept_pod`] keeps, stripped by [`strip_pod`].
     pub pods: Store<Pod>,
@@ -82,36 +142,46 @@ pub enum EndpointsStore {
 impl Stores {
     /// Starts every watch (each on a task of its own, backing off while the apiserver is
     /// away); the stores fill as they list.
-    pub async fn start(client: &kube::Client, node: &str, changed: &Changed) -> Result<Stores, String> {
+    /// `recheck`: how often to look again for the MultiNetworkPolicy CRD while it is not
+    /// served.
+    pub async fn start(
+        client: &kube::Client,
+        node: &str,
+        changed: &Changed,
+        recheck: Duration,
+    ) -> Result<Stores, String> {
         let proxied =
             watcher::Config::default().labels(&format!("{PROXY_NAME_LABEL} in ({PROXY_NAME},{MULTUS_PROXY_NAME})"));
-        let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, PROXY, |_| {}, every);
+        let services = reflect(Api::<Service>::all(client.clone()), proxied, changed, Kind::Service, |_| {}, every);
         let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
         let endpoints = if served(client, "discovery.k8s.io/v1", "endpointslices").await? {
-            EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}, every))
+            EndpointsStore::Slices(reflect(Api::all(client.clone()), ours, changed, Kind::Endpoints, |_| {}, every))
         } else {
             log::info!("discovery.k8s.io/v1 is not served: Service endpoints are read from core/v1 Endpoints");
             // kactus-endpoints labels the Endpoints it writes with its own managed-by label.
             let ours =
                 watcher::Config::default().labels(&format!("{ENDPOINTS_MANAGED_BY_LABEL}={ENDPOINTS_MANAGED_BY}"));
-            EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, PROXY, |_| {}, every))
+            EndpointsStore::Legacy(reflect(Api::all(client.clone()), ours, changed, Kind::Endpoints, |_| {}, every))
         };
-        let policies = if served(client, "k8s.cni.cncf.io/v1beta1", "multi-networkpolicies").await? {
-            Some(reflect(Api::all(client.clone()), watcher::Config::default(), changed, POLICY, |_| {}, every))
+        let policies = Arc::new(OnceLock::new());
+        if served(client, POLICY_GROUP_VERSION, POLICY_RESOURCE).await? {
+            let _ = policies.set(watch_policies(client, changed));
         } else {
             log::info!(
-                "the MultiNetworkPolicy CRD (k8s.cni.cncf.io/v1beta1) is not served: no policy is enforced; \
-                 restart podagent once it is installed"
+                "the MultiNetworkPolicy CRD ({POLICY_GROUP_VERSION}) is not served: no policy is enforced until \
+                 it is (looked for every {}s)",
+                recheck.as_secs()
             );
-            None
-        };
+            tokio::spawn(watch_policies_once_served(client.clone(), changed.clone(), policies.clone(), recheck));
+        }
         let all = watcher::Config::default();
-        let namespaces = reflect(Api::all(client.clone()), all.clone(), changed, POLICY, strip_namespace, every);
+        let namespaces =
+            reflect(Api::all(client.clone()), all.clone(), changed, Kind::Namespace, strip_namespace, every);
         // A pod's own attachments make its proxy table; every pod is a policy peer.
         let node = node.to_string();
         let kept = move |pod: &Pod, had: Option<&Pod>| kept_pod(pod, had, &node);
         // Listed in small pages: each page is decoded whole before it is stripped.
-        let pods = reflect(Api::all(client.clone()), all.page_size(100), changed, ALL, strip_pod, kept);
+        let pods = reflect(Api::all(client.clone()), all.page_size(100), changed, Kind::Pod, strip_pod, kept);
         Ok(Stores { services, endpoints, policies, namespaces, pods })
     }
 
@@ -123,18 +193,69 @@ impl Stores {
             EndpointsStore::Slices(s) => drop(s.wait_until_ready().await),
             EndpointsStore::Legacy(s) => drop(s.wait_until_ready().await),
         }
-        if let Some(p) = &self.policies {
+        if let Some(p) = self.policies.get() {
             let _ = p.wait_until_ready().await;
         }
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
     }
 
-    /// kactus's EndpointSlices, read from Endpoints on 1.20.
-    pub fn slices(&self) -> Vec<EndpointSlice> {
+    /// The keys of kactus's slices (on 1.20: of its Endpoints).
+    pub fn endpoints_keys(&self) -> Vec<String> {
         match &self.endpoints {
-            EndpointsStore::Slices(s) => s.state().iter().map(|s| EndpointSlice::clone(s)).collect(),
-            EndpointsStore::Legacy(s) => s.state().iter().flat_map(|e| as_slices(e)).collect(),
+            EndpointsStore::Slices(s) => s.state().iter().map(|s| key_of(&s.metadata)).collect(),
+            EndpointsStore::Legacy(s) => s.state().iter().map(|e| key_of(&e.metadata)).collect(),
+        }
+    }
+
+    /// The Service (`namespace/name`) the slice (or Endpoints) `key` holds endpoints of;
+    /// `None` when it is gone.
+    pub fn service_of(&self, key: &str) -> Option<String> {
+        match &self.endpoints {
+            EndpointsStore::Slices(s) => {
+                let slice = get(s, key)?;
+                let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+                Some(format!("{}/{service}", slice.metadata.namespace.as_deref().unwrap_or_default()))
+            }
+            EndpointsStore::Legacy(s) => get(s, key).map(|_| key.to_string()),
+        }
+    }
+
+    /// The slice `key` (on 1.20: the slices its Endpoints stand for).
+    pub fn slices_at(&self, key: &str) -> Vec<EndpointSlice> {
+        match &self.endpoints {
+            EndpointsStore::Slices(s) => get(s, key).map(|s| EndpointSlice::clone(&s)).into_iter().collect(),
+            EndpointsStore::Legacy(s) => get(s, key).map(|e| as_slices(&e)).unwrap_or_default(),
+        }
+    }
+}
+
+const POLICY_GROUP_VERSION: &str = "k8s.cni.cncf.io/v1beta1";
+const POLICY_RESOURCE: &str = "multi-networkpolicies";
+
+fn watch_policies(client: &kube::Client, changed: &Changed) -> Store<MultiNetworkPolicy> {
+    reflect(Api::all(client.clone()), watcher::Config::default(), changed, Kind::Policy, |_| {}, every)
+}
+
+/// Asks discovery every `recheck` whether the MultiNetworkPolicy CRD is served now, and once
+/// it is, starts its watch (whose first list recomputes every pod): installing the CRD
+/// after podagent needs no restart.
+async fn watch_policies_once_served(
+    client: kube::Client,
+    changed: Changed,
+    slot: Arc<OnceLock<Store<MultiNetworkPolicy>>>,
+    recheck: Duration,
+) {
+    loop {
+        tokio::time::sleep(recheck).await;
+        match served(&client, POLICY_GROUP_VERSION, POLICY_RESOURCE).await {
+            Ok(true) => {
+                log::info!("MultiNetworkPolicies are served now: enforcing them");
+                let _ = slot.set(watch_policies(&client, &changed));
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => log::debug!("{e}"),
         }
     }
 }
@@ -150,7 +271,7 @@ fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     changed: &Changed,
-    what: u8,
+    kind: Kind,
     strip: fn(&mut K),
     keep: impl Fn(&K, Option<&K>) -> bool + Send + 'static,
 ) -> Store<K>
@@ -183,7 +304,10 @@ where
     tokio::spawn(stream.for_each(move |event| {
         match event {
             Ok(watcher::Event::InitApply(_)) | Ok(watcher::Event::Init) => {}
-            Ok(_) => changed.mark(what),
+            Ok(watcher::Event::InitDone) => changed.relisted(),
+            Ok(watcher::Event::Apply(object)) | Ok(watcher::Event::Delete(object)) => {
+                changed.touch(kind, key_of(object.meta()))
+            }
             Err(e) => log::warn!("data plane watch of {}: {e}", K::plural(&Default::default())),
         }
         futures::future::ready(())
