@@ -18,8 +18,9 @@
 //! - **Peer -> rules in 100 selected pods** (issue 24): the same, for a pod on another node
 //!   that gets its attachment (kactus's status PATCH of its condition) and is a peer of one
 //!   of [`POLICIES`] policies that each select all 100 clients.
-//! - **CPU and RSS**: podagent's utime+stime from /proc/PID/stat across each phase (10 ms
-//!   ticks), its VmRSS and VmHWM at the phase's end.
+//! - **CPU and RSS**: podagent's utime+stime (and stime alone) from /proc/PID/stat (10 ms
+//!   ticks), from before each change until podagent is quiet after it; its VmRSS and VmHWM
+//!   after the phase.
 //! - **An unrelated change** (a proxied Service on a network none of the pods is on, created
 //!   then deleted; a pod of this node without attachments, created then deleted): from the
 //!   write until podagent's `podagent_dataplane_passes_total` moved (polled every ms over
