@@ -10,12 +10,14 @@
 //! - `KACTUS_BENCH_BEFORE` a second kactus build measured in the same rounds (before/after
 //!   rows; the hot-plug rows take the `podagent` beside it, if there is one);
 //! - `KACTUS_BENCH_ONLY` a comma list of sections: alone, bridge, latency, unannotated,
-//!   dynamic, hotplug, list, process, concurrent, fastpath (default: all);
+//!   dynamic, hotplug, list, process, concurrent, fastpath, dataplane (default: all);
 //! - `KACTUS_BENCH_PROFILE=<att>:<latency ms>[:null[:fast]]` where one ADD spends its time
 //!   (`fast`: through podagent's fast path).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/dataplane.rs"]
+mod dataplane;
 #[path = "support/fastpath.rs"]
 mod fastpath;
 #[path = "support/hotplug.rs"]
@@ -59,6 +61,15 @@ fn main() {
     }
     println!("load average at the start: {}", load_average());
 
+    if want("dataplane") {
+        // Its own node, podagent and kactus-endpoints (benches/support/dataplane.rs).
+        dataplane::dataplane(reps);
+        if only.split(',').all(|s| s.trim() == "dataplane") && !only.is_empty() {
+            println!("\nload average at the end: {}", load_average());
+            println!("bench wall time {:.0} s", started.elapsed().as_secs_f64());
+            return;
+        }
+    }
     let mut world = World::new(&BRIDGE_COUNTS, &NULL_COUNTS);
     if let Ok(spec) = std::env::var("KACTUS_BENCH_PROFILE") {
         profile::profile(&world, &bin, &spec, reps);

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The benchmarks of issues 6 and 17 (kactus on top of its delegates and alone, apiserver
-# requests per ADD, podagent's hot-plug) and issue 15 (node-local against host-local,
+# requests per ADD, podagent's hot-plug), 23 and 24 (the in-pod data plane: section
+# `dataplane`) and issue 15 (node-local against host-local,
 # apiserver writes per pod start): builds in release (with the null delegate) and prints the
 # tables (see BENCHMARK.md).
 # Needs root, `ip` and the CNI reference plugins in /usr/lib/cni. KACTUS_BENCH_REPS=N sets the
