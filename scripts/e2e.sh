@@ -634,8 +634,8 @@ check "00-kactus.conflist is still there while app1 runs" test -f "$CONF_DIR/00-
 delete_pods app1
 check "the uninstall DaemonSet is rolled out once app1 is gone" k -n kube-system rollout status ds/kactus-uninstall --timeout=120s
 k delete -f manifests/kactus-uninstall.yaml --wait=true --timeout=60s >/dev/null 2>&1
-kactus_gone() { [ ! -e "$CONF_DIR/00-kactus.conflist" ] && [ ! -e "$CONF_DIR/kactus.d" ] && [ ! -e "$BIN_DIR/kactus" ] && [ ! -e "$BIN_DIR/node-local" ]; }
-check "00-kactus.conflist, kactus.d/, $BIN_DIR/kactus and $BIN_DIR/node-local are gone" kactus_gone
+kactus_gone() { [ ! -e "$CONF_DIR/00-kactus.conflist" ] && [ ! -e "$CONF_DIR/kactus.d" ] && [ ! -e "$BIN_DIR/kactus" ] && [ ! -e "$BIN_DIR/node-local" ] && [ ! -e "$CACHE_DIR" ]; }
+check "00-kactus.conflist, kactus.d/, $BIN_DIR/kactus, $BIN_DIR/node-local and $CACHE_DIR are gone" kactus_gone
 check "the node's own $own_conf is as it was" cmp -s "$RUN/own-conf" "$CONF_DIR/$own_conf"
 nothing_left
 if [ -n "$N2PID" ]; then

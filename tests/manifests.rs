@@ -578,7 +578,10 @@ fn uninstall_daemonset_mounts_what_kactus_put_on_the_node_and_probes_for_its_abs
         (&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir),
         (&installed.cni_bin_dir, &installed.cni_conf_dir, &installed.cache_dir)
     );
-    let dirs = [&parsed.cni_bin_dir, &parsed.cni_conf_dir, &parsed.cache_dir];
+    // The cache's parent, not the cache: a mount point could not be removed, and its hostPath
+    // would come back empty with every start of the uninstaller.
+    let cache_parent = parsed.cache_dir.parent().unwrap().to_path_buf();
+    let dirs = [&parsed.cni_bin_dir, &parsed.cni_conf_dir, &cache_parent];
     let mut expected = read_write_at_the_same_path(&dirs);
     // The pods' netns, to take podagent's tables and routes out of them.
     expected.insert("/var/run/netns".into(), ("/run/netns".into(), true, "HostToContainer".into()));
