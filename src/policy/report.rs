@@ -1,5 +1,6 @@
-//! What podagent can tell operators about one pod's policies, as plain data it publishes
-//! (Events, /metrics) once it programs the tables: nothing here talks to the apiserver.
+//! What podagent can tell operators about one pod's policies, as plain data it publishes as
+//! Events once it programs the tables: nothing here talks to the apiserver (which policies
+//! govern which device is on /metrics: `podagent::dataplane::applied`).
 //!
 //! Two things an operator cannot see from the table itself: parts of a policy that were
 //! ignored (so they allow nothing), and devices a policy governs that nftables cannot reach
@@ -18,22 +19,11 @@ pub struct PolicyEvent {
     pub policy: Option<String>,
 }
 
-/// Numbers for /metrics, per pod.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Devices under policy.
-    pub devices: usize,
-    /// Policies selecting the pod.
-    pub policies: usize,
-    pub rules: usize,
-    /// Addresses, ranges and `address . protocol . port` entries in the table's sets.
-    pub set_elements: usize,
-}
-
-/// The Events a pod's compiled policies call for. `missing` are the governed devices that are
-/// not kernel network devices in the pod's namespace (the caller looked).
-pub fn events(compiled: &Compiled, missing: &[&str]) -> Vec<PolicyEvent> {
-    let mut out: Vec<PolicyEvent> = compiled
+/// The Events a pod's compiled policies call for (the parts ignored). A governed device that
+/// is no kernel network device is told by [`not_enforced`], once the pod's namespace was looked
+/// in.
+pub fn events(compiled: &Compiled) -> Vec<PolicyEvent> {
+    compiled
         .problems
         .iter()
         .map(|p| PolicyEvent {
@@ -41,9 +31,7 @@ pub fn events(compiled: &Compiled, missing: &[&str]) -> Vec<PolicyEvent> {
             message: format!("MultiNetworkPolicy {}: {}", p.policy, p.what),
             policy: Some(p.policy.clone()),
         })
-        .collect();
-    out.extend(compiled.devices.iter().filter(|d| missing.contains(&d.device.as_str())).map(not_enforced));
-    out
+        .collect()
 }
 
 /// The Event for a governed device that is no kernel network device in the pod.
@@ -61,16 +49,6 @@ pub fn not_enforced(governed: &Governed) -> PolicyEvent {
             policies.join(", ")
         ),
         policy: None,
-    }
-}
-
-pub fn stats(compiled: &Compiled) -> Stats {
-    let table = compiled.table.as_ref();
-    Stats {
-        devices: compiled.devices.len(),
-        policies: compiled.policies.len(),
-        rules: table.map_or(0, |t| t.chains.iter().map(|c| c.rules.len()).sum()),
-        set_elements: table.map_or(0, |t| t.sets.iter().map(|s| s.elements.len()).sum()),
     }
 }
 
@@ -96,15 +74,15 @@ mod tests {
                 what: "ingress peer: ipBlock \"x\" is not a CIDR".into(),
             }],
         };
-        assert_eq!(events(&compiled, &[]).len(), 1);
-        let all = events(&compiled, &["net1"]);
-        assert_eq!(all[0].policy.as_deref(), Some("mep/b"));
-        assert_eq!(all[1].reason, "PolicyNotEnforced");
+        let ignored = events(&compiled);
+        assert_eq!(ignored.len(), 1);
+        assert_eq!(ignored[0].policy.as_deref(), Some("mep/b"));
+        let unreachable = not_enforced(&compiled.devices[0]);
+        assert_eq!(unreachable.reason, "PolicyNotEnforced");
         assert!(
-            all[1].message.contains("net1 on network mep/mp1") && all[1].message.contains("mep/a, mep/b"),
+            unreachable.message.contains("net1 on network mep/mp1") && unreachable.message.contains("mep/a, mep/b"),
             "{}",
-            all[1].message
+            unreachable.message
         );
-        assert_eq!(stats(&compiled), Stats { devices: 1, policies: 2, rules: 0, set_elements: 0 });
     }
 }

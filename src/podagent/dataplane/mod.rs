@@ -553,7 +553,7 @@ impl Computed<'_> {
                 let compiled = policy::compile(self.cluster, view);
                 // Devices that are no kernel device (DPDK, vhost-user) are looked for when the
                 // pod is programmed (in its namespace, once per device) and told then.
-                let events = report::events(&compiled, &[]).into_iter().map(|e| (e.reason, e.message)).collect();
+                let events = report::events(&compiled).into_iter().map(|e| (e.reason, e.message)).collect();
                 (compiled.table, Some(events), compiled.devices)
             }
         };
