@@ -561,12 +561,9 @@ impl Computed<'_> {
     }
 }
 
+/// A pod's `namespace/name`, as the index and the retry set hold it.
 fn key(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
+    watch::key_of(&pod.metadata)
 }
 
 #[cfg(test)]
