@@ -311,6 +311,10 @@ impl State {
         }
         let policy_inputs = PolicyInputs::gather(stores, &self.index, visits.iter().filter(|v| v.2.policy));
         let cluster = policy_inputs.cluster();
+        // The Services and slices of a set of networks, gathered once per pass: a Service's
+        // change concerns every pod on its network, all of them with the same inputs.
+        let mut proxy_inputs_of: BTreeMap<BTreeSet<NetworkRef>, ProxyInputs> = BTreeMap::new();
+        let no_proxy_inputs = ProxyInputs::default();
         let mut planned = Vec::new();
         for (pod, entry, parts) in visits {
             let (uid, view) = (&entry.uid, &entry.view);
@@ -319,9 +323,13 @@ impl State {
             let (desired, events) = if view.finished {
                 (Desired::nothing(), Some(Vec::new()))
             } else {
-                let (services, slices) =
-                    if parts.proxy { proxy_inputs(stores, &self.index, view) } else { Default::default() };
-                let computed = Computed { cluster: &cluster, services: &services, slices: &slices, parts };
+                let (services, slices) = if parts.proxy {
+                    let networks: BTreeSet<NetworkRef> = view.attachments.iter().map(|a| a.network.clone()).collect();
+                    &*proxy_inputs_of.entry(networks).or_insert_with_key(|n| proxy_inputs(stores, &self.index, n))
+                } else {
+                    &no_proxy_inputs
+                };
+                let computed = Computed { cluster: &cluster, services, slices, parts };
                 let wanted = computed.desire(&pod, view, had);
                 if wanted.computed {
                     metrics.pods_computed.inc();
@@ -450,10 +458,12 @@ impl State {
 }
 
 /// The Services on a pod's networks and their endpoints: all its proxy table can hold.
-fn proxy_inputs(stores: &Stores, index: &Index, view: &PodView) -> (Vec<Service>, Vec<EndpointSlice>) {
-    let networks: BTreeSet<&NetworkRef> = view.attachments.iter().map(|a| &a.network).collect();
+type ProxyInputs = (Vec<Service>, Vec<EndpointSlice>);
+
+/// Gathers the [`ProxyInputs`] of `networks` from the stores.
+fn proxy_inputs(stores: &Stores, index: &Index, networks: &BTreeSet<NetworkRef>) -> ProxyInputs {
     let (mut services, mut slices) = (Vec::new(), Vec::new());
-    for key in networks.into_iter().flat_map(|n| index.services_on(n)) {
+    for key in networks.iter().flat_map(|n| index.services_on(n)) {
         if let Some(service) = watch::get(&stores.services, key) {
             services.push(Service::clone(&service));
             slices.extend(index.slices_of(key).flat_map(|k| stores.slices_at(k)));
